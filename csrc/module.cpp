@@ -1,0 +1,169 @@
+// module.cpp: the pybind11 module fastres._C. Reached only through fastres/ops.py.
+//
+// Defines (Python names):
+//   build_info()                    dict: what this build holds (cuda, cuda_archs, openmp, ...)
+//   cuda_device_count()             GPUs the CUDA runtime sees; 0 without CUDA, driver or GPU
+//   SEGMENT_CHUNK                   elements per chunk of the segment chunk table
+//   segment_chunk_count, segment_chunk_table_size, fill_segment_chunk_table   (segments.h)
+//   segment_sq_norms_cpu, segment_sq_norms_cuda (CUDA builds only)  (segment_sq_norms.h)
+//
+// Every buffer is passed as an address (Python int, uintptr_t), never as a torch tensor:
+// the module does not link libtorch (DESIGN.md, decision 1). Errors: std::invalid_argument
+// becomes ValueError, std::runtime_error (CUDA_CHECK) becomes RuntimeError.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "segment_sq_norms.h"
+#include "segments.h"
+
+#if defined(FASTRES_WITH_OPENMP)
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using namespace fastres;
+
+#ifndef FASTRES_VERSION
+#define FASTRES_VERSION ""
+#endif
+#ifndef FASTRES_CXX_COMPILER
+#define FASTRES_CXX_COMPILER "unknown"
+#endif
+
+namespace {
+
+template <typename T>
+T* as_ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+std::vector<std::string> split_archs(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(ch);
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = std::string(FASTRES_VERSION);
+  d["compiler"] = std::string(FASTRES_CXX_COMPILER);
+  d["segment_chunk"] = kSegmentChunk;
+#if defined(FASTRES_WITH_OPENMP)
+  d["openmp"] = true;
+  d["openmp_version"] = static_cast<int>(_OPENMP);
+#else
+  d["openmp"] = false;
+  d["openmp_version"] = py::none();
+#endif
+#if defined(FASTRES_WITH_CUDA)
+  d["cuda"] = true;
+  d["cuda_archs"] = split_archs(FASTRES_CUDA_ARCHS);
+  d["cuda_version"] = static_cast<int>(CUDART_VERSION);
+  d["cuda_runtime"] = std::string("static");
+#else
+  d["cuda"] = false;
+  d["cuda_archs"] = std::vector<std::string>{};
+  d["cuda_version"] = py::none();
+  d["cuda_runtime"] = py::none();
+#endif
+  return d;
+}
+
+int cuda_device_count() {
+#if defined(FASTRES_WITH_CUDA)
+  int n = 0;
+  // No driver (cudaErrorInsufficientDriver), no GPU (cudaErrorNoDevice), ...: none usable.
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it, so that it does not surface at a later check
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+void check_sq_norms_args(int dtype, uintptr_t flat, uintptr_t table, int64_t S, int64_t C,
+                         uintptr_t partials, uintptr_t out) {
+  check_arg(dtype == kFloat32,
+            "flat: dtype code " + std::to_string(dtype) + " is not supported (float32 only)");
+  check_arg(S >= 0 && C >= 0, "num_segments and num_chunks must be >= 0");
+  check_arg(table != 0, "table: null address");
+  check_arg(C == 0 || (flat != 0 && partials != 0), "flat, partials: null address");
+  check_arg(S == 0 || out != 0, "out: null address");
+  check_arg(flat % alignof(float) == 0, "flat: address is not 4-byte aligned");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastres native kernels (no libtorch): use them through fastres.ops";
+  m.attr("SEGMENT_CHUNK") = kSegmentChunk;
+
+  m.def("build_info", &build_info, "What this build of fastres._C holds.");
+  m.def("cuda_device_count", &cuda_device_count,
+        "Number of GPUs the CUDA runtime sees; 0 when built without CUDA or without a driver.");
+
+  m.def(
+      "segment_chunk_count",
+      [](uintptr_t offsets, int64_t num_segments) {
+        check_arg(offsets != 0, "offsets: null address");
+        return segment_chunk_count(as_ptr<const int64_t>(offsets), num_segments);
+      },
+      py::arg("offsets"), py::arg("num_segments"),
+      "Chunks of the segments given by host int64 offsets[0..S]; validates the offsets.");
+  m.def("segment_chunk_table_size", &segment_chunk_table_size, py::arg("num_segments"),
+        py::arg("num_chunks"), "int64 elements of a chunk table (segments.h).");
+  m.def(
+      "fill_segment_chunk_table",
+      [](uintptr_t offsets, int64_t num_segments, int64_t num_chunks, uintptr_t table) {
+        check_arg(offsets != 0 && table != 0, "offsets, table: null address");
+        fill_segment_chunk_table(as_ptr<const int64_t>(offsets), num_segments, num_chunks,
+                                 as_ptr<int64_t>(table));
+      },
+      py::arg("offsets"), py::arg("num_segments"), py::arg("num_chunks"), py::arg("table"),
+      "Writes the chunk table (host memory) for host int64 offsets[0..S].");
+
+  m.def(
+      "segment_sq_norms_cpu",
+      [](uintptr_t flat, int dtype, uintptr_t table, int64_t S, int64_t C, uintptr_t partials,
+         uintptr_t out, int num_threads) {
+        check_sq_norms_args(dtype, flat, table, S, C, partials, out);
+        segment_sq_norms_cpu(as_ptr<const float>(flat), as_ptr<const int64_t>(table), S, C,
+                             as_ptr<float>(partials), as_ptr<float>(out), num_threads);
+      },
+      py::arg("flat"), py::arg("dtype"), py::arg("table"), py::arg("num_segments"),
+      py::arg("num_chunks"), py::arg("partials"), py::arg("out"), py::arg("num_threads"),
+      py::call_guard<py::gil_scoped_release>(),
+      "out[s] = sum of flat^2 over segment s; all addresses in host memory.");
+
+#if defined(FASTRES_WITH_CUDA)
+  m.def(
+      "segment_sq_norms_cuda",
+      [](uintptr_t flat, int dtype, uintptr_t table, int64_t S, int64_t C, uintptr_t partials,
+         uintptr_t out, int device, uintptr_t stream) {
+        check_sq_norms_args(dtype, flat, table, S, C, partials, out);
+        segment_sq_norms_cuda(as_ptr<const float>(flat), as_ptr<const int64_t>(table), S, C,
+                              as_ptr<float>(partials), as_ptr<float>(out), device, stream);
+      },
+      py::arg("flat"), py::arg("dtype"), py::arg("table"), py::arg("num_segments"),
+      py::arg("num_chunks"), py::arg("partials"), py::arg("out"), py::arg("device"),
+      py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "Same as segment_sq_norms_cpu on `device`, launched on `stream` (a cudaStream_t); "
+      "asynchronous: no host sync.");
+#endif
+}

@@ -1,0 +1,114 @@
+"""The PIL + torch DataLoader backend: works everywhere, needs nothing beyond Pillow.
+
+Every random choice of a sample (crop box, flip) comes from a seed that the sampler draws
+with the sample's index, so a batch depends on (seed, epoch, step) only, not on how many
+worker processes there are or which of them decoded it. Samplers shard by rank the way
+DALI's reader does (rank r of w takes every w-th sample of the epoch's permutation), so
+the PIL and DALI backends split data between ranks alike.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastres import FastresError
+from fastres.data.folder import FolderSplit
+from fastres.data.transforms import normalize_batch
+
+__all__ = ["ImageFolderDataset", "ShardedSampler", "collate_uint8", "DeviceLoader", "load_rgb"]
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode one image file as RGB; a file that cannot be decoded is named in the error."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError
+        raise FastresError(f"cannot decode image {path}: {e}") from None
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Items are (uint8 HWC array, label); indexed by (sample index, sample seed) pairs."""
+
+    def __init__(self, split: FolderSplit, transform):
+        self.samples = split.samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int]:
+        index, seed = key
+        path, label = self.samples[index]
+        return self.transform(load_rgb(path), random.Random(seed)), label
+
+
+class ShardedSampler(torch.utils.data.Sampler):
+    """Yields (index, seed) for this rank's share of one epoch.
+
+    Train (`shuffle=True`): a fresh permutation per epoch, padded by wrapping around so that
+    every rank gets the same number of samples (a rank that ran out early would stall the
+    others' collectives). Val (`shuffle=False`): rank r takes samples r, r+w, ...; no padding,
+    so summing counts across ranks counts every image exactly once.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return math.ceil(self.size / self.world)
+        return len(range(self.rank, self.size, self.world))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=g)
+            per_rank = math.ceil(self.size / self.world)
+            pad = per_rank * self.world - self.size
+            if pad:
+                order = torch.cat([order, order[:pad]])
+        else:
+            order = torch.arange(self.size)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=g)
+        mine = slice(self.rank, None, self.world)
+        return iter(zip(order[mine].tolist(), seeds[mine].tolist()))
+
+
+def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(np.stack([b[0] for b in batch]))
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+    return images, labels
+
+
+class DeviceLoader:
+    """Wraps a DataLoader of uint8 NHWC batches: moves them to `device` and normalises there."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, dtype: torch.dtype,
+                 channels_last: bool, num_samples: int):
+        self.loader, self.device, self.dtype, self.channels_last = loader, device, dtype, channels_last
+        self.num_samples = num_samples  # samples this rank sees per epoch (padding included)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            yield normalize_batch(images, self.dtype, self.channels_last), labels

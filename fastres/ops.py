@@ -1,0 +1,294 @@
+"""fastres.ops: the only door to the native kernels (`fastres._C`).
+
+Each op checks its tensors (device, dtype, contiguity, sizes; messages name the argument),
+then picks a path:
+
+  cpu    `_C`'s C++/OpenMP kernel, for CPU tensors
+  cuda   `_C`'s CUDA kernel on the tensor's device and current stream (no host sync)
+  torch  a torch-native equivalent, for a GPU tensor when `_C` was built without CUDA
+         kernels (or another accelerator): slower, and warned about once per op
+
+`_C` does not link libtorch (DESIGN.md, decision 1): ops pass `t.data_ptr()` addresses and
+`torch.cuda.current_stream(device).cuda_stream`, and allocate every buffer a kernel needs,
+scratch included, with torch, so the extension never allocates device memory.
+
+A missing `_C` (most often: running from the source tree, whose `fastres/` has no built
+extension and shadows the installed package) is not an error at import; the first op
+raises ImportError with advice, chained to the original error (apex's multi_tensor_apply).
+
+Ops
+  segment_sq_norms(flat, offsets)   per-segment sums of squares over a flat fp32 buffer
+  segment_chunks(offsets, device)   the chunk table of a segment layout, built once
+  native_available(), build_info()  what the native part holds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+
+import torch
+
+try:
+    from fastres import _C
+except ImportError as e:  # kept and re-raised with advice when an op needs it
+    _C = None
+    _C_IMPORT_ERROR: ImportError | None = e
+else:
+    _C_IMPORT_ERROR = None
+
+__all__ = [
+    "SEGMENT_CHUNK",
+    "SegmentChunks",
+    "build_info",
+    "native_available",
+    "segment_chunks",
+    "segment_sq_norms",
+]
+
+# Elements per chunk of a chunk table: csrc/segments.h kSegmentChunk (tests check they agree).
+SEGMENT_CHUNK = 4096
+
+# dtype codes: csrc/common.h enum DType.
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+_WARNED: set[str] = set()
+
+
+# ----------------------------------------------------------------------------- the native part
+
+
+def native_available() -> bool:
+    """True when `fastres._C` imported (CPU kernels at least)."""
+    return _C is not None
+
+
+def build_info() -> dict:
+    """What the native part holds: `_C.build_info()` plus `native` and `path`.
+
+    Without `_C`: {"native": False, "cuda": False, "openmp": False, "error": "..."}.
+    """
+    if _C is None:
+        return {
+            "native": False,
+            "cuda": False,
+            "cuda_archs": [],
+            "cuda_version": None,
+            "openmp": False,
+            "error": str(_C_IMPORT_ERROR),
+        }
+    return {"native": True, "path": _C.__file__, **_C.build_info()}
+
+
+def _missing_native_message() -> str:
+    import fastres
+
+    where = os.path.dirname(os.path.abspath(fastres.__file__))
+    return (
+        f"fastres._C (the native kernels) could not be imported: {_C_IMPORT_ERROR}.\n"
+        f"The fastres package imported here is {where}.\n"
+        "Build and install it with `pip install .` from the repository root (`pip install . -v` "
+        "shows what the build finds). A fastres/ source tree on sys.path shadows the installed "
+        "package and has no _C: that is the case when Python runs from the repository root "
+        "(`python -m ...`, `python -c ...`, `python -m pytest`) or with the repository on "
+        "PYTHONPATH. Run from another directory, run the tests with plain `pytest`, or install "
+        "with `pip install -e .`, which maps the built _C into the source tree."
+    )
+
+
+def _native():
+    """`_C`, or ImportError with advice (chained to the original import error)."""
+    if _C is None:
+        raise ImportError(_missing_native_message()) from _C_IMPORT_ERROR
+    return _C
+
+
+def _warn_once(op: str, message: str) -> None:
+    if op not in _WARNED:
+        _WARNED.add(op)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _pick_path(device: torch.device, op: str) -> str:
+    """'cpu', 'cuda' or 'torch' (see the module docstring); raises if `_C` is missing."""
+    C = _native()
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda" and hasattr(C, f"{op}_cuda"):
+        return "cuda"
+    if device.type == "cuda":
+        why = (
+            "fastres._C was built without CUDA kernels (nvcc not found, or FASTRES_CUDA=OFF); "
+            "rebuild with nvcc on PATH or CUDACXX set: `pip install . -v` from the repository "
+            "root prints 'fastres: CUDA ON'"
+        )
+    else:
+        why = f"fastres._C has no kernels for {device.type} tensors"
+    _warn_once(op, f"{op}: {why}. Running a slower torch version on {device}.")
+    return "torch"
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _check_tensor(name: str, t, dtype: torch.dtype, ndim: int = 1) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous tensor (stride {t.stride()})")
+
+
+def _host_offsets(offsets: torch.Tensor) -> torch.Tensor:
+    """Checked int64 offsets on the host (copies, and syncs, when they live on a GPU)."""
+    _check_tensor("offsets", offsets, torch.int64)
+    if offsets.numel() < 1:
+        raise ValueError("offsets: expected at least one element (S + 1 segment boundaries)")
+    host = offsets.detach().to("cpu").contiguous()
+    if int(host[0]) < 0:
+        raise ValueError(f"offsets: offsets[0] must be >= 0, got {int(host[0])}")
+    if host.numel() > 1:
+        bad = torch.nonzero(host[1:] < host[:-1])
+        if bad.numel():
+            i = int(bad[0, 0])
+            raise ValueError(
+                f"offsets: must be nondecreasing, but offsets[{i}]={int(host[i])} > "
+                f"offsets[{i + 1}]={int(host[i + 1])}"
+            )
+    return host
+
+
+def _check_flat(flat) -> None:
+    _check_tensor("flat", flat, torch.float32)
+    if flat.data_ptr() % 4:
+        raise ValueError("flat: data pointer is not 4-byte aligned")
+
+
+# ----------------------------------------------------------------------------- segment ops
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentChunks:
+    """The chunk table of a segment layout (csrc/segments.h), on the device of the kernels.
+
+    Build it once per layout with `segment_chunks` and pass it where ops take `offsets`:
+    the ops then do no host work and, on a GPU, no host sync.
+    """
+
+    table: torch.Tensor  # int64, segments.h layout, on `device`
+    offsets: torch.Tensor  # int64 host copy of the offsets, S + 1
+    num_segments: int  # S
+    num_chunks: int  # C
+    end: int  # offsets[-1]: a flat buffer needs at least this many elements
+
+    @property
+    def device(self) -> torch.device:
+        return self.table.device
+
+
+def segment_chunks(offsets: torch.Tensor, device: torch.device | str | None = None) -> SegmentChunks:
+    """Chunk table for `offsets` (int64, S + 1, nondecreasing, offsets[0] >= 0) on `device`.
+
+    Segment s is flat[offsets[s]:offsets[s+1]], cut in chunks of SEGMENT_CHUNK elements.
+    The table is built on the host (offsets on a GPU are copied back: one sync) and moved to
+    `device` (default: the device of `offsets`).
+    """
+    C = _native()
+    host = _host_offsets(offsets)
+    S = host.numel() - 1
+    num_chunks = C.segment_chunk_count(host.data_ptr(), S)
+    table = torch.empty(C.segment_chunk_table_size(S, num_chunks), dtype=torch.int64)
+    C.fill_segment_chunk_table(host.data_ptr(), S, num_chunks, table.data_ptr())
+    device = offsets.device if device is None else torch.device(device)
+    return SegmentChunks(table.to(device), host, S, num_chunks, int(host[-1]))
+
+
+def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) -> torch.Tensor:
+    """out[s] = sum(flat[offsets[s]:offsets[s+1]] ** 2), fp32, for s in 0..S-1.
+
+    flat:    fp32, 1-D, contiguous, on CPU or a GPU
+    offsets: int64, 1-D, S + 1 nondecreasing boundaries, 0 <= offsets[0],
+             offsets[-1] <= flat.numel(); on the host or on flat's device. Or a
+             `SegmentChunks` from `segment_chunks(offsets, flat.device)`, built once: a
+             plain tensor has its chunk table built on the host at every call (and, on a
+             GPU, copied back first: a host sync).
+
+    Two-stage fp32 reduction without atomics (csrc/segment_sq_norms.h): bit-identical from
+    run to run, on CPU whatever the thread count; relative error at most ~(133 + L/4096) *
+    2^-24 on CPU for a segment of L elements, less on GPU. Empty segments give 0. Not
+    differentiable.
+    """
+    op = "segment_sq_norms"
+    _check_flat(flat)
+    if isinstance(offsets, SegmentChunks):
+        chunks = offsets
+    else:
+        chunks = None
+        if not isinstance(offsets, torch.Tensor):
+            raise TypeError(
+                f"offsets: expected a torch.Tensor or SegmentChunks, got {type(offsets).__name__}"
+            )
+    path = _pick_path(flat.device, op)
+
+    if path == "torch":
+        host = chunks.offsets if chunks is not None else _host_offsets(offsets)
+        _check_end(int(host[-1]), flat)
+        return _segment_sq_norms_torch(flat, host)
+
+    if chunks is None:
+        chunks = segment_chunks(offsets, flat.device)
+    elif chunks.device != flat.device:
+        raise ValueError(
+            f"offsets: chunk table is on {chunks.device} but flat is on {flat.device}; "
+            "build it with segment_chunks(offsets, flat.device)"
+        )
+    _check_end(chunks.end, flat)
+    S, C = chunks.num_segments, chunks.num_chunks
+    out = torch.empty(S, dtype=torch.float32, device=flat.device)
+    if S == 0:
+        return out
+    partials = torch.empty(C, dtype=torch.float32, device=flat.device)  # stage-1 scratch
+    args = (
+        flat.data_ptr(),
+        _DTYPE_CODES[flat.dtype],
+        chunks.table.data_ptr(),
+        S,
+        C,
+        partials.data_ptr(),
+        out.data_ptr(),
+    )
+    if path == "cpu":
+        _C.segment_sq_norms_cpu(*args, torch.get_num_threads())
+    else:
+        with torch.cuda.device(flat.device):
+            stream = torch.cuda.current_stream(flat.device).cuda_stream
+            _C.segment_sq_norms_cuda(*args, flat.device.index, stream)
+    return out
+
+
+def _check_end(end: int, flat: torch.Tensor) -> None:
+    if end > flat.numel():
+        raise ValueError(
+            f"offsets: offsets[-1]={end} is beyond the end of flat (numel {flat.numel()})"
+        )
+
+
+def _segment_sq_norms_torch(flat: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
+    """Torch-native segment_sq_norms for devices `_C` has no kernels for.
+
+    One fused multi-tensor norm (torch._foreach_norm) over views of the segments, squared:
+    fp32 like the kernels, up to ~2 ulp more rounding from the sqrt and the square.
+    """
+    bounds = host_offsets.tolist()
+    views = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if not views:
+        return flat.new_zeros(0)
+    if hasattr(torch, "_foreach_norm"):
+        norms = torch._foreach_norm(views, 2)
+    else:  # pragma: no cover - torch without the private foreach ops
+        norms = [torch.linalg.vector_norm(v) for v in views]
+    return torch.stack(norms).square()

@@ -1,0 +1,85 @@
+"""Run folders: what a run leaves behind so it can be read, compared and resumed.
+
+    <out>/<name>/config.yaml     resolved config + fastres/torch versions, git revision, host
+    <out>/<name>/metrics.jsonl   one JSON object per line: train records every log_every steps,
+                                 a val record per epoch, a summary record at the end
+    <out>/<name>/checkpoint.pt   latest checkpoint (see fastres.checkpoint)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import fastres
+
+__all__ = ["git_revision", "make_run_dir", "write_config", "MetricsLog"]
+
+
+def git_revision(path: Path | None = None) -> str | None:
+    """The git commit of the source fastres runs from (with '-dirty' for local changes), if any."""
+    where = path or Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def make_run_dir(out: str, name: str | None, arch: str) -> Path:
+    """A new folder under `out`; an existing name gets a numeric suffix, never overwritten."""
+    base = name or f"{arch}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    parent = Path(out).expanduser()
+    parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        run = parent / (base if k == 0 else f"{base}-{k}")
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not make a new run folder under {parent} named {base}")
+
+
+def write_config(run_dir: Path, config: dict[str, Any], extra: dict[str, Any]) -> None:
+    doc = {
+        "config": config,
+        "fastres": fastres.__version__,
+        "torch": str(torch.__version__),
+        "git": git_revision(),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        **extra,
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+class MetricsLog:
+    """Append-only JSON-lines log; every record is flushed, so a crash loses none."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "a", buffering=1)
+
+    def write(self, kind: str, **fields: Any) -> None:
+        self._f.write(json.dumps({"kind": kind, "time": round(_dt.datetime.now().timestamp(), 3), **fields}) + "\n")
+        self._f.flush()
+        if kind != "train":  # epoch-level records reach the disk even if the machine dies
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()

@@ -1,0 +1,219 @@
+"""The training loop: data -> model -> loss -> backward -> step, validation every epoch.
+
+`Trainer(cfg).fit()` is everything `python -m fastres.train` does after parsing flags. The
+loop keeps losses as detached device tensors and synchronises only on log steps
+(`log_every`), so on a GPU the host runs ahead of the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fastres import FastresError
+from fastres.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint, save_checkpoint
+from fastres.config import TrainConfig
+from fastres.data import make_loaders
+from fastres.model import build_model
+from fastres.optim.schedule import LRSchedule, scaled_lr
+from fastres.runlog import MetricsLog, make_run_dir, write_config
+
+__all__ = ["Trainer", "Summary", "param_groups", "accuracy_counts"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/fc weights only; BN parameters and biases (ndim <= 1) get none."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """Number of samples whose label is among the top-k logits, for each k (a device tensor)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return torch.stack([hit[:, :k].any(dim=1).sum() for k in ks])
+
+
+@dataclass
+class Summary:
+    epochs: int
+    top1: float
+    top5: float
+    train_seconds: float
+    total_seconds: float
+    images_per_second: float
+    run_dir: Path
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.t_start = time.perf_counter()
+        self.device = self._device()
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" or (cfg.precision == "auto" and cuda) else None
+        self.channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self._seed(cfg.seed)
+        self.rank, self.world = 0, 1
+
+        self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world)
+        self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.optimizer = torch.optim.SGD(
+            param_groups(self.model, cfg.weight_decay), lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            foreach=True,
+        )
+        self.steps_per_epoch = len(self.data.train)
+        self.global_batch = cfg.batch_size * self.world
+        self.schedule = LRSchedule(
+            peak=scaled_lr(cfg.lr, self.global_batch),
+            total_steps=cfg.epochs * self.steps_per_epoch,
+            warmup_steps=round(cfg.warmup_epochs * self.steps_per_epoch),
+            kind=cfg.schedule,
+        )
+        self.start_epoch, self.step = 0, 0
+        if cfg.resume:
+            self.run_dir = self._resume(resolve_checkpoint(cfg.resume))
+        else:
+            self.run_dir = make_run_dir(cfg.out, cfg.name, cfg.arch)
+            write_config(self.run_dir, cfg.to_dict(), {
+                "dataset": str(self.data.root), "classes": len(self.data.classes),
+                "train_images": self.data.train_size, "val_images": self.data.val_size,
+                "device": str(self.device), "amp": str(self.amp_dtype), "channels_last": self.channels_last,
+                "global_batch": self.global_batch, "peak_lr": self.schedule.peak,
+            })
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+
+    # -- set-up helpers -------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        want = self.cfg.device
+        if want == "cuda" and not torch.cuda.is_available():
+            raise FastresError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(want)
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _resume(self, path: Path) -> Path:
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise FastresError(f"--resume {path}: checkpoint does not fit this model/optimizer ({str(e).splitlines()[0]})") from None
+        if state["step"] != state["epoch"] * self.steps_per_epoch:
+            raise FastresError(
+                f"--resume {path}: checkpoint has {state['step']} steps over {state['epoch']} epochs, but this config "
+                f"makes {self.steps_per_epoch} steps per epoch (batch size or dataset changed)"
+            )
+        self.start_epoch, self.step = state["epoch"], state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        return path.parent
+
+    def _checkpoint(self, epoch: int) -> None:
+        save_checkpoint({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch, "step": self.step, "config": self.cfg.to_dict(),
+            "classes": self.data.classes, "torch_rng": torch.get_rng_state(),
+        }, self.run_dir / CHECKPOINT_NAME)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- the loop -------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this rank's share of the training set; returns seconds spent."""
+        self.model.train()
+        self.data.train.set_epoch(epoch)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="step",
+                   disable=not self.cfg.progress or self.rank != 0, dynamic_ncols=True, leave=False)
+        loss_sum = torch.zeros((), device=self.device)
+        t0 = t_log = time.perf_counter()
+        seen_log = 0
+        for i, (images, labels) in enumerate(self.data.train):
+            lr = self.schedule(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self._autocast():
+                loss = self.criterion(self.model(images), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            self.step += 1
+            seen_log += 1
+            bar.update(1)
+            if (i + 1) % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+                mean_loss = (loss_sum / seen_log).item()  # syncs the device: only on log steps
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"training loss is {mean_loss} at step {self.step} (epoch {epoch + 1}); "
+                                             f"last checkpoint: {self.run_dir / CHECKPOINT_NAME}")
+                now = time.perf_counter()
+                ips = seen_log * self.global_batch / (now - t_log)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{ips:.0f}", lr=f"{lr:.3g}")
+                self.log.write("train", epoch=epoch + 1, step=self.step, loss=mean_loss, lr=lr, img_per_s=ips)
+                loss_sum.zero_()
+                seen_log, t_log = 0, now
+        bar.close()
+        return time.perf_counter() - t0
+
+    @torch.inference_mode()
+    def validate(self) -> tuple[float, float, int]:
+        """(top-1 %, top-5 %, images) over the validation split."""
+        self.model.eval()
+        counts = torch.zeros(2, dtype=torch.int64, device=self.device)
+        n = 0
+        for images, labels in self.data.val:
+            with self._autocast():
+                logits = self.model(images)
+            counts += accuracy_counts(logits.float(), labels)
+            n += labels.numel()
+        top1, top5 = (100.0 * counts / max(n, 1)).tolist()
+        return top1, top5, n
+
+    def fit(self) -> Summary:
+        cfg = self.cfg
+        train_seconds, images = 0.0, 0
+        top1 = top5 = float("nan")
+        if self.rank == 0:
+            print(f"fastres: {cfg.arch} on {self.data.root} ({self.data.train_size} train / {self.data.val_size} val "
+                  f"images, {len(self.data.classes)} classes), {self.device}, global batch {self.global_batch}, "
+                  f"peak lr {self.schedule.peak:.4g}, run folder {self.run_dir}", flush=True)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            seconds = self.train_epoch(epoch)
+            train_seconds += seconds
+            images += self.steps_per_epoch * self.global_batch
+            top1, top5, n = self.validate()
+            self.log.write("val", epoch=epoch + 1, step=self.step, top1=top1, top5=top5, images=n,
+                           epoch_seconds=seconds, img_per_s=self.steps_per_epoch * self.global_batch / seconds)
+            self._checkpoint(epoch + 1)
+            if self.rank == 0:
+                print(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% "
+                      f"({n} images), train {seconds:.1f}s", flush=True)
+        total = time.perf_counter() - self.t_start
+        summary = Summary(cfg.epochs, top1, top5, train_seconds, total, images / max(train_seconds, 1e-9), self.run_dir)
+        self.log.write("summary", epochs=cfg.epochs, top1=top1, top5=top5, train_seconds=train_seconds,
+                       total_seconds=total, img_per_s=summary.images_per_second)
+        self.log.close()
+        return summary

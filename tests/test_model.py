@@ -1,0 +1,128 @@
+"""ResNet v1.5: sizes and names that match torchvision, v1.5 strides, Goyal et al.'s init."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fastres.model import ARCHS, Bottleneck, build_model, resnet18, resnet50
+
+# torchvision.models.<arch>(num_classes=1000): parameter counts published with its weights.
+TORCHVISION_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+
+
+def torchvision_resnet50_keys() -> list[str]:
+    """The state_dict keys of torchvision's resnet50, spelled out from its naming scheme."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    keys = ["conv1.weight"] + [f"bn1.{k}" for k in bn]
+    for stage, blocks in enumerate((3, 4, 6, 3), start=1):
+        for b in range(blocks):
+            p = f"layer{stage}.{b}"
+            for i in (1, 2, 3):
+                keys.append(f"{p}.conv{i}.weight")
+                keys += [f"{p}.bn{i}.{k}" for k in bn]
+            if b == 0:
+                keys.append(f"{p}.downsample.0.weight")
+                keys += [f"{p}.downsample.1.{k}" for k in bn]
+    return keys + ["fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_parameter_counts_match_torchvision(arch):
+    model = build_model(arch, 1000)
+    assert sum(p.numel() for p in model.parameters()) == TORCHVISION_PARAMS[arch]
+
+
+def test_resnet50_has_161_tensors_and_torchvision_keys():
+    model = resnet50()
+    assert len(list(model.parameters())) == 161
+    sd = model.state_dict()
+    assert list(sd.keys()) == torchvision_resnet50_keys()
+    assert sd["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1)
+    assert sd["fc.weight"].shape == (1000, 2048)
+
+
+def test_loads_a_state_dict_with_torchvision_keys():
+    src = resnet50(num_classes=7)
+    dst = resnet50(num_classes=7)
+    dst.load_state_dict({k: v.clone() for k, v in src.state_dict().items()}, strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    src.eval(), dst.eval()
+    torch.testing.assert_close(src(x), dst(x))
+
+
+def test_v1_5_stride_sits_in_the_3x3_conv():
+    model = resnet50()
+    for stage in (model.layer2, model.layer3, model.layer4):
+        first = stage[0]
+        assert first.conv1.stride == (1, 1) and first.conv2.stride == (2, 2)
+        assert first.downsample[0].stride == (2, 2)
+    assert model.layer1[0].conv2.stride == (1, 1)
+
+
+def test_last_bn_gamma_of_every_block_is_zero_and_blocks_start_as_identity():
+    model = resnet50()
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16
+    assert all(torch.count_nonzero(b.bn3.weight) == 0 for b in blocks)
+    assert all(torch.all(b.bn1.weight == 1) and torch.all(b.bn2.weight == 1) for b in blocks)
+    block = model.layer1[1]  # no downsample: output = relu(input) at init
+    block.eval()
+    x = torch.randn(2, 256, 8, 8)
+    torch.testing.assert_close(block(x), torch.relu(x))
+
+
+def test_basic_block_zero_init_and_opt_out():
+    assert all(torch.count_nonzero(b.bn2.weight) == 0 for b in resnet18().modules() if hasattr(b, "last_bn"))
+    plain = resnet50(zero_init_residual=False)
+    assert all(torch.all(b.bn3.weight == 1) for b in plain.modules() if isinstance(b, Bottleneck))
+
+
+def test_he_fan_out_init_and_classifier_init():
+    torch.manual_seed(0)
+    model = resnet50()
+    w = model.layer3[0].conv2.weight  # 256 x 256 x 3 x 3
+    fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+    assert w.std().item() == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.02)
+    assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    assert torch.count_nonzero(model.fc.bias) == 0
+
+
+def test_channels_last_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    model = resnet50(num_classes=10)
+    for m in model.modules():  # make the residual branches active so they are compared too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+    x = torch.randn(4, 3, 64, 64)
+    model_cl = resnet50(num_classes=10)
+    model_cl.load_state_dict(model.state_dict())
+    model_cl = model_cl.to(memory_format=torch.channels_last)
+    out = model(x)
+    out_cl = model_cl(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-4)
+    out.square().sum().backward()
+    out_cl.square().sum().backward()
+    torch.testing.assert_close(model_cl.conv1.weight.grad, model.conv1.weight.grad, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_output_shape_for_any_image_size(size):
+    model = resnet50(num_classes=10).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
+
+
+def test_bad_names_and_sizes_are_errors():
+    with pytest.raises(ValueError, match="unknown arch 'resnet51'"):
+        build_model("resnet51", 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        resnet50(num_classes=0)
