@@ -1,0 +1,123 @@
+"""`python -m fastres.train` end to end: bad input, a tiny real run, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fastres.data.builtin import ensure_builtin_dataset
+from fastres.train import main
+
+TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--lr", "0.2",
+        "--warmup-epochs", "0", "--no-progress", "--log-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    # the built-in dataset's generator at 4 train / 2 val images per class: real JPEGs
+    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FASTRES_DATA": str(cwd / "cache")}
+    return subprocess.run([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d: ["--data", str(d / "missing")], "does not exist"),
+        (lambda d: ["--data", str(d / "empty")], "is empty"),
+        (lambda d: ["--data", str(d / "flat")], "has no train/ folder"),
+        (lambda d: ["--data", str(d / "noclass")], "has no class folders"),
+        (lambda d: ["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+        (lambda d: ["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
+        (lambda d: ["--epochs", "1", "--resume", str(d / "empty")], "no checkpoint file"),
+        (lambda d: ["--config", str(d / "flat" / "a.JPEG")], "not valid YAML"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, make_args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.JPEG").write_bytes(b"\xff\xd8\xff: [")  # not an image, not YAML
+    (tmp_path / "noclass" / "train").mkdir(parents=True)
+    (tmp_path / "noclass" / "val").mkdir()
+    proc = run_cli(*make_args(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
+    torch.manual_seed(0)
+    assert main(["--data", str(tiny_data), *TINY, "--epochs", "4", "--out", str(tmp_path), "--name", "r"]) == 0
+    run = tmp_path / "r"
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["config"]["arch"] == "resnet18" and doc["config"]["epochs"] == 4
+    assert doc["train_images"] == 40 and doc["classes"] == 10 and doc["peak_lr"] == pytest.approx(0.2 * 8 / 256)
+    recs = records(run)
+    train = [r for r in recs if r["kind"] == "train"]
+    val = [r for r in recs if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [1, 2, 3, 4] and all(r["images"] == 20 for r in val)
+    assert len(train) == 4 * 3 and train[-1]["step"] == 20  # 5 steps/epoch, logged every 2 and at epoch end
+    assert all(0 <= r["top1"] <= r["top5"] <= 100 for r in val)
+    assert recs[-1]["kind"] == "summary" and recs[-1]["top1"] == val[-1]["top1"]
+    # 40 images, 20 steps at lr 0.00625: the loss falls below its first value (chance: ln 10)
+    assert train[-1]["loss"] < train[0]["loss"]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 4 and ckpt["step"] == 20 and ckpt["classes"][0] == "arrow"
+    out = capsys.readouterr().out
+    assert "fastres: done: 4 epochs" in out and str(run) in out
+
+
+def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monkeypatch, capsys):
+    from fastres.trainer import Trainer
+
+    common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--threads", "1", "--epochs", "3"]
+    assert main([*common, "--name", "straight"]) == 0
+
+    real_train_epoch = Trainer.train_epoch
+
+    def dies_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # the process is stopped mid-epoch, after checkpoint 1
+        return real_train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_second_epoch)
+    assert main([*common, "--name", "cut"]) == 130
+    assert "checkpoint.pt" in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "train_epoch", real_train_epoch)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+    assert main([*common, "--resume", str(tmp_path / "cut")]) == 0
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert resumed["epoch"] == 3 and resumed["step"] == straight["step"] == 15
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    val = [r["epoch"] for r in records(tmp_path / "cut") if r["kind"] == "val"]
+    assert val == [1, 2, 3]
+
+
+def test_resume_with_a_different_schedule_is_refused(tiny_data, tmp_path, capsys):
+    common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--epochs", "1", "--name", "a"]
+    assert main(common) == 0
+    code = main(["--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--resume", str(tmp_path / "a")])
+    assert code == 2
+    assert "batch size or dataset changed" in capsys.readouterr().err
