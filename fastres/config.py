@@ -155,9 +155,11 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--config {name_or_path}: file does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read ({e.strerror})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of key: value")
     known = _field_types()
