@@ -10,11 +10,10 @@ ceiling in the same run: `flat.sum()` reads the same 102 MB, `copy_` reads and w
 bench/conftest.py prints each result as GB/s read and as a ratio to the torch peers and to
 the ceiling. Results are checked against float64 before anything is timed.
 
-Measured on the 2-core AMD EPYC CI box, one thread (`OMP_NUM_THREADS=1 pytest ...`):
-fastres 2.6-2.9 ms (35-40 GB/s), 1.14x faster than `_foreach_norm`, 2.9x faster than the
-loop, 82% of `flat.sum()` (42 GB/s). With two threads every parallel region on that box
-(torch's too) costs ~8 ms, so its two-thread numbers measure the sandbox, not the kernels.
-No GPU figures yet: the CUDA group runs wherever torch sees a GPU.
+Measured on the 2-core AMD EPYC CI box (bench/results/segment_sq_norms-cpu-*.json, table in
+bench/README.md): fastres reaches 84-91% of `flat.sum()` reading the same bytes, 1.2-1.5x
+faster than `_foreach_norm` and ~3x faster than the per-tensor loop. No GPU figures yet: the
+CUDA group runs wherever torch sees a GPU.
 """
 
 from __future__ import annotations
