@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import types
 import typing
@@ -106,6 +107,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@functools.cache
 def _field_types() -> dict[str, tuple[type, bool]]:
     """key -> (scalar type, may be None), from the dataclass annotations."""
     hints = typing.get_type_hints(TrainConfig)
