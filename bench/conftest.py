@@ -6,6 +6,7 @@ import sys
 
 
 def pytest_terminal_summary(terminalreporter):
+    _lars_summary(terminalreporter)
     mod = sys.modules.get("bench_segment_sq_norms")
     results = getattr(mod, "RESULTS", None)
     if not results:
@@ -21,4 +22,25 @@ def pytest_terminal_summary(terminalreporter):
                 line += f"   fastres speed-up {mean / ours[0]:5.2f}x"
             if ceiling:
                 line += f"   {ceiling[0] / mean:6.1%} of flat.sum()"
+            tr.write_line(line)
+
+
+def _lars_summary(tr):
+    mod = sys.modules.get("bench_lars")
+    results = getattr(mod, "RESULTS", None)
+    if not results:
+        return
+    for device, rows in results.items():
+        tr.section(f"optimizer step on {device}: ResNet-50, 161 tensors, 25.6M fp32")
+        lars = rows.get("fastres FusedLARS")
+        sgd = rows.get("torch SGD fused=True")
+        ceiling = rows.get("ceiling: copy_ (5 x 102 MB moved)")
+        for name, (mean, nbytes) in rows.items():
+            line = f"{name:36s} {mean * 1e3:9.2f} ms {nbytes / mean / 1e9:7.2f} GB/s"
+            if sgd:
+                line += f"   {mean / sgd[0]:5.2f}x torch fused SGD"
+            if lars and name != "fastres FusedLARS":
+                line += f"   FusedLARS {mean / lars[0]:5.2f}x faster"
+            if ceiling:
+                line += f"   {mean / ceiling[0]:5.2f}x ceiling"
             tr.write_line(line)

@@ -6,6 +6,7 @@
 //   SEGMENT_CHUNK                   elements per chunk of the segment chunk table
 //   segment_chunk_count, segment_chunk_table_size, fill_segment_chunk_table   (segments.h)
 //   segment_sq_norms_cpu, segment_sq_norms_cuda (CUDA builds only)  (segment_sq_norms.h)
+//   fused_step_cpu, fused_step_cuda (CUDA builds only)  fused LARS / momentum SGD (lars.h)
 //
 // Every buffer is passed as an address (Python int, uintptr_t), never as a torch tensor:
 // the module does not link libtorch (DESIGN.md, decision 1). Errors: std::invalid_argument
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "common.h"
+#include "lars.h"
 #include "segment_sq_norms.h"
 #include "segments.h"
 
@@ -108,6 +110,20 @@ void check_sq_norms_args(int dtype, uintptr_t flat, uintptr_t table, int64_t S, 
   check_arg(flat % alignof(float) == 0, "flat: address is not 4-byte aligned");
 }
 
+void check_step_args(uintptr_t w, uintptr_t g, uintptr_t m, uintptr_t table, int64_t S, int64_t C,
+                     uintptr_t seg_group, uintptr_t seg_flags, uintptr_t hparams,
+                     uintptr_t partials, int mode) {
+  check_arg(S >= 0 && C >= 0, "num_segments and num_chunks must be >= 0");
+  check_arg(table != 0 && seg_group != 0 && seg_flags != 0 && hparams != 0,
+            "table, seg_group, seg_flags, hparams: null address");
+  check_arg(C == 0 || (w != 0 && g != 0 && m != 0), "params, grads, momentum: null address");
+  check_arg(!(mode & kStepLars) || C == 0 || partials != 0, "partials: null address");
+  check_arg(w % 4 == 0 && g % 4 == 0 && m % 4 == 0,
+            "params, grads, momentum: addresses must be 4-byte aligned");
+  check_arg((mode & ~(kStepLars | kStepLrAfterMomentum | kStepNesterov | kStepWNormCached)) == 0,
+            "mode: unknown bits " + std::to_string(mode));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -165,5 +181,55 @@ PYBIND11_MODULE(_C, m) {
       py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
       "Same as segment_sq_norms_cpu on `device`, launched on `stream` (a cudaStream_t); "
       "asynchronous: no host sync.");
+#endif
+
+  m.attr("STEP_LARS") = static_cast<int>(kStepLars);
+  m.attr("STEP_LR_AFTER_MOMENTUM") = static_cast<int>(kStepLrAfterMomentum);
+  m.attr("STEP_NESTEROV") = static_cast<int>(kStepNesterov);
+  m.attr("STEP_W_NORM_CACHED") = static_cast<int>(kStepWNormCached);
+  m.attr("SEG_ADAPT") = static_cast<int>(kSegAdapt);
+  m.attr("SEG_DECAY") = static_cast<int>(kSegDecay);
+  m.attr("HPARAM_STRIDE") = kHparamStride;
+  m.def(
+      "fused_step_cpu",
+      [](uintptr_t w, uintptr_t g, uintptr_t mom, uintptr_t table, int64_t S, int64_t C,
+         uintptr_t seg_group, uintptr_t seg_flags, uintptr_t hparams, uintptr_t found_inf,
+         int mode, float eps, uintptr_t partials, uintptr_t wsq_out, uintptr_t coefs,
+         int num_threads) {
+        check_step_args(w, g, mom, table, S, C, seg_group, seg_flags, hparams, partials, mode);
+        check_arg(S == 0 || coefs != 0, "coefs: null address");
+        fused_step_cpu(as_ptr<float>(w), as_ptr<const float>(g), as_ptr<float>(mom),
+                       as_ptr<const int64_t>(table), S, C, as_ptr<const int32_t>(seg_group),
+                       as_ptr<const int32_t>(seg_flags), as_ptr<const float>(hparams),
+                       as_ptr<const float>(found_inf), mode, eps, as_ptr<float>(partials),
+                       as_ptr<float>(wsq_out), as_ptr<float>(coefs), num_threads);
+      },
+      py::arg("params"), py::arg("grads"), py::arg("momentum"), py::arg("table"),
+      py::arg("num_segments"), py::arg("num_chunks"), py::arg("seg_group"), py::arg("seg_flags"),
+      py::arg("hparams"), py::arg("found_inf"), py::arg("mode"), py::arg("eps"),
+      py::arg("partials"), py::arg("wsq_out"), py::arg("coefs"), py::arg("num_threads"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Fused LARS / momentum-SGD step (lars.h); all addresses in host memory, found_inf may be 0.");
+
+#if defined(FASTRES_WITH_CUDA)
+  m.def(
+      "fused_step_cuda",
+      [](uintptr_t w, uintptr_t g, uintptr_t mom, uintptr_t table, int64_t S, int64_t C,
+         uintptr_t seg_group, uintptr_t seg_flags, uintptr_t hparams, uintptr_t found_inf,
+         int mode, float eps, uintptr_t partials, uintptr_t wsq_out, int device,
+         uintptr_t stream) {
+        check_step_args(w, g, mom, table, S, C, seg_group, seg_flags, hparams, partials, mode);
+        fused_step_cuda(as_ptr<float>(w), as_ptr<const float>(g), as_ptr<float>(mom),
+                        as_ptr<const int64_t>(table), S, C, as_ptr<const int32_t>(seg_group),
+                        as_ptr<const int32_t>(seg_flags), as_ptr<const float>(hparams),
+                        as_ptr<const float>(found_inf), mode, eps, as_ptr<float>(partials),
+                        as_ptr<float>(wsq_out), device, stream);
+      },
+      py::arg("params"), py::arg("grads"), py::arg("momentum"), py::arg("table"),
+      py::arg("num_segments"), py::arg("num_chunks"), py::arg("seg_group"), py::arg("seg_flags"),
+      py::arg("hparams"), py::arg("found_inf"), py::arg("mode"), py::arg("eps"),
+      py::arg("partials"), py::arg("wsq_out"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Same as fused_step_cpu on `device`, launched on `stream`; two launches, no host sync.");
 #endif
 }

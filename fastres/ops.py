@@ -19,6 +19,8 @@ raises ImportError with advice, chained to the original error (apex's multi_tens
 Ops
   segment_sq_norms(flat, offsets)   per-segment sums of squares over a flat fp32 buffer
   segment_chunks(offsets, device)   the chunk table of a segment layout, built once
+  fused_step(params, grads, momentum, chunks, ...)   fused LARS / momentum-SGD step (lars.h)
+  has_kernel(op, device)            whether `_C` has a kernel for `op` on `device`
   native_available(), build_info()  what the native part holds
 """
 
@@ -42,6 +44,8 @@ __all__ = [
     "SEGMENT_CHUNK",
     "SegmentChunks",
     "build_info",
+    "fused_step",
+    "has_kernel",
     "native_available",
     "segment_chunks",
     "segment_sq_norms",
@@ -292,3 +296,125 @@ def _segment_sq_norms_torch(flat: torch.Tensor, host_offsets: torch.Tensor) -> t
     else:  # pragma: no cover - torch without the private foreach ops
         norms = [torch.linalg.vector_norm(v) for v in views]
     return torch.stack(norms).square()
+
+
+# ----------------------------------------------------------------------------- fused step
+
+# Mode and flag bits: csrc/lars.h (tests check they agree with _C).
+STEP_LARS, STEP_LR_AFTER_MOMENTUM, STEP_NESTEROV, STEP_W_NORM_CACHED = 1, 2, 4, 8
+SEG_ADAPT, SEG_DECAY = 1, 2
+HPARAM_STRIDE = 4  # per group: lr, wd, mu, eta
+
+
+def has_kernel(op: str, device: torch.device | str) -> bool:
+    """True when `_C` has a native kernel for `op` on `device` (False without `_C`)."""
+    device = torch.device(device)
+    if _C is None:
+        return False
+    if device.type == "cpu":
+        return hasattr(_C, f"{op}_cpu")
+    return device.type == "cuda" and hasattr(_C, f"{op}_cuda")
+
+
+def fused_step(
+    params: torch.Tensor,
+    grads: torch.Tensor,
+    momentum: torch.Tensor,
+    chunks: SegmentChunks,
+    seg_group: torch.Tensor,
+    seg_flags: torch.Tensor,
+    hparams: torch.Tensor,
+    *,
+    mode: int,
+    eps: float = 0.0,
+    found_inf: torch.Tensor | None = None,
+    partials: torch.Tensor | None = None,
+    wsq_out: torch.Tensor | None = None,
+) -> None:
+    """One fused LARS (mode & STEP_LARS) or momentum-SGD step over flat buffers, in place.
+
+    params, grads, momentum: fp32, 1-D, contiguous, same device, numel >= chunks.end
+    chunks:    SegmentChunks of the segment layout, on the same device (built once)
+    seg_group: int32, S: the hparams group of each segment (values in [0, G): not checked here,
+               it would sync; fastres.optim builds it)
+    seg_flags: int32, S: SEG_ADAPT | SEG_DECAY bits per segment
+    hparams:   fp32, G * HPARAM_STRIDE: lr, wd, mu, eta per group, on the device (device
+               scalars: the schedule fills them without a host sync)
+    found_inf: optional fp32 scalar tensor on the device; nonzero makes the step a no-op
+    partials:  optional fp32 scratch of 2 * C (allocated here if None); with mode bit
+               STEP_W_NORM_CACHED its first C hold sum(w^2) per chunk, as written by the
+               previous step's `wsq_out`
+    wsq_out:   optional fp32, C: receives sum(w_new^2) per chunk (adapted segments; 0 for the
+               others), or the carried-over norms on a found-inf step; must not overlap partials
+    The math is csrc/lars.h's. Two launches on a GPU (one without STEP_LARS), no host sync.
+    Raises on devices without a native kernel: fastres.optim.lars_reference is the torch
+    version (FusedLARS picks it by itself).
+    """
+    op = "fused_step"
+    for name, t in (("params", params), ("grads", grads), ("momentum", momentum)):
+        _check_tensor(name, t, torch.float32)
+    if not isinstance(chunks, SegmentChunks):
+        raise TypeError(f"chunks: expected SegmentChunks, got {type(chunks).__name__}")
+    device = params.device
+    for name, t in (("grads", grads), ("momentum", momentum)):
+        if t.device != device:
+            raise ValueError(f"{name}: on {t.device} but params is on {device}")
+    for name, t in (("params", params), ("grads", grads), ("momentum", momentum)):
+        if t.numel() < chunks.end:
+            raise ValueError(f"{name}: numel {t.numel()} is less than the layout's end {chunks.end}")
+    S, C = chunks.num_segments, chunks.num_chunks
+    for name, t, dt in (("seg_group", seg_group, torch.int32), ("seg_flags", seg_flags, torch.int32),
+                        ("hparams", hparams, torch.float32)):
+        _check_tensor(name, t, dt)
+    if seg_group.numel() != S or seg_flags.numel() != S:
+        raise ValueError(f"seg_group, seg_flags: expected {S} elements (one per segment), got "
+                         f"{seg_group.numel()} and {seg_flags.numel()}")
+    if hparams.numel() == 0 or hparams.numel() % HPARAM_STRIDE:
+        raise ValueError(f"hparams: expected a multiple of {HPARAM_STRIDE} elements, got {hparams.numel()}")
+    for name, t in (("chunks", chunks.table), ("seg_group", seg_group), ("seg_flags", seg_flags),
+                    ("hparams", hparams)):
+        if t.device != device:
+            raise ValueError(f"{name}: on {t.device} but params is on {device}")
+    if found_inf is not None:
+        if not isinstance(found_inf, torch.Tensor) or found_inf.numel() != 1:
+            raise ValueError("found_inf: expected a 1-element tensor")
+        if found_inf.device != device:
+            raise ValueError(f"found_inf: on {found_inf.device} but params is on {device}")
+        if found_inf.dtype != torch.float32 or not found_inf.is_contiguous():
+            found_inf = found_inf.to(torch.float32).contiguous()  # device-side cast, no sync
+    if not has_kernel(op, device):
+        _native()
+        raise NotImplementedError(
+            f"fused_step: fastres._C has no kernel for {device}; use "
+            "fastres.optim.lars_reference.fused_step_torch"
+        )
+    if C == 0:
+        return
+    if mode & STEP_W_NORM_CACHED and partials is None:
+        raise ValueError("partials: STEP_W_NORM_CACHED needs the partials holding the cached norms")
+    if partials is None:
+        partials = torch.empty(2 * C if mode & STEP_LARS else 1, dtype=torch.float32, device=device)
+    else:
+        _check_tensor("partials", partials, torch.float32)
+        if partials.device != device or partials.numel() < 2 * C:
+            raise ValueError(f"partials: expected >= {2 * C} fp32 elements on {device}")
+    if wsq_out is not None:
+        _check_tensor("wsq_out", wsq_out, torch.float32)
+        if wsq_out.device != device or wsq_out.numel() < C:
+            raise ValueError(f"wsq_out: expected >= {C} fp32 elements on {device}")
+        a, b = partials.data_ptr(), partials.data_ptr() + 4 * partials.numel()
+        if a < wsq_out.data_ptr() + 4 * C and wsq_out.data_ptr() < b:
+            raise ValueError("wsq_out: must not overlap partials")
+    args = (
+        params.data_ptr(), grads.data_ptr(), momentum.data_ptr(), chunks.table.data_ptr(), S, C,
+        seg_group.data_ptr(), seg_flags.data_ptr(), hparams.data_ptr(),
+        0 if found_inf is None else found_inf.data_ptr(), int(mode), float(eps), partials.data_ptr(),
+        0 if wsq_out is None else wsq_out.data_ptr(),
+    )
+    if device.type == "cpu":
+        coefs = torch.empty(4 * max(S, 1), dtype=torch.float32)
+        _C.fused_step_cpu(*args, coefs.data_ptr(), torch.get_num_threads())
+    else:
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device).cuda_stream
+            _C.fused_step_cuda(*args, device.index, stream)

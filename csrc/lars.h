@@ -1,0 +1,115 @@
+// lars.h: fused momentum-SGD and LARS steps over a segmented flat buffer (segments.h).
+//
+// Defines:
+//   kStepLars, kStepLrAfterMomentum, kStepNesterov   mode bits of a step
+//   kSegAdapt, kSegDecay                             per-segment flag bits
+//   kHparamStride                                    floats per group in `hparams`
+//   lars_trust(...)      FASTRES_HD: the trust ratio of one segment
+//   StepCoefs, step_coefs(...)  FASTRES_HD: per-segment coefficients of the update
+//   momentum_update(...) FASTRES_HD: the per-element update, the one source of the math
+//                        (DESIGN.md #2): the CPU and CUDA kernels both call it
+//   fused_step_cpu(...)  OpenMP: norms of w and g per chunk, trust per segment, update
+//   fused_step_cuda(...) (FASTRES_WITH_CUDA) two launches: per-chunk norms of w and g
+//                        (one pass), then the update, each block of which reduces its
+//                        segment's partials (deterministic, fixed order) to its trust ratio
+//
+// The math (DESIGN.md #5), per segment s in group k, for every element:
+//   wd    = hparams[k].wd if flags[s] & kSegDecay else 0
+//   trust = lars_trust(||w_s||^2, ||g_s||^2, wd, hparams[k].eta, eps)
+//           if (mode & kStepLars) and (flags[s] & kSegAdapt), else 1
+//   g'    = g + wd * w
+//   MLPerf convention (default):        m = mu * m + lr * trust * g';  w = w - m
+//   kStepLrAfterMomentum (timm, torch): m = mu * m + trust * g';       w = w - lr * m
+//   kStepNesterov: w = w - b * (a * g' + mu * m_new) instead of w = w - b * m_new,
+//   where a, b are the factors of g' and m above (torch's SGD nesterov for a = 1, b = lr).
+// lars_trust = eta * ||w|| / (||g|| + wd * ||w|| + eps), 1 where either norm is 0.
+//
+// `hparams` holds kHparamStride floats per group: lr, wd, mu, eta (on the kernel's device,
+// written by the optimizer with device-side fills: no recompilation and no host sync when
+// the schedule changes lr). `seg_group` (int32, S) maps a segment to its group, `seg_flags`
+// (int32, S) holds its kSeg* bits. `found_inf` (fp32 address or 0): when it points to a
+// nonzero value the step writes nothing (w and m untouched). `partials` is scratch of 2 * C
+// floats (squared norms of w, then of g, per chunk). With kStepWNormCached the first C are
+// taken as they are: the previous step wrote them through `wsq_out`. `wsq_out` (C floats or
+// 0): the update also writes sum(w_new^2) per chunk of adapted segments there, in the same
+// order of additions as the norm pass (so a cached norm has the bits of a fresh one), which
+// saves the next LARS step a read of w (7 -> 6 passes over the buffers). It must not alias
+// partials (CUDA blocks of one segment read partials while others write wsq_out): the
+// optimizer keeps two C-float buffers and swaps them each step. `trust_scratch` (CPU only):
+// scratch of 4 * S floats (the StepCoefs of each segment).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.h"
+
+namespace fastres {
+
+enum StepMode : int {
+  kStepLars = 1,
+  kStepLrAfterMomentum = 2,
+  kStepNesterov = 4,
+  kStepWNormCached = 8,  // partials[0, C) already hold this step's sum w^2 per chunk
+};
+
+enum SegFlag : int {
+  kSegAdapt = 1,
+  kSegDecay = 2,
+};
+
+constexpr int kHparamStride = 4;  // lr, wd, mu, eta
+
+FASTRES_HD float lars_trust(float w_sq, float g_sq, float wd, float eta, float eps) {
+  const float wn = sqrtf(w_sq);
+  const float gn = sqrtf(g_sq);
+  return (wn > 0.0f && gn > 0.0f) ? eta * wn / (gn + wd * wn + eps) : 1.0f;
+}
+
+struct StepCoefs {
+  float a;   // factor of g' in the momentum update
+  float b;   // factor of the momentum (or nesterov term) in the weight update
+  float wd;  // weight decay of the segment (0 without kSegDecay)
+  float mu;  // momentum
+};
+
+// w_sq, g_sq are read only when the segment is adapted.
+FASTRES_HD StepCoefs step_coefs(const float* hparams, int group, int flags, int mode, float w_sq,
+                                float g_sq, float eps) {
+  const float* h = hparams + kHparamStride * group;
+  StepCoefs k;
+  k.wd = (flags & kSegDecay) ? h[1] : 0.0f;
+  k.mu = h[2];
+  const float trust =
+      ((mode & kStepLars) && (flags & kSegAdapt)) ? lars_trust(w_sq, g_sq, k.wd, h[3], eps) : 1.0f;
+  if (mode & kStepLrAfterMomentum) {
+    k.a = trust;
+    k.b = h[0];
+  } else {
+    k.a = h[0] * trust;
+    k.b = 1.0f;
+  }
+  return k;
+}
+
+template <bool kNesterov>
+FASTRES_HD void momentum_update(float& w, float& m, float g, const StepCoefs& k) {
+  const float gd = g + k.wd * w;
+  const float mn = k.mu * m + k.a * gd;
+  m = mn;
+  w = w - k.b * (kNesterov ? k.a * gd + k.mu * mn : mn);
+}
+
+void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
+                    const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
+                    const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
+                    float* trust_scratch, int num_threads);
+
+#if defined(FASTRES_WITH_CUDA)
+void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
+                     const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
+                     const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
+                     int device, uintptr_t stream);
+#endif
+
+}  // namespace fastres

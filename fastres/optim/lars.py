@@ -1,0 +1,299 @@
+"""FusedLARS and FusedSGD: one fused step for all of a model's tensors, no host sync.
+
+A naive LARS (apex's LARC) loops in Python over ResNet-50's 161 tensors and syncs the host
+for every trust ratio. Here parameters, gradients and momentum live in fastres.flat buffers
+and a step is one call into fastres._C (csrc/lars.h): on a GPU two launches (squared norms
+of w and g per chunk; the update, which forms each segment's trust ratio on the device),
+on CPU three OpenMP loops. lr, weight decay, momentum and eta are read from a small device
+tensor that `step()` refreshes from `param_groups` (a device-side fill when lr changed), so
+an LR schedule that writes group["lr"] each step costs no sync and no recompilation.
+
+The update (DESIGN.md #5), per tensor (segment), with wd = 0 for tensors without decay and
+trust = 1 for tensors without adaptation (by default: ndim <= 1, i.e. BN and biases):
+
+    trust = eta * ||w|| / (||g|| + wd * ||w|| + eps), or 1 if ||w|| = 0 or ||g|| = 0
+    g'    = g + wd * w
+    lr_inside_momentum=True (MLPerf, FusedLARS's default):   m = mu * m + lr * trust * g'
+                                                             w = w - m
+    lr_inside_momentum=False (timm's Lars, torch's SGD):     m = mu * m + trust * g'
+                                                             w = w - lr * m
+    nesterov: w = w - (lr * trust * g' + mu * m)  resp.  w = w - lr * (trust * g' + mu * m)
+
+The two conventions agree while lr is constant and differ when it changes (MLPerf's keeps
+the momentum in units of a step). FusedSGD is the same step with trust = 1; its default is
+torch's convention, so it is a drop-in for torch.optim.SGD(momentum=mu) (same state_dict
+keys: "momentum_buffer").
+
+RMSprop warm-up (Akiba et al. 2017; formula in fastres.optim.schedule): while the param
+groups' "rmsprop_blend" (alpha_RMSprop, set per step from schedule.rmsprop_warmup_blend) is
+above 0, the step first keeps v = beta * v + (1 - beta) * g^2 and feeds the kernel
+g_eff = (1 - blend + blend / (sqrt(v) + eps)) * g instead of g (a few torch ops over the flat
+buffers; one extra buffer). At blend 0 (the default) nothing of this runs.
+
+Cached weight norms (LARS, native kernels): the update also sums w_new^2 per chunk, in the
+order of additions of the norm pass, so the next step reads only g in its norm pass (6
+instead of 7 passes over the 102 MB buffers of ResNet-50). The cache is used only while
+the parameters' version counters are unchanged: in-place writes through the parameters or
+the flat buffer (load_state_dict, nn.init, torch.no_grad() ops) invalidate it, but writes
+through `p.data` cannot be seen: call `invalidate_norm_cache()` after those. Cached and fresh
+norms are bit-identical, so this changes no result.
+
+Non-finite gradients: `step(found_inf=t)` with t a device scalar (e.g. from a GradScaler
+or torch.isfinite of the gradient norm) makes the step a no-op when t != 0: parameters and
+momentum are untouched, the first step included.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from fastres import ops
+from fastres.flat import FlatParams, layout_of
+from fastres.optim.lars_reference import fused_step_torch
+
+__all__ = ["FusedLARS", "FusedSGD"]
+
+
+def _check_hparam(name: str, value, low: float = 0.0, high: float | None = None, where: str = "") -> None:
+    if isinstance(value, torch.Tensor):
+        return  # a device lr tensor: not checked (it would sync)
+    if not isinstance(value, (int, float)) or value != value or value < low or (high is not None and value >= high):
+        bound = f">= {low:g}" if high is None else f"in [{low:g}, {high:g})"
+        raise ValueError(f"{name}{where}: must be {bound}, got {value!r}")
+
+
+class _FusedMomentum(torch.optim.Optimizer):
+    _lars = True
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001, eps: float = 0.0, *, nesterov: bool = False,
+                 lr_inside_momentum: bool = True, layout: FlatParams | None = None,
+                 backend: str = "auto", rmsprop_beta: float = 0.99, rmsprop_eps: float = 1e-8):
+        _check_hparam("lr", lr)
+        _check_hparam("momentum", momentum, 0.0, 1.0)
+        _check_hparam("weight_decay", weight_decay)
+        _check_hparam("eta", eta)
+        _check_hparam("eps", eps)
+        if backend not in ("auto", "native", "torch"):
+            raise ValueError(f"backend: must be auto, native or torch, got {backend!r}")
+        _check_hparam("rmsprop_beta", rmsprop_beta, 0.0, 1.0)
+        _check_hparam("rmsprop_eps", rmsprop_eps)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                        adapt=None, decay=None, rmsprop_blend=0.0)
+        self.rmsprop_beta, self.rmsprop_eps = float(rmsprop_beta), float(rmsprop_eps)
+        self.rmsprop_sq_avg: torch.Tensor | None = None  # allocated by the first blended step
+        self._ready = False
+        super().__init__(params, defaults)
+        self.eps = float(eps)
+        self.mode = ((ops.STEP_LARS if self._lars else 0)
+                     | (0 if lr_inside_momentum else ops.STEP_LR_AFTER_MOMENTUM)
+                     | (ops.STEP_NESTEROV if nesterov else 0))
+        plist = [p for g in self.param_groups for p in g["params"]]
+        if layout is None:
+            layout = layout_of(plist) or FlatParams(plist)
+        self.layout = layout
+        index = {id(p): i for i, p in enumerate(layout.param_list)}
+        if len(plist) != layout.num_segments or any(id(p) not in index for p in plist):
+            raise ValueError("layout: must hold exactly the optimizer's parameters")
+        self._seg_of = [[index[id(p)] for p in g["params"]] for g in self.param_groups]
+        dev = layout.device
+        if backend == "native" and not ops.has_kernel("fused_step", dev):
+            raise RuntimeError(f"backend='native': fastres._C has no fused_step kernel for {dev}")
+        self._native = backend != "torch" and ops.has_kernel("fused_step", dev)
+        if backend == "auto" and not self._native:
+            warnings.warn(f"{type(self).__name__}: fastres._C has no fused_step kernel for {dev}; "
+                          "running the slower torch version (fastres.optim.lars_reference)",
+                          RuntimeWarning, stacklevel=2)
+        self.momentum_buffer = layout.new_buffer()
+        self._mom_views = layout.views(self.momentum_buffer)
+        self._hparams = torch.zeros(len(self.param_groups) * ops.HPARAM_STRIDE, dtype=torch.float32, device=dev)
+        C = layout.chunks.num_chunks if layout.chunks is not None else 0
+        self._partials = [torch.zeros(max(2 * C, 1), device=dev), torch.zeros(max(2 * C, 1), device=dev)]
+        self._build_segments()
+        self._point_state_at_views()
+        self._ready = True
+
+    # ------------------------------------------------------------------ set-up
+
+    def add_param_group(self, param_group):
+        if getattr(self, "_ready", False):
+            raise RuntimeError(f"{type(self).__name__}: parameter groups are fixed once the flat layout is built")
+        super().add_param_group(param_group)
+
+    def _build_segments(self) -> None:
+        S = self.layout.num_segments
+        group = torch.zeros(S, dtype=torch.int32)
+        adapt, decay = self.layout.adapt.clone(), self.layout.decay.clone()
+        for k, (g, segs) in enumerate(zip(self.param_groups, self._seg_of)):
+            for s in segs:
+                group[s] = k
+                if g.get("adapt") is not None:
+                    adapt[s] = bool(g["adapt"])
+                if g.get("decay") is not None:
+                    decay[s] = bool(g["decay"])
+        flags = adapt.int() * ops.SEG_ADAPT + decay.int() * ops.SEG_DECAY
+        dev = self.layout.device
+        self._seg_group = group.to(dev)
+        self._seg_flags = flags.to(torch.int32).to(dev)
+        self._hp_cache: list = [None] * len(self.param_groups)
+        self.invalidate_norm_cache()
+
+    def invalidate_norm_cache(self) -> None:
+        """Make the next LARS step compute ||w|| afresh (needed after writes through p.data)."""
+        self._wsq_version: int | None = None
+
+    def _param_version(self) -> int:
+        return self.layout.params._version + sum(p._version for p in self.layout.param_list)
+
+    def _point_state_at_views(self) -> None:
+        for segs, g in zip(self._seg_of, self.param_groups):
+            for s, p in zip(segs, g["params"]):
+                self.state[p]["momentum_buffer"] = self._mom_views[s]
+
+    # ------------------------------------------------------------------ step
+
+    def _refresh_hparams(self) -> None:
+        """Write changed group values into the device hparams (fills: no host sync)."""
+        hp = self._hparams
+        for k, g in enumerate(self.param_groups):
+            where = f" (param group {k})"
+            lr = g["lr"]
+            vals = (g["weight_decay"], g["momentum"], g["eta"])
+            cached = self._hp_cache[k]
+            if cached is None or cached[1] != vals:
+                _check_hparam("weight_decay", vals[0], where=where)
+                _check_hparam("momentum", vals[1], 0.0, 1.0, where=where)
+                _check_hparam("eta", vals[2], where=where)
+                for j, v in enumerate(vals):
+                    hp[k * ops.HPARAM_STRIDE + 1 + j].fill_(float(v))
+            if isinstance(lr, torch.Tensor):
+                hp[k * ops.HPARAM_STRIDE].copy_(lr.reshape(()))  # device to device: no sync
+            elif cached is None or cached[0] != lr:
+                _check_hparam("lr", lr, where=where)
+                hp[k * ops.HPARAM_STRIDE].fill_(float(lr))
+            self._hp_cache[k] = (None if isinstance(lr, torch.Tensor) else lr, vals)
+
+    @torch.no_grad()
+    def step(self, closure=None, found_inf: torch.Tensor | None = None):
+        """One step for all parameters; `found_inf` (device scalar) != 0 skips it entirely."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        L = self.layout
+        L.check_views()
+        L.attach_grads()
+        self._refresh_hparams()
+        grads = L.grads
+        blends = {float(g.get("rmsprop_blend", 0.0)) for g in self.param_groups}
+        if len(blends) != 1:
+            raise ValueError(f"rmsprop_blend: must be the same in every param group, got {sorted(blends)}")
+        blend = blends.pop()
+        if blend != 0.0:
+            grads = self._rmsprop_warmup_grads(blend, found_inf)
+        args = (L.params, grads, self.momentum_buffer)
+        kw = dict(mode=self.mode, eps=self.eps, found_inf=found_inf)
+        if self._native and self.mode & ops.STEP_LARS:
+            version = self._param_version()
+            cur, nxt = self._partials
+            if version == self._wsq_version:
+                kw["mode"] |= ops.STEP_W_NORM_CACHED
+            ops.fused_step(*args, L.chunks, self._seg_group, self._seg_flags, self._hparams, **kw,
+                           partials=cur, wsq_out=nxt[: L.chunks.num_chunks])
+            self._partials = [nxt, cur]
+            self._wsq_version = version
+        elif self._native:
+            ops.fused_step(*args, L.chunks, self._seg_group, self._seg_flags, self._hparams, **kw)
+        else:
+            fused_step_torch(*args, L.offsets, self._seg_group, self._seg_flags, self._hparams, **kw)
+        return loss
+
+    def _rmsprop_warmup_grads(self, blend: float, found_inf: torch.Tensor | None) -> torch.Tensor:
+        """g_eff of Akiba et al.'s RMSprop warm-up; updates v (not on a found-inf step)."""
+        _check_hparam("rmsprop_blend", blend, 0.0, 1.0 + 1e-12)
+        g = self.layout.grads
+        if self.rmsprop_sq_avg is None:
+            self.rmsprop_sq_avg = torch.zeros_like(g)
+        v = self.rmsprop_sq_avg
+        beta = self.rmsprop_beta
+        v_new = torch.addcmul(v * beta, g, g, value=1.0 - beta)
+        if found_inf is None:
+            v.copy_(v_new)
+        else:
+            v.copy_(torch.where(found_inf.reshape(()) != 0, v, v_new))
+        return g * ((1.0 - blend) + blend / (v.sqrt() + self.rmsprop_eps))
+
+    def state_dict(self):
+        sd = super().state_dict()
+        if self.rmsprop_sq_avg is not None:
+            sd["rmsprop_sq_avg"] = self.rmsprop_sq_avg
+        return sd
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the flat gradient buffer in place. `set_to_none` is ignored: .grad must stay
+        views of the flat buffer (the all-reduce buckets slice it)."""
+        self.layout.zero_grad()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load, then copy each momentum into the flat buffer (state tensors stay its views)."""
+        state_dict = dict(state_dict)
+        sq = state_dict.pop("rmsprop_sq_avg", None)
+        super().load_state_dict(state_dict)
+        self.rmsprop_sq_avg = None if sq is None else sq.to(self.layout.grads).clone()
+        with torch.no_grad():
+            for segs, g in zip(self._seg_of, self.param_groups):
+                for s, p in zip(segs, g["params"]):
+                    buf = self.state[p].get("momentum_buffer")
+                    view = self._mom_views[s]
+                    if buf is None:
+                        view.zero_()
+                    elif buf is not view:
+                        view.copy_(buf)
+        self._point_state_at_views()
+        self._build_segments()  # groups may carry other adapt/decay overrides; drops the norm cache
+
+
+class FusedLARS(_FusedMomentum):
+    """LARS (You et al. 2017) as one fused step; MLPerf convention by default (module doc).
+
+    FusedLARS(params, lr, momentum=0.9, weight_decay=0.0, eta=0.001, eps=0.0, *,
+              nesterov=False, lr_inside_momentum=True, layout=None, backend="auto",
+              rmsprop_beta=0.99, rmsprop_eps=1e-8)
+
+    params: parameters, param groups (dicts; besides lr, momentum, weight_decay, eta they
+    may set `adapt` and `decay` to True/False to override the ndim <= 1 default) or a
+    model's parameters. They are moved into a fastres.flat.FlatParams layout unless they
+    already live in one (or `layout` is given). backend: "native" (fastres._C), "torch"
+    (fastres.optim.lars_reference) or "auto" (native where _C has a kernel).
+    """
+
+    _lars = True
+
+
+class FusedSGD(_FusedMomentum):
+    """Momentum SGD as one fused step (FusedLARS with trust = 1). Default convention torch's
+    (lr_inside_momentum=False): a drop-in for torch.optim.SGD(momentum=mu, weight_decay=wd)
+    with decay on every tensor unless a group sets `decay`/its weight_decay to 0."""
+
+    _lars = False
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, *,
+                 nesterov: bool = False, lr_inside_momentum: bool = False,
+                 layout: FlatParams | None = None, backend: str = "auto", rmsprop_beta: float = 0.99,
+                 rmsprop_eps: float = 1e-8):
+        super().__init__(params, lr, momentum, weight_decay, eta=0.0, eps=0.0, nesterov=nesterov,
+                         lr_inside_momentum=lr_inside_momentum, layout=layout, backend=backend,
+                         rmsprop_beta=rmsprop_beta, rmsprop_eps=rmsprop_eps)
+
+    def _build_segments(self) -> None:
+        # SGD: weight decay wherever a group asks for it (torch's semantics), unless overridden
+        saved = self.layout.decay
+        self.layout.decay = torch.ones_like(saved)
+        try:
+            super()._build_segments()
+        finally:
+            self.layout.decay = saved
