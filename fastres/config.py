@@ -32,6 +32,8 @@ __all__ = ["TrainConfig", "ConfigError", "PRESET_DIR", "preset_names", "load_pre
 PRESET_DIR = Path(__file__).parent / "configs"
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "lars", "fused-sgd")
+DATA_CHECKS = ("none", "header", "decode")
 
 
 class ConfigError(FastresError):
@@ -42,8 +44,12 @@ class ConfigError(FastresError):
 class TrainConfig:
     # data
     data: str | None = None  # ImageNet-layout root (ROOT/train, ROOT/val); None: built-in dataset
-    backend: str = "pytorch"  # data loader backend
-    workers: int = 8  # loader worker processes per training process (capped at the CPU count)
+    backend: str = "auto"  # auto (dali where installed, else pytorch), dali, pytorch (PIL), synthetic
+    workers: int = 8  # loader worker processes (pytorch) or DALI threads per training process (capped at the CPU count)
+    prefetch: int = 2  # batches DALI prepares ahead (prefetch_queue_depth)
+    hw_decoder_load: float = 0.65  # share of JPEGs for the GPU's hardware decoder (DALI mixed decode)
+    data_check: str = "header"  # before training: none, header (open + size, fast), decode (full decode)
+    skip_bad_files: bool = False  # train without files the check finds bad, instead of refusing
     image_size: int = 224  # train crop side, pixels
     val_image_size: int | None = None  # val crop side, pixels; None: image_size
     crop_scale_min: float = 0.08  # smallest area fraction of a random-resized crop
@@ -56,6 +62,8 @@ class TrainConfig:
     lr: float = 0.1  # peak lr per 256 images; scaled linearly with the global batch (Goyal et al.)
     momentum: float = 0.9
     nesterov: bool = False
+    optimizer: str = "sgd"  # sgd (torch), lars (fastres FusedLARS, MLPerf convention), fused-sgd (fastres FusedSGD)
+    lars_eta: float = 0.001  # LARS trust coefficient (You et al. 2017; MLPerf 0.001)
     weight_decay: float = 1e-4  # on conv/fc weights only: BN and bias tensors (ndim <= 1) get none
     label_smoothing: float = 0.1
     schedule: str = "cosine"  # lr decay after warm-up: cosine, poly, step, constant
@@ -87,10 +95,15 @@ class TrainConfig:
         need(self.lr >= 0, "lr", ">= 0")
         need(0 <= self.momentum < 1, "momentum", "in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", ">= 0")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        need(self.lars_eta >= 0, "lars_eta", ">= 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
         need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs={self.epochs}]")
         need(self.workers >= 0, "workers", ">= 0")
+        need(self.prefetch >= 1, "prefetch", "a positive integer")
+        need(0 <= self.hw_decoder_load <= 1, "hw_decoder_load", "in [0, 1]")
+        need(self.data_check in DATA_CHECKS, "data_check", f"one of {', '.join(DATA_CHECKS)}")
         need(self.image_size >= 16, "image_size", ">= 16")
         need(self.val_image_size is None or self.val_image_size >= 16, "val_image_size", ">= 16")
         need(0 < self.crop_scale_min <= 1, "crop_scale_min", "in (0, 1]")

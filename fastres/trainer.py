@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
 from fastres.runlog import MetricsLog, make_run_dir, write_config
 
-__all__ = ["Trainer", "Summary", "param_groups", "accuracy_counts"]
+__all__ = ["Trainer", "Summary", "param_groups", "build_optimizer", "accuracy_counts"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -35,6 +36,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """--optimizer: sgd (torch's foreach SGD), lars (FusedLARS), fused-sgd (FusedSGD); lr is set per step.
+
+    The fused ones move the parameters into one flat buffer (fastres.flat): build them after
+    the model's last .to() (device, channels_last)."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "lars":
+        from fastres.optim import FusedLARS
+
+        return FusedLARS(groups, lr=0.0, momentum=cfg.momentum, eta=cfg.lars_eta, nesterov=cfg.nesterov)
+    if cfg.optimizer == "fused-sgd":
+        from fastres.optim import FusedSGD
+
+        return FusedSGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
 
 
 def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
@@ -68,15 +86,14 @@ class Trainer:
         self._seed(cfg.seed)
         self.rank, self.world = 0, 1
 
-        self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world)
+        exclude = self._check_data()
+        self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
+                                 exclude=exclude)
         self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.optimizer = torch.optim.SGD(
-            param_groups(self.model, cfg.weight_decay), lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov,
-            foreach=True,
-        )
+        self.optimizer = build_optimizer(cfg, self.model)
         self.steps_per_epoch = len(self.data.train)
         self.global_batch = cfg.batch_size * self.world
         self.schedule = LRSchedule(
@@ -107,6 +124,34 @@ class Trainer:
             want = "cuda" if torch.cuda.is_available() else "cpu"
         return torch.device(want)
 
+    def _check_data(self) -> frozenset[str]:
+        """--data-check: find undecodable files before training (DALI would stop mid-epoch on one).
+
+        Refuses with the list, or with --skip-bad-files returns them for the loaders to leave out."""
+        cfg = self.cfg
+        if cfg.data_check == "none":
+            return frozenset()
+        from fastres.data import DatasetError
+        from fastres.data.builtin import ensure_builtin_dataset
+        from fastres.data.check import check_tree
+
+        root = Path(cfg.data).expanduser() if cfg.data else ensure_builtin_dataset()
+        if cfg.data and (not (root / "train").is_dir() or (root / "train" / "manifest.json").is_file()):
+            return frozenset()  # the loaders name the layout problem; shards were checked when written
+        # a bar only on a terminal: in a log (or before a one-line error) it would be noise
+        bar = cfg.progress and self.rank == 0 and sys.stderr.isatty()
+        _, report = check_tree(root, decode=cfg.data_check == "decode", progress=bar)
+        if not report.bad:
+            return frozenset()
+        if not cfg.skip_bad_files:
+            raise DatasetError(f"{report.summary()}; train without them with --skip-bad-files, "
+                               f"or list them with python -m fastres.data check {root}")
+        if self.rank == 0:
+            print(f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): "
+                  + "; ".join(f"{p} ({w})" for p, w in report.bad[:5]) + (" ..." if len(report.bad) > 5 else ""),
+                  flush=True)
+        return report.bad_paths
+
     @staticmethod
     def _seed(seed: int) -> None:
         random.seed(seed)
@@ -127,6 +172,8 @@ class Trainer:
             )
         self.start_epoch, self.step = state["epoch"], state["step"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("data") is not None and hasattr(self.data.train, "load_state_dict"):
+            self.data.train.load_state_dict(state["data"])
         return path.parent
 
     def _checkpoint(self, epoch: int) -> None:
@@ -134,6 +181,8 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": epoch, "step": self.step, "config": self.cfg.to_dict(),
             "classes": self.data.classes, "torch_rng": torch.get_rng_state(),
+            # DALI's reader/random state, so a resumed run reads the same samples in the same order
+            "data": self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None,
         }, self.run_dir / CHECKPOINT_NAME)
 
     def _autocast(self):

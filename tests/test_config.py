@@ -56,11 +56,13 @@ def test_missing_preset_lists_the_shipped_ones():
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
         (["--epochs", "-1"], "--epochs must be a positive integer"),
         (["--momentum", "1.5"], "--momentum must be in"),
+        (["--optimizer", "adam"], "--optimizer must be one of sgd, lars, fused-sgd"),
+        (["--lars-eta", "-1"], "--lars-eta must be >= 0"),
         (["--arch", "vgg16"], "--arch must be one of resnet18"),
         (["--schedule", "linear"], "--schedule must be one of cosine"),
         (["--label-smoothing", "1"], "--label-smoothing must be in"),
         (["--warmup-epochs", "100", "--epochs", "10"], "--warmup-epochs must be in"),
-        (["--backend", "ffcv"], "--backend must be one of pytorch"),
+        (["--backend", "ffcv"], "--backend must be one of auto, dali, pytorch, synthetic"),
     ],
 )
 def test_bad_values_name_the_flag(flags, message):

@@ -84,10 +84,12 @@ def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
     assert "fastres: done: 4 epochs" in out and str(run) in out
 
 
-def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("optimizer", ["sgd", "lars", "fused-sgd"])
+def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monkeypatch, capsys, optimizer):
     from fastres.trainer import Trainer
 
-    common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--threads", "1", "--epochs", "3"]
+    common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--threads", "1", "--epochs", "3",
+              "--optimizer", optimizer]
     assert main([*common, "--name", "straight"]) == 0
 
     real_train_epoch = Trainer.train_epoch

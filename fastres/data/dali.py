@@ -1,0 +1,255 @@
+"""The DALI backend: JPEG decode and augmentation in NVIDIA DALI pipelines.
+
+On a GPU the decoder runs as `device="mixed"` (nvJPEG, with the A100/H100 hardware JPEG
+decoder taking `hw_decoder_load` of the images) and everything after it on the GPU; without
+one the same graph runs on CPU operators only (`device_id=None`), which DALI 2.x allows.
+
+Train: file reader (sharded by rank, reshuffled every epoch, last batch padded) -> random-resized crop
+fused into the decoder (area crop_scale_min-1, aspect 3/4-4/3, 10 tries as in the PIL path)
+-> resize to size x size -> coin-flip mirror + normalise (ImageNet mean/std) in
+`crop_mirror_normalize`, written NHWC for channels_last or NCHW. Val: decode -> resize the
+shorter side to size*256/224 -> center crop + normalise.
+
+The reader gets an explicit list of (file, label) from `scan_split` (classes sorted by
+name), so labels equal the PIL path's and files that the dataset checker found bad can be
+left out. DALI has no option to skip an undecodable file: it stops the run.
+
+Last-batch policy: train drops the incomplete last batch (every rank makes the same number
+of steps, as with the PIL path's drop_last); val uses PARTIAL with `pad_last_batch=True` and
+`reader_name`, so the iterator strips the padding and the sum over ranks counts every val
+image exactly once.
+
+Sample order: a fresh permutation of the whole training list every epoch
+(`shuffle_after_epoch`, one seed on every rank, so the ranks split one permutation), as
+the PIL sampler does; it depends on the epochs read before. A resumed
+run continues that order from a DALI checkpoint (`state_dict` / `load_state_dict`,
+pipelines built with `enable_checkpointing=True`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator
+
+import torch
+
+from fastres import FastresError
+from fastres.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["dali_available", "DaliLoader", "train_pipeline", "val_pipeline"]
+
+_IMPORT_ERROR: Exception | None = None
+try:  # DALI is optional: the PIL backend works without it
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+except Exception as e:  # ImportError, or a broken install (missing CUDA libs)
+    _IMPORT_ERROR = e
+
+READER = "Reader"
+VAL_CROP_RATIO = 224 / 256
+
+
+def dali_available() -> bool:
+    return _IMPORT_ERROR is None
+
+
+def _require_dali() -> None:
+    if _IMPORT_ERROR is not None:
+        raise FastresError(
+            f"--backend dali: nvidia.dali cannot be imported ({_IMPORT_ERROR}); install nvidia-dali-cuda130 "
+            "(pip install nvidia-dali-cuda130) or use --backend pytorch"
+        )
+
+
+def _dali_dtype(dtype: torch.dtype):
+    # DALI 2.4 has no bfloat16: bf16 is made from fp32 on the device by torch.
+    return types.FLOAT16 if dtype == torch.float16 else types.FLOAT
+
+
+def _decoder_kwargs(gpu: bool, hw_decoder_load: float, prealloc: tuple[int, int]) -> dict:
+    if not gpu:
+        return {"device": "cpu"}
+    kw = {"device": "mixed", "hw_decoder_load": hw_decoder_load}
+    if prealloc[0] and prealloc[1]:  # largest expected image: lets nvJPEG allocate once
+        kw.update(preallocate_width_hint=prealloc[0], preallocate_height_hint=prealloc[1])
+    return kw
+
+
+def _reader(files, labels, shard_id, num_shards, shuffle, shuffle_seed):
+    """(encoded images, labels): from a file list, or from webdataset shards when `files` is Shards."""
+    order = {"shuffle_after_epoch": True, "shuffle_after_epoch_seed": shuffle_seed} if shuffle else {}
+    if hasattr(files, "index_paths"):
+        return fn.readers.webdataset(
+            paths=files.paths, index_paths=files.index_paths, ext=["jpg", "lbl"], dtypes=[types.UINT8, types.INT64],
+            shard_id=shard_id, num_shards=num_shards, pad_last_batch=True, name=READER, **order,
+        )
+    # Train: a fresh permutation of the whole list every epoch, the same on every rank (one
+    # seed for all: the shards then split it), as the PIL sampler does; DALI's random_shuffle
+    # only draws from a buffer of initial_fill samples along a list order fixed across epochs.
+    return fn.readers.file(
+        files=list(files), labels=list(labels), shard_id=shard_id, num_shards=num_shards,
+        pad_last_batch=True, name=READER, **order,
+    )
+
+
+def _define_pipelines():
+    @pipeline_def
+    def train_pipeline(files, labels, shard_id, num_shards, size, crop_scale_min, out_dtype, layout, gpu,
+                       hw_decoder_load=0.65, prealloc=(0, 0), shuffle_seed=0):
+        jpegs, lab = _reader(files, labels, shard_id, num_shards, True, shuffle_seed)
+        images = fn.decoders.image_random_crop(
+            jpegs, output_type=types.RGB, random_area=[crop_scale_min, 1.0],
+            random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10,
+            **_decoder_kwargs(gpu, hw_decoder_load, prealloc),
+        )
+        images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.crop_mirror_normalize(
+            images, dtype=out_dtype, output_layout=layout, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+            mirror=fn.random.coin_flip(probability=0.5),
+        )
+        return images, lab
+
+    @pipeline_def
+    def val_pipeline(files, labels, shard_id, num_shards, size, out_dtype, layout, gpu,
+                     hw_decoder_load=0.65, prealloc=(0, 0)):
+        jpegs, lab = _reader(files, labels, shard_id, num_shards, False, 0)
+        images = fn.decoders.image(jpegs, output_type=types.RGB, **_decoder_kwargs(gpu, hw_decoder_load, prealloc))
+        images = fn.resize(images, resize_shorter=round(size / VAL_CROP_RATIO), interp_type=types.INTERP_LINEAR,
+                           antialias=True)
+        images = fn.crop_mirror_normalize(
+            images, dtype=out_dtype, output_layout=layout, crop=(size, size), crop_pos_x=0.5, crop_pos_y=0.5,
+            mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+        )
+        return images, lab
+
+    return train_pipeline, val_pipeline
+
+
+train_pipeline = val_pipeline = None
+if _IMPORT_ERROR is None:
+    train_pipeline, val_pipeline = _define_pipelines()
+
+
+class DaliLoader:
+    """A DALI pipeline behind the interface of the PIL DeviceLoader.
+
+    `samples`: (path, label) pairs (fn.readers.file), or a fastres.data.shards.Shards
+    (fn.readers.webdataset over tar shards).
+
+    Iterating gives one epoch of (images, labels): images normalised, NCHW-shaped (memory
+    in channels_last when asked), in `dtype`, on `device`; labels int64 of shape (batch,).
+    `set_epoch`, `__len__` (steps per epoch) and `num_samples` (this rank's samples per
+    epoch) mean what they mean for the PIL loader. `state_dict()` / `load_state_dict()`
+    carry DALI's checkpoint, so a resumed run reads the same samples in the same order.
+    """
+
+    def __init__(self, samples, train: bool, batch_size: int, size: int,
+                 device: torch.device, dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                 rank: int = 0, world: int = 1, seed: int = 0, threads: int = 2, prefetch: int = 2,
+                 crop_scale_min: float = 0.08, hw_decoder_load: float = 0.65, prealloc: tuple[int, int] = (0, 0)):
+        _require_dali()
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        if not len(samples):
+            raise FastresError("DALI loader: no samples")
+        if hasattr(samples, "index_paths"):  # webdataset shards (fastres.data.shards.Shards)
+            self.files, self.labels = samples, None
+        else:  # (path, label) pairs
+            self.files = [s[0] for s in samples]
+            self.labels = [int(s[1]) for s in samples]
+        self.train, self.batch_size, self.size = train, batch_size, size
+        self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
+        self.rank, self.world, self.seed = rank, world, seed
+        self.threads, self.prefetch = max(1, threads), max(1, prefetch)
+        self.crop_scale_min, self.hw_decoder_load, self.prealloc = crop_scale_min, hw_decoder_load, prealloc
+        self.gpu = self.device.type == "cuda"
+        n = len(self.files)
+        if train:
+            # LastBatchPolicy.DROP: every rank runs floor(n / world) // batch full batches
+            self._len = (n // world) // batch_size
+            if self._len == 0:
+                raise FastresError(f"DALI loader: {n} training images over {world} processes make no full batch of "
+                                   f"{batch_size}: lower --batch-size")
+            self.num_samples = self._len * batch_size
+        else:
+            # DALI's shards are contiguous: rank r reads [floor(n r / w), floor(n (r + 1) / w))
+            self.num_samples = n * (rank + 1) // world - n * rank // world
+            self._len = math.ceil(self.num_samples / batch_size)
+        self.epoch = 0
+        self._epochs_read = 0
+        self._iter = None
+        self._checkpoint: str | None = None
+
+    # -- pipeline ---------------------------------------------------------------------------
+    def _build(self):
+        # Per-rank seeds: the ranks' augmentations and shuffles differ, and repeat run to run.
+        seed = (self.seed * 1_000_003 + self.rank * 7919 + (0 if self.train else 1)) % (2**31 - 1)
+        common = dict(
+            batch_size=self.batch_size, num_threads=self.threads, seed=seed,
+            device_id=torch.cuda.current_device() if self.gpu else None,
+            prefetch_queue_depth=self.prefetch, enable_checkpointing=True,
+            files=self.files, labels=self.labels, shard_id=self.rank, num_shards=self.world, size=self.size,
+            out_dtype=_dali_dtype(self.dtype), layout="HWC" if self.channels_last else "CHW", gpu=self.gpu,
+            hw_decoder_load=self.hw_decoder_load, prealloc=self.prealloc,
+        )
+        if self._checkpoint is not None:
+            common["checkpoint"] = self._checkpoint
+        if self.train:
+            shuffle_seed = (self.seed * 1_000_003 + 17) % (2**31 - 1)  # the same on every rank
+            pipe = train_pipeline(crop_scale_min=self.crop_scale_min, shuffle_seed=shuffle_seed, **common)
+        else:
+            pipe = val_pipeline(**common)
+        pipe.build()
+        return DALIGenericIterator(
+            [pipe], ["images", "labels"], reader_name=READER, auto_reset=True, prepare_first_batch=False,
+            last_batch_policy=LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL,
+        )
+
+    def _iterator(self):
+        if self._iter is None:
+            self._iter = self._build()
+        return self._iter
+
+    # -- the DeviceLoader interface -----------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Record the epoch. DALI's order follows from the epochs read before (see the module
+        docstring); a resumed run restores it with load_state_dict, not from the number."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        it = self._iterator()
+        for out in it:
+            images, labels = out[0]["images"], out[0]["labels"]
+            # The iterator reuses its output buffers: copy on the CPU (a GPU batch is consumed
+            # before the next one is written into the same memory by the same stream).
+            images = images.to(self.device, non_blocking=True)
+            if images.device.type == "cpu":
+                images = images.clone()
+            if self.channels_last:
+                images = images.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last
+            if images.dtype != self.dtype:
+                images = images.to(self.dtype)
+            labels = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=True)
+            yield images, labels
+        self._epochs_read += 1
+
+    # -- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """DALI's checkpoint of reader and random state; taken between epochs."""
+        it = self._iterator()
+        return {"dali": it.checkpoints()[0], "epochs_read": self._epochs_read}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Rebuild the pipeline from a checkpoint taken by `state_dict`."""
+        self._checkpoint = state["dali"]
+        self._epochs_read = int(state.get("epochs_read", 0))
+        self._iter = None
+
+
+def dali_threads(workers: int) -> int:
+    """DALI CPU threads per process from --workers (capped at the CPU count)."""
+    return max(1, min(workers, os.cpu_count() or 1))
