@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu_reduce.h"
 #include "lars.h"
 #include "segments.h"
 
@@ -18,28 +19,6 @@
 
 namespace fastres {
 namespace {
-
-constexpr int kLanes = 32;
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define FASTRES_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define FASTRES_CPU_CLONES
-#endif
-
-// Same order of additions as segment_sq_norms_cpu.cpp's chunk_sq_sum (keep them in step).
-FASTRES_CPU_CLONES float chunk_sq_sum(const float* __restrict__ p, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += sq(p[i + j]);
-  }
-  for (int j = 0; i + j < n; ++j) acc[j] += sq(p[i + j]);
-  for (int w = kLanes / 2; w > 0; w /= 2) {
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  }
-  return acc[0];
-}
 
 // The update of one chunk; returns sum(w_new^2) when kSq, in chunk_sq_sum's order of additions
 // (32 lanes, folded pairwise), so that a norm cached from here equals a fresh one bit for bit.

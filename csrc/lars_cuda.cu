@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "cuda_guard.cuh"
 #include "lars.h"
 #include "segments.h"
 
@@ -171,18 +172,6 @@ fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* _
     if (threadIdx.x == 0) wsq_out[c] = acc;
   }
 }
-
-struct DeviceGuard {
-  int previous = -1;
-  explicit DeviceGuard(int device) {
-    CUDA_CHECK(cudaGetDevice(&previous));
-    if (previous != device) CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() {
-    int current = -1;
-    if (cudaGetDevice(&current) == cudaSuccess && current != previous) cudaSetDevice(previous);
-  }
-};
 
 }  // namespace
 

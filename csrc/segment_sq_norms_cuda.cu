@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "cuda_guard.cuh"
 #include "segment_sq_norms.h"
 #include "segments.h"
 
@@ -88,20 +89,6 @@ segment_partials_sum_kernel(const float* __restrict__ partials, const int64_t* _
   acc = block_sum(acc);
   if (threadIdx.x == 0) out[s] = acc;  // 0 for a segment without chunks
 }
-
-// Makes `device` current for the launches and restores the caller's device afterwards.
-// ops.py already runs under torch.cuda.device(flat.device); this guards other callers.
-struct DeviceGuard {
-  int previous = -1;
-  explicit DeviceGuard(int device) {
-    CUDA_CHECK(cudaGetDevice(&previous));
-    if (previous != device) CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() {
-    int current = -1;
-    if (cudaGetDevice(&current) == cudaSuccess && current != previous) cudaSetDevice(previous);
-  }
-};
 
 }  // namespace
 
