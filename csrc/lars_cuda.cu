@@ -16,7 +16,7 @@
 #include <cstdint>
 
 #include "common.h"
-#include "cuda_guard.cuh"
+#include "cuda_common.cuh"
 #include "lars.h"
 #include "segments.h"
 
@@ -24,32 +24,6 @@ namespace fastres {
 namespace {
 
 constexpr int kThreads = 256;  // kSegmentChunk / 4 / 256 = 4 float4 per thread
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the block, valid in every thread (broadcast through shared memory). Fixed tree:
-// deterministic. Safe to call repeatedly in one kernel (it synchronises before reuse).
-__device__ __forceinline__ float block_sum_all(float v) {
-  __shared__ float warp_sums[32];
-  __shared__ float result;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // earlier calls may still read warp_sums / result
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = (lane < static_cast<int>(blockDim.x >> 5)) ? warp_sums[lane] : 0.0f;
-    v = warp_sum(v);
-    if (lane == 0) result = v;
-  }
-  __syncthreads();
-  return result;
-}
 
 __device__ __forceinline__ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;

@@ -1,7 +1,6 @@
 // segment_sq_norms_cuda.cu: the CUDA kernels of segment_sq_norms (see segment_sq_norms.h).
 //
 // Defines:
-//   warp_sum, block_sum             deterministic shuffle reductions (fixed tree, no atomics)
 //   chunk_sq_sums_kernel            stage 1: one block per chunk -> partials[c]
 //   segment_partials_sum_kernel     stage 2: one block per segment -> out[s]
 //   segment_sq_norms_cuda           host launcher: two launches on the caller's stream
@@ -13,7 +12,7 @@
 #include <cstdint>
 
 #include "common.h"
-#include "cuda_guard.cuh"
+#include "cuda_common.cuh"
 #include "segment_sq_norms.h"
 #include "segments.h"
 
@@ -23,27 +22,6 @@ namespace {
 constexpr int kChunkThreads = 256;    // stage 1 block size; kSegmentChunk / 4 / 256 = 4 loads
 constexpr int kSegmentThreads = 256;  // stage 2 block size
 static_assert(kSegmentChunk % 4 == 0, "chunks must hold whole float4s");
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the block; the result is valid in thread 0. blockDim.x must be a multiple of 32.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float warp_sums[32];
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = (lane < static_cast<int>(blockDim.x >> 5)) ? warp_sums[lane] : 0.0f;
-    v = warp_sum(v);
-  }
-  return v;
-}
 
 __global__ void __launch_bounds__(kChunkThreads)
 chunk_sq_sums_kernel(const float* __restrict__ flat, const int64_t* __restrict__ table,
@@ -73,7 +51,7 @@ chunk_sq_sums_kernel(const float* __restrict__ flat, const int64_t* __restrict__
   const int tail = head + 4 * nvec + static_cast<int>(threadIdx.x);
   if (tail < n) acc += sq(p[tail]);  // at most 3 elements after the last float4
 
-  acc = block_sum(acc);
+  acc = block_sum_all(acc);
   if (threadIdx.x == 0) partials[c] = acc;
 }
 
@@ -86,7 +64,7 @@ segment_partials_sum_kernel(const float* __restrict__ partials, const int64_t* _
   const int64_t last = t.seg_first_chunk[s + 1];
   float acc = 0.0f;
   for (int64_t c = first + threadIdx.x; c < last; c += kSegmentThreads) acc += partials[c];
-  acc = block_sum(acc);
+  acc = block_sum_all(acc);
   if (threadIdx.x == 0) out[s] = acc;  // 0 for a segment without chunks
 }
 

@@ -1,0 +1,55 @@
+// cuda_common.cuh: what every fastres CUDA kernel file shares.
+//
+// Defines:
+//   DeviceGuard          makes a device current for a launcher's scope, restores the caller's
+//   warp_sum(v)          sum over a warp by shuffles (fixed tree: deterministic)
+//   block_sum_all(v)     sum over the block, valid in every thread (fixed tree: deterministic)
+//
+// ops.py already runs launchers under torch.cuda.device(...); DeviceGuard guards other callers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common.h"
+
+namespace fastres {
+
+struct DeviceGuard {
+  int previous = -1;
+  explicit DeviceGuard(int device) {
+    CUDA_CHECK(cudaGetDevice(&previous));
+    if (previous != device) CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() {
+    int current = -1;
+    if (cudaGetDevice(&current) == cudaSuccess && current != previous) cudaSetDevice(previous);
+  }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block, valid in every thread (broadcast through shared memory). Fixed tree:
+// deterministic. Safe to call repeatedly in one kernel (it synchronises before reuse).
+__device__ __forceinline__ float block_sum_all(float v) {
+  __shared__ float warp_sums[32];
+  __shared__ float result;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // earlier calls may still read warp_sums / result
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = (lane < static_cast<int>(blockDim.x >> 5)) ? warp_sums[lane] : 0.0f;
+    v = warp_sum(v);
+    if (lane == 0) result = v;
+  }
+  __syncthreads();
+  return result;
+}
+
+}  // namespace fastres
