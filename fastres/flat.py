@@ -13,6 +13,13 @@ chunk table, starts 64-byte aligned: the CUDA kernels take their 16-byte vector 
 the CPU loops start on a cache line. The padding stays zero in all three buffers (autograd
 writes only into the views, and a momentum step maps zeros to zeros), so it changes no norm.
 
+Groups of segments (for the all-reduce's buckets): `pad_before` names segment indices
+(and `num_segments` for the end) before which the position is rounded up to a multiple of
+`pad_multiple` elements, so a group of consecutive segments between two such boundaries
+spans a multiple of `pad_multiple` (fastres.dist.reducer pads each bucket to local world size
+x ALIGN this way, so its reduce-scatter shards need no staging copy). The extra padding
+belongs to the segment before the boundary and is zero like the rest.
+
 Flags per segment (`adapt`, `decay`, bool tensors): by default a tensor with ndim <= 1
 (BN gamma/beta, biases) gets neither LARS adaptation nor weight decay (Goyal et al. 2017,
 MLPerf); the optimizer may override them per parameter group. The layout knows no
@@ -60,7 +67,8 @@ class FlatParams:
     device, each at most once. Parameters that do not require grad are laid out too.
     """
 
-    def __init__(self, params: nn.Module | Iterable[torch.Tensor], align: int = ALIGN):
+    def __init__(self, params: nn.Module | Iterable[torch.Tensor], align: int = ALIGN, *,
+                 pad_before: Iterable[int] = (), pad_multiple: int | None = None):
         names: list[str] | None = None
         if isinstance(params, nn.Module):
             named = list(params.named_parameters())
@@ -71,6 +79,12 @@ class FlatParams:
             raise ValueError("params: no parameters to flatten")
         if align < 1:
             raise ValueError(f"align: must be >= 1, got {align}")
+        pad_multiple = align if pad_multiple is None else pad_multiple
+        if pad_multiple < 1 or pad_multiple % align:
+            raise ValueError(f"pad_multiple: must be a positive multiple of align={align}, got {pad_multiple}")
+        pad_before = set(pad_before)
+        if any(not 0 <= i <= len(params) for i in pad_before):
+            raise ValueError(f"pad_before: segment indices must be in [0, {len(params)}], got {sorted(pad_before)}")
         self.names = names or [f"params[{i}]" for i in range(len(params))]
         device = params[0].device
         seen: set[int] = set()
@@ -94,9 +108,13 @@ class FlatParams:
         self.device = device
         self.sizes = [p.numel() for p in params]
         starts, pos = [], 0
-        for n in self.sizes:
+        for i, n in enumerate(self.sizes):
+            if i in pad_before:
+                pos = -(-pos // pad_multiple) * pad_multiple
             starts.append(pos)
             pos += -(-n // align) * align  # round up to the next boundary
+        if len(self.sizes) in pad_before:
+            pos = -(-pos // pad_multiple) * pad_multiple
         self.numel = pos
         self.offsets = torch.tensor(starts + [pos], dtype=torch.int64)
         self.adapt = torch.tensor([p.ndim > 1 for p in params])

@@ -81,3 +81,23 @@ def test_bad_input():
     FlatParams([p])
     with pytest.raises(ValueError, match="already in a FlatParams"):
         FlatParams([p])
+
+
+def test_pad_before_groups_span_multiples():
+    params = [nn.Parameter(torch.randn(n)) for n in (5, 17, 3, 40, 1, 9)]
+    values = [p.detach().clone() for p in params]
+    L = FlatParams(params, pad_before=[0, 2, 5, 6], pad_multiple=48)
+    off = L.offsets.tolist()
+    for a, b in ((0, 2), (2, 5), (5, 6)):  # each group spans a multiple of 48
+        assert off[a] % 48 == 0 and (off[b] - off[a]) % 48 == 0
+    assert all(o % ALIGN == 0 for o in off) and L.numel == off[-1]
+    for p, v, a in zip(params, values, off):
+        assert torch.equal(p, v) and p.data_ptr() == L.params[a:].data_ptr()
+    mask = torch.ones(L.numel, dtype=torch.bool)
+    for a, n in zip(off, L.sizes):
+        mask[a : a + n] = False
+    assert torch.all(L.params[mask] == 0) and torch.all(L.grads[mask] == 0)
+    with pytest.raises(ValueError, match="pad_multiple"):
+        FlatParams([nn.Parameter(torch.randn(3))], pad_multiple=20)
+    with pytest.raises(ValueError, match="pad_before"):
+        FlatParams([nn.Parameter(torch.randn(3))], pad_before=[2], pad_multiple=16)
