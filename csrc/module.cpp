@@ -7,6 +7,8 @@
 //   segment_chunk_count, segment_chunk_table_size, fill_segment_chunk_table   (segments.h)
 //   segment_sq_norms_cpu, segment_sq_norms_cuda (CUDA builds only)  (segment_sq_norms.h)
 //   fused_step_cpu, fused_step_cuda (CUDA builds only)  fused LARS / momentum SGD (lars.h)
+//   wire_pack_cpu, wire_unpack_cpu, wire_pack_cuda, wire_unpack_cuda (CUDA builds only)
+//                                   fp32 <-> fp32/fp16/bf16 wire format of the all-reduce (wire.h)
 //
 // Every buffer is passed as an address (Python int, uintptr_t), never as a torch tensor:
 // the module does not link libtorch (DESIGN.md, decision 1). Errors: std::invalid_argument
@@ -22,6 +24,7 @@
 #include "lars.h"
 #include "segment_sq_norms.h"
 #include "segments.h"
+#include "wire.h"
 
 #if defined(FASTRES_WITH_OPENMP)
 #include <omp.h>
@@ -122,6 +125,54 @@ void check_step_args(uintptr_t w, uintptr_t g, uintptr_t m, uintptr_t table, int
             "params, grads, momentum: addresses must be 4-byte aligned");
   check_arg((mode & ~(kStepLars | kStepLrAfterMomentum | kStepNesterov | kStepWNormCached)) == 0,
             "mode: unknown bits " + std::to_string(mode));
+}
+
+bool known_dtype(int dtype) { return dtype == kFloat32 || dtype == kFloat16 || dtype == kBFloat16; }
+
+int64_t dtype_size(int dtype) { return dtype == kFloat32 ? 4 : 2; }
+
+// src and dst of n elements: either disjoint, or the same address with an fp32 wire.
+void check_wire_args(uintptr_t src, int src_dtype, uintptr_t dst, int dst_dtype, int64_t n) {
+  check_arg(n >= 0, "n: must be >= 0, got " + std::to_string(n));
+  check_arg(known_dtype(src_dtype), "src: unknown dtype code " + std::to_string(src_dtype));
+  check_arg(known_dtype(dst_dtype), "dst: unknown dtype code " + std::to_string(dst_dtype));
+  if (n == 0) return;
+  check_arg(src != 0, "src: null address");
+  check_arg(dst != 0, "dst: null address");
+  check_arg(src % dtype_size(src_dtype) == 0, "src: address is not aligned to its dtype");
+  check_arg(dst % dtype_size(dst_dtype) == 0, "dst: address is not aligned to its dtype");
+  const uintptr_t src_end = src + static_cast<uintptr_t>(n * dtype_size(src_dtype));
+  const uintptr_t dst_end = dst + static_cast<uintptr_t>(n * dtype_size(dst_dtype));
+  const bool overlap = src < dst_end && dst < src_end;
+  check_arg(!overlap || (src == dst && src_dtype == kFloat32 && dst_dtype == kFloat32),
+            "dst: overlaps src; only an fp32 wire may run in place (src == dst)");
+}
+
+// The norms of wire_unpack: table == 0 means none. On the host (CPU kernel) the chunk table
+// is checked against lo/hi; a device table is not read (it would sync).
+WireNorms wire_norms(uintptr_t table, int64_t S, int64_t C, int64_t lo, int64_t hi,
+                     uintptr_t partials, uintptr_t out, int64_t n, bool host) {
+  WireNorms nm;
+  if (table == 0) return nm;
+  check_arg(S >= 0 && C >= 0, "chunks: num_segments and num_chunks must be >= 0");
+  check_arg(0 <= lo && lo <= hi && hi <= n,
+            "chunks: covered range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                ") is not inside dst (n = " + std::to_string(n) + ")");
+  check_arg(C == 0 || partials != 0, "partials: null address");
+  check_arg(S == 0 || out != 0, "out: null address");
+  if (host && C > 0) {
+    const SegmentChunks t = segment_chunks_view(as_ptr<const int64_t>(table), S, C);
+    check_arg(t.chunk_begin[0] == lo && t.chunk_end[C - 1] == hi,
+              "chunks: the chunk table does not cover [lo, hi)");
+  }
+  nm.table = as_ptr<const int64_t>(table);
+  nm.num_segments = S;
+  nm.num_chunks = C;
+  nm.lo = lo;
+  nm.hi = hi;
+  nm.partials = as_ptr<float>(partials);
+  nm.out = as_ptr<float>(out);
+  return nm;
 }
 
 }  // namespace
@@ -231,5 +282,64 @@ PYBIND11_MODULE(_C, m) {
       py::arg("partials"), py::arg("wsq_out"), py::arg("device"), py::arg("stream"),
       py::call_guard<py::gil_scoped_release>(),
       "Same as fused_step_cpu on `device`, launched on `stream`; two launches, no host sync.");
+#endif
+
+  m.def(
+      "wire_pack_cpu",
+      [](uintptr_t src, uintptr_t dst, int dst_dtype, int64_t n, float scale, int num_threads) {
+        check_wire_args(src, kFloat32, dst, dst_dtype, n);
+        wire_pack_cpu(as_ptr<const float>(src), as_ptr<void>(dst), dst_dtype, n, scale,
+                      num_threads);
+      },
+      py::arg("src"), py::arg("dst"), py::arg("dst_dtype"), py::arg("n"), py::arg("scale"),
+      py::arg("num_threads"), py::call_guard<py::gil_scoped_release>(),
+      "dst[i] = wire(src[i] * scale) for i < n: fp32 src, dst of dtype code dst_dtype, "
+      "round to nearest even; host memory; in place only for an fp32 wire.");
+  m.def(
+      "wire_unpack_cpu",
+      [](uintptr_t src, int src_dtype, uintptr_t dst, int64_t n, float scale, uintptr_t table,
+         int64_t S, int64_t C, int64_t lo, int64_t hi, uintptr_t partials, uintptr_t out,
+         int num_threads) {
+        check_wire_args(src, src_dtype, dst, kFloat32, n);
+        const WireNorms nm = wire_norms(table, S, C, lo, hi, partials, out, n, true);
+        wire_unpack_cpu(as_ptr<const void>(src), src_dtype, as_ptr<float>(dst), n, scale, nm,
+                        num_threads);
+      },
+      py::arg("src"), py::arg("src_dtype"), py::arg("dst"), py::arg("n"), py::arg("scale"),
+      py::arg("table"), py::arg("num_segments"), py::arg("num_chunks"), py::arg("lo"),
+      py::arg("hi"), py::arg("partials"), py::arg("out"), py::arg("num_threads"),
+      py::call_guard<py::gil_scoped_release>(),
+      "dst[i] = float(src[i]) * scale for i < n (fp32 dst); with a chunk table (table != 0, "
+      "covering dst[lo, hi)) also out[s] = sum of dst^2 over segment s, bit-identical to "
+      "segment_sq_norms_cpu. Host memory.");
+
+#if defined(FASTRES_WITH_CUDA)
+  m.def(
+      "wire_pack_cuda",
+      [](uintptr_t src, uintptr_t dst, int dst_dtype, int64_t n, float scale, int device,
+         uintptr_t stream) {
+        check_wire_args(src, kFloat32, dst, dst_dtype, n);
+        wire_pack_cuda(as_ptr<const float>(src), as_ptr<void>(dst), dst_dtype, n, scale, device,
+                       stream);
+      },
+      py::arg("src"), py::arg("dst"), py::arg("dst_dtype"), py::arg("n"), py::arg("scale"),
+      py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "Same as wire_pack_cpu on `device`, launched on `stream`; asynchronous: no host sync.");
+  m.def(
+      "wire_unpack_cuda",
+      [](uintptr_t src, int src_dtype, uintptr_t dst, int64_t n, float scale, uintptr_t table,
+         int64_t S, int64_t C, int64_t lo, int64_t hi, uintptr_t partials, uintptr_t out,
+         int device, uintptr_t stream) {
+        check_wire_args(src, src_dtype, dst, kFloat32, n);
+        const WireNorms nm = wire_norms(table, S, C, lo, hi, partials, out, n, false);
+        wire_unpack_cuda(as_ptr<const void>(src), src_dtype, as_ptr<float>(dst), n, scale, nm,
+                         device, stream);
+      },
+      py::arg("src"), py::arg("src_dtype"), py::arg("dst"), py::arg("n"), py::arg("scale"),
+      py::arg("table"), py::arg("num_segments"), py::arg("num_chunks"), py::arg("lo"),
+      py::arg("hi"), py::arg("partials"), py::arg("out"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Same as wire_unpack_cpu on `device`, launched on `stream` (norms bit-identical to "
+      "segment_sq_norms_cuda); asynchronous: no host sync.");
 #endif
 }

@@ -13,14 +13,13 @@
 
 #include "common.h"
 #include "cuda_common.cuh"
+#include "segment_sq_norms_cuda.cuh"
 #include "segment_sq_norms.h"
 #include "segments.h"
 
 namespace fastres {
 namespace {
 
-constexpr int kChunkThreads = 256;    // stage 1 block size; kSegmentChunk / 4 / 256 = 4 loads
-constexpr int kSegmentThreads = 256;  // stage 2 block size
 static_assert(kSegmentChunk % 4 == 0, "chunks must hold whole float4s");
 
 __global__ void __launch_bounds__(kChunkThreads)
@@ -55,18 +54,6 @@ chunk_sq_sums_kernel(const float* __restrict__ flat, const int64_t* __restrict__
   if (threadIdx.x == 0) partials[c] = acc;
 }
 
-__global__ void __launch_bounds__(kSegmentThreads)
-segment_partials_sum_kernel(const float* __restrict__ partials, const int64_t* __restrict__ table,
-                            int64_t S, int64_t C, float* __restrict__ out) {
-  const SegmentChunks t = segment_chunks_view(table, S, C);
-  const int64_t s = blockIdx.x;
-  const int64_t first = t.seg_first_chunk[s];
-  const int64_t last = t.seg_first_chunk[s + 1];
-  float acc = 0.0f;
-  for (int64_t c = first + threadIdx.x; c < last; c += kSegmentThreads) acc += partials[c];
-  acc = block_sum_all(acc);
-  if (threadIdx.x == 0) out[s] = acc;  // 0 for a segment without chunks
-}
 
 }  // namespace
 

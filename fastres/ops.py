@@ -20,6 +20,9 @@ Ops
   segment_sq_norms(flat, offsets)   per-segment sums of squares over a flat fp32 buffer
   segment_chunks(offsets, device)   the chunk table of a segment layout, built once
   fused_step(params, grads, momentum, chunks, ...)   fused LARS / momentum-SGD step (lars.h)
+  pack_wire(src, dst, scale)        dst = (src * scale).to(dst.dtype): fp32 -> fp32/fp16/bf16 wire
+  unpack_wire(src, dst, scale, chunks=)   dst = src.float() * scale, optionally with the
+                                    per-segment squared norms of dst in the same pass (wire.h)
   has_kernel(op, device)            whether `_C` has a kernel for `op` on `device`
   native_available(), build_info()  what the native part holds
 """
@@ -47,8 +50,10 @@ __all__ = [
     "fused_step",
     "has_kernel",
     "native_available",
+    "pack_wire",
     "segment_chunks",
     "segment_sq_norms",
+    "unpack_wire",
 ]
 
 # Elements per chunk of a chunk table: csrc/segments.h kSegmentChunk (tests check they agree).
@@ -418,3 +423,131 @@ def fused_step(
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
             _C.fused_step_cuda(*args, device.index, stream)
+
+
+# ----------------------------------------------------------------------------- wire format
+
+_WIRE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_wire_tensor(name: str, t, dtypes: tuple[torch.dtype, ...]) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        allowed = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name}: expected dtype {allowed}, got {t.dtype}")
+    _check_tensor(name, t, t.dtype)
+
+
+def _check_wire_pair(src: torch.Tensor, dst: torch.Tensor, n: int, scale) -> float:
+    """Same device; disjoint, or the same address with an fp32 wire; a real scale."""
+    if dst.device != src.device:
+        raise ValueError(f"dst: on {dst.device} but src is on {src.device}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale: expected a float, got {type(scale).__name__}")
+    if n:
+        a, b = src.data_ptr(), dst.data_ptr()
+        overlap = a < b + n * dst.element_size() and b < a + n * src.element_size()
+        if overlap and not (a == b and src.dtype == dst.dtype == torch.float32):
+            raise ValueError(
+                "dst: overlaps src; only an fp32 wire may run in place (src and dst the same "
+                "memory)"
+            )
+    return float(scale)
+
+
+def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0) -> None:
+    """dst[:n] = (src * scale).to(dst.dtype), n = src.numel(): fp32 to the all-reduce's wire.
+
+    src:   fp32, 1-D, contiguous
+    dst:   fp32, fp16 or bf16, 1-D, contiguous, on src's device, numel >= src.numel();
+           disjoint from src, or src itself (in place) for an fp32 wire
+    scale: multiplied in fp32 before the cast (e.g. 1 / world_size)
+
+    One pass (csrc/wire.h): bit-identical to torch's `(src * scale).to(dtype)` (fp32 product,
+    round to nearest even, overflow to +-Inf, subnormals kept), except that a NaN's bits are
+    wire.h's (sign kept, quiet) where torch's depend on its code path. Asynchronous on a GPU.
+    """
+    op = "wire_pack"
+    _check_wire_tensor("src", src, (torch.float32,))
+    _check_wire_tensor("dst", dst, _WIRE_DTYPES)
+    n = src.numel()
+    if dst.numel() < n:
+        raise ValueError(f"dst: numel {dst.numel()} is less than src's {n}")
+    scale = _check_wire_pair(src, dst, n, scale)
+    path = _pick_path(src.device, op)
+    if n == 0:
+        return
+    if path == "torch":
+        dst[:n].copy_(torch.mul(src, scale))
+        return
+    args = (src.data_ptr(), dst.data_ptr(), _DTYPE_CODES[dst.dtype], n, scale)
+    if path == "cpu":
+        _C.wire_pack_cpu(*args, torch.get_num_threads())
+    else:
+        with torch.cuda.device(src.device):
+            stream = torch.cuda.current_stream(src.device).cuda_stream
+            _C.wire_pack_cuda(*args, src.device.index, stream)
+
+
+def unpack_wire(
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    scale: float = 1.0,
+    *,
+    chunks: SegmentChunks | None = None,
+) -> torch.Tensor | None:
+    """dst = src[:n].float() * scale, n = dst.numel(): the all-reduce's wire back to fp32.
+
+    src:    fp32, fp16 or bf16, 1-D, contiguous, numel >= dst.numel()
+    dst:    fp32, 1-D, contiguous, on src's device; disjoint from src, or src itself for an
+            fp32 wire
+    scale:  multiplied in fp32 after the exact conversion
+    chunks: optional SegmentChunks on dst's device with chunks.end <= dst.numel() (offsets
+            relative to dst's start): then also returns the fp32 per-segment squared norms of
+            the result, shape (S,), bit-identical to `segment_sq_norms(dst, chunks)` run
+            afterwards on the same device, at no extra pass over dst.
+    Returns None without chunks. Asynchronous on a GPU.
+    """
+    op = "wire_unpack"
+    _check_wire_tensor("src", src, _WIRE_DTYPES)
+    _check_wire_tensor("dst", dst, (torch.float32,))
+    n = dst.numel()
+    if src.numel() < n:
+        raise ValueError(f"src: numel {src.numel()} is less than dst's {n}")
+    scale = _check_wire_pair(src, dst, n, scale)
+    if chunks is not None:
+        if not isinstance(chunks, SegmentChunks):
+            raise TypeError(f"chunks: expected SegmentChunks, got {type(chunks).__name__}")
+        if chunks.device != dst.device:
+            raise ValueError(
+                f"chunks: chunk table is on {chunks.device} but dst is on {dst.device}; "
+                "build it with segment_chunks(offsets, dst.device)"
+            )
+        if chunks.end > n:
+            raise ValueError(f"chunks: end {chunks.end} is beyond the end of dst (numel {n})")
+    path = _pick_path(dst.device, op)
+    if path == "torch":
+        if n:
+            torch.mul(src[:n].to(torch.float32), scale, out=dst)
+        return None if chunks is None else segment_sq_norms(dst, chunks)
+    if chunks is None:
+        if n == 0:
+            return None
+        norms = (0, 0, 0, 0, 0, 0, 0)
+        out = None
+    else:
+        S, C = chunks.num_segments, chunks.num_chunks
+        out = torch.empty(S, dtype=torch.float32, device=dst.device)
+        partials = torch.empty(max(C, 1), dtype=torch.float32, device=dst.device)
+        lo = int(chunks.offsets[0]) if C else 0
+        hi = chunks.end if C else 0
+        norms = (chunks.table.data_ptr(), S, C, lo, hi, partials.data_ptr(), out.data_ptr())
+    args = (src.data_ptr(), _DTYPE_CODES[src.dtype], dst.data_ptr(), n, scale, *norms)
+    if path == "cpu":
+        _C.wire_unpack_cpu(*args, torch.get_num_threads())
+    else:
+        with torch.cuda.device(dst.device):
+            stream = torch.cuda.current_stream(dst.device).cuda_stream
+            _C.wire_unpack_cuda(*args, dst.device.index, stream)
+    return out
