@@ -1,0 +1,492 @@
+"""fastres.dist.reducer: the bucketed gradient all-reduce, flat or hierarchical, overlapped with backward.
+
+    groups = init_distributed(discover())                  # fastres.dist.topology
+    reducer = Reducer(model, groups, bucket_cap_mb=25, wire_dtype="bf16")
+    optimizer = FusedLARS(...)                             # after the reducer: it reuses its layout
+    for images, labels in loader:
+        reducer.zero_grad()
+        loss_fn(model(images), labels).backward()          # buckets leave as soon as they fill
+        reducer.wait()                                     # all gradients averaged over the ranks
+        optimizer.step()
+
+Buckets are slices of fastres.flat's gradient buffer, in backward order: the parameters are
+laid out in registration order and gradients arrive roughly in reverse, so a bucket is a run
+of consecutive segments counted from the end. The first bucket holds about
+`first_bucket_mb` (1 MB: it fills early in backward, so communication starts at once), the
+others about `bucket_cap_mb` (25 MB, DDP's default) of fp32 gradients; a tensor larger than a
+cap is a bucket of its own. There is no packing copy for fp32: autograd accumulates into the
+views of the flat buffer, and the collective runs on the bucket's slice in place. When the
+reducer builds the layout itself (the parameters are not yet in one), it pads each bucket to
+a multiple of local world size x ALIGN elements, so hierarchical shards are slices too.
+
+A post-accumulate-grad hook on every parameter counts down its bucket; a full bucket is sent
+when all buckets before it have been sent, so every rank issues the same collectives in the
+same order (NCCL and Gloo both need that) whatever order autograd finishes them in.
+
+Algorithms (per bucket):
+  flat          one all_reduce over all ranks
+  hierarchical  reduce-scatter inside the node, all_reduce of this rank's shard among the
+                ranks with the same local rank on the other nodes, all-gather inside the
+                node (Horovod's hierarchical all-reduce, ChainerMN's two-dimensional
+                communicator, Mikami et al.'s 2D-torus): the inter-node traffic per rank is
+                1 / local_world_size of the bucket
+  auto          hierarchical when there are several nodes of several ranks, else flat. On
+                one node (or one rank per node) hierarchical is flat: no extra collectives.
+
+Gradients are pre-divided by the world size (so the sum is the mean and fp16 sums do not
+overflow). The wire dtype may be bf16 or fp16: fastres.ops.pack_wire scales and casts a
+bucket into a staging buffer in one pass, the collectives run on it, and ops.unpack_wire
+writes the fp32 result back. A NaN or Inf in any rank's gradient reaches every rank (a sum
+keeps it), so the optimizer's found-inf check sees it on all of them.
+
+Execution: with NCCL the collectives are queued on the GPU from the hook itself (work.wait()
+only orders streams). With Gloo a collective's wait blocks the host, so a communication
+thread runs the buckets, in order, while autograd goes on with backward.
+
+Gradient accumulation: inside `with reducer.no_sync():` backward only accumulates; the next
+backward outside it sends the sums. Parameters that get no gradient in a backward (unused
+branches, frozen parameters are simply not hooked) are handled: `wait()` sends their buckets
+after backward (without overlap) with a zero gradient for them, and warns once naming them.
+
+Failures: a collective that fails or times out (a rank died or never came: the process
+group's timeout, fastres.dist.topology) raises CollectiveError from `wait()`, naming the
+collective, the bucket, its parameters and the ranks involved. With NCCL the watchdog of the
+process group enforces the timeout (TORCH_NCCL_ASYNC_ERROR_HANDLING).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fastres import FastresError, ops
+from fastres.flat import ALIGN, FlatParams, layout_of
+
+__all__ = ["ALGORITHMS", "WIRE_DTYPES", "CollectiveError", "Reducer", "plan_buckets"]
+
+ALGORITHMS = ("auto", "flat", "hierarchical")
+WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# torch >= 2.12 names them *_single; older ones *_tensor (same arguments)
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+_MB = 1 << 20
+
+
+class CollectiveError(FastresError, RuntimeError):
+    """A gradient collective failed or timed out; the message names it, its bucket and its ranks."""
+
+
+def plan_buckets(sizes: list[int], first_cap: int, cap: int) -> list[tuple[int, int]]:
+    """Buckets as segment ranges [first, end), in backward order (the last segments first).
+
+    sizes: elements per segment; a bucket closes once it holds >= its cap (first_cap for the
+    first, cap after), so a segment larger than the cap is a bucket of its own."""
+    if first_cap < 1 or cap < 1:
+        raise ValueError(f"bucket caps must be >= 1 element, got first_cap={first_cap}, cap={cap}")
+    buckets, end, acc, limit = [], len(sizes), 0, first_cap
+    for i in range(len(sizes) - 1, -1, -1):
+        acc += sizes[i]
+        if acc >= limit:
+            buckets.append((i, end))
+            end, acc, limit = i, 0, cap
+    if end > 0:
+        buckets.append((0, end))
+    return buckets
+
+
+@dataclasses.dataclass
+class _Bucket:
+    index: int
+    first: int  # segments [first, end) of the layout
+    end: int
+    grad: torch.Tensor  # the slice of layout.grads: [offsets[first], offsets[end])
+    wire: torch.Tensor | None  # staging buffer (padded, wire dtype), or None: in place on grad
+    segments: list[int]  # the trainable segments (hooked parameters) in it
+    pending: int = 0  # hooks still to fire this step
+    stages: list = dataclasses.field(default_factory=list)  # (what, ranks, collective, args, group)
+
+    @property
+    def buffer(self) -> torch.Tensor:
+        return self.grad if self.wire is None else self.wire
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Who talks to whom: derived from fastres.dist.topology.ProcessGroups (or the default group)."""
+
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    num_nodes: int
+    backend: str
+    world: object  # ProcessGroup or None (the default group)
+    intra: object
+    inter: object
+    intra_gather: object  # a second group of the same ranks as intra, for the all-gathers
+    world_ranks: str
+    intra_ranks: str
+    inter_ranks: str
+    timeout_s: float
+
+
+def _plan_of(groups) -> _Plan:
+    if groups is None:
+        if not (dist.is_available() and dist.is_initialized()):
+            return _Plan(1, 0, 1, 1, "none", None, None, None, None, "rank 0", "rank 0", "rank 0", 0.0)
+        W = dist.get_world_size()
+        # the default group's own timeout is not public: its default bounds the wait
+        return _Plan(W, dist.get_rank(), W, 1, dist.get_backend(), None, None, None, None,
+                     f"all {W} ranks", f"all {W} ranks", "none", dist.default_pg_timeout.total_seconds())
+    t = groups.topology
+    return _Plan(t.world_size, t.local_rank, t.local_world_size, t.num_nodes, groups.backend, groups.world,
+                 groups.intra, groups.inter, groups.intra_gather, f"all {t.world_size} ranks", f"ranks {list(groups.intra_ranks)}",
+                 f"ranks {list(groups.inter_ranks)}", groups.timeout.total_seconds())
+
+
+class Reducer:
+    """Averages a model's gradients over the ranks, bucket by bucket, during backward.
+
+    model:          an nn.Module (its parameters are moved into a fastres.flat layout with
+                    bucket-aligned padding, unless they already live in one) or a FlatParams
+    groups:         fastres.dist.topology.ProcessGroups; None: the default process group as
+                    one node (flat), or nothing to do when torch.distributed is not initialised
+    algorithm:      "auto", "flat" or "hierarchical" (see the module docstring)
+    bucket_cap_mb:  fp32 gradient MB per bucket after the first (DDP's default: 25)
+    first_bucket_mb: fp32 gradient MB of the first bucket (the last layers' gradients)
+    wire_dtype:     "fp32", "bf16" or "fp16" (or the torch dtype): what goes over the network
+    predivide:      divide by the world size before summing (the result is the mean)
+
+    Build it after the model's last .to() and before the optimizer: FusedLARS/FusedSGD then
+    reuse its layout, and torch optimizers see the same parameters (views of the layout).
+    """
+
+    def __init__(self, model: nn.Module | FlatParams, groups=None, *, algorithm: str = "auto",
+                 bucket_cap_mb: float = 25.0, first_bucket_mb: float = 1.0, wire_dtype="fp32",
+                 predivide: bool = True):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+        for name, v in (("bucket_cap_mb", bucket_cap_mb), ("first_bucket_mb", first_bucket_mb)):
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name}: must be > 0, got {v!r}")
+        if isinstance(wire_dtype, str):
+            if wire_dtype not in WIRE_DTYPES:
+                raise ValueError(f"wire_dtype: must be one of {', '.join(WIRE_DTYPES)}, got {wire_dtype!r}")
+            wire_dtype = WIRE_DTYPES[wire_dtype]
+        if wire_dtype not in WIRE_DTYPES.values():
+            raise ValueError(f"wire_dtype: must be torch.float32, bfloat16 or float16, got {wire_dtype}")
+        self.wire_dtype = wire_dtype
+        self.predivide = predivide
+        self.plan = p = _plan_of(groups)
+        self.requested_algorithm = algorithm
+        hier = algorithm in ("auto", "hierarchical") and p.num_nodes > 1 and p.local_world_size > 1
+        self.algorithm = "hierarchical" if hier else "flat"
+        shard_multiple = p.local_world_size * ALIGN if hier else ALIGN
+
+        first_cap = max(1, int(first_bucket_mb * _MB) // 4)
+        cap = max(1, int(bucket_cap_mb * _MB) // 4)
+        if isinstance(model, FlatParams):
+            layout = model
+        else:
+            layout = layout_of(list(model.parameters()))
+        if layout is None:
+            named = list(model.named_parameters())
+            ranges = plan_buckets([q.numel() for _, q in named], first_cap, cap)
+            starts = {a for a, _ in ranges} | {len(named)}
+            layout = FlatParams(model, pad_before=starts, pad_multiple=shard_multiple)
+        else:
+            ranges = plan_buckets(list(layout.sizes), first_cap, cap)
+        self.layout = layout
+        self._views = layout.views(layout.grads)
+        self._trainable = [q.requires_grad for q in layout.param_list]
+
+        off = layout.offsets.tolist()
+        self.buckets: list[_Bucket] = []
+        self._bucket_of: dict[int, _Bucket] = {}
+        for first, end in ranges:
+            segs = [s for s in range(first, end) if self._trainable[s]]
+            if not segs:
+                continue  # frozen parameters only: nothing to reduce
+            grad = layout.grads[off[first] : off[end]]
+            n = grad.numel()
+            padded = -(-n // shard_multiple) * shard_multiple if hier else n
+            wire = None
+            if wire_dtype != torch.float32 or padded != n:
+                wire = torch.zeros(padded, dtype=wire_dtype, device=layout.device)
+            b = _Bucket(len(self.buckets), first, end, grad, wire, segs)
+            self.buckets.append(b)
+            for s in segs:
+                self._bucket_of[s] = b
+
+        self.enabled = p.world_size > 1
+        self.collectives = 0  # collectives completed so far (tests and logs)
+        self.sent_during_backward = 0  # buckets the last step sent from hooks, before wait()
+        self._sync = True
+        self._fired = [False] * layout.num_segments
+        self._next = 0  # first bucket not yet sent this step
+        self._done = 0  # buckets finished this step
+        self._error: BaseException | None = None
+        self._cv = threading.Condition()
+        self._inline = p.backend == "nccl"  # NCCL: queue on the GPU from the hook; else future callbacks
+        self._scale = 1.0 / p.world_size if predivide else 1.0
+        self._waiters: list[tuple[queue.SimpleQueue, threading.Thread] | None] = [None, None, None]
+        self._broken: BaseException | None = None
+        for b in self.buckets:
+            b.stages = self._stages_of(b)
+        self._warned_unused = False
+        self._reset_counts()
+        self._handles = [
+            q.register_post_accumulate_grad_hook(self._make_hook(s))
+            for s, q in enumerate(layout.param_list) if self._trainable[s]
+        ]
+
+    # ------------------------------------------------------------------ public
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{b.grad.numel() * 4 / _MB:.1f}" for b in self.buckets)
+        p = self.plan
+        if not self.enabled:
+            return f"no gradient all-reduce (1 rank); {len(self.buckets)} buckets ({sizes} MB)"
+        where = (f"{p.num_nodes} nodes x {p.local_world_size} ranks" if self.algorithm == "hierarchical"
+                 else f"{p.world_size} ranks")
+        return (f"{self.algorithm} all-reduce over {where}, {p.backend}, wire {str(self.wire_dtype)[6:]}, "
+                f"{len(self.buckets)} buckets ({sizes} MB of fp32 gradients)")
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside accumulate gradients without communicating (micro-steps)."""
+        old, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = old
+
+    def zero_grad(self) -> None:
+        """Zero every gradient in place (one memset of the flat buffer; .grad stay views)."""
+        self.layout.zero_grad()
+
+    def wait(self) -> None:
+        """Send the buckets backward did not send, wait for all, and leave the mean gradients in place.
+
+        Call it after the last backward of a step and before the optimizer step. Raises
+        CollectiveError when a collective failed or timed out."""
+        if self._broken is not None:
+            raise CollectiveError(f"fastres.dist.reducer: unusable after an earlier failure ({self._broken})")
+        try:
+            if self.enabled:
+                self.sent_during_backward = self._next
+                unused = [s for b in self.buckets[self._next:] for s in b.segments if not self._fired[s]]
+                for b in self.buckets[self._next:]:
+                    for s in b.segments:
+                        if not self._fired[s]:
+                            self._attach(s, zero_if_missing=True)
+                    b.pending = 0
+                self._launch_ready()
+                self._wait_all()
+                if unused and not self._warned_unused and any(self._fired):
+                    self._warned_unused = True
+                    names = [self.layout.names[s] for s in unused]
+                    warnings.warn(
+                        f"fastres.dist.reducer: {len(names)} parameters got no gradient in backward "
+                        f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); their buckets were "
+                        "averaged after backward (no overlap), with a zero gradient from this rank",
+                        RuntimeWarning, stacklevel=2)
+            self.layout.attach_grads()
+        finally:
+            self._reset_counts()
+
+    def remove(self) -> None:
+        """Remove the hooks (the layout stays)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for i, w in enumerate(self._waiters):
+            if w is not None:
+                w[0].put(None)
+                w[1].join(timeout=5)
+                self._waiters[i] = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def _make_hook(self, s: int):
+        def hook(param: torch.Tensor) -> None:
+            self._attach(s)
+            if not (self._sync and self.enabled) or self._broken is not None:
+                return
+            b = self._bucket_of[s]
+            if self._fired[s]:
+                raise RuntimeError(
+                    f"fastres.dist.reducer: {self.layout.names[s]} got a second gradient before reducer.wait() "
+                    "(two backward passes in one step?): call wait() (and step) in between, or run the "
+                    "accumulation passes inside reducer.no_sync()")
+            self._fired[s] = True
+            b.pending -= 1
+            if b.pending == 0 and b.index == self._next:
+                self._launch_ready()
+
+        return hook
+
+    def _attach(self, s: int, zero_if_missing: bool = False) -> None:
+        """Keep parameter s's .grad the view of the flat buffer (autograd may have made a new one)."""
+        q, v = self.layout.param_list[s], self._views[s]
+        g = q.grad
+        if g is not None and g.data_ptr() == v.data_ptr() and g.stride() == v.stride():
+            return
+        with torch.no_grad():
+            if g is None:
+                if zero_if_missing:
+                    v.zero_()
+                else:
+                    return
+            else:
+                v.copy_(g)
+        q.grad = v
+
+    def _reset_counts(self) -> None:
+        for b in self.buckets:
+            b.pending = len(b.segments)
+        self._fired = [False] * self.layout.num_segments
+        self._next = 0
+        with self._cv:
+            self._done = 0
+
+    # ------------------------------------------------------------------ sending
+
+    def _stages_of(self, b: _Bucket) -> list[tuple]:
+        """(what, ranks, collective, args, group) for each collective of bucket b, in order."""
+        p, buf = self.plan, b.buffer
+        if self.algorithm == "flat":
+            return [("all_reduce", p.world_ranks, dist.all_reduce, (buf,), p.world)]
+        n = buf.numel() // p.local_world_size
+        shard = buf[p.local_rank * n : (p.local_rank + 1) * n]  # in place: NCCL's and Gloo's aliasing form
+        return [
+            ("reduce_scatter (intra-node)", p.intra_ranks, _reduce_scatter, (shard, buf), p.intra),
+            ("all_reduce (inter-node)", p.inter_ranks, dist.all_reduce, (shard,), p.inter),
+            ("all_gather (intra-node)", p.intra_ranks, _all_gather, (buf, shard), p.intra_gather),
+        ]
+
+    def _launch_ready(self) -> None:
+        """Send buckets in index order, as far as they are full (the hook's thread, or wait())."""
+        while self._next < len(self.buckets) and self.buckets[self._next].pending == 0:
+            b = self.buckets[self._next]
+            self._next += 1
+            try:
+                if b.wire is not None:
+                    ops.pack_wire(b.grad, b.wire, self._scale)
+                elif self._scale != 1.0:
+                    b.grad.mul_(self._scale)
+            except Exception as e:  # noqa: BLE001 - reported by wait()
+                self._fail(e)
+                continue
+            if self._inline:
+                self._run_inline(b)
+            else:
+                self._issue(b, 0)
+
+    def _run_inline(self, b: _Bucket) -> None:
+        """NCCL: queue every collective of b now; work.wait() only orders the current stream after it."""
+        for k, (what, ranks, fn, args, group) in enumerate(b.stages):
+            t0 = time.monotonic()
+            try:
+                fn(*args, group=group, async_op=True).wait()
+            except Exception as e:  # noqa: BLE001
+                self._fail(self._error_for(b, k, e, t0))
+                return
+            self.collectives += 1
+        self._finish(b)
+
+    # Gloo: a collective's wait() blocks the host. The hook's thread only issues the first
+    # collective of a bucket (asynchronous, so several buckets are in flight); one waiter thread
+    # per stage waits for its stage's collectives in bucket order and issues the next stage.
+    # Every group thus sees its collectives issued in bucket order on every rank, and each stage
+    # has a group of its own (the all-gathers use a second intra-node group), so no two threads
+    # ever issue on one group.
+    def _issue(self, b: _Bucket, k: int) -> None:
+        what, ranks, fn, args, group = b.stages[k]
+        t0 = time.monotonic()
+        try:
+            work = fn(*args, group=group, async_op=True)
+        except Exception as e:  # noqa: BLE001
+            self._fail(self._error_for(b, k, e, t0))
+            return
+        if self._waiters[k] is None:
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            t = threading.Thread(target=self._wait_stage, args=(k, q), name=f"fastres-reducer-{k}", daemon=True)
+            t.start()
+            self._waiters[k] = (q, t)
+        self._waiters[k][0].put((b, work, t0))
+
+    def _wait_stage(self, k: int, q: queue.SimpleQueue) -> None:
+        while (item := q.get()) is not None:
+            b, work, t0 = item
+            try:
+                work.wait()
+            except Exception as e:  # noqa: BLE001 - a thread must not die: wait() re-raises it
+                self._fail(self._error_for(b, k, e, t0))
+                continue
+            with self._cv:
+                self.collectives += 1
+            if self._error is not None:
+                continue
+            if k + 1 < len(b.stages):
+                self._issue(b, k + 1)
+            else:
+                self._finish(b)
+
+    def _finish(self, b: _Bucket) -> None:
+        try:
+            if b.wire is not None:
+                ops.unpack_wire(b.wire, b.grad, 1.0)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+            return
+        with self._cv:
+            self._done += 1
+            self._cv.notify_all()
+
+    def _fail(self, error: BaseException) -> None:
+        with self._cv:
+            self._error = self._error or error
+            self._cv.notify_all()
+
+    def _error_for(self, b: _Bucket, k: int, e: BaseException, t0: float) -> CollectiveError:
+        what, ranks = b.stages[k][0], b.stages[k][1]
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        err = CollectiveError(
+            f"fastres.dist.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
+            f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {ranks} failed after "
+            f"{time.monotonic() - t0:.1f} s (process group timeout {self.plan.timeout_s:.0f} s; a rank "
+            f"that died or never reached this step?): {first}")
+        err.__cause__ = e
+        return err
+
+    def _wait_all(self) -> None:
+        limit = self.plan.timeout_s + 60.0 if self.plan.timeout_s else None
+        t0 = time.monotonic()
+        with self._cv:
+            while self._done < len(self.buckets) and self._error is None:
+                left = None if limit is None else limit - (time.monotonic() - t0)
+                if left is not None and left <= 0:
+                    b = self.buckets[self._done]
+                    raise CollectiveError(
+                        f"fastres.dist.reducer: gradient bucket {b.index} ({self._params_of(b)}) did not "
+                        f"finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s + 60 s)")
+                self._cv.wait(timeout=left if left is not None else 1.0)
+            error, self._error = self._error, None
+        if error is not None:
+            self._broken = error
+            raise error
+
+    def _params_of(self, b: _Bucket) -> str:
+        names = self.layout.names
+        return f"{names[b.segments[0]]} .. {names[b.segments[-1]]}" if len(b.segments) > 1 else names[b.segments[0]]
