@@ -34,6 +34,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "lars", "fused-sgd")
 DATA_CHECKS = ("none", "header", "decode")
+ALLREDUCE = ("auto", "flat", "hierarchical")  # fastres.dist.reducer.ALGORITHMS
+WIRE_DTYPES = ("fp32", "bf16", "fp16")  # fastres.dist.reducer.WIRE_DTYPES
 
 
 class ConfigError(FastresError):
@@ -74,6 +76,12 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for cuda, off for cpu
     threads: int | None = None  # torch intra-op threads on cpu; None: torch's default
     seed: int = 0
+    # distributed (start one process per GPU or CPU share with torchrun, srun or mpirun: fastres.dist)
+    virtual_nodes: int | None = None  # split each machine's ranks into K nodes for the hierarchy; None: FASTRES_VIRTUAL_NODES or 1
+    allreduce: str = "auto"  # gradient all-reduce: auto (hierarchical across nodes), flat, hierarchical
+    bucket_cap_mb: float = 25.0  # fp32 gradient MB per all-reduce bucket (the first one: 1 MB)
+    wire_dtype: str = "fp32"  # gradients on the wire: fp32, bf16, fp16
+    dist_timeout: float = 1800.0  # seconds a rendezvous or collective waits for the other ranks
     # output
     out: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None: <arch>-<date>-<time>
@@ -111,6 +119,11 @@ class TrainConfig:
         need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
         need(self.threads is None or self.threads >= 1, "threads", "a positive integer")
         need(self.log_every >= 1, "log_every", "a positive integer")
+        need(self.virtual_nodes is None or self.virtual_nodes >= 1, "virtual_nodes", "a positive integer")
+        need(self.allreduce in ALLREDUCE, "allreduce", f"one of {', '.join(ALLREDUCE)}")
+        need(self.bucket_cap_mb > 0, "bucket_cap_mb", "> 0")
+        need(self.wire_dtype in WIRE_DTYPES, "wire_dtype", f"one of {', '.join(WIRE_DTYPES)}")
+        need(self.dist_timeout > 0, "dist_timeout", "> 0 seconds")
         from fastres.data.loader import BACKENDS  # the data layer owns the list of backends
 
         need(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}")

@@ -13,6 +13,17 @@
     # continue a run that stopped (uses the run folder's latest checkpoint)
     python -m fastres.train --data /data/imagenet --resume runs/resnet50-20261123-101500
 
+    # one machine, 8 GPUs: one process per GPU; gradients averaged bucket by bucket in backward
+    torchrun --standalone --nproc-per-node 8 -m fastres.train --data /data/imagenet
+
+    # 32 machines x 8 GPUs (Slurm; srun -N32 --ntasks-per-node 8 works the same without torchrun):
+    # reduce-scatter in the node, all-reduce across nodes, all-gather in the node, bf16 on the wire
+    torchrun --nnodes 32 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        -m fastres.train --data /data/imagenet --config resnet50-goyal --wire-dtype bf16
+
+    # the hierarchical path on one CPU box: 4 processes as 2 virtual nodes of 2
+    torchrun --standalone --nproc-per-node 4 -m fastres.train --virtual-nodes 2 --threads 1
+
 `--lr` is the peak learning rate per 256 images, scaled linearly with the global batch
 (Goyal et al. 2017). Run `python -m fastres.train --help` for every flag. Bad flags, data
 folders or checkpoints end with a one-line error and exit status 2.
@@ -39,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m fastres.train: interrupted; the last completed epoch is in the run folder's checkpoint.pt",
               file=sys.stderr)
         return 130
+    if summary.rank != 0:
+        return 0
     print(f"fastres: done: {summary.epochs} epochs, val top-1 {summary.top1:.2f}% top-5 {summary.top5:.2f}%, "
           f"{summary.total_seconds:.0f}s total ({summary.train_seconds:.0f}s training at "
           f"{summary.images_per_second:.0f} img/s), run folder {summary.run_dir}", flush=True)

@@ -1,8 +1,16 @@
-"""The training loop: data -> model -> loss -> backward -> step, validation every epoch.
+"""The training loop: data -> model -> loss -> backward/reduce -> step, validation every epoch.
 
 `Trainer(cfg).fit()` is everything `python -m fastres.train` does after parsing flags. The
 loop keeps losses as detached device tensors and synchronises only on log steps
 (`log_every`), so on a GPU the host runs ahead of the device.
+
+Several processes (torchrun, srun, mpirun: fastres.dist.topology reads their variables) make
+one data-parallel job: each reads its shard of the data, fastres.dist.reducer averages the
+gradients bucket by bucket during backward, and every rank takes the same step. Rank 0
+checks the data, writes the run folder, the log and the checkpoints; batch norm statistics
+stay per rank (Goyal et al. 2017) and rank 0's are broadcast before each validation, which
+counts over all ranks' shards. Each epoch ends with a check that all ranks still hold the
+same weights.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -24,6 +33,8 @@ from fastres import FastresError
 from fastres.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint, save_checkpoint
 from fastres.config import TrainConfig
 from fastres.data import make_loaders
+from fastres.dist.reducer import Reducer
+from fastres.dist.topology import destroy, discover, init_distributed
 from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
 from fastres.runlog import MetricsLog, make_run_dir, write_config
@@ -71,12 +82,15 @@ class Summary:
     total_seconds: float
     images_per_second: float
     run_dir: Path
+    rank: int = 0
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.t_start = time.perf_counter()
+        self.topology = discover(virtual_nodes=cfg.virtual_nodes)
+        self.rank, self.world = self.topology.rank, self.topology.world_size
         self.device = self._device()
         cuda = self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" or (cfg.precision == "auto" and cuda) else None
@@ -84,15 +98,28 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self._seed(cfg.seed)
-        self.rank, self.world = 0, 1
+        self.groups = None
+        if self.topology.distributed:
+            self.groups = init_distributed(self.topology, device=self.device, timeout=cfg.dist_timeout)
 
-        exclude = self._check_data()
+        if self.groups is not None and not cfg.data:  # one writer of the built-in dataset per machine
+            from fastres.data.builtin import ensure_builtin_dataset
+
+            if self.topology.physical_local_rank == 0:
+                ensure_builtin_dataset()
+            dist.barrier(group=self.groups.world)
+        exclude = self._rank0_first(self._check_data)
         self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
                                  exclude=exclude)
         self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.reducer = None
+        if self.groups is not None:  # before the optimizer: the fused ones reuse its bucket-padded layout
+            self.reducer = Reducer(self.model, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb,
+                                   wire_dtype=cfg.wire_dtype)
+            self._broadcast_state(parameters=True)
         self.optimizer = build_optimizer(cfg, self.model)
         self.steps_per_epoch = len(self.data.train)
         self.global_batch = cfg.batch_size * self.world
@@ -106,14 +133,8 @@ class Trainer:
         if cfg.resume:
             self.run_dir = self._resume(resolve_checkpoint(cfg.resume))
         else:
-            self.run_dir = make_run_dir(cfg.out, cfg.name, cfg.arch)
-            write_config(self.run_dir, cfg.to_dict(), {
-                "dataset": str(self.data.root), "classes": len(self.data.classes),
-                "train_images": self.data.train_size, "val_images": self.data.val_size,
-                "device": str(self.device), "amp": str(self.amp_dtype), "channels_last": self.channels_last,
-                "global_batch": self.global_batch, "peak_lr": self.schedule.peak,
-            })
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+            self.run_dir = self._rank0_first(self._new_run_dir)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.rank == 0 else None
 
     # -- set-up helpers -------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -122,10 +143,62 @@ class Trainer:
             raise FastresError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and self.topology.distributed:  # one GPU per rank of this machine
+            return torch.device("cuda", self.topology.physical_local_rank % torch.cuda.device_count())
         return torch.device(want)
 
+    def _rank0_first(self, fn):
+        """fn() on rank 0, its result (or its FastresError, re-raised) on every rank."""
+        if self.groups is None:
+            return fn()
+        box: list = [None]
+        failure = None
+        if self.rank == 0:
+            try:
+                box[0] = ("ok", fn())
+            except Exception as e:  # noqa: BLE001 - the others must hear of it, or they wait for the timeout
+                failure = e
+                box[0] = ("error", type(e) if isinstance(e, FastresError) else FastresError, f"rank 0: {e}")
+        dist.broadcast_object_list(box, src=0, group=self.groups.world)
+        if failure is not None:
+            raise failure
+        if box[0][0] == "error":
+            raise box[0][1](box[0][2])
+        return box[0][1]
+
+    def _new_run_dir(self) -> Path:
+        cfg = self.cfg
+        run_dir = make_run_dir(cfg.out, cfg.name, cfg.arch)
+        write_config(run_dir, cfg.to_dict(), {
+            "dataset": str(self.data.root), "classes": len(self.data.classes),
+            "train_images": self.data.train_size, "val_images": self.data.val_size,
+            "device": str(self.device), "amp": str(self.amp_dtype), "channels_last": self.channels_last,
+            "global_batch": self.global_batch, "peak_lr": self.schedule.peak,
+            "ranks": self.world, "topology": self.topology.describe(),
+            "allreduce": self.reducer.describe() if self.reducer else None,
+        })
+        return run_dir
+
+    def _broadcast_state(self, parameters: bool) -> None:
+        """Rank 0's parameters (one broadcast of the flat buffer) and/or buffers (BN statistics) to all."""
+        with torch.no_grad():
+            if parameters:
+                dist.broadcast(self.reducer.layout.params, src=0, group=self.groups.world)
+            for b in self.model.buffers():
+                dist.broadcast(b, src=0, group=self.groups.world)
+
+    def _check_in_step(self, epoch: int) -> None:
+        """All ranks must hold the same weights (a desynchronised rank would train on silently)."""
+        mine = torch.stack([self.reducer.layout.params.double().sum(), self.reducer.layout.params.double().norm()])
+        every = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(every, mine, group=self.groups.world)
+        bad = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
+        if bad:
+            raise FastresError(f"after epoch {epoch}: the weights of ranks {bad} differ from rank 0's "
+                               f"(checksums {[t.tolist() for t in every[:4]]}...); the ranks no longer train one model")
+
     def _check_data(self) -> frozenset[str]:
-        """--data-check: find undecodable files before training (DALI would stop mid-epoch on one).
+        """--data-check: find undecodable files before training (DALI would stop mid-epoch on one). Rank 0 runs it.
 
         Refuses with the list, or with --skip-bad-files returns them for the loaders to leave out."""
         cfg = self.cfg
@@ -139,17 +212,16 @@ class Trainer:
         if cfg.data and (not (root / "train").is_dir() or (root / "train" / "manifest.json").is_file()):
             return frozenset()  # the loaders name the layout problem; shards were checked when written
         # a bar only on a terminal: in a log (or before a one-line error) it would be noise
-        bar = cfg.progress and self.rank == 0 and sys.stderr.isatty()
+        bar = cfg.progress and sys.stderr.isatty()  # rank 0 runs it
         _, report = check_tree(root, decode=cfg.data_check == "decode", progress=bar)
         if not report.bad:
             return frozenset()
         if not cfg.skip_bad_files:
             raise DatasetError(f"{report.summary()}; train without them with --skip-bad-files, "
                                f"or list them with python -m fastres.data check {root}")
-        if self.rank == 0:
-            print(f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): "
-                  + "; ".join(f"{p} ({w})" for p, w in report.bad[:5]) + (" ..." if len(report.bad) > 5 else ""),
-                  flush=True)
+        print(f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): "
+              + "; ".join(f"{p} ({w})" for p, w in report.bad[:5]) + (" ..." if len(report.bad) > 5 else ""),
+              flush=True)
         return report.bad_paths
 
     @staticmethod
@@ -177,6 +249,8 @@ class Trainer:
         return path.parent
 
     def _checkpoint(self, epoch: int) -> None:
+        if self.rank != 0:
+            return
         save_checkpoint({
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": epoch, "step": self.step, "config": self.cfg.to_dict(),
@@ -206,22 +280,27 @@ class Trainer:
                 group["lr"] = lr
             with self._autocast():
                 loss = self.criterion(self.model(images), labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.reducer is not None:
+                self.reducer.zero_grad()  # in place: .grad stay views of the buckets
+                loss.backward()  # buckets are sent as they fill
+                self.reducer.wait()  # the mean gradient over all ranks
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach()
             self.step += 1
             seen_log += 1
             bar.update(1)
             if (i + 1) % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
-                mean_loss = (loss_sum / seen_log).item()  # syncs the device: only on log steps
+                mean_loss = self._mean_over_ranks(loss_sum / seen_log)  # syncs the device: only on log steps
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"training loss is {mean_loss} at step {self.step} (epoch {epoch + 1}); "
                                              f"last checkpoint: {self.run_dir / CHECKPOINT_NAME}")
                 now = time.perf_counter()
                 ips = seen_log * self.global_batch / (now - t_log)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{ips:.0f}", lr=f"{lr:.3g}")
-                self.log.write("train", epoch=epoch + 1, step=self.step, loss=mean_loss, lr=lr, img_per_s=ips)
+                self._write("train", epoch=epoch + 1, step=self.step, loss=mean_loss, lr=lr, img_per_s=ips)
                 loss_sum.zero_()
                 seen_log, t_log = 0, now
         bar.close()
@@ -238,6 +317,10 @@ class Trainer:
                 logits = self.model(images)
             counts += accuracy_counts(logits.float(), labels)
             n += labels.numel()
+        if self.groups is not None:  # each rank saw its exact share of the val set
+            totals = torch.cat([counts, torch.tensor([n], device=self.device)])
+            dist.all_reduce(totals, group=self.groups.world)
+            counts, n = totals[:2], int(totals[2])
         top1, top5 = (100.0 * counts / max(n, 1)).tolist()
         return top1, top5, n
 
@@ -249,20 +332,48 @@ class Trainer:
             print(f"fastres: {cfg.arch} on {self.data.root} ({self.data.train_size} train / {self.data.val_size} val "
                   f"images, {len(self.data.classes)} classes), {self.device}, global batch {self.global_batch}, "
                   f"peak lr {self.schedule.peak:.4g}, run folder {self.run_dir}", flush=True)
+        if self.rank == 0 and self.reducer is not None:
+            print(f"fastres: {self.topology.describe()}; {self.reducer.describe()}", flush=True)
         for epoch in range(self.start_epoch, cfg.epochs):
             seconds = self.train_epoch(epoch)
             train_seconds += seconds
             images += self.steps_per_epoch * self.global_batch
+            if self.groups is not None:
+                self._check_in_step(epoch + 1)
+                self._broadcast_state(parameters=False)  # validate and save rank 0's BN statistics
             top1, top5, n = self.validate()
-            self.log.write("val", epoch=epoch + 1, step=self.step, top1=top1, top5=top5, images=n,
+            self._write("val", epoch=epoch + 1, step=self.step, top1=top1, top5=top5, images=n,
                            epoch_seconds=seconds, img_per_s=self.steps_per_epoch * self.global_batch / seconds)
             self._checkpoint(epoch + 1)
             if self.rank == 0:
                 print(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% "
                       f"({n} images), train {seconds:.1f}s", flush=True)
         total = time.perf_counter() - self.t_start
-        summary = Summary(cfg.epochs, top1, top5, train_seconds, total, images / max(train_seconds, 1e-9), self.run_dir)
-        self.log.write("summary", epochs=cfg.epochs, top1=top1, top5=top5, train_seconds=train_seconds,
-                       total_seconds=total, img_per_s=summary.images_per_second)
-        self.log.close()
+        summary = Summary(cfg.epochs, top1, top5, train_seconds, total, images / max(train_seconds, 1e-9), self.run_dir,
+                          self.rank)
+        self._write("summary", epochs=cfg.epochs, top1=top1, top5=top5, train_seconds=train_seconds,
+                    total_seconds=total, img_per_s=summary.images_per_second)
+        self.close()
         return summary
+
+    def close(self) -> None:
+        """Close the log and leave the process group (safe to call twice)."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self.reducer is not None:
+            self.reducer.remove()
+        if self.groups is not None:
+            destroy(self.groups)
+            self.groups = None
+
+    def _write(self, kind: str, **fields) -> None:
+        if self.log is not None:  # rank 0
+            self.log.write(kind, **fields)
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> float:
+        if self.groups is not None:
+            value = value.detach().clone()
+            dist.all_reduce(value, group=self.groups.world)
+            value /= self.world
+        return value.item()

@@ -77,3 +77,14 @@ def test_malformed_flag_exits_2_with_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--batch-size" in err[0] and "'abc'" in err[0]
+
+
+def test_distributed_choices_match_the_reducer():
+    from fastres.config import ALLREDUCE, WIRE_DTYPES
+    from fastres.dist.reducer import ALGORITHMS, WIRE_DTYPES as REDUCER_WIRE
+
+    assert ALLREDUCE == ALGORITHMS and WIRE_DTYPES == tuple(REDUCER_WIRE)
+    with pytest.raises(ConfigError, match="--wire-dtype must be one of fp32, bf16, fp16, got 'int8'"):
+        parse_args(["--wire-dtype", "int8"])
+    with pytest.raises(ConfigError, match="--virtual-nodes must be a positive integer"):
+        parse_args(["--virtual-nodes", "0"])

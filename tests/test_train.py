@@ -123,3 +123,25 @@ def test_resume_with_a_different_schedule_is_refused(tiny_data, tmp_path, capsys
     code = main(["--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--resume", str(tmp_path / "a")])
     assert code == 2
     assert "batch size or dataset changed" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(400)
+def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
+    """A real torchrun job: 4 processes, hierarchical bf16 all-reduce, LARS; rank 0 keeps the records."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m", "fastres.train",
+           "--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--threads", "1",
+           "--optimizer", "lars", "--virtual-nodes", "2", "--wire-dtype", "bf16", "--dist-timeout", "60",
+           "--out", str(tmp_path), "--name", "dist"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "hierarchical all-reduce over 2 nodes x 2 ranks" in proc.stdout, proc.stdout
+    assert proc.stdout.count("fastres: done: 2 epochs") == 1  # rank 0 speaks for the job
+    run = tmp_path / "dist"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]  # one run folder, not one per rank
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["ranks"] == 4 and doc["global_batch"] == 16 and "2 nodes" in doc["allreduce"]
+    val = [r for r in records(run) if r["kind"] == "val"]
+    assert [r["images"] for r in val] == [20, 20]  # every val image counted once over the 4 shards
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 2  # 40 images / 4 ranks = 10 per rank: 2 full batches of 4
