@@ -17,7 +17,7 @@ others about `bucket_cap_mb` (25 MB, DDP's default) of fp32 gradients; a tensor 
 cap is a bucket of its own. There is no packing copy for fp32: autograd accumulates into the
 views of the flat buffer, and the collective runs on the bucket's slice in place. When the
 reducer builds the layout itself (the parameters are not yet in one), it pads each bucket to
-a multiple of local world size x ALIGN elements, so hierarchical shards are slices too.
+a multiple of local world size x ALIGN elements, so it splits into aligned, equal shards.
 
 A post-accumulate-grad hook on every parameter counts down its bucket; a full bucket is sent
 when all buckets before it have been sent, so every rank issues the same collectives in the
@@ -367,8 +367,9 @@ class Reducer:
         p, buf = self.plan, b.buffer
         if self.algorithm == "flat":
             return [("all_reduce", p.world_ranks, dist.all_reduce, (buf,), p.world)]
-        n = buf.numel() // p.local_world_size
-        shard = buf[p.local_rank * n : (p.local_rank + 1) * n]  # in place: NCCL's and Gloo's aliasing form
+        # this rank's shard in a buffer of its own: the reduce-scatter writes it and the all-gather
+        # reads it (no copy either way), and no backend has to support in-place aliasing
+        shard = torch.empty(buf.numel() // p.local_world_size, dtype=buf.dtype, device=buf.device)
         return [
             ("reduce_scatter (intra-node)", p.intra_ranks, _reduce_scatter, (shard, buf), p.intra),
             ("all_reduce (inter-node)", p.inter_ranks, dist.all_reduce, (shard,), p.inter),
