@@ -22,6 +22,8 @@ shares the CPU slows every configuration alike):
    plain `dist.all_reduce` of the same tensor, the peer. Bandwidth is the bucket's fp32
    bytes over the time (algorithm bandwidth). The ceiling of this machine is a local copy
    of the same bytes (no network: the ranks share memory through loopback TCP).
+3. The node phases on Gloo, 64 MB over the ranks of one node: torch's reduce_scatter_tensor
+   and all_gather_into_tensor vs the L reduces and L broadcasts the reducer uses instead.
 """
 
 from __future__ import annotations
@@ -157,10 +159,14 @@ def worker(args) -> int:
         row = {}
         src = torch.randn(n, generator=gen)
         copy_dst = torch.empty_like(src)
-        t0 = time.perf_counter()
+        copy_dst.copy_(src)  # first touch: page faults are not the copy's
+        samples = []
         for _ in range(args.reps):
-            copy_dst.copy_(src)
-        row["ceiling: local copy"] = (time.perf_counter() - t0) / args.reps
+            dist.barrier(group=groups.world)
+            t0 = time.perf_counter()
+            copy_dst.copy_(src)  # all ranks at once, as in the collectives
+            samples.append(_slowest(time.perf_counter() - t0, groups.world))
+        row["ceiling: local copy"] = statistics.median(samples)
         for name, spec in paths:
             if spec is None:
                 t = src.clone()
@@ -185,6 +191,38 @@ def worker(args) -> int:
                             for k, v in row.items()}
         say(f"  {mb:3d} MB: " + ", ".join(f"{k} {mb * 2**20 / v / 1e9:.2f} GB/s" for k, v in row.items()))
 
+    # ---------------------------------------------------------------- 3. Gloo's node phases, 64 MB
+    rs = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    ag = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    L, owners = topo.local_world_size, groups.intra_ranks
+    buf = torch.randn(16 * 2**20, generator=gen)
+    shard = torch.empty(buf.numel() // L)
+
+    def waits(works):
+        for w in works:
+            w.wait()
+
+    phases = {
+        "all_reduce (intra, 64 MB)": lambda: dist.all_reduce(buf, group=groups.intra),
+        "reduce_scatter_tensor (intra)": lambda: rs(shard, buf, group=groups.intra),
+        f"{L} reduces, chunk i to local rank i": lambda: waits(
+            [dist.reduce(c, dst=r, group=groups.intra, async_op=True) for c, r in zip(buf.chunk(L), owners)]),
+        "all_gather_into_tensor (intra)": lambda: ag(buf, shard, group=groups.intra),
+        f"{L} broadcasts, chunk i from local rank i": lambda: waits(
+            [dist.broadcast(c, src=r, group=groups.intra, async_op=True) for c, r in zip(buf.chunk(L), owners)]),
+    }
+    phase_rows = {}
+    for name, fn in phases.items():
+        fn()
+        samples = []
+        for _ in range(args.reps):
+            dist.barrier(group=groups.world)
+            t0 = time.perf_counter()
+            fn()
+            samples.append(_slowest(time.perf_counter() - t0, groups.world))
+        phase_rows[name] = statistics.median(samples)
+        say(f"  node phase {name:40s} {phase_rows[name] * 1e3:7.1f} ms")
+
     if rank == 0:
         result = {
             "bench": "bench/bench_reducer.py",
@@ -196,6 +234,7 @@ def worker(args) -> int:
                       "batch_per_rank": args.batch_size, "rounds": args.rounds, "bucket_mb": buckets},
             "step": step_rows,
             "allreduce": tput,
+            "gloo_node_phases_64MB_s": phase_rows,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ Algorithms (per bucket):
                 ranks with the same local rank on the other nodes, all-gather inside the
                 node (Horovod's hierarchical all-reduce, ChainerMN's two-dimensional
                 communicator, Mikami et al.'s 2D-torus): the inter-node traffic per rank is
-                1 / local_world_size of the bucket
+                1 / local_world_size of the bucket. On Gloo the node's phases are L reduces
+                (chunk i to local rank i) and L broadcasts (chunk i from local rank i), in
+                place: torch's Gloo reduce-scatter and all-gather are 2-3.5x slower
   auto          hierarchical when there are several nodes of several ranks, else flat. On
                 one node (or one rank per node) hierarchical is flat: no extra collectives.
 
@@ -40,8 +42,9 @@ writes the fp32 result back. A NaN or Inf in any rank's gradient reaches every r
 keeps it), so the optimizer's found-inf check sees it on all of them.
 
 Execution: with NCCL the collectives are queued on the GPU from the hook itself (work.wait()
-only orders streams). With Gloo a collective's wait blocks the host, so a communication
-thread runs the buckets, in order, while autograd goes on with backward.
+only orders streams). With Gloo a collective's wait blocks the host: the hook issues a
+bucket's first stage asynchronously (several buckets are in flight), and one waiter thread
+per stage waits for it in bucket order and issues the next stage, while autograd goes on.
 
 Gradient accumulation: inside `with reducer.no_sync():` backward only accumulates; the next
 backward outside it sends the sums. Parameters that get no gradient in a backward (unused
@@ -62,6 +65,7 @@ import queue
 import threading
 import time
 import warnings
+from functools import partial
 from collections.abc import Iterator
 
 import torch
@@ -134,6 +138,7 @@ class _Plan:
     intra: object
     inter: object
     intra_gather: object  # a second group of the same ranks as intra, for the all-gathers
+    intra_rank_list: tuple  # global ranks of intra, by local rank
     world_ranks: str
     intra_ranks: str
     inter_ranks: str
@@ -143,14 +148,14 @@ class _Plan:
 def _plan_of(groups) -> _Plan:
     if groups is None:
         if not (dist.is_available() and dist.is_initialized()):
-            return _Plan(1, 0, 1, 1, "none", None, None, None, None, "rank 0", "rank 0", "rank 0", 0.0)
+            return _Plan(1, 0, 1, 1, "none", None, None, None, None, (0,), "rank 0", "rank 0", "rank 0", 0.0)
         W = dist.get_world_size()
         # the default group's own timeout is not public: its default bounds the wait
-        return _Plan(W, dist.get_rank(), W, 1, dist.get_backend(), None, None, None, None,
+        return _Plan(W, dist.get_rank(), W, 1, dist.get_backend(), None, None, None, None, tuple(range(W)),
                      f"all {W} ranks", f"all {W} ranks", "none", dist.default_pg_timeout.total_seconds())
     t = groups.topology
     return _Plan(t.world_size, t.local_rank, t.local_world_size, t.num_nodes, groups.backend, groups.world,
-                 groups.intra, groups.inter, groups.intra_gather, f"all {t.world_size} ranks", f"ranks {list(groups.intra_ranks)}",
+                 groups.intra, groups.inter, groups.intra_gather, tuple(groups.intra_ranks), f"all {t.world_size} ranks", f"ranks {list(groups.intra_ranks)}",
                  f"ranks {list(groups.inter_ranks)}", groups.timeout.total_seconds())
 
 
@@ -229,7 +234,7 @@ class Reducer:
                 self._bucket_of[s] = b
 
         self.enabled = p.world_size > 1
-        self.collectives = 0  # collectives completed so far (tests and logs)
+        self.collectives = 0  # collective operations completed so far (tests and logs)
         self.sent_during_backward = 0  # buckets the last step sent from hooks, before wait()
         self._sync = True
         self._fired = [False] * layout.num_segments
@@ -363,17 +368,38 @@ class Reducer:
     # ------------------------------------------------------------------ sending
 
     def _stages_of(self, b: _Bucket) -> list[tuple]:
-        """(what, ranks, collective, args, group) for each collective of bucket b, in order."""
+        """(what, ranks, [issue, ...]) for each stage of bucket b, in order.
+
+        Each `issue()` starts one asynchronous collective and returns its work; a stage's
+        collectives all run on one group."""
         p, buf = self.plan, b.buffer
         if self.algorithm == "flat":
-            return [("all_reduce", p.world_ranks, dist.all_reduce, (buf,), p.world)]
-        # this rank's shard in a buffer of its own: the reduce-scatter writes it and the all-gather
-        # reads it (no copy either way), and no backend has to support in-place aliasing
-        shard = torch.empty(buf.numel() // p.local_world_size, dtype=buf.dtype, device=buf.device)
+            return [("all_reduce", p.world_ranks, [partial(dist.all_reduce, buf, group=p.world, async_op=True)])]
+        L = p.local_world_size
+        if p.backend != "gloo":
+            # this rank's shard in a buffer of its own: the reduce-scatter writes it and the
+            # all-gather reads it (no copy either way), and no backend's aliasing rules are relied on
+            shard = torch.empty(buf.numel() // L, dtype=buf.dtype, device=buf.device)
+            return [
+                ("reduce_scatter (intra-node)", p.intra_ranks,
+                 [partial(_reduce_scatter, shard, buf, group=p.intra, async_op=True)]),
+                ("all_reduce (inter-node)", p.inter_ranks, [partial(dist.all_reduce, shard, group=p.inter, async_op=True)]),
+                ("all_gather (intra-node)", p.intra_ranks,
+                 [partial(_all_gather, buf, shard, group=p.intra_gather, async_op=True)]),
+            ]
+        # Gloo: torch's Gloo reduce_scatter and all-gather take 2x and 3.5x the time of L reduces
+        # and L broadcasts moving the same bytes (bench/README.md), so the node's phases are made
+        # of those, in place on the bucket: reduce chunk i to its owner (local rank i), all-reduce
+        # one's own chunk across nodes, broadcast chunk i from its owner.
+        owners = [int(r) for r in p.intra_rank_list]
+        chunks = buf.chunk(L)
+        mine = chunks[p.local_rank]
         return [
-            ("reduce_scatter (intra-node)", p.intra_ranks, _reduce_scatter, (shard, buf), p.intra),
-            ("all_reduce (inter-node)", p.inter_ranks, dist.all_reduce, (shard,), p.inter),
-            ("all_gather (intra-node)", p.intra_ranks, _all_gather, (buf, shard), p.intra_gather),
+            ("reduce (intra-node, chunk i to local rank i)", p.intra_ranks,
+             [partial(dist.reduce, c, dst=r, group=p.intra, async_op=True) for c, r in zip(chunks, owners)]),
+            ("all_reduce (inter-node)", p.inter_ranks, [partial(dist.all_reduce, mine, group=p.inter, async_op=True)]),
+            ("broadcast (intra-node, chunk i from local rank i)", p.intra_ranks,
+             [partial(dist.broadcast, c, src=r, group=p.intra_gather, async_op=True) for c, r in zip(chunks, owners)]),
         ]
 
     def _launch_ready(self) -> None:
@@ -396,14 +422,15 @@ class Reducer:
 
     def _run_inline(self, b: _Bucket) -> None:
         """NCCL: queue every collective of b now; work.wait() only orders the current stream after it."""
-        for k, (what, ranks, fn, args, group) in enumerate(b.stages):
+        for k, (what, ranks, issues) in enumerate(b.stages):
             t0 = time.monotonic()
             try:
-                fn(*args, group=group, async_op=True).wait()
+                for work in [issue() for issue in issues]:
+                    work.wait()
             except Exception as e:  # noqa: BLE001
                 self._fail(self._error_for(b, k, e, t0))
                 return
-            self.collectives += 1
+            self.collectives += len(issues)
         self._finish(b)
 
     # Gloo: a collective's wait() blocks the host. The hook's thread only issues the first
@@ -413,10 +440,9 @@ class Reducer:
     # has a group of its own (the all-gathers use a second intra-node group), so no two threads
     # ever issue on one group.
     def _issue(self, b: _Bucket, k: int) -> None:
-        what, ranks, fn, args, group = b.stages[k]
         t0 = time.monotonic()
         try:
-            work = fn(*args, group=group, async_op=True)
+            works = [issue() for issue in b.stages[k][2]]
         except Exception as e:  # noqa: BLE001
             self._fail(self._error_for(b, k, e, t0))
             return
@@ -425,18 +451,19 @@ class Reducer:
             t = threading.Thread(target=self._wait_stage, args=(k, q), name=f"fastres-reducer-{k}", daemon=True)
             t.start()
             self._waiters[k] = (q, t)
-        self._waiters[k][0].put((b, work, t0))
+        self._waiters[k][0].put((b, works, t0))
 
     def _wait_stage(self, k: int, q: queue.SimpleQueue) -> None:
         while (item := q.get()) is not None:
-            b, work, t0 = item
+            b, works, t0 = item
             try:
-                work.wait()
+                for work in works:
+                    work.wait()
             except Exception as e:  # noqa: BLE001 - a thread must not die: wait() re-raises it
                 self._fail(self._error_for(b, k, e, t0))
                 continue
             with self._cv:
-                self.collectives += 1
+                self.collectives += len(works)
             if self._error is not None:
                 continue
             if k + 1 < len(b.stages):
