@@ -667,6 +667,9 @@ def _check_agreement(gathered: list, t: Topology, backend: str) -> None:
             seen[key] = r
 
 
+_EXIT_GRACE_S = 1.0
+
+
 def destroy(groups: ProcessGroups | None = None, *, barrier: bool = True) -> None:
     """Tear down the default group and its subgroups; safe to call twice.
 
@@ -678,11 +681,17 @@ def destroy(groups: ProcessGroups | None = None, *, barrier: bool = True) -> Non
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
+    gloo_peers = dist.get_world_size() > 1 and dist.get_backend() == "gloo"
     try:
-        if barrier and dist.get_world_size() > 1 and dist.get_backend() == "gloo":
+        if barrier and gloo_peers:
             timeout = groups.timeout if groups is not None else None
             dist.monitored_barrier(timeout=timeout)
     except Exception as exc:  # a missing peer must not keep this rank from cleaning up
         log.warning("destroy: barrier before destroy_process_group failed: %s", str(exc).splitlines()[0])
     finally:
         dist.destroy_process_group()
+    if barrier and gloo_peers:
+        # The abort above also hit a peer still inside destroy_process_group when this process
+        # exited and closed its sockets (1 in 3 runs without the barrier; once in ~40 with it,
+        # on a loaded box): a grace period lets the peers finish before this one can exit.
+        time.sleep(_EXIT_GRACE_S)
