@@ -242,7 +242,7 @@ class Reducer:
         self._done = 0  # buckets finished this step
         self._error: BaseException | None = None
         self._cv = threading.Condition()
-        self._inline = p.backend == "nccl"  # NCCL: queue on the GPU from the hook; else future callbacks
+        self._inline = p.backend == "nccl"  # NCCL: queue on the GPU from the hook; else waiter threads
         self._scale = 1.0 / p.world_size if predivide else 1.0
         self._waiters: list[tuple[queue.SimpleQueue, threading.Thread] | None] = [None, None, None]
         self._broken: BaseException | None = None
