@@ -33,7 +33,7 @@ from fastres import FastresError
 from fastres.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint, save_checkpoint
 from fastres.config import TrainConfig
 from fastres.data import make_loaders
-from fastres.dist.reducer import Reducer
+from fastres.dist.reducer import Reducer, checked
 from fastres.dist.topology import destroy, discover, init_distributed
 from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
@@ -107,7 +107,7 @@ class Trainer:
 
             if self.topology.physical_local_rank == 0:
                 ensure_builtin_dataset()
-            dist.barrier(group=self.groups.world)
+            checked("barrier after writing the built-in dataset", dist.barrier, group=self.groups.world)
         exclude = self._rank0_first(self._check_data)
         self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
                                  exclude=exclude)
@@ -159,7 +159,8 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 - the others must hear of it, or they wait for the timeout
                 failure = e
                 box[0] = ("error", type(e) if isinstance(e, FastresError) else FastresError, f"rank 0: {e}")
-        dist.broadcast_object_list(box, src=0, group=self.groups.world)
+        checked(f"broadcast of rank 0's {fn.__name__.strip('_')} result", dist.broadcast_object_list, box, src=0,
+                group=self.groups.world)
         if failure is not None:
             raise failure
         if box[0][0] == "error":
@@ -183,15 +184,16 @@ class Trainer:
         """Rank 0's parameters (one broadcast of the flat buffer) and/or buffers (BN statistics) to all."""
         with torch.no_grad():
             if parameters:
-                dist.broadcast(self.reducer.layout.params, src=0, group=self.groups.world)
+                checked("broadcast of rank 0's parameters", dist.broadcast, self.reducer.layout.params, src=0,
+                        group=self.groups.world)
             for b in self.model.buffers():
-                dist.broadcast(b, src=0, group=self.groups.world)
+                checked("broadcast of rank 0's buffers", dist.broadcast, b, src=0, group=self.groups.world)
 
     def _check_in_step(self, epoch: int) -> None:
         """All ranks must hold the same weights (a desynchronised rank would train on silently)."""
         mine = torch.stack([self.reducer.layout.params.double().sum(), self.reducer.layout.params.double().norm()])
         every = [torch.empty_like(mine) for _ in range(self.world)]
-        dist.all_gather(every, mine, group=self.groups.world)
+        checked("all_gather of weight checksums", dist.all_gather, every, mine, group=self.groups.world)
         bad = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
         if bad:
             raise FastresError(f"after epoch {epoch}: the weights of ranks {bad} differ from rank 0's "
@@ -319,7 +321,7 @@ class Trainer:
             n += labels.numel()
         if self.groups is not None:  # each rank saw its exact share of the val set
             totals = torch.cat([counts, torch.tensor([n], device=self.device)])
-            dist.all_reduce(totals, group=self.groups.world)
+            checked("all_reduce of validation counts", dist.all_reduce, totals, group=self.groups.world)
             counts, n = totals[:2], int(totals[2])
         top1, top5 = (100.0 * counts / max(n, 1)).tolist()
         return top1, top5, n
@@ -374,6 +376,6 @@ class Trainer:
     def _mean_over_ranks(self, value: torch.Tensor) -> float:
         if self.groups is not None:
             value = value.detach().clone()
-            dist.all_reduce(value, group=self.groups.world)
+            checked("all_reduce of the logged loss", dist.all_reduce, value, group=self.groups.world)
             value /= self.world
         return value.item()

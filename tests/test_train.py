@@ -145,3 +145,50 @@ def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
     assert [r["images"] for r in val] == [20, 20]  # every val image counted once over the 4 shards
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 2  # 40 images / 4 ranks = 10 per rank: 2 full batches of 4
+
+
+@pytest.mark.timeout(300)
+def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkpoint(tiny_data, tmp_path):
+    """srun/mpirun-style launch (no torchrun to tear the job down): rank 1 is killed after the
+    first checkpoint; rank 0 must stop with a one-line error naming a collective, no traceback,
+    and the checkpoint must still load."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "fastres.train", "--data", str(tiny_data), *TINY, "--epochs", "50", "--threads", "1",
+            "--dist-timeout", "30", "--data-check", "none", "--out", str(tmp_path), "--name", "killed"]
+    procs = []
+    for r in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE if r == 0 else subprocess.DEVNULL, text=True))
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    try:
+        deadline = time.monotonic() + 200
+        while not ckpt.exists() and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.2)
+        assert ckpt.exists(), "no checkpoint was written"
+        procs[1].kill()
+        t0 = time.monotonic()
+        _, err = procs[0].communicate(timeout=90)
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 2, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("python -m fastres.train: error:")]
+    assert len(errors) == 1, err[-3000:]
+    assert "failed" in errors[0] and ("bucket" in errors[0] or "all_reduce" in errors[0] or "broadcast" in errors[0]
+                                      or "all_gather" in errors[0]), errors[0]
+    assert waited < 30 + 20, waited  # the dead peer is noticed at once (closed socket) or at the timeout
+    state = torch.load(ckpt, weights_only=False)  # intact: the rename makes a checkpoint whole or absent
+    assert state["epoch"] >= 1 and state["step"] == state["epoch"] * 2  # 20 images per rank: 2 steps of 8
+    from fastres.model import build_model
+
+    build_model("resnet18", 10).load_state_dict(state["model"])
+

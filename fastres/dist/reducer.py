@@ -75,7 +75,7 @@ from torch import nn
 from fastres import FastresError, ops
 from fastres.flat import ALIGN, FlatParams, layout_of
 
-__all__ = ["ALGORITHMS", "WIRE_DTYPES", "CollectiveError", "Reducer", "plan_buckets"]
+__all__ = ["ALGORITHMS", "WIRE_DTYPES", "CollectiveError", "Reducer", "checked", "plan_buckets"]
 
 ALGORITHMS = ("auto", "flat", "hierarchical")
 WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,6 +89,23 @@ _MB = 1 << 20
 
 class CollectiveError(FastresError, RuntimeError):
     """A gradient collective failed or timed out; the message names it, its bucket and its ranks."""
+
+
+def _cause(e: BaseException) -> str:
+    """The first line of a torch.distributed error, without Gloo's boilerplate advice."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return first.split(" This is typically caused by")[0]
+
+
+def checked(what: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs), a torch.distributed call; its failure becomes a CollectiveError naming `what`.
+
+    For the few collectives outside the reducer (the trainer's broadcasts and sums): a peer
+    that died surfaces as one line, not as a stack trace from inside Gloo or NCCL."""
+    try:
+        return fn(*args, **kwargs)
+    except (RuntimeError, ValueError) as e:  # torch.distributed.DistError is a RuntimeError
+        raise CollectiveError(f"{what} failed (a rank that died or never reached this point?): {_cause(e)}") from e
 
 
 def plan_buckets(sizes: list[int], first_cap: int, cap: int) -> list[tuple[int, int]]:
@@ -489,7 +506,7 @@ class Reducer:
 
     def _error_for(self, b: _Bucket, k: int, e: BaseException, t0: float) -> CollectiveError:
         what, ranks = b.stages[k][0], b.stages[k][1]
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = _cause(e)
         err = CollectiveError(
             f"fastres.dist.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
             f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {ranks} failed after "
