@@ -101,6 +101,19 @@ def _digest(ts) -> str:
     return h.hexdigest()
 
 
+def _as_on_nccl(r: Reducer) -> None:
+    """Run the NCCL code path on Gloo: collectives issued from the hook (inline), and the node
+    phases as reduce_scatter / all_gather into a shard buffer. There is no GPU here, so this is
+    how that path's logic (stages, shard offsets, order) gets tested; Gloo waits where NCCL would
+    only order streams."""
+    import dataclasses
+
+    r._inline = True
+    r.plan = dataclasses.replace(r.plan, backend="nccl")
+    for b in r.buckets:
+        b.stages = r._stages_of(b)
+
+
 def _synthetic_cases(groups, combos) -> dict:
     """Reduce each rank's synthetic gradients for each (algorithm, wire); error against the float64 mean."""
     t = groups.topology
@@ -108,7 +121,9 @@ def _synthetic_cases(groups, combos) -> dict:
     out = {}
     for algorithm, wire in combos:
         params = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in SIZES)
-        r = Reducer(params, groups, algorithm=algorithm, wire_dtype=wire, **SMALL_CAPS)
+        r = Reducer(params, groups, algorithm=algorithm.split("+")[0], wire_dtype=wire, **SMALL_CAPS)
+        if algorithm == "hierarchical+nccl-path":
+            _as_on_nccl(r)
         _backward_with(list(params), everyone[t.rank])
         r.wait()
         got = [p.grad for p in params]
@@ -266,6 +281,7 @@ def worker_timeout(missing: int, timeout: float) -> dict:
 # ----------------------------------------------------------------------------- multi-process tests
 
 ALL_COMBOS = [(a, w) for a in ("flat", "hierarchical") for w in ("fp32", "bf16", "fp16")]
+NCCL_PATH = [("hierarchical+nccl-path", "fp32"), ("hierarchical+nccl-path", "bf16")]
 
 
 def _check_synthetic(results, combos, hierarchical: bool):
@@ -276,10 +292,12 @@ def _check_synthetic(results, combos, hierarchical: bool):
         assert all(p["err"] <= TOL[c[1]] for p in per_rank), c
         assert len({p["digest"] for p in per_rank}) == 1, f"{c}: ranks disagree"
         assert all(p["views"] for p in per_rank), f"{c}: .grad are no longer views of the flat buffer"
-        want_alg = "hierarchical" if (c[0] == "hierarchical" and hierarchical) else "flat"
+        want_alg = "hierarchical" if (c[0].startswith("hierarchical") and hierarchical) else "flat"
         assert first["algorithm"] == want_alg, c
         L = results[0]["topology"].local_world_size
         per_bucket = 2 * L + 1 if want_alg == "hierarchical" else 1  # Gloo: L reduces, 1 all_reduce, L broadcasts
+        if c[0] == "hierarchical+nccl-path":
+            per_bucket = 3  # reduce_scatter, all_reduce, all_gather
         assert first["collectives"] == per_bucket * first["buckets"], c
         assert first["buckets"] >= 5, first  # the small caps make several, of uneven sizes
         assert first["sent_in_backward"] == first["buckets"], "buckets were not sent during backward"
@@ -290,11 +308,12 @@ def _check_synthetic(results, combos, hierarchical: bool):
 
 @pytest.mark.timeout(300)
 def test_world4_two_virtual_nodes_against_float64_and_ddp():
-    results = check_ok(run_ranks(worker_hierarchy, 4, args=(ALL_COMBOS, True), env={"FASTRES_VIRTUAL_NODES": "2"},
+    combos = ALL_COMBOS + NCCL_PATH
+    results = check_ok(run_ranks(worker_hierarchy, 4, args=(combos, True), env={"FASTRES_VIRTUAL_NODES": "2"},
                                  timeout=240))
     topo = results[0]["topology"]
     assert (topo.num_nodes, topo.local_world_size) == (2, 2)
-    _check_synthetic(results, ALL_COMBOS, hierarchical=True)
+    _check_synthetic(results, combos, hierarchical=True)
     for res in results:
         for c, n in res["nan"].items():
             assert n == {"nan": True, "inf": True, "only_those": True}, (c, n)
@@ -328,7 +347,7 @@ def test_world4_two_virtual_nodes_against_float64_and_ddp():
 
 @pytest.mark.timeout(300)
 def test_world8_two_virtual_nodes():
-    combos = [("hierarchical", "fp32"), ("hierarchical", "bf16"), ("flat", "fp32")]
+    combos = [("hierarchical", "fp32"), ("hierarchical", "bf16"), ("flat", "fp32"), ("hierarchical+nccl-path", "fp32")]
     results = check_ok(run_ranks(worker_hierarchy, 8, args=(combos, False), env={"FASTRES_VIRTUAL_NODES": "2"},
                                  timeout=240))
     topo = results[5]["topology"]
