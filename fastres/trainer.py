@@ -246,19 +246,31 @@ class Trainer:
             )
         self.start_epoch, self.step = state["epoch"], state["step"]
         torch.set_rng_state(state["torch_rng"])
-        if state.get("data") is not None and hasattr(self.data.train, "load_state_dict"):
-            self.data.train.load_state_dict(state["data"])
+        per_rank = state.get("data_per_rank") or [state.get("data")]
+        if per_rank[0] is not None and hasattr(self.data.train, "load_state_dict"):
+            if len(per_rank) == self.world:
+                self.data.train.load_state_dict(per_rank[self.rank])
+            elif self.rank == 0:  # another shard layout: the epoch resumes, not the exact sample order
+                print(f"fastres: --resume {path}: saved by {len(per_rank)} ranks, resumed by {self.world}: "
+                      "the data order restarts at the epoch boundary", flush=True)
         return path.parent
 
     def _checkpoint(self, epoch: int) -> None:
+        # DALI's reader/random state, so a resumed run reads the same samples in the same order;
+        # each rank reads its own shard, so each rank's state is kept
+        data = self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None
+        per_rank = [data]
+        if self.groups is not None:
+            per_rank = [None] * self.world
+            checked("all_gather of the data loaders' states", dist.all_gather_object, per_rank, data,
+                    group=self.groups.world)
         if self.rank != 0:
             return
         save_checkpoint({
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": epoch, "step": self.step, "config": self.cfg.to_dict(),
             "classes": self.data.classes, "torch_rng": torch.get_rng_state(),
-            # DALI's reader/random state, so a resumed run reads the same samples in the same order
-            "data": self.data.train.state_dict() if hasattr(self.data.train, "state_dict") else None,
+            "data": per_rank[0], "data_per_rank": per_rank,
         }, self.run_dir / CHECKPOINT_NAME)
 
     def _autocast(self):

@@ -147,31 +147,78 @@ def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 2  # 40 images / 4 ranks = 10 per rank: 2 full batches of 4
 
 
+def launch_ranks(args: list[str], world: int, cwd: Path, port: int, stderr0=subprocess.DEVNULL) -> list:
+    """`python -m fastres.train ARGS` as `world` processes with srun/mpirun-like variables (no torchrun)."""
+    procs = []
+    for r in range(world):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(r), "WORLD_SIZE": str(world), "LOCAL_RANK": str(r),
+               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=stderr0 if r == 0 else subprocess.DEVNULL,
+                                      text=True))
+    return procs
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(path: Path, procs: list, seconds: float = 200) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    assert path.exists(), f"{path} was not written"
+
+
+@pytest.mark.timeout(400)
+def test_two_ranks_killed_and_resumed_end_bit_identical_to_a_straight_run(tiny_data, tmp_path):
+    """Both ranks are killed mid-run; --resume on both continues each rank's shard (its own loader state)
+    and ends with the same weights as a run that was never stopped."""
+    common = ["--data", str(tiny_data), *TINY, "--epochs", "4", "--threads", "1", "--data-check", "none",
+              "--out", str(tmp_path)]
+    straight = launch_ranks([*common, "--name", "straight"], 2, tmp_path, free_port())
+    for p in straight:
+        assert p.wait(timeout=300) == 0
+    cut = launch_ranks([*common, "--name", "cut"], 2, tmp_path, free_port())
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    try:
+        wait_for(ckpt, cut)
+    finally:
+        for p in cut:
+            p.kill()
+            p.wait()
+    saved = torch.load(ckpt, weights_only=False)
+    assert 1 <= saved["epoch"] < 4 and len(saved["data_per_rank"]) == 2
+    resumed = launch_ranks([*common, "--resume", str(tmp_path / "cut")], 2, tmp_path, free_port(),
+                           stderr0=subprocess.PIPE)
+    _, err = resumed[0].communicate(timeout=300)
+    assert resumed[0].returncode == 0 and resumed[1].wait(timeout=60) == 0, err[-3000:]
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(ckpt, weights_only=False)
+    assert a["epoch"] == b["epoch"] == 4 and a["step"] == b["step"]
+    for key, value in a["model"].items():
+        assert torch.equal(b["model"][key], value), key
+
+
 @pytest.mark.timeout(300)
 def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkpoint(tiny_data, tmp_path):
     """srun/mpirun-style launch (no torchrun to tear the job down): rank 1 is killed after the
     first checkpoint; rank 0 must stop with a one-line error naming a collective, no traceback,
     and the checkpoint must still load."""
-    import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [sys.executable, "-m", "fastres.train", "--data", str(tiny_data), *TINY, "--epochs", "50", "--threads", "1",
-            "--dist-timeout", "30", "--data-check", "none", "--out", str(tmp_path), "--name", "killed"]
-    procs = []
-    for r in range(2):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
-               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE if r == 0 else subprocess.DEVNULL, text=True))
+    args = ["--data", str(tiny_data), *TINY, "--epochs", "50", "--threads", "1", "--dist-timeout", "30",
+            "--data-check", "none", "--out", str(tmp_path), "--name", "killed"]
+    procs = launch_ranks(args, 2, tmp_path, free_port(), stderr0=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     try:
-        deadline = time.monotonic() + 200
-        while not ckpt.exists() and time.monotonic() < deadline and procs[0].poll() is None:
-            time.sleep(0.2)
-        assert ckpt.exists(), "no checkpoint was written"
+        wait_for(ckpt, procs)
         procs[1].kill()
         t0 = time.monotonic()
         _, err = procs[0].communicate(timeout=90)
