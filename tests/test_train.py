@@ -239,3 +239,20 @@ def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkp
 
     build_model("resnet18", 10).load_state_dict(state["model"])
 
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_WORLD_SIZE"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+      "FASTRES_VIRTUAL_NODES": "3"}, "FASTRES_VIRTUAL_NODES"),
+])
+def test_inconsistent_launcher_environment_is_one_line_exit_2(tmp_path, env, message):
+    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                                             "MASTER_ADDR", "MASTER_PORT", "FASTRES_VIRTUAL_NODES")}
+    proc = subprocess.run([sys.executable, "-m", "fastres.train", "--epochs", "1"], cwd=tmp_path,
+                          env={**clean, **env, "FASTRES_DATA": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
