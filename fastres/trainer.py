@@ -39,7 +39,11 @@ from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
 from fastres.runlog import MetricsLog, make_run_dir, write_config
 
-__all__ = ["Trainer", "Summary", "param_groups", "build_optimizer", "accuracy_counts"]
+__all__ = ["Trainer", "TrainingDiverged", "Summary", "param_groups", "build_optimizer", "accuracy_counts"]
+
+
+class TrainingDiverged(FastresError, FloatingPointError):
+    """The training loss became NaN or Inf (all ranks see it: the logged loss is averaged over them)."""
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -309,8 +313,9 @@ class Trainer:
             if (i + 1) % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
                 mean_loss = self._mean_over_ranks(loss_sum / seen_log)  # syncs the device: only on log steps
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"training loss is {mean_loss} at step {self.step} (epoch {epoch + 1}); "
-                                             f"last checkpoint: {self.run_dir / CHECKPOINT_NAME}")
+                    raise TrainingDiverged(f"training loss is {mean_loss} at step {self.step} (epoch {epoch + 1}); "
+                                           f"try a lower --lr or a longer --warmup-epochs; the last checkpoint is "
+                                           f"{self.run_dir / CHECKPOINT_NAME}")
                 now = time.perf_counter()
                 ips = seen_log * self.global_batch / (now - t_log)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{ips:.0f}", lr=f"{lr:.3g}")

@@ -256,3 +256,25 @@ def test_inconsistent_launcher_environment_is_one_line_exit_2(tmp_path, env, mes
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(tiny_data, tmp_path, capsys, monkeypatch):
+    from torch import nn
+
+    from fastres import trainer as trainer_module
+
+    real = nn.CrossEntropyLoss.forward
+    calls = {"n": 0}
+
+    def nan_after_one_epoch(self, logits, labels):
+        calls["n"] += 1
+        loss = real(self, logits, labels)
+        return loss * float("nan") if calls["n"] > 5 else loss  # 5 steps per epoch
+
+    monkeypatch.setattr(nn.CrossEntropyLoss, "forward", nan_after_one_epoch)
+    code = main(["--data", str(tiny_data), *TINY, "--epochs", "3", "--out", str(tmp_path), "--name", "nan"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training loss is nan" in err[0] and "checkpoint" in err[0], err
+    assert issubclass(trainer_module.TrainingDiverged, FloatingPointError)
+    assert torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)["epoch"] == 1
