@@ -4,11 +4,17 @@
 //   DeviceGuard          makes a device current for a launcher's scope, restores the caller's
 //   warp_sum(v)          sum over a warp by shuffles (fixed tree: deterministic)
 //   block_sum_all(v)     sum over the block, valid in every thread (fixed tree: deterministic)
+//   aligned_to(p, bytes) whether p is aligned to `bytes` (a power of two): the vector-load test
+//   head_of(p, n)        fp32 elements before p's next 16-byte boundary, at most n: the scalar
+//                        head before float4 loads (segment norms and the fused unpack take the
+//                        same head, so their sums agree bit for bit)
 //
 // ops.py already runs launchers under torch.cuda.device(...); DeviceGuard guards other callers.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "common.h"
 
@@ -25,6 +31,15 @@ struct DeviceGuard {
     if (cudaGetDevice(&current) == cudaSuccess && current != previous) cudaSetDevice(previous);
   }
 };
+
+__device__ __forceinline__ bool aligned_to(const void* p, unsigned bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1u)) == 0;
+}
+
+__device__ __forceinline__ int64_t head_of(const float* p, int64_t n) {
+  const int64_t h = static_cast<int64_t>(((16u - (reinterpret_cast<uintptr_t>(p) & 15u)) & 15u) >> 2);
+  return h < n ? h : n;
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -25,10 +25,6 @@ namespace {
 
 constexpr int kThreads = 256;  // kSegmentChunk / 4 / 256 = 4 float4 per thread
 
-__device__ __forceinline__ bool aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-}
-
 // `vec`: take the float4 path. The update kernel takes the same path for the same chunk
 // (all of w, g, m 16-byte aligned) and sums w_new^2 in the same order: coupled, keep in step.
 __device__ __forceinline__ float chunk_sq(const float* __restrict__ p, int n, bool vec) {
@@ -64,7 +60,7 @@ chunk_norms_kernel(const float* __restrict__ w, const float* __restrict__ g,
   (void)found_inf;
   const int64_t b = t.chunk_begin[c];
   const int n = static_cast<int>(t.chunk_end[c] - b);
-  const bool vec = aligned16(w + b) && aligned16(g + b) && aligned16(m + b);
+  const bool vec = aligned_to(w + b, 16) && aligned_to(g + b, 16) && aligned_to(m + b, 16);
   const bool cached = (mode & kStepWNormCached) != 0;
   const float ws = cached ? 0.0f : block_sum_all(chunk_sq(w + b, n, vec));
   const float gs = block_sum_all(chunk_sq(g + b, n, vec));
@@ -111,7 +107,7 @@ fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* _
   const bool want_sq = wsq_out != nullptr && (mode & kStepLars) && (flags & kSegAdapt);
   float acc = 0.0f;  // sum of w_new^2, in chunk_sq's order
   int done = 0;
-  if (aligned16(pw) && aligned16(pg) && aligned16(pm)) {
+  if (aligned_to(pw, 16) && aligned_to(pg, 16) && aligned_to(pm, 16)) {
     const int nvec = n >> 2;
     float4* vw = reinterpret_cast<float4*>(pw);
     const float4* vg = reinterpret_cast<const float4*>(pg);

@@ -32,8 +32,7 @@ chunk_sq_sums_kernel(const float* __restrict__ flat, const int64_t* __restrict__
   const float* p = flat + begin;
 
   // elements before the first 16-byte boundary (flat is 4-byte aligned: checked in ops.py)
-  const int to_boundary = static_cast<int>(((16u - (reinterpret_cast<uintptr_t>(p) & 15u)) & 15u) >> 2);
-  const int head = to_boundary < n ? to_boundary : n;
+  const int head = static_cast<int>(head_of(p, n));
   const int nvec = (n - head) >> 2;
   const float4* v = reinterpret_cast<const float4*>(p + head);
 

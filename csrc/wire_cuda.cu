@@ -44,17 +44,6 @@ struct Vec4<uint16_t> {
   using type = ushort4;
 };
 
-template <typename T>
-__device__ __forceinline__ bool aligned_to(const T* p, unsigned bytes) {
-  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1u)) == 0;
-}
-
-// Elements of p (4-byte fp32) before its next 16-byte boundary, at most n.
-__device__ __forceinline__ int64_t head_of(const float* p, int64_t n) {
-  const int64_t h = static_cast<int64_t>(((16u - (reinterpret_cast<uintptr_t>(p) & 15u)) & 15u) >> 2);
-  return h < n ? h : n;
-}
-
 template <int D>
 __device__ __forceinline__ void load4(const typename WireType<D>::type* p, bool vec, float (&x)[4]) {
   using W = typename WireType<D>::type;

@@ -138,6 +138,18 @@ def _pick_path(device: torch.device, op: str) -> str:
     return "torch"
 
 
+def _launch(op: str, device: torch.device, args: tuple, cpu_extra: tuple = ()) -> None:
+    """Call `_C.<op>_cpu(*args, *cpu_extra, threads)` or `_C.<op>_cuda(*args, device, stream)`.
+
+    The CUDA kernel goes on `device`'s current stream (no host sync)."""
+    if device.type == "cpu":
+        getattr(_C, f"{op}_cpu")(*args, *cpu_extra, torch.get_num_threads())
+    else:
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device).cuda_stream
+            getattr(_C, f"{op}_cuda")(*args, device.index, stream)
+
+
 # ----------------------------------------------------------------------------- argument checks
 
 
@@ -250,11 +262,8 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
 
     if chunks is None:
         chunks = segment_chunks(offsets, flat.device)
-    elif chunks.device != flat.device:
-        raise ValueError(
-            f"offsets: chunk table is on {chunks.device} but flat is on {flat.device}; "
-            "build it with segment_chunks(offsets, flat.device)"
-        )
+    else:
+        _check_chunks_on("offsets", chunks, "flat", flat)
     _check_end(chunks.end, flat)
     S, C = chunks.num_segments, chunks.num_chunks
     out = torch.empty(S, dtype=torch.float32, device=flat.device)
@@ -270,13 +279,17 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
         partials.data_ptr(),
         out.data_ptr(),
     )
-    if path == "cpu":
-        _C.segment_sq_norms_cpu(*args, torch.get_num_threads())
-    else:
-        with torch.cuda.device(flat.device):
-            stream = torch.cuda.current_stream(flat.device).cuda_stream
-            _C.segment_sq_norms_cuda(*args, flat.device.index, stream)
+    _launch(op, flat.device, args)
     return out
+
+
+def _check_chunks_on(arg: str, chunks: SegmentChunks, name: str, t: torch.Tensor) -> None:
+    """The chunk table passed as `arg` must be on the device of tensor `name`."""
+    if chunks.device != t.device:
+        raise ValueError(
+            f"{arg}: chunk table is on {chunks.device} but {name} is on {t.device}; "
+            f"build it with segment_chunks(offsets, {name}.device)"
+        )
 
 
 def _check_end(end: int, flat: torch.Tensor) -> None:
@@ -416,13 +429,8 @@ def fused_step(
         0 if found_inf is None else found_inf.data_ptr(), int(mode), float(eps), partials.data_ptr(),
         0 if wsq_out is None else wsq_out.data_ptr(),
     )
-    if device.type == "cpu":
-        coefs = torch.empty(4 * max(S, 1), dtype=torch.float32)
-        _C.fused_step_cpu(*args, coefs.data_ptr(), torch.get_num_threads())
-    else:
-        with torch.cuda.device(device):
-            stream = torch.cuda.current_stream(device).cuda_stream
-            _C.fused_step_cuda(*args, device.index, stream)
+    coefs = torch.empty(4 * max(S, 1), dtype=torch.float32) if device.type == "cpu" else None
+    _launch(op, device, args, cpu_extra=() if coefs is None else (coefs.data_ptr(),))
 
 
 # ----------------------------------------------------------------------------- wire format
@@ -482,12 +490,7 @@ def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0) -> None:
         dst[:n].copy_(torch.mul(src, scale))
         return
     args = (src.data_ptr(), dst.data_ptr(), _DTYPE_CODES[dst.dtype], n, scale)
-    if path == "cpu":
-        _C.wire_pack_cpu(*args, torch.get_num_threads())
-    else:
-        with torch.cuda.device(src.device):
-            stream = torch.cuda.current_stream(src.device).cuda_stream
-            _C.wire_pack_cuda(*args, src.device.index, stream)
+    _launch(op, src.device, args)
 
 
 def unpack_wire(
@@ -519,11 +522,7 @@ def unpack_wire(
     if chunks is not None:
         if not isinstance(chunks, SegmentChunks):
             raise TypeError(f"chunks: expected SegmentChunks, got {type(chunks).__name__}")
-        if chunks.device != dst.device:
-            raise ValueError(
-                f"chunks: chunk table is on {chunks.device} but dst is on {dst.device}; "
-                "build it with segment_chunks(offsets, dst.device)"
-            )
+        _check_chunks_on("chunks", chunks, "dst", dst)
         if chunks.end > n:
             raise ValueError(f"chunks: end {chunks.end} is beyond the end of dst (numel {n})")
     path = _pick_path(dst.device, op)
@@ -544,10 +543,5 @@ def unpack_wire(
         hi = chunks.end if C else 0
         norms = (chunks.table.data_ptr(), S, C, lo, hi, partials.data_ptr(), out.data_ptr())
     args = (src.data_ptr(), _DTYPE_CODES[src.dtype], dst.data_ptr(), n, scale, *norms)
-    if path == "cpu":
-        _C.wire_unpack_cpu(*args, torch.get_num_threads())
-    else:
-        with torch.cuda.device(dst.device):
-            stream = torch.cuda.current_stream(dst.device).cuda_stream
-            _C.wire_unpack_cuda(*args, dst.device.index, stream)
+    _launch(op, dst.device, args)
     return out
