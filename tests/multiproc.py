@@ -36,13 +36,36 @@ class RankTimeout:
     rank: int
 
 
+# Every launcher's variables (fastres.dist.topology reads them): a test's ranks get torchrun's
+# only, whatever launcher the test itself runs under.
+LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                  "MASTER_PORT", "FASTRES_VIRTUAL_NODES", "GLOO_SOCKET_IFNAME")
+LAUNCHER_PREFIXES = ("SLURM_", "OMPI_", "PMI_", "MPI_LOCAL")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def clean_environ() -> dict:
+    """os.environ without any launcher's variables."""
+    return {k: v for k, v in os.environ.items() if k not in LAUNCHER_NAMES and not k.startswith(LAUNCHER_PREFIXES)}
+
+
+def rank_env(rank: int, world: int, port: int, local_world: int | None = None, threads: int = 1, **extra) -> dict:
+    """The environment torchrun would give `rank` of a `world`-rank job on 127.0.0.1:`port`."""
+    local_world = local_world or world
+    return {
+        **clean_environ(), "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank % local_world),
+        "LOCAL_WORLD_SIZE": str(local_world), "GROUP_RANK": str(rank // local_world), "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads), **extra,
+    }
+
+
 def _entry(fn, args, env: dict, out: str, threads: int) -> None:
+    os.environ.clear()
     os.environ.update(env)
     torch.set_num_threads(threads)
     try:
@@ -58,19 +81,13 @@ def run_ranks(fn, world: int, *, args: tuple = (), env: dict | None = None, time
     """Start `ranks` (default: all) of a `world`-rank job on this machine; one result per started rank.
 
     local_world: ranks per physical node (default: all on one node)."""
-    local_world = local_world or world
     port = free_port()
     ranks = list(range(world)) if ranks is None else ranks
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="fastres-ranks-") as tmp:
         procs = []
         for r in ranks:
-            e = {
-                "RANK": str(r), "WORLD_SIZE": str(world), "LOCAL_RANK": str(r % local_world),
-                "LOCAL_WORLD_SIZE": str(local_world), "GROUP_RANK": str(r // local_world),
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads),
-                **(env or {}),
-            }
+            e = rank_env(r, world, port, local_world, threads, **(env or {}))
             p = ctx.Process(target=_entry, args=(fn, args, e, str(Path(tmp) / f"{r}.pt"), threads), daemon=True)
             p.start()
             procs.append((r, p))

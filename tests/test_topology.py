@@ -34,6 +34,7 @@ from fastres.dist.topology import (
     parse_tasks_per_node,
     plan_groups,
 )
+from multiproc import free_port, rank_env
 
 
 def torchrun_env(rank, world, local_world, **extra):
@@ -397,31 +398,17 @@ WORKER = textwrap.dedent(
     """
 )
 
-_LAUNCHER_PREFIXES = ("SLURM_", "OMPI_", "PMI_", "MPI_LOCAL")
-_LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                   "MASTER_PORT", "FASTRES_VIRTUAL_NODES", "GLOO_SOCKET_IFNAME")  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(tmp_path, world, local_world, virtual_nodes, *, timeout, skip=(), deadline):
     """Start the ranks like torchrun on one host; return {rank: (exit code, seconds, result)}."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    base = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_NAMES and not k.startswith(_LAUNCHER_PREFIXES)}
-    base.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-                FASTRES_VIRTUAL_NODES=str(virtual_nodes))  # fmt: skip
+    port = free_port()
     procs = {}
     start = time.monotonic()
     for r in range(world):
         if r in skip:
             continue
-        env = dict(base, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r % local_world),
-                   LOCAL_WORLD_SIZE=str(local_world), GROUP_RANK=str(r // local_world))  # fmt: skip
+        env = rank_env(r, world, port, local_world, FASTRES_VIRTUAL_NODES=str(virtual_nodes))
         log = open(tmp_path / f"rank{r}.log", "wb")
         procs[r] = subprocess.Popen(
             [sys.executable, str(worker), str(tmp_path / f"rank{r}.json"), str(timeout)],

@@ -14,6 +14,7 @@ import yaml
 
 from fastres.data.builtin import ensure_builtin_dataset
 from fastres.train import main
+from multiproc import clean_environ, free_port, rank_env
 
 TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--lr", "0.2",
         "--warmup-epochs", "0", "--no-progress", "--log-every", "2"]
@@ -128,7 +129,7 @@ def test_resume_with_a_different_schedule_is_refused(tiny_data, tmp_path, capsys
 @pytest.mark.timeout(400)
 def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
     """A real torchrun job: 4 processes, hierarchical bf16 all-reduce, LARS; rank 0 keeps the records."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m", "fastres.train",
            "--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--threads", "1",
            "--optimizer", "lars", "--virtual-nodes", "2", "--wire-dtype", "bf16", "--dist-timeout", "60",
@@ -148,23 +149,11 @@ def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
 
 
 def launch_ranks(args: list[str], world: int, cwd: Path, port: int, stderr0=subprocess.DEVNULL) -> list:
-    """`python -m fastres.train ARGS` as `world` processes with srun/mpirun-like variables (no torchrun)."""
-    procs = []
-    for r in range(world):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(r), "WORLD_SIZE": str(world), "LOCAL_RANK": str(r),
-               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=stderr0 if r == 0 else subprocess.DEVNULL,
-                                      text=True))
-    return procs
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """`python -m fastres.train ARGS` as `world` plain processes, as srun or mpirun start them (no torchrun
+    agent to tear the job down), each given its rank's variables."""
+    return [subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=rank_env(r, world, port),
+                             stdout=subprocess.DEVNULL, stderr=stderr0 if r == 0 else subprocess.DEVNULL, text=True)
+            for r in range(world)]
 
 
 def wait_for(path: Path, procs: list, seconds: float = 200) -> None:
@@ -247,10 +236,8 @@ def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkp
       "FASTRES_VIRTUAL_NODES": "3"}, "FASTRES_VIRTUAL_NODES"),
 ])
 def test_inconsistent_launcher_environment_is_one_line_exit_2(tmp_path, env, message):
-    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-                                                             "MASTER_ADDR", "MASTER_PORT", "FASTRES_VIRTUAL_NODES")}
     proc = subprocess.run([sys.executable, "-m", "fastres.train", "--epochs", "1"], cwd=tmp_path,
-                          env={**clean, **env, "FASTRES_DATA": str(tmp_path / "cache")},
+                          env={**clean_environ(), **env, "FASTRES_DATA": str(tmp_path / "cache")},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
