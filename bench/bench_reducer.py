@@ -63,13 +63,23 @@ def main() -> int:
     return subprocess.call(cmd, env=env)
 
 
-def _slowest(seconds: float, group=None) -> float:
+def _time_once(fn, group) -> float:
+    """fn() on every rank at once (after a barrier); the slowest rank's seconds."""
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([seconds], dtype=torch.float64)
+    dist.barrier(group=group)
+    t0 = time.perf_counter()
+    fn()
+    t = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return float(t)
+
+
+def _median_time(fn, reps: int, group) -> float:
+    """One warm-up call (connections, staging buffers, first touch), then the median of `reps` timed ones."""
+    fn()
+    return statistics.median(_time_once(fn, group) for _ in range(reps))
 
 
 def worker(args) -> int:
@@ -78,7 +88,7 @@ def worker(args) -> int:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from fastres.dist.reducer import Reducer
+    from fastres.dist.reducer import Reducer, _all_gather, _reduce_scatter
     from fastres.dist.topology import destroy, discover, init_distributed
     from fastres.model import resnet50
 
@@ -105,10 +115,8 @@ def worker(args) -> int:
         models[name] = copy.deepcopy(base)
         reducers[name] = Reducer(models[name], groups, **kw)
 
-    def step(name: str) -> float:
+    def step(name: str) -> None:
         m = models[name]
-        dist.barrier(group=groups.world)
-        t0 = time.perf_counter()
         if name == "DDP":
             m.zero_grad(set_to_none=False)
             loss_fn(m(x), y).backward()
@@ -121,7 +129,6 @@ def worker(args) -> int:
             else:
                 loss_fn(m(x), y).backward()
                 r.wait()
-        return _slowest(time.perf_counter() - t0, groups.world)
 
     for name in STEP_CONFIGS:  # warm-up, and the check: same gradients as DDP
         step(name)
@@ -136,7 +143,7 @@ def worker(args) -> int:
     times = {name: [] for name in STEP_CONFIGS}
     for i in range(args.rounds):
         for name in STEP_CONFIGS:
-            times[name].append(step(name))
+            times[name].append(_time_once(lambda: step(name), groups.world))
         say(f"  round {i + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in STEP_CONFIGS))
     step_rows = {n: {"median_s": statistics.median(v), "min_s": min(v), "all_s": v} for n, v in times.items()}
     ddp = step_rows["DDP"]["median_s"]
@@ -159,14 +166,8 @@ def worker(args) -> int:
         row = {}
         src = torch.randn(n, generator=gen)
         copy_dst = torch.empty_like(src)
-        copy_dst.copy_(src)  # first touch: page faults are not the copy's
-        samples = []
-        for _ in range(args.reps):
-            dist.barrier(group=groups.world)
-            t0 = time.perf_counter()
-            copy_dst.copy_(src)  # all ranks at once, as in the collectives
-            samples.append(_slowest(time.perf_counter() - t0, groups.world))
-        row["ceiling: local copy"] = statistics.median(samples)
+        # all ranks at once, as in the collectives; the warm-up call takes the page faults
+        row["ceiling: local copy"] = _median_time(lambda: copy_dst.copy_(src), args.reps, groups.world)
         for name, spec in paths:
             if spec is None:
                 t = src.clone()
@@ -176,14 +177,7 @@ def worker(args) -> int:
                 red = Reducer(nn.ParameterList([p]), groups, algorithm=spec[0], wire_dtype=spec[1],
                               bucket_cap_mb=mb + 1, first_bucket_mb=mb + 1)
                 run = red.wait  # one bucket: pre-divide, collectives, unpack
-            run()  # warm-up (connections, staging buffers)
-            samples = []
-            for _ in range(args.reps):
-                dist.barrier(group=groups.world)
-                t0 = time.perf_counter()
-                run()
-                samples.append(_slowest(time.perf_counter() - t0, groups.world))
-            row[name] = statistics.median(samples)
+            row[name] = _median_time(run, args.reps, groups.world)
             if spec is not None:
                 red.remove()
         tput[f"{mb} MB"] = {k: {"seconds": v, "GB_per_s": mb * 2**20 / v / 1e9,
@@ -192,8 +186,7 @@ def worker(args) -> int:
         say(f"  {mb:3d} MB: " + ", ".join(f"{k} {mb * 2**20 / v / 1e9:.2f} GB/s" for k, v in row.items()))
 
     # ---------------------------------------------------------------- 3. Gloo's node phases, 64 MB
-    rs = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-    ag = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    rs, ag = _reduce_scatter, _all_gather  # the reducer's: torch's *_single where it has them
     L, owners = topo.local_world_size, groups.intra_ranks
     buf = torch.randn(16 * 2**20, generator=gen)
     shard = torch.empty(buf.numel() // L)
@@ -213,14 +206,7 @@ def worker(args) -> int:
     }
     phase_rows = {}
     for name, fn in phases.items():
-        fn()
-        samples = []
-        for _ in range(args.reps):
-            dist.barrier(group=groups.world)
-            t0 = time.perf_counter()
-            fn()
-            samples.append(_slowest(time.perf_counter() - t0, groups.world))
-        phase_rows[name] = statistics.median(samples)
+        phase_rows[name] = _median_time(fn, args.reps, groups.world)
         say(f"  node phase {name:40s} {phase_rows[name] * 1e3:7.1f} ms")
 
     if rank == 0:
