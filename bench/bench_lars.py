@@ -24,6 +24,7 @@ import torch
 from fastres import ops
 from fastres.model import resnet50
 from fastres.optim import FusedLARS, FusedSGD
+from timing import time_kernel
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
@@ -110,19 +111,9 @@ def device(request):
 
 
 def _run(benchmark, device, name, fn, nbytes):
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def call():
-        fn()
-        sync()
-
-    call()  # warm-up (momentum buffers, allocator)
-    benchmark.group = f"lars-{device.type}"
-    benchmark.extra_info["bytes_moved"] = nbytes
-    benchmark.pedantic(call, rounds=15, iterations=1, warmup_rounds=1)
-    mean = benchmark.stats.stats.mean
-    benchmark.extra_info["GB/s"] = round(nbytes / mean / 1e9, 2)
-    RESULTS.setdefault(device.type, {})[name] = (mean, nbytes)
+    stats = time_kernel(benchmark, device, f"lars-{device.type}", fn, nbytes, rounds=15)
+    if stats is not None:
+        RESULTS.setdefault(device.type, {})[name] = (stats.mean, nbytes)
 
 
 @pytest.mark.parametrize("kind", KINDS)

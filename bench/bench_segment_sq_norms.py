@@ -23,6 +23,7 @@ import torch
 
 from fastres import ops
 from fastres.model import resnet50
+from timing import time_kernel
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
@@ -57,21 +58,9 @@ def layout(request):
 
 
 def _run(benchmark, device, name, fn, nbytes):
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def call():
-        out = fn()
-        sync()
-        return out
-
-    call()  # warm-up (allocator, lazy module load)
-    benchmark.group = f"segment_sq_norms-{device.type}"
-    benchmark.extra_info["bytes_read"] = nbytes
-    benchmark(call)
-    if benchmark.stats is not None:
-        mean = benchmark.stats.stats.mean
-        benchmark.extra_info["GB/s"] = round(nbytes / mean / 1e9, 2)
-        RESULTS.setdefault(device.type, {})[name] = (mean, nbytes)
+    stats = time_kernel(benchmark, device, f"segment_sq_norms-{device.type}", fn, nbytes, bytes_key="bytes_read")
+    if stats is not None:
+        RESULTS.setdefault(device.type, {})[name] = (stats.mean, nbytes)
 
 
 def test_fastres_chunks(benchmark, layout):

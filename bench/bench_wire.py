@@ -16,8 +16,8 @@ One pytest-benchmark group per device:
                                  element: 4 read, 2 written), measured in the same run
 GB/s counts the bytes a kernel must move (fp32 read + wire written, or back), the same for
 every row of one direction, so GB/s compare directly. Every result is checked against
-torch's bits before anything is timed. The summary after pytest-benchmark's table prints
-the ratios; bench/README.md has the table.
+torch's bits before anything is timed. bench/conftest.py prints the
+ratios after pytest-benchmark's table; bench/README.md has the table.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from fastres import ops
+from timing import time_kernel
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
@@ -35,33 +36,6 @@ NSEG = 40
 
 # RESULTS[device][name] = (mean seconds, median seconds, bytes moved); printed at the end.
 RESULTS: dict[str, dict[str, tuple[float, float, int]]] = {}
-
-
-class _Summary:
-    """Prints GB/s and ratios after pytest-benchmark's table (bench/conftest.py's style)."""
-
-    def pytest_terminal_summary(self, terminalreporter):
-        tr = terminalreporter
-        for device, rows in RESULTS.items():
-            tr.section(f"wire pack/unpack on {device}: one 25 MiB fp32 bucket ({N:,} floats)")
-            ceiling = rows.get("ceiling: copy_ fp32")
-            for name, (mean, median, nbytes) in rows.items():
-                line = f"{name:36s} {median * 1e3:8.3f} ms (median) {nbytes / median / 1e9:7.2f} GB/s"
-                if name.startswith("fastres"):  # against the fastest torch row of its kind
-                    kind = " ".join(name.split()[1:3]).rstrip(",")
-                    peers = [r[1] for k, r in rows.items() if k.startswith(f"torch {kind}")]
-                    if peers:
-                        line += f"   {min(peers) / median:5.2f}x torch's best"
-                if ceiling:
-                    line += f"   {ceiling[1] / median:6.1%} of copy_"
-                tr.write_line(line)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _summary(request):
-    plugin = _Summary()
-    request.config.pluginmanager.register(plugin, "fastres_bench_wire_summary")
-    yield
 
 
 @pytest.fixture(scope="module", params=DEVICES)
@@ -91,20 +65,9 @@ def bucket(request):
 
 
 def _run(benchmark, device, name, fn, nbytes):
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def call():
-        fn()
-        sync()
-
-    call()  # warm-up (page faults, allocator)
-    benchmark.group = f"wire-{device.type}"
-    benchmark.extra_info["bytes_moved"] = nbytes
-    benchmark.extra_info["threads"] = torch.get_num_threads()
-    benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=2)
-    st = benchmark.stats.stats
-    benchmark.extra_info["GB/s"] = round(nbytes / st.median / 1e9, 2)
-    RESULTS.setdefault(device.type, {})[name] = (st.mean, st.median, nbytes)
+    st = time_kernel(benchmark, device, f"wire-{device.type}", fn, nbytes, rounds=30, warmup_rounds=2, stat="median")
+    if st is not None:
+        RESULTS.setdefault(device.type, {})[name] = (st.mean, st.median, nbytes)
 
 
 DT = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -7,6 +7,7 @@ import sys
 
 def pytest_terminal_summary(terminalreporter):
     _lars_summary(terminalreporter)
+    _wire_summary(terminalreporter)
     mod = sys.modules.get("bench_segment_sq_norms")
     results = getattr(mod, "RESULTS", None)
     if not results:
@@ -43,4 +44,24 @@ def _lars_summary(tr):
                 line += f"   FusedLARS {mean / lars[0]:5.2f}x faster"
             if ceiling:
                 line += f"   {mean / ceiling[0]:5.2f}x ceiling"
+            tr.write_line(line)
+
+
+def _wire_summary(tr):
+    mod = sys.modules.get("bench_wire")
+    results = getattr(mod, "RESULTS", None)
+    if not results:
+        return
+    for device, rows in results.items():
+        tr.section(f"wire pack/unpack on {device}: one 25 MiB fp32 bucket ({mod.N:,} floats)")
+        ceiling = rows.get("ceiling: copy_ fp32")
+        for name, (mean, median, nbytes) in rows.items():
+            line = f"{name:36s} {median * 1e3:8.3f} ms (median) {nbytes / median / 1e9:7.2f} GB/s"
+            if name.startswith("fastres"):  # against the fastest torch row of its kind
+                kind = " ".join(name.split()[1:3]).rstrip(",")
+                peers = [r[1] for k, r in rows.items() if k.startswith(f"torch {kind}")]
+                if peers:
+                    line += f"   {min(peers) / median:5.2f}x torch's best"
+            if ceiling:
+                line += f"   {ceiling[1] / median:6.1%} of copy_"
             tr.write_line(line)
