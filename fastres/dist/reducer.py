@@ -129,13 +129,11 @@ def plan_buckets(sizes: list[int], first_cap: int, cap: int) -> list[tuple[int, 
 @dataclasses.dataclass
 class _Bucket:
     index: int
-    first: int  # segments [first, end) of the layout
-    end: int
-    grad: torch.Tensor  # the slice of layout.grads: [offsets[first], offsets[end])
+    grad: torch.Tensor  # its slice of layout.grads: consecutive segments, padding included
     wire: torch.Tensor | None  # staging buffer (padded, wire dtype), or None: in place on grad
     segments: list[int]  # the trainable segments (hooked parameters) in it
     pending: int = 0  # hooks still to fire this step
-    stages: list = dataclasses.field(default_factory=list)  # (what, ranks, collective, args, group)
+    stages: list = dataclasses.field(default_factory=list)  # (what, ranks, [issue, ...]) (_stages_of)
 
     @property
     def buffer(self) -> torch.Tensor:
@@ -155,25 +153,31 @@ class _Plan:
     intra: object
     inter: object
     intra_gather: object  # a second group of the same ranks as intra, for the all-gathers
-    intra_rank_list: tuple  # global ranks of intra, by local rank
-    world_ranks: str
-    intra_ranks: str
-    inter_ranks: str
+    intra_ranks: tuple  # global ranks of intra, by local rank
+    inter_ranks: tuple  # global ranks of inter, by node
     timeout_s: float
+
+    @property
+    def world_ranks(self) -> tuple:
+        return tuple(range(self.world_size))
+
+    def describe(self, ranks: tuple) -> str:
+        """How an error names a group: "all 8 ranks" or "ranks [0, 1, 2, 3]"."""
+        return f"all {len(ranks)} ranks" if len(ranks) == self.world_size else f"ranks {list(ranks)}"
 
 
 def _plan_of(groups) -> _Plan:
     if groups is None:
         if not (dist.is_available() and dist.is_initialized()):
-            return _Plan(1, 0, 1, 1, "none", None, None, None, None, (0,), "rank 0", "rank 0", "rank 0", 0.0)
+            return _Plan(1, 0, 1, 1, "none", None, None, None, None, (0,), (0,), 0.0)
         W = dist.get_world_size()
         # the default group's own timeout is not public: its default bounds the wait
         return _Plan(W, dist.get_rank(), W, 1, dist.get_backend(), None, None, None, None, tuple(range(W)),
-                     f"all {W} ranks", f"all {W} ranks", "none", dist.default_pg_timeout.total_seconds())
+                     (dist.get_rank(),), dist.default_pg_timeout.total_seconds())
     t = groups.topology
     return _Plan(t.world_size, t.local_rank, t.local_world_size, t.num_nodes, groups.backend, groups.world,
-                 groups.intra, groups.inter, groups.intra_gather, tuple(groups.intra_ranks), f"all {t.world_size} ranks", f"ranks {list(groups.intra_ranks)}",
-                 f"ranks {list(groups.inter_ranks)}", groups.timeout.total_seconds())
+                 groups.intra, groups.inter, groups.intra_gather, tuple(groups.intra_ranks), tuple(groups.inter_ranks),
+                 groups.timeout.total_seconds())
 
 
 class Reducer:
@@ -208,9 +212,7 @@ class Reducer:
         if wire_dtype not in WIRE_DTYPES.values():
             raise ValueError(f"wire_dtype: must be torch.float32, bfloat16 or float16, got {wire_dtype}")
         self.wire_dtype = wire_dtype
-        self.predivide = predivide
         self.plan = p = _plan_of(groups)
-        self.requested_algorithm = algorithm
         hier = algorithm in ("auto", "hierarchical") and p.num_nodes > 1 and p.local_world_size > 1
         self.algorithm = "hierarchical" if hier else "flat"
         shard_multiple = p.local_world_size * ALIGN if hier else ALIGN
@@ -245,7 +247,7 @@ class Reducer:
             wire = None
             if wire_dtype != torch.float32 or padded != n:
                 wire = torch.zeros(padded, dtype=wire_dtype, device=layout.device)
-            b = _Bucket(len(self.buckets), first, end, grad, wire, segs)
+            b = _Bucket(len(self.buckets), grad, wire, segs)
             self.buckets.append(b)
             for s in segs:
                 self._bucket_of[s] = b
@@ -408,7 +410,7 @@ class Reducer:
         # and L broadcasts moving the same bytes (bench/README.md), so the node's phases are made
         # of those, in place on the bucket: reduce chunk i to its owner (local rank i), all-reduce
         # one's own chunk across nodes, broadcast chunk i from its owner.
-        owners = [int(r) for r in p.intra_rank_list]
+        owners = list(p.intra_ranks)
         chunks = buf.chunk(L)
         mine = chunks[p.local_rank]
         return [
@@ -509,7 +511,7 @@ class Reducer:
         first = _cause(e)
         err = CollectiveError(
             f"fastres.dist.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
-            f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {ranks} failed after "
+            f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {self.plan.describe(ranks)} failed after "
             f"{time.monotonic() - t0:.1f} s (process group timeout {self.plan.timeout_s:.0f} s; a rank "
             f"that died or never reached this step?): {first}")
         err.__cause__ = e
