@@ -193,9 +193,10 @@ class Trainer:
             for b in self.model.buffers():
                 checked("broadcast of rank 0's buffers", dist.broadcast, b, src=0, group=self.groups.world)
 
-    def _check_in_step(self, epoch: int) -> None:
+    def _check_weights_agree(self, epoch: int) -> None:
         """All ranks must hold the same weights (a desynchronised rank would train on silently)."""
-        mine = torch.stack([self.reducer.layout.params.double().sum(), self.reducer.layout.params.double().norm()])
+        w = self.reducer.layout.params.double()  # one fp64 copy of the flat buffer, for both sums
+        mine = torch.stack([w.sum(), w.norm()])
         every = [torch.empty_like(mine) for _ in range(self.world)]
         checked("all_gather of weight checksums", dist.all_gather, every, mine, group=self.groups.world)
         bad = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
@@ -358,7 +359,7 @@ class Trainer:
             train_seconds += seconds
             images += self.steps_per_epoch * self.global_batch
             if self.groups is not None:
-                self._check_in_step(epoch + 1)
+                self._check_weights_agree(epoch + 1)
                 self._broadcast_state(parameters=False)  # validate and save rank 0's BN statistics
             top1, top5, n = self.validate()
             self._write("val", epoch=epoch + 1, step=self.step, top1=top1, top5=top5, images=n,
