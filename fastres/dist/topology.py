@@ -182,7 +182,7 @@ def _get_port(env: Mapping[str, str]) -> int:
     try:
         port = int(raw.strip())
     except ValueError:
-        raise TopologyError(f"MASTER_PORT={raw!r} is not a valid port (an integer in 1..65535)") from None
+        port = 0
     if not 1 <= port <= 65535:
         raise TopologyError(f"MASTER_PORT={raw!r} is not a valid port (an integer in 1..65535)")
     return port
@@ -256,14 +256,11 @@ def _read_launcher(env: Mapping[str, str]) -> dict:
         rank, world = _get_int(env, "SLURM_PROCID"), _get_int(env, "SLURM_NTASKS")
         local = _get_int(env, "SLURM_LOCALID")
         node = _get_int(env, "SLURM_NODEID")
-        if env.get("SLURM_NTASKS_PER_NODE", "").strip():
-            local_world_name = "SLURM_NTASKS_PER_NODE"
-            counts = parse_tasks_per_node(env["SLURM_NTASKS_PER_NODE"], local_world_name)
-        elif env.get("SLURM_TASKS_PER_NODE", "").strip():
-            local_world_name = "SLURM_TASKS_PER_NODE"
-            counts = parse_tasks_per_node(env["SLURM_TASKS_PER_NODE"], local_world_name)
-        else:
+        local_world_name = next(
+            (n for n in ("SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE") if env.get(n, "").strip()), None)
+        if local_world_name is None:
             raise TopologyError("neither SLURM_NTASKS_PER_NODE nor SLURM_TASKS_PER_NODE is set")
+        counts = parse_tasks_per_node(env[local_world_name], local_world_name)
         if len(set(counts)) > 1:
             raise TopologyError(
                 f"{local_world_name}={env[local_world_name]!r}: nodes run different numbers of tasks; "
