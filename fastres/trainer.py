@@ -34,7 +34,7 @@ from fastres.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpo
 from fastres.config import TrainConfig
 from fastres.data import make_loaders
 from fastres.dist.reducer import Reducer, checked
-from fastres.dist.topology import destroy, discover, init_distributed
+from fastres.dist.topology import cuda_device, destroy, discover, init_distributed
 from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
 from fastres.runlog import MetricsLog, make_run_dir, write_config
@@ -148,7 +148,7 @@ class Trainer:
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
         if want == "cuda" and self.topology.distributed:  # one GPU per rank of this machine
-            return torch.device("cuda", self.topology.physical_local_rank % torch.cuda.device_count())
+            return cuda_device(self.topology)
         return torch.device(want)
 
     def _rank0_first(self, fn):

@@ -27,6 +27,7 @@ from fastres.dist.topology import (
     Topology,
     TopologyError,
     _check_agreement,
+    cuda_device,
     destroy,
     discover,
     first_host,
@@ -472,3 +473,13 @@ def test_a_rank_that_never_starts_ends_the_others_with_a_named_timeout(tmp_path,
         assert "world size 4" in message and f"this is rank {r}" in message and "tcp://127.0.0.1:" in message
         assert "\n" not in message
     assert issubclass(DistTimeoutError, TopologyError)
+
+
+def test_cuda_device_is_the_given_one_or_a_named_error():
+    t = discover(torchrun_env(1, 4, 4))
+    assert cuda_device(t, torch.device("cuda", 3)) == torch.device("cuda", 3)  # named: taken as is
+    if torch.cuda.device_count() == 0:
+        with pytest.raises(TopologyError, match="needs a CUDA device"):
+            cuda_device(t)
+    elif torch.cuda.device_count() == 1:
+        assert cuda_device(t) == torch.device("cuda", 0)  # one visible GPU per process

@@ -61,6 +61,7 @@ __all__ = [
     "ProcessGroups",
     "Topology",
     "TopologyError",
+    "cuda_device",
     "destroy",
     "discover",
     "init_distributed",
@@ -463,7 +464,9 @@ def _prepare_gloo(master_addr: str | None) -> None:
             log.debug("GLOO_SOCKET_IFNAME=%s (loopback rendezvous)", ifname)
 
 
-def _cuda_device(topology: Topology, device: torch.device | None) -> torch.device:
+def cuda_device(topology: Topology, device: torch.device | None = None) -> torch.device:
+    """This rank's GPU: `device` if it names one; else GPU 0 when each process sees one GPU
+    (CUDA_VISIBLE_DEVICES per rank), else the rank's local rank on its machine."""
     if device is not None and device.index is not None:
         return device
     count = torch.cuda.device_count()
@@ -550,7 +553,7 @@ def init_distributed(
     td = datetime.timedelta(seconds=timeout)
     device_id = None
     if backend == "nccl":
-        device_id = _cuda_device(t, device)
+        device_id = cuda_device(t, device)
         torch.cuda.set_device(device_id)
     else:
         _prepare_gloo(t.master_addr)
