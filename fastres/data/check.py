@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image
 
-from fastres.data.folder import DatasetError, FolderSplit, scan_imagenet, scan_split
+from fastres.data.folder import DatasetError, FolderSplit, existing_dir, scan_imagenet, scan_split
 
 __all__ = ["FileReport", "CheckReport", "check_file", "check_files", "check_tree", "write_file_list",
            "read_file_list"]
@@ -148,11 +148,7 @@ def check_files(paths: Sequence[str], decode: bool = False, workers: int | None 
 
 def splits_of(root: str | os.PathLike) -> dict[str, FolderSplit]:
     """The splits of ROOT: {train, val} for an ImageNet tree, else ROOT itself as one split."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a directory")
+    root = existing_dir(root)
     if (root / "train").is_dir() and (root / "val").is_dir():
         train, val = scan_imagenet(root)
         return {"train": train, "val": val}

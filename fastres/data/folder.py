@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastres import FastresError
 
-__all__ = ["IMG_EXTENSIONS", "FolderSplit", "DatasetError", "scan_split", "scan_imagenet"]
+__all__ = ["IMG_EXTENSIONS", "FolderSplit", "DatasetError", "existing_dir", "scan_split", "scan_imagenet"]
 
 # Lower-case suffixes of the files read as images (ImageNet's own files end in .JPEG).
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -80,13 +80,19 @@ def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = N
     return FolderSplit(split_dir, found, tuple(samples))
 
 
-def scan_imagenet(root: str | os.PathLike) -> tuple[FolderSplit, FolderSplit]:
-    """Scan ROOT/train and ROOT/val; raise DatasetError naming the first problem found."""
+def existing_dir(root: str | os.PathLike, prefix: str = "") -> Path:
+    """ROOT as a Path, or DatasetError `<prefix>ROOT does not exist` / `is not a directory`."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetError(f"--data {root} does not exist")
+        raise DatasetError(f"{prefix}{root} does not exist")
     if not root.is_dir():
-        raise DatasetError(f"--data {root} is not a directory")
+        raise DatasetError(f"{prefix}{root} is not a directory")
+    return root
+
+
+def scan_imagenet(root: str | os.PathLike) -> tuple[FolderSplit, FolderSplit]:
+    """Scan ROOT/train and ROOT/val; raise DatasetError naming the first problem found."""
+    root = existing_dir(root, "--data ")
     if not any(True for _ in os.scandir(root)):
         raise DatasetError(f"--data {root} is empty (expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG)")
     for split in ("train", "val"):
