@@ -88,8 +88,8 @@ def worker(args) -> int:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from fastres.dist.reducer import Reducer, _all_gather, _reduce_scatter
-    from fastres.dist.topology import destroy, discover, init_distributed
+    from fastres.distributed.reducer import Reducer, _all_gather, _reduce_scatter, bucket_layout
+    from fastres.distributed import destroy, discover, init_distributed
     from fastres.model import resnet50
 
     torch.set_num_threads(1)
@@ -113,7 +113,8 @@ def worker(args) -> int:
                      ("fastres hierarchical", {"algorithm": "hierarchical"}),
                      ("fastres flat bf16", {"algorithm": "flat", "wire_dtype": "bf16"})):
         models[name] = copy.deepcopy(base)
-        reducers[name] = Reducer(models[name], groups, **kw)
+        layout = bucket_layout(models[name], groups, **{k: v for k, v in kw.items() if k == "algorithm"})
+        reducers[name] = Reducer(layout, groups, **kw)
 
     def step(name: str) -> None:
         m = models[name]
@@ -174,8 +175,8 @@ def worker(args) -> int:
                 run = lambda t=t: dist.all_reduce(t, group=groups.world)  # noqa: E731
             else:
                 p = nn.Parameter(src.clone())
-                red = Reducer(nn.ParameterList([p]), groups, algorithm=spec[0], wire_dtype=spec[1],
-                              bucket_cap_mb=mb + 1, first_bucket_mb=mb + 1)
+                caps = dict(algorithm=spec[0], bucket_cap_mb=mb + 1, first_bucket_mb=mb + 1)
+                red = Reducer(bucket_layout(nn.ParameterList([p]), groups, **caps), groups, wire_dtype=spec[1], **caps)
                 run = red.wait  # one bucket: pre-divide, collectives, unpack
             row[name] = _median_time(run, args.reps, groups.world)
             if spec is not None:

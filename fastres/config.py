@@ -34,8 +34,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "lars", "fused-sgd")
 DATA_CHECKS = ("none", "header", "decode")
-ALLREDUCE = ("auto", "flat", "hierarchical")  # fastres.dist.reducer.ALGORITHMS
-WIRE_DTYPES = ("fp32", "bf16", "fp16")  # fastres.dist.reducer.WIRE_DTYPES
+ALLREDUCE = ("auto", "flat", "hierarchical")  # fastres.distributed.reducer.ALGORITHMS
+WIRE_DTYPES = ("fp32", "bf16", "fp16")  # fastres.distributed.reducer.WIRE_DTYPES
 
 
 class ConfigError(FastresError):
@@ -76,7 +76,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for cuda, off for cpu
     threads: int | None = None  # torch intra-op threads on cpu; None: torch's default
     seed: int = 0
-    # distributed (start one process per GPU or CPU share with torchrun, srun or mpirun: fastres.dist)
+    # distributed (start one process per GPU or CPU share with torchrun, srun or mpirun: fastres.distributed)
     virtual_nodes: int | None = None  # split each machine's ranks into K nodes for the hierarchy; None: FASTRES_VIRTUAL_NODES or 1
     allreduce: str = "auto"  # gradient all-reduce: auto (hierarchical across nodes), flat, hierarchical
     bucket_cap_mb: float = 25.0  # fp32 gradient MB per all-reduce bucket (the first one: 1 MB)

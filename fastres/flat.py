@@ -16,7 +16,7 @@ writes only into the views, and a momentum step maps zeros to zeros), so it chan
 Groups of segments (for the all-reduce's buckets): `pad_before` names segment indices
 (and `num_segments` for the end) before which the position is rounded up to a multiple of
 `pad_multiple` elements, so a group of consecutive segments between two such boundaries
-spans a multiple of `pad_multiple` (fastres.dist.reducer pads each bucket to local world size
+spans a multiple of `pad_multiple` (fastres.distributed.reducer pads each bucket to local world size
 x ALIGN this way, so its reduce-scatter shards need no staging copy). The extra padding
 belongs to the segment before the boundary and is zero like the rest.
 
@@ -34,6 +34,7 @@ the start of every step.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -41,23 +42,24 @@ from torch import nn
 
 from fastres import ops
 
-__all__ = ["ALIGN", "FlatParams", "layout_of"]
+__all__ = ["ALIGN", "FlatParams"]
 
 ALIGN = 16  # elements (64 bytes of fp32) between segment starts
 
-_ATTR = "_fastres_flat"  # set on each parameter: the FlatParams that owns it
+# Parameters already moved into a layout: only to refuse flattening one twice (the second
+# layout would silently take the first one's views away). Nothing is looked up through it:
+# the layout is built once per model and handed to the reducer and the optimizer.
+# (By id, with weak references: tensors compare element-wise, so no WeakSet.)
+_FLATTENED: dict[int, weakref.ref] = {}
 
 
-def layout_of(params: Iterable[torch.Tensor]) -> "FlatParams | None":
-    """The FlatParams that holds exactly these parameters (in any order), or None."""
-    params = list(params)
-    layouts = {id(getattr(p, _ATTR, None)): getattr(p, _ATTR, None) for p in params}
-    if len(layouts) != 1:
-        return None
-    layout = next(iter(layouts.values()))
-    if layout is None or len(params) != len(layout.param_list):
-        return None
-    return layout
+def _flattened(p: torch.Tensor) -> bool:
+    ref = _FLATTENED.get(id(p))
+    return ref is not None and ref() is p
+
+
+def _mark_flattened(p: torch.Tensor) -> None:
+    _FLATTENED[id(p)] = weakref.ref(p, lambda _, key=id(p): _FLATTENED.pop(key, None))
 
 
 class FlatParams:
@@ -99,8 +101,9 @@ class FlatParams:
                 raise ValueError(f"{name}: expected a contiguous tensor (stride {p.stride()})")
             if id(p) in seen:
                 raise ValueError(f"{name}: given twice")
-            if getattr(p, _ATTR, None) is not None:
-                raise ValueError(f"{name}: already in a FlatParams layout")
+            if _flattened(p):
+                raise ValueError(f"{name}: already in a FlatParams layout (build one per model and pass it on "
+                                 "as `layout=`)")
             seen.add(id(p))
 
         self.param_list = params
@@ -130,7 +133,7 @@ class FlatParams:
         self._grad_views = [self._view(self.grads, i) for i in range(len(params))]
         for p, v in zip(params, self._param_views):
             p.data = v
-            setattr(p, _ATTR, self)
+            _mark_flattened(p)
         self.attach_grads()
         self.chunks = ops.segment_chunks(self.offsets, device) if ops.native_available() else None
 
@@ -161,16 +164,25 @@ class FlatParams:
 
         One data_ptr comparison per parameter when nothing changed (~0.1 us each).
         """
+        for s in range(len(self.param_list)):
+            self.attach_grad(s, zero_if_missing=True)
+
+    def attach_grad(self, s: int, zero_if_missing: bool = True) -> None:
+        """Make parameter s's .grad the view of `grads` (copying a replaced .grad's values in).
+
+        A missing .grad becomes the (zeroed) view, or stays None with zero_if_missing=False."""
+        p, v = self.param_list[s], self._grad_views[s]
+        g = p.grad
+        if g is not None and g.data_ptr() == v.data_ptr() and g.stride() == v.stride():
+            return
         with torch.no_grad():
-            for p, v in zip(self.param_list, self._grad_views):
-                g = p.grad
-                if g is not None and g.data_ptr() == v.data_ptr() and g.stride() == v.stride():
-                    continue
-                if g is None:
-                    v.zero_()
-                else:
-                    v.copy_(g)
-                p.grad = v
+            if g is None:
+                if not zero_if_missing:
+                    return
+                v.zero_()
+            else:
+                v.copy_(g)
+        p.grad = v
 
     def zero_grad(self) -> None:
         """Zero all gradients in place (one memset); .grad stay views."""

@@ -4,8 +4,8 @@
 loop keeps losses as detached device tensors and synchronises only on log steps
 (`log_every`), so on a GPU the host runs ahead of the device.
 
-Several processes (torchrun, srun, mpirun: fastres.dist.topology reads their variables) make
-one data-parallel job: each reads its shard of the data, fastres.dist.reducer averages the
+Several processes (torchrun, srun, mpirun: fastres.distributed.topology reads their variables) make
+one data-parallel job: each reads its shard of the data, fastres.distributed.reducer averages the
 gradients bucket by bucket during backward, and every rank takes the same step. Rank 0
 checks the data, writes the run folder, the log and the checkpoints; batch norm statistics
 stay per rank (Goyal et al. 2017) and rank 0's are broadcast before each validation, which
@@ -33,8 +33,9 @@ from fastres import FastresError
 from fastres.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint, save_checkpoint
 from fastres.config import TrainConfig
 from fastres.data import make_loaders
-from fastres.dist.reducer import Reducer, checked
-from fastres.dist.topology import cuda_device, destroy, discover, init_distributed
+from fastres.distributed.collectives import checked
+from fastres.distributed.reducer import Reducer, bucket_layout
+from fastres.distributed import cuda_device, destroy, discover, init_distributed
 from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
 from fastres.runlog import MetricsLog, make_run_dir, write_config
@@ -53,7 +54,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrainConfig, model: nn.Module, layout=None) -> torch.optim.Optimizer:
     """--optimizer: sgd (torch's foreach SGD), lars (FusedLARS), fused-sgd (FusedSGD); lr is set per step.
 
     The fused ones move the parameters into one flat buffer (fastres.flat): build them after
@@ -62,11 +63,11 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     if cfg.optimizer == "lars":
         from fastres.optim import FusedLARS
 
-        return FusedLARS(groups, lr=0.0, momentum=cfg.momentum, eta=cfg.lars_eta, nesterov=cfg.nesterov)
+        return FusedLARS(groups, lr=0.0, momentum=cfg.momentum, eta=cfg.lars_eta, nesterov=cfg.nesterov, layout=layout)
     if cfg.optimizer == "fused-sgd":
         from fastres.optim import FusedSGD
 
-        return FusedSGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return FusedSGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, layout=layout)
     return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
 
 
@@ -121,10 +122,11 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.reducer = None
         if self.groups is not None:  # before the optimizer: the fused ones reuse its bucket-padded layout
-            self.reducer = Reducer(self.model, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb,
+            layout = bucket_layout(self.model, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb)
+            self.reducer = Reducer(layout, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb,
                                    wire_dtype=cfg.wire_dtype)
             self._broadcast_state(parameters=True)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.optimizer = build_optimizer(cfg, self.model, self.reducer.layout if self.reducer else None)
         self.steps_per_epoch = len(self.data.train)
         self.global_batch = cfg.batch_size * self.world
         self.schedule = LRSchedule(

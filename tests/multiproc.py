@@ -3,7 +3,7 @@
     results = run_ranks(worker, world=4, env={"FASTRES_VIRTUAL_NODES": "2"}, args=(...,), timeout=120)
 
 Each rank is a fresh `spawn` process with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK,
-LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT) set before it imports fastres.dist;
+LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT) set before it imports fastres.distributed;
 `worker(*args)` runs there and its return value (anything torch.save can write) comes back.
 A rank that raises comes back as RankError carrying its traceback; a rank still running at
 `timeout` is killed and comes back as RankTimeout, so a test never hangs.
@@ -36,7 +36,7 @@ class RankTimeout:
     rank: int
 
 
-# Every launcher's variables (fastres.dist.topology reads them): a test's ranks get torchrun's
+# Every launcher's variables (fastres.distributed.topology reads them): a test's ranks get torchrun's
 # only, whatever launcher the test itself runs under.
 LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                   "MASTER_PORT", "FASTRES_VIRTUAL_NODES", "GLOO_SOCKET_IFNAME")

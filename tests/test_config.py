@@ -81,7 +81,7 @@ def test_malformed_flag_exits_2_with_one_line(capsys):
 
 def test_distributed_choices_match_the_reducer():
     from fastres.config import ALLREDUCE, WIRE_DTYPES
-    from fastres.dist.reducer import ALGORITHMS, WIRE_DTYPES as REDUCER_WIRE
+    from fastres.distributed.reducer import ALGORITHMS, WIRE_DTYPES as REDUCER_WIRE
 
     assert ALLREDUCE == ALGORITHMS and WIRE_DTYPES == tuple(REDUCER_WIRE)
     with pytest.raises(ConfigError, match="--wire-dtype must be one of fp32, bf16, fp16, got 'int8'"):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fastres import ops
-from fastres.flat import ALIGN, FlatParams, layout_of
+from fastres.flat import ALIGN, FlatParams
 from fastres.model import resnet50
 
 
@@ -28,7 +28,8 @@ def test_resnet50_layout():
     assert mask.sum() > 0 and torch.all(L.params[mask] == 0)
     assert L.adapt.tolist() == [p.ndim > 1 for p in model.parameters()]
     assert torch.equal(L.adapt, L.decay)
-    assert layout_of(model.parameters()) is L
+    with pytest.raises(ValueError, match="already in a FlatParams layout"):  # one layout per model
+        FlatParams(model)
     # per-segment norms over the layout equal per-tensor norms
     norms = ops.segment_sq_norms(L.params, L.chunks)
     want = torch.stack([p.detach().double().square().sum() for p in model.parameters()])

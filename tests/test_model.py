@@ -50,13 +50,49 @@ def test_resnet50_has_161_tensors_and_torchvision_keys():
     assert sd["fc.weight"].shape == (1000, 2048)
 
 
-def test_loads_a_state_dict_with_torchvision_keys():
-    src = resnet50(num_classes=7)
-    dst = resnet50(num_classes=7)
-    dst.load_state_dict({k: v.clone() for k, v in src.state_dict().items()}, strict=True)
-    x = torch.randn(2, 3, 64, 64)
-    src.eval(), dst.eval()
-    torch.testing.assert_close(src(x), dst(x))
+def torchvision_resnet50_shapes(num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of torchvision's resnet50 state_dict, from its definition (Bottleneck,
+    expansion 4, stage widths 64/128/256/512, blocks 3/4/6/3, 7x7 stem, downsample in block 0)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bn(name: str, c: int) -> None:
+        shapes.update({f"{name}.weight": (c,), f"{name}.bias": (c,), f"{name}.running_mean": (c,),
+                       f"{name}.running_var": (c,), f"{name}.num_batches_tracked": ()})
+
+    shapes["conv1.weight"] = (64, 3, 7, 7)
+    bn("bn1", 64)
+    inplanes = 64
+    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+        for b in range(blocks):
+            p = f"layer{stage}.{b}"
+            shapes[f"{p}.conv1.weight"] = (width, inplanes, 1, 1)
+            bn(f"{p}.bn1", width)
+            shapes[f"{p}.conv2.weight"] = (width, width, 3, 3)
+            bn(f"{p}.bn2", width)
+            shapes[f"{p}.conv3.weight"] = (width * 4, width, 1, 1)
+            bn(f"{p}.bn3", width * 4)
+            if b == 0:
+                shapes[f"{p}.downsample.0.weight"] = (width * 4, inplanes, 1, 1)
+                bn(f"{p}.downsample.1", width * 4)
+            inplanes = width * 4
+    shapes["fc.weight"] = (num_classes, 2048)
+    shapes["fc.bias"] = (num_classes,)
+    return shapes
+
+
+def test_state_dict_keys_and_shapes_are_torchvisions():
+    want = torchvision_resnet50_shapes(num_classes=7)
+    assert list(want) == torchvision_resnet50_keys()  # the two write-downs agree
+    model = resnet50(num_classes=7)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == want
+    # a torchvision-shaped state_dict of fresh values loads strictly, each tensor into the layer of that name
+    gen = torch.Generator().manual_seed(5)
+    sd = {k: (torch.tensor(3) if not s else torch.rand(s, generator=gen) + 0.5) for k, s in want.items()}
+    model.load_state_dict(sd, strict=True)
+    assert torch.equal(model.layer3[4].conv2.weight, sd["layer3.4.conv2.weight"])
+    assert torch.equal(model.layer2[0].downsample[1].running_var, sd["layer2.0.downsample.1.running_var"])
+    assert torch.equal(model.fc.bias, sd["fc.bias"])
 
 
 def test_v1_5_stride_sits_in_the_3x3_conv():

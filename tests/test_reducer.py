@@ -1,4 +1,4 @@
-"""Tests of fastres.dist.reducer: real processes on Gloo, checked against float64 means and DDP.
+"""Tests of fastres.distributed.reducer: real processes on Gloo, checked against float64 means and DDP.
 
 Each multi-process test starts its ranks once (tests/multiproc.py, torchrun's variables) and runs
 several cases there; the ranks report numbers (errors against a reference computed with
@@ -16,14 +16,22 @@ import pytest
 import torch
 from torch import nn
 
-from fastres.dist.reducer import CollectiveError, Reducer, plan_buckets
-from fastres.flat import ALIGN, layout_of
+from fastres.distributed.reducer import CollectiveError, Reducer, bucket_layout, plan_buckets
+from fastres.flat import ALIGN, FlatParams
 from multiproc import RankError, check_ok, run_ranks
 
 # Segment sizes: uneven, odd, none a multiple of 4 or 8, one far above the bucket cap.
 SIZES = [1, 17, 1000, 4097, 3, 250_001, 16, 5, 70_003, 9, 33, 2049, 3001, 777, 12_345, 6, 8191]
 SMALL_CAPS = dict(first_bucket_mb=0.002, bucket_cap_mb=0.02)  # ~520 then ~5.2K elements: 6 buckets
 TOL = {"fp32": 2e-6, "bf16": 1.6e-2, "fp16": 2e-3}  # |err| / mean |contribution| (~4 eps of the wire dtype)
+
+
+
+
+def make_reducer(model: nn.Module, groups=None, **kw) -> Reducer:
+    """The trainer's order: the model's one layout (bucket-padded), then the Reducer on it."""
+    layout_kw = {k: kw[k] for k in ("algorithm", "bucket_cap_mb", "first_bucket_mb") if k in kw}
+    return Reducer(bucket_layout(model, groups, **layout_kw), groups, **kw)
 
 
 # ----------------------------------------------------------------------------- single process
@@ -43,8 +51,9 @@ def test_plan_buckets_backward_order_and_caps():
 
 def test_single_process_is_a_no_op_that_keeps_views():
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
-    r = Reducer(model)
-    assert not r.enabled and layout_of(list(model.parameters())) is r.layout
+    r = make_reducer(model)
+    assert not r.enabled and all(p.data_ptr() in range(r.layout.params.data_ptr(), r.layout.params.data_ptr()
+                                                         + 4 * r.layout.numel) for p in model.parameters())
     x = torch.randn(5, 4)
     model(x).square().sum().backward()
     want = [p.grad.clone() for p in model.parameters()]
@@ -56,19 +65,24 @@ def test_single_process_is_a_no_op_that_keeps_views():
 
 
 def test_bad_arguments_name_them():
+    layout = FlatParams(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="algorithm"):
-        Reducer(nn.Linear(2, 2), algorithm="ring")
+        Reducer(layout, algorithm="ring")
+    with pytest.raises(ValueError, match="algorithm"):
+        bucket_layout(nn.Linear(2, 2), algorithm="ring")
     with pytest.raises(ValueError, match="bucket_cap_mb"):
-        Reducer(nn.Linear(2, 2), bucket_cap_mb=0)
+        Reducer(layout, bucket_cap_mb=0)
     with pytest.raises(ValueError, match="wire_dtype"):
-        Reducer(nn.Linear(2, 2), wire_dtype="int8")
+        Reducer(layout, wire_dtype="int8")
+    with pytest.raises(TypeError, match="FlatParams"):
+        Reducer(nn.Linear(2, 2))
 
 
 # ----------------------------------------------------------------------------- rank-side code
 
 
 def _groups(timeout: float = 60.0):
-    from fastres.dist.topology import discover, init_distributed
+    from fastres.distributed import discover, init_distributed
 
     return init_distributed(discover(), backend="gloo", timeout=timeout)
 
@@ -121,7 +135,7 @@ def _synthetic_cases(groups, combos) -> dict:
     out = {}
     for algorithm, wire in combos:
         params = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in SIZES)
-        r = Reducer(params, groups, algorithm=algorithm.split("+")[0], wire_dtype=wire, **SMALL_CAPS)
+        r = make_reducer(params, groups, algorithm=algorithm.split("+")[0], wire_dtype=wire, **SMALL_CAPS)
         if algorithm == "hierarchical+nccl-path":
             _as_on_nccl(r)
         _backward_with(list(params), everyone[t.rank])
@@ -147,7 +161,7 @@ def _nan_case(groups, algorithm: str, wire: str) -> dict:
     """Rank 1 has a NaN and the last rank an Inf in one element each: every rank must see both."""
     t = groups.topology
     params = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in SIZES)
-    r = Reducer(params, groups, algorithm=algorithm, wire_dtype=wire, **SMALL_CAPS)
+    r = make_reducer(params, groups, algorithm=algorithm, wire_dtype=wire, **SMALL_CAPS)
     grads = _grads_of(t.rank)
     if t.rank == 1:
         grads[5][12345] = float("nan")
@@ -188,7 +202,7 @@ def _model_case(groups) -> dict:
     results = {"ddp": [p.grad.clone() for p in ddp.module.parameters()]}
     for algorithm in ("flat", "hierarchical"):
         m = copy.deepcopy(base)
-        r = Reducer(m, groups, algorithm=algorithm, first_bucket_mb=0.05, bucket_cap_mb=2)
+        r = make_reducer(m, groups, algorithm=algorithm, first_bucket_mb=0.05, bucket_cap_mb=2)
         loss_fn(m(x), y).backward()
         r.wait()
         results[algorithm] = [p.grad.clone() for p in m.parameters()]
@@ -213,7 +227,7 @@ def _accumulate_and_unused_case(groups) -> dict:
     out = {}
     # no_sync micro-step, then a synced one: the mean over ranks of the summed micro-gradients
     params = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in SIZES)
-    r = Reducer(params, groups, **SMALL_CAPS)
+    r = make_reducer(params, groups, **SMALL_CAPS)
     g1, g2 = _grads_of(t.rank, step=1), _grads_of(t.rank, step=2)
     with r.no_sync():
         _backward_with(list(params), g1)
@@ -234,7 +248,7 @@ def _accumulate_and_unused_case(groups) -> dict:
     # unused parameters: even ranks never use the second layer
     torch.manual_seed(0)
     model = nn.ModuleDict({"a": nn.Linear(8, 8), "b": nn.Linear(8, 8)})
-    r = Reducer(model, groups, first_bucket_mb=1e-4, bucket_cap_mb=1e-4)
+    r = make_reducer(model, groups, first_bucket_mb=1e-4, bucket_cap_mb=1e-4)
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(t.rank))
     h = model["a"](x)
     if t.rank % 2:
@@ -268,7 +282,7 @@ def worker_timeout(missing: int, timeout: float) -> dict:
         time.sleep(3 * timeout)
         return {"slept": True}
     params = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in SIZES)
-    r = Reducer(params, groups, algorithm="hierarchical", **SMALL_CAPS)
+    r = make_reducer(params, groups, algorithm="hierarchical", **SMALL_CAPS)
     _backward_with(list(params), _grads_of(t.rank))
     t0 = time.monotonic()
     try:

@@ -9,7 +9,6 @@ rank with an error that says what it waited for, within the timeout.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -21,20 +20,19 @@ import torch
 import torch.distributed as dist
 
 from fastres import FastresError
-from fastres.dist.topology import (
+from fastres.distributed import (
     DistTimeoutError,
     ProcessGroups,
     Topology,
     TopologyError,
-    _check_agreement,
     cuda_device,
     destroy,
     discover,
-    first_host,
     init_distributed,
-    parse_tasks_per_node,
     plan_groups,
 )
+from fastres.distributed.groups import _check_agreement
+from fastres.distributed.launcher import first_host, parse_tasks_per_node
 from multiproc import free_port, rank_env
 
 
@@ -368,7 +366,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys, time
     import torch, torch.distributed as dist
-    from fastres.dist.topology import destroy, discover, init_distributed
+    from fastres.distributed import destroy, discover, init_distributed
 
     out, timeout = sys.argv[1], float(sys.argv[2])
     result, code = {}, 0
@@ -483,3 +481,17 @@ def test_cuda_device_is_the_given_one_or_a_named_error():
             cuda_device(t)
     elif torch.cuda.device_count() == 1:
         assert cuda_device(t) == torch.device("cuda", 0)  # one visible GPU per process
+
+
+def test_one_rank_groups_have_every_field_in_its_place():
+    # a positional construction once put the setup time into `intra_gather`
+    t = discover({})
+    g = init_distributed(t, backend="gloo", timeout=30)
+    try:
+        assert g.topology is t and g.backend == "gloo" and g.world is not None
+        assert g.intra is None and g.inter is None and g.intra_gather is None
+        assert g.intra_ranks == [0] and g.inter_ranks == [0]
+        assert g.timeout.total_seconds() == 30 and len(g.hostnames) == 1
+        assert isinstance(g.setup_seconds, float) and 0 < g.setup_seconds < 30
+    finally:
+        destroy(g)

@@ -50,7 +50,7 @@ import warnings
 import torch
 
 from fastres import ops
-from fastres.flat import FlatParams, layout_of
+from fastres.flat import FlatParams
 from fastres.optim.lars_reference import fused_step_torch
 
 __all__ = ["FusedLARS", "FusedSGD"]
@@ -91,8 +91,8 @@ class _FusedMomentum(torch.optim.Optimizer):
                      | (0 if lr_inside_momentum else ops.STEP_LR_AFTER_MOMENTUM)
                      | (ops.STEP_NESTEROV if nesterov else 0))
         plist = [p for g in self.param_groups for p in g["params"]]
-        if layout is None:
-            layout = layout_of(plist) or FlatParams(plist)
+        if layout is None:  # the parameters are not in a layout yet: this optimizer makes their one layout
+            layout = FlatParams(plist)
         self.layout = layout
         index = {id(p): i for i, p in enumerate(layout.param_list)}
         if len(plist) != layout.num_segments or any(id(p) not in index for p in plist):
@@ -125,7 +125,7 @@ class _FusedMomentum(torch.optim.Optimizer):
     def _build_segments(self) -> None:
         S = self.layout.num_segments
         group = torch.zeros(S, dtype=torch.int32)
-        adapt, decay = self.layout.adapt.clone(), self.layout.decay.clone()
+        adapt, decay = self.layout.adapt.clone(), self._default_decay()
         for k, (g, segs) in enumerate(zip(self.param_groups, self._seg_of)):
             for s in segs:
                 group[s] = k
@@ -139,6 +139,10 @@ class _FusedMomentum(torch.optim.Optimizer):
         self._seg_flags = flags.to(torch.int32).to(dev)
         self._hp_cache: list = [None] * len(self.param_groups)
         self.invalidate_norm_cache()
+
+    def _default_decay(self) -> torch.Tensor:
+        """Per-segment weight-decay flags before param-group overrides: LARS's, none on ndim <= 1."""
+        return self.layout.decay.clone()
 
     def invalidate_norm_cache(self) -> None:
         """Make the next LARS step compute ||w|| afresh (needed after writes through p.data)."""
@@ -266,8 +270,9 @@ class FusedLARS(_FusedMomentum):
 
     params: parameters, param groups (dicts; besides lr, momentum, weight_decay, eta they
     may set `adapt` and `decay` to True/False to override the ndim <= 1 default) or a
-    model's parameters. They are moved into a fastres.flat.FlatParams layout unless they
-    already live in one (or `layout` is given). backend: "native" (fastres._C), "torch"
+    model's parameters. `layout`: the model's fastres.flat.FlatParams when it has one (the
+    trainer builds one per model and hands it to the reducer and here); without it the
+    parameters are moved into a new layout. backend: "native" (fastres._C), "torch"
     (fastres.optim.lars_reference) or "auto" (native where _C has a kernel).
     """
 
@@ -289,11 +294,6 @@ class FusedSGD(_FusedMomentum):
                          lr_inside_momentum=lr_inside_momentum, layout=layout, backend=backend,
                          rmsprop_beta=rmsprop_beta, rmsprop_eps=rmsprop_eps)
 
-    def _build_segments(self) -> None:
+    def _default_decay(self) -> torch.Tensor:
         # SGD: weight decay wherever a group asks for it (torch's semantics), unless overridden
-        saved = self.layout.decay
-        self.layout.decay = torch.ones_like(saved)
-        try:
-            super()._build_segments()
-        finally:
-            self.layout.decay = saved
+        return torch.ones_like(self.layout.decay)

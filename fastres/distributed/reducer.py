@@ -1,8 +1,9 @@
-"""fastres.dist.reducer: the bucketed gradient all-reduce, flat or hierarchical, overlapped with backward.
+"""fastres.distributed.reducer: the bucketed gradient all-reduce, flat or hierarchical, overlapped with backward.
 
-    groups = init_distributed(discover())                  # fastres.dist.topology
-    reducer = Reducer(model, groups, bucket_cap_mb=25, wire_dtype="bf16")
-    optimizer = FusedLARS(...)                             # after the reducer: it reuses its layout
+    groups = init_distributed(discover())                  # fastres.distributed
+    layout = bucket_layout(model, groups, bucket_cap_mb=25)  # the model's one FlatParams
+    reducer = Reducer(layout, groups, bucket_cap_mb=25, wire_dtype="bf16")
+    optimizer = FusedLARS(param_groups, lr, layout=layout)  # the same layout, handed over
     for images, labels in loader:
         reducer.zero_grad()
         loss_fn(model(images), labels).backward()          # buckets leave as soon as they fill
@@ -15,9 +16,10 @@ of consecutive segments counted from the end. The first bucket holds about
 `first_bucket_mb` (1 MB: it fills early in backward, so communication starts at once), the
 others about `bucket_cap_mb` (25 MB, DDP's default) of fp32 gradients; a tensor larger than a
 cap is a bucket of its own. There is no packing copy for fp32: autograd accumulates into the
-views of the flat buffer, and the collective runs on the bucket's slice in place. When the
-reducer builds the layout itself (the parameters are not yet in one), it pads each bucket to
-a multiple of local world size x ALIGN elements, so it splits into aligned, equal shards.
+views of the flat buffer, and the collective runs on the bucket's slice in place.
+`bucket_layout` builds the model's layout with each bucket padded to a multiple of local
+world size x ALIGN elements, so it splits into aligned, equal shards; on any other layout a
+bucket that does not split evenly is reduced through a padded staging buffer.
 
 A post-accumulate-grad hook on every parameter counts down its bucket; a full bucket is sent
 when all buckets before it have been sent, so every rank issues the same collectives in the
@@ -52,7 +54,7 @@ branches, frozen parameters are simply not hooked) are handled: `wait()` sends t
 after backward (without overlap) with a zero gradient for them, and warns once naming them.
 
 Failures: a collective that fails or times out (a rank died or never came: the process
-group's timeout, fastres.dist.topology) raises CollectiveError from `wait()`, naming the
+group's timeout, fastres.distributed.groups) raises CollectiveError from `wait()`, naming the
 collective, the bucket, its parameters and the ranks involved. With NCCL the watchdog of the
 process group enforces the timeout (TORCH_NCCL_ASYNC_ERROR_HANDLING).
 """
@@ -72,10 +74,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastres import FastresError, ops
-from fastres.flat import ALIGN, FlatParams, layout_of
+from fastres import ops
+from fastres.distributed.collectives import cause
+from fastres.distributed.errors import CollectiveError
+from fastres.flat import ALIGN, FlatParams
 
-__all__ = ["ALGORITHMS", "WIRE_DTYPES", "CollectiveError", "Reducer", "checked", "plan_buckets"]
+__all__ = ["ALGORITHMS", "WIRE_DTYPES", "CollectiveError", "Reducer", "bucket_layout", "plan_buckets"]
 
 ALGORITHMS = ("auto", "flat", "hierarchical")
 WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -85,27 +89,6 @@ _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_sc
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 _MB = 1 << 20
-
-
-class CollectiveError(FastresError, RuntimeError):
-    """A gradient collective failed or timed out; the message names it, its bucket and its ranks."""
-
-
-def _cause(e: BaseException) -> str:
-    """The first line of a torch.distributed error, without Gloo's boilerplate advice."""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return first.split(" This is typically caused by")[0]
-
-
-def checked(what: str, fn, *args, **kwargs):
-    """fn(*args, **kwargs), a torch.distributed call; its failure becomes a CollectiveError naming `what`.
-
-    For the few collectives outside the reducer (the trainer's broadcasts and sums): a peer
-    that died surfaces as one line, not as a stack trace from inside Gloo or NCCL."""
-    try:
-        return fn(*args, **kwargs)
-    except (RuntimeError, ValueError) as e:  # torch.distributed.DistError is a RuntimeError
-        raise CollectiveError(f"{what} failed (a rank that died or never reached this point?): {_cause(e)}") from e
 
 
 def plan_buckets(sizes: list[int], first_cap: int, cap: int) -> list[tuple[int, int]]:
@@ -142,7 +125,7 @@ class _Bucket:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Who talks to whom: derived from fastres.dist.topology.ProcessGroups (or the default group)."""
+    """Who talks to whom: derived from fastres.distributed.groups.ProcessGroups (or the default group)."""
 
     world_size: int
     local_rank: int
@@ -180,12 +163,40 @@ def _plan_of(groups) -> _Plan:
                  groups.timeout.total_seconds())
 
 
+def _hierarchical(plan: _Plan, algorithm: str) -> bool:
+    return algorithm in ("auto", "hierarchical") and plan.num_nodes > 1 and plan.local_world_size > 1
+
+
+def _caps(first_bucket_mb: float, bucket_cap_mb: float) -> tuple[int, int]:
+    """The bucket caps in fp32 elements (first bucket, the others)."""
+    for name, v in (("bucket_cap_mb", bucket_cap_mb), ("first_bucket_mb", first_bucket_mb)):
+        if not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name}: must be > 0, got {v!r}")
+    return max(1, int(first_bucket_mb * _MB) // 4), max(1, int(bucket_cap_mb * _MB) // 4)
+
+
+def bucket_layout(model: nn.Module, groups=None, *, algorithm: str = "auto", bucket_cap_mb: float = 25.0,
+                  first_bucket_mb: float = 1.0) -> FlatParams:
+    """The model's FlatParams, each of the Reducer's buckets padded to split into equal aligned shards.
+
+    Build it once, after the model's last .to(), and hand it to the Reducer (same caps and
+    algorithm) and to a fused optimizer."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    plan = _plan_of(groups)
+    first_cap, cap = _caps(first_bucket_mb, bucket_cap_mb)
+    named = list(model.named_parameters())
+    ranges = plan_buckets([q.numel() for _, q in named], first_cap, cap)
+    multiple = plan.local_world_size * ALIGN if _hierarchical(plan, algorithm) else ALIGN
+    return FlatParams(model, pad_before={a for a, _ in ranges} | {len(named)}, pad_multiple=multiple)
+
+
 class Reducer:
     """Averages a model's gradients over the ranks, bucket by bucket, during backward.
 
-    model:          an nn.Module (its parameters are moved into a fastres.flat layout with
-                    bucket-aligned padding, unless they already live in one) or a FlatParams
-    groups:         fastres.dist.topology.ProcessGroups; None: the default process group as
+    layout:         the model's fastres.flat.FlatParams (from `bucket_layout`: buckets padded
+                    to equal shards; any other layout works, through staging buffers)
+    groups:         fastres.distributed.groups.ProcessGroups; None: the default process group as
                     one node (flat), or nothing to do when torch.distributed is not initialised
     algorithm:      "auto", "flat" or "hierarchical" (see the module docstring)
     bucket_cap_mb:  fp32 gradient MB per bucket after the first (DDP's default: 25)
@@ -193,18 +204,19 @@ class Reducer:
     wire_dtype:     "fp32", "bf16" or "fp16" (or the torch dtype): what goes over the network
     predivide:      divide by the world size before summing (the result is the mean)
 
-    Build it after the model's last .to() and before the optimizer: FusedLARS/FusedSGD then
-    reuse its layout, and torch optimizers see the same parameters (views of the layout).
+    torch optimizers see the same parameters (views of the layout); FusedLARS/FusedSGD take
+    the same layout as `layout=`.
     """
 
-    def __init__(self, model: nn.Module | FlatParams, groups=None, *, algorithm: str = "auto",
+    def __init__(self, layout: FlatParams, groups=None, *, algorithm: str = "auto",
                  bucket_cap_mb: float = 25.0, first_bucket_mb: float = 1.0, wire_dtype="fp32",
                  predivide: bool = True):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-        for name, v in (("bucket_cap_mb", bucket_cap_mb), ("first_bucket_mb", first_bucket_mb)):
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name}: must be > 0, got {v!r}")
+        if not isinstance(layout, FlatParams):
+            raise TypeError(f"layout: expected a fastres.flat.FlatParams (from bucket_layout(model, groups)), "
+                            f"got {type(layout).__name__}")
+        first_cap, cap = _caps(first_bucket_mb, bucket_cap_mb)
         if isinstance(wire_dtype, str):
             if wire_dtype not in WIRE_DTYPES:
                 raise ValueError(f"wire_dtype: must be one of {', '.join(WIRE_DTYPES)}, got {wire_dtype!r}")
@@ -213,25 +225,11 @@ class Reducer:
             raise ValueError(f"wire_dtype: must be torch.float32, bfloat16 or float16, got {wire_dtype}")
         self.wire_dtype = wire_dtype
         self.plan = p = _plan_of(groups)
-        hier = algorithm in ("auto", "hierarchical") and p.num_nodes > 1 and p.local_world_size > 1
+        hier = _hierarchical(p, algorithm)
         self.algorithm = "hierarchical" if hier else "flat"
         shard_multiple = p.local_world_size * ALIGN if hier else ALIGN
-
-        first_cap = max(1, int(first_bucket_mb * _MB) // 4)
-        cap = max(1, int(bucket_cap_mb * _MB) // 4)
-        if isinstance(model, FlatParams):
-            layout = model
-        else:
-            layout = layout_of(list(model.parameters()))
-        if layout is None:
-            named = list(model.named_parameters())
-            ranges = plan_buckets([q.numel() for _, q in named], first_cap, cap)
-            starts = {a for a, _ in ranges} | {len(named)}
-            layout = FlatParams(model, pad_before=starts, pad_multiple=shard_multiple)
-        else:
-            ranges = plan_buckets(list(layout.sizes), first_cap, cap)
+        ranges = plan_buckets(list(layout.sizes), first_cap, cap)
         self.layout = layout
-        self._views = layout.views(layout.grads)
         self._trainable = [q.requires_grad for q in layout.param_list]
 
         off = layout.offsets.tolist()
@@ -305,7 +303,7 @@ class Reducer:
         Call it after the last backward of a step and before the optimizer step. Raises
         CollectiveError when a collective failed or timed out."""
         if self._broken is not None:
-            raise CollectiveError(f"fastres.dist.reducer: unusable after an earlier failure ({self._broken})")
+            raise CollectiveError(f"fastres.distributed.reducer: unusable after an earlier failure ({self._broken})")
         try:
             if self.enabled:
                 self.sent_during_backward = self._next
@@ -313,7 +311,7 @@ class Reducer:
                 for b in self.buckets[self._next:]:
                     for s in b.segments:
                         if not self._fired[s]:
-                            self._attach(s, zero_if_missing=True)
+                            self.layout.attach_grad(s, zero_if_missing=True)
                     b.pending = 0
                 self._launch_ready()
                 self._wait_all()
@@ -321,11 +319,10 @@ class Reducer:
                     self._warned_unused = True
                     names = [self.layout.names[s] for s in unused]
                     warnings.warn(
-                        f"fastres.dist.reducer: {len(names)} parameters got no gradient in backward "
+                        f"fastres.distributed.reducer: {len(names)} parameters got no gradient in backward "
                         f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); their buckets were "
                         "averaged after backward (no overlap), with a zero gradient from this rank",
                         RuntimeWarning, stacklevel=2)
-            self.layout.attach_grads()
         finally:
             self._reset_counts()
 
@@ -344,13 +341,13 @@ class Reducer:
 
     def _make_hook(self, s: int):
         def hook(param: torch.Tensor) -> None:
-            self._attach(s)
+            self.layout.attach_grad(s, zero_if_missing=False)  # a .grad autograd made anew (after set_to_none)
             if not (self._sync and self.enabled) or self._broken is not None:
                 return
             b = self._bucket_of[s]
             if self._fired[s]:
                 raise RuntimeError(
-                    f"fastres.dist.reducer: {self.layout.names[s]} got a second gradient before reducer.wait() "
+                    f"fastres.distributed.reducer: {self.layout.names[s]} got a second gradient before reducer.wait() "
                     "(two backward passes in one step?): call wait() (and step) in between, or run the "
                     "accumulation passes inside reducer.no_sync()")
             self._fired[s] = True
@@ -359,22 +356,6 @@ class Reducer:
                 self._launch_ready()
 
         return hook
-
-    def _attach(self, s: int, zero_if_missing: bool = False) -> None:
-        """Keep parameter s's .grad the view of the flat buffer (autograd may have made a new one)."""
-        q, v = self.layout.param_list[s], self._views[s]
-        g = q.grad
-        if g is not None and g.data_ptr() == v.data_ptr() and g.stride() == v.stride():
-            return
-        with torch.no_grad():
-            if g is None:
-                if zero_if_missing:
-                    v.zero_()
-                else:
-                    return
-            else:
-                v.copy_(g)
-        q.grad = v
 
     def _reset_counts(self) -> None:
         for b in self.buckets:
@@ -508,9 +489,9 @@ class Reducer:
 
     def _error_for(self, b: _Bucket, k: int, e: BaseException, t0: float) -> CollectiveError:
         what, ranks = b.stages[k][0], b.stages[k][1]
-        first = _cause(e)
+        first = cause(e)
         err = CollectiveError(
-            f"fastres.dist.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
+            f"fastres.distributed.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
             f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {self.plan.describe(ranks)} failed after "
             f"{time.monotonic() - t0:.1f} s (process group timeout {self.plan.timeout_s:.0f} s; a rank "
             f"that died or never reached this step?): {first}")
@@ -526,7 +507,7 @@ class Reducer:
                 if left is not None and left <= 0:
                     b = self.buckets[self._done]
                     raise CollectiveError(
-                        f"fastres.dist.reducer: gradient bucket {b.index} ({self._params_of(b)}) did not "
+                        f"fastres.distributed.reducer: gradient bucket {b.index} ({self._params_of(b)}) did not "
                         f"finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s + 60 s)")
                 self._cv.wait(timeout=left if left is not None else 1.0)
             error, self._error = self._error, None

@@ -1,0 +1,39 @@
+"""fastres.distributed: multi-process training on torch.distributed (NCCL on GPUs, Gloo on CPU).
+
+  launcher      where this process sits, as torchrun / Slurm / Open MPI / MPICH variables say
+  topology      Topology: rank, node, local rank after the virtual-node split (FASTRES_VIRTUAL_NODES)
+  groups        init_distributed / destroy: the default group and the intra- and inter-node groups
+  reducer       Reducer: the bucketed gradient all-reduce over slices of fastres.flat's gradient
+                buffer, flat or hierarchical, overlapped with backward
+  collectives   the job's other collectives (broadcasts, sums, the weight-agreement check), one-line failures
+  errors        TopologyError, DistTimeoutError, CollectiveError
+
+    topology = discover()                       # from the launcher's environment
+    groups = init_distributed(topology)         # several ranks: the default group and its subgroups
+    reducer = Reducer(layout, groups)           # layout: the model's fastres.flat.FlatParams
+    ...
+    destroy(groups)
+
+Layering: distributed imports flat and ops, never the trainer, the data or the optimizers.
+"""
+
+from fastres.distributed.errors import CollectiveError, DistTimeoutError, TopologyError
+from fastres.distributed.groups import ProcessGroups, cuda_device, destroy, init_distributed, plan_groups
+from fastres.distributed.reducer import ALGORITHMS, WIRE_DTYPES, Reducer
+from fastres.distributed.topology import Topology, discover
+
+__all__ = [
+    "ALGORITHMS",
+    "WIRE_DTYPES",
+    "CollectiveError",
+    "DistTimeoutError",
+    "ProcessGroups",
+    "Reducer",
+    "Topology",
+    "TopologyError",
+    "cuda_device",
+    "destroy",
+    "discover",
+    "init_distributed",
+    "plan_groups",
+]
