@@ -72,9 +72,14 @@ def pil_loader(samples, batch, size, scale_min, workers):
     split = type("S", (), {"samples": tuple(samples)})()
     sampler = ShardedSampler(len(samples), shuffle=True, seed=0)
     dl = torch.utils.data.DataLoader(
-        ImageFolderDataset(split, RandomResizedCropFlip(size, scale=(scale_min, 1.0))), batch_size=batch,
-        sampler=sampler, drop_last=True, num_workers=workers, collate_fn=collate_uint8,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        ImageFolderDataset(split, RandomResizedCropFlip(size, scale=(scale_min, 1.0))),
+        batch_size=batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate_uint8,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
     )
     return DeviceLoader(dl, CPU, torch.float32, False, len(sampler))
 
@@ -98,9 +103,17 @@ def compare(samples, batch, size, scale_min, threads, rounds) -> dict:
     for _ in range(rounds):
         d.append(epoch_rate(dali, batch, size))
         p.append(epoch_rate(pil, batch, size))
-    return {"images_per_epoch": len(dali) * batch, "batch": batch, "crop": size, "threads": threads,
-            "dali_img_s": max(d), "pil_img_s": max(p), "dali_rounds": d, "pil_rounds": p,
-            "dali_over_pil": max(d) / max(p)}
+    return {
+        "images_per_epoch": len(dali) * batch,
+        "batch": batch,
+        "crop": size,
+        "threads": threads,
+        "dali_img_s": max(d),
+        "pil_img_s": max(p),
+        "dali_rounds": d,
+        "pil_rounds": p,
+        "dali_over_pil": max(d) / max(p),
+    }
 
 
 def main() -> None:
@@ -122,10 +135,14 @@ def main() -> None:
     decode_rate_one_core(paths[:32])  # warm the page cache
     one_core = max(decode_rate_one_core(paths) for _ in range(2))
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "dali": __import__("nvidia.dali", fromlist=["__version__"]).__version__,
-                    "pillow": Image.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "dali": __import__("nvidia.dali", fromlist=["__version__"]).__version__,
+            "pillow": Image.__version__,
+        },
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "imagenet_like": {"images": len(paths), "size": "500x375 / 375x500", "quality": 90},
         "ceiling_pil_decode_one_core_img_s": one_core,
@@ -137,12 +154,18 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     r, b = result["imagenet_224"], result["builtin_48"]
-    print(f"ceiling: PIL decode, one core {one_core:.0f} img/s (x{os.cpu_count()} cores: "
-          f"{result['ceiling_decode_all_cores_img_s']:.0f})")
-    print(f"ImageNet-like 500x375 -> 224, {args.threads} threads/workers: DALI CPU {r['dali_img_s']:.0f} img/s, "
-          f"PIL DataLoader {r['pil_img_s']:.0f} img/s, DALI {r['dali_over_pil']:.2f}x")
-    print(f"built-in 64-160 px -> 48: DALI CPU {b['dali_img_s']:.0f} img/s, PIL DataLoader {b['pil_img_s']:.0f} img/s, "
-          f"DALI {b['dali_over_pil']:.2f}x")
+    print(
+        f"ceiling: PIL decode, one core {one_core:.0f} img/s (x{os.cpu_count()} cores: "
+        f"{result['ceiling_decode_all_cores_img_s']:.0f})"
+    )
+    print(
+        f"ImageNet-like 500x375 -> 224, {args.threads} threads/workers: DALI CPU {r['dali_img_s']:.0f} img/s, "
+        f"PIL DataLoader {r['pil_img_s']:.0f} img/s, DALI {r['dali_over_pil']:.2f}x"
+    )
+    print(
+        f"built-in 64-160 px -> 48: DALI CPU {b['dali_img_s']:.0f} img/s, PIL DataLoader {b['pil_img_s']:.0f} img/s, "
+        f"DALI {b['dali_over_pil']:.2f}x"
+    )
     print(f"wrote {args.out}")
 
 

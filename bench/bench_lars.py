@@ -24,10 +24,13 @@ import torch
 from fastres import ops
 from fastres.model import resnet50
 from fastres.optim import FusedLARS, FusedSGD
+
 from timing import time_kernel
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+]
 LR, MU, WD, ETA = 0.1, 0.9, 5e-5, 0.001
 
 # RESULTS[device][name] = (mean seconds, bytes moved); bench/conftest.py prints them.
@@ -43,8 +46,10 @@ def make_params(device):
 
 
 def groups(params):
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": WD},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": WD},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
 
 
 class ForeachLARS:
@@ -87,8 +92,13 @@ def build(kind, device):
     return params, opt
 
 
-KINDS = ["fastres FusedLARS", "fastres FusedSGD", "torch SGD fused=True", "foreach LARS (timm-style)",
-         "FusedLARS torch fallback"]
+KINDS = [
+    "fastres FusedLARS",
+    "fastres FusedSGD",
+    "torch SGD fused=True",
+    "foreach LARS (timm-style)",
+    "FusedLARS torch fallback",
+]
 N = 25_557_032
 
 

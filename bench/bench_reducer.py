@@ -58,8 +58,16 @@ def main() -> int:
     if args.worker:
         return worker(args)
     env = {**os.environ, "FASTRES_VIRTUAL_NODES": str(args.virtual_nodes), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-           __file__, "--worker", *sys.argv[1:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc}",
+        __file__,
+        "--worker",
+        *sys.argv[1:],
+    ]
     return subprocess.call(cmd, env=env)
 
 
@@ -88,8 +96,8 @@ def worker(args) -> int:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from fastres.distributed.reducer import Reducer, _all_gather, _reduce_scatter, bucket_layout
     from fastres.distributed import destroy, discover, init_distributed
+    from fastres.distributed.reducer import Reducer, _all_gather, _reduce_scatter, bucket_layout
     from fastres.model import resnet50
 
     torch.set_num_threads(1)
@@ -109,9 +117,12 @@ def worker(args) -> int:
 
     models = {"DDP": DDP(copy.deepcopy(base), process_group=groups.world)}
     reducers = {}
-    for name, kw in (("compute only", {}), ("fastres flat", {"algorithm": "flat"}),
-                     ("fastres hierarchical", {"algorithm": "hierarchical"}),
-                     ("fastres flat bf16", {"algorithm": "flat", "wire_dtype": "bf16"})):
+    for name, kw in (
+        ("compute only", {}),
+        ("fastres flat", {"algorithm": "flat"}),
+        ("fastres hierarchical", {"algorithm": "hierarchical"}),
+        ("fastres flat bf16", {"algorithm": "flat", "wire_dtype": "bf16"}),
+    ):
         models[name] = copy.deepcopy(base)
         layout = bucket_layout(models[name], groups, **{k: v for k, v in kw.items() if k == "algorithm"})
         reducers[name] = Reducer(layout, groups, **kw)
@@ -136,31 +147,38 @@ def worker(args) -> int:
     ddp_grads = [p.grad for p in models["DDP"].module.parameters()]
     for name in STEP_CONFIGS[2:]:
         tol = 2e-2 if "bf16" in name else 1e-5
-        worst = max(float((p.grad - g).abs().max() / g.abs().max().clamp_min(1e-12))
-                    for p, g in zip(models[name].parameters(), ddp_grads))
+        worst = max(
+            float((p.grad - g).abs().max() / g.abs().max().clamp_min(1e-12))
+            for p, g in zip(models[name].parameters(), ddp_grads)
+        )
         if worst > tol:
             raise SystemExit(f"bench_reducer: {name} gradients differ from DDP's by {worst:.2e} (> {tol})")
         say(f"  check: {name} gradients match DDP's (max rel. diff {worst:.1e})")
     times = {name: [] for name in STEP_CONFIGS}
     for i in range(args.rounds):
         for name in STEP_CONFIGS:
-            times[name].append(_time_once(lambda: step(name), groups.world))
+            times[name].append(_time_once(lambda name=name: step(name), groups.world))
         say(f"  round {i + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in STEP_CONFIGS))
     step_rows = {n: {"median_s": statistics.median(v), "min_s": min(v), "all_s": v} for n, v in times.items()}
     ddp = step_rows["DDP"]["median_s"]
     floor = step_rows["compute only"]["median_s"]
-    for n, row in step_rows.items():
+    for row in step_rows.values():
         row["ratio_to_ddp"] = row["median_s"] / ddp
         row["comm_overhead_s"] = row["median_s"] - floor
     for r in reducers.values():
         r.remove()
     buckets = [round(b.grad.numel() * 4 / 2**20, 2) for b in reducers["fastres flat"].buckets]
-    del models, reducers
+    models.clear()  # the step closure holds them: empty, not delete
+    reducers.clear()
 
     # ---------------------------------------------------------------- 2. all-reduce throughput
-    paths = [("plain dist.all_reduce", None), ("fastres flat", ("flat", "fp32")),
-             ("fastres hierarchical", ("hierarchical", "fp32")), ("fastres flat bf16", ("flat", "bf16")),
-             ("fastres hierarchical bf16", ("hierarchical", "bf16"))]
+    paths = [
+        ("plain dist.all_reduce", None),
+        ("fastres flat", ("flat", "fp32")),
+        ("fastres hierarchical", ("hierarchical", "fp32")),
+        ("fastres flat bf16", ("flat", "bf16")),
+        ("fastres hierarchical bf16", ("hierarchical", "bf16")),
+    ]
     tput = {}
     for mb in SIZES_MB:
         n = mb * 2**20 // 4
@@ -168,7 +186,7 @@ def worker(args) -> int:
         src = torch.randn(n, generator=gen)
         copy_dst = torch.empty_like(src)
         # all ranks at once, as in the collectives; the warm-up call takes the page faults
-        row["ceiling: local copy"] = _median_time(lambda: copy_dst.copy_(src), args.reps, groups.world)
+        row["ceiling: local copy"] = _median_time(lambda d=copy_dst, s=src: d.copy_(s), args.reps, groups.world)
         for name, spec in paths:
             if spec is None:
                 t = src.clone()
@@ -181,9 +199,14 @@ def worker(args) -> int:
             row[name] = _median_time(run, args.reps, groups.world)
             if spec is not None:
                 red.remove()
-        tput[f"{mb} MB"] = {k: {"seconds": v, "GB_per_s": mb * 2**20 / v / 1e9,
-                                "vs_plain_all_reduce": row["plain dist.all_reduce"] / v if k != "ceiling: local copy" else None}
-                            for k, v in row.items()}
+        tput[f"{mb} MB"] = {
+            k: {
+                "seconds": v,
+                "GB_per_s": mb * 2**20 / v / 1e9,
+                "vs_plain_all_reduce": row["plain dist.all_reduce"] / v if k != "ceiling: local copy" else None,
+            }
+            for k, v in row.items()
+        }
         say(f"  {mb:3d} MB: " + ", ".join(f"{k} {mb * 2**20 / v / 1e9:.2f} GB/s" for k, v in row.items()))
 
     # ---------------------------------------------------------------- 3. Gloo's node phases, 64 MB
@@ -200,10 +223,12 @@ def worker(args) -> int:
         "all_reduce (intra, 64 MB)": lambda: dist.all_reduce(buf, group=groups.intra),
         "reduce_scatter_tensor (intra)": lambda: rs(shard, buf, group=groups.intra),
         f"{L} reduces, chunk i to local rank i": lambda: waits(
-            [dist.reduce(c, dst=r, group=groups.intra, async_op=True) for c, r in zip(buf.chunk(L), owners)]),
+            [dist.reduce(c, dst=r, group=groups.intra, async_op=True) for c, r in zip(buf.chunk(L), owners)]
+        ),
         "all_gather_into_tensor (intra)": lambda: ag(buf, shard, group=groups.intra),
         f"{L} broadcasts, chunk i from local rank i": lambda: waits(
-            [dist.broadcast(c, src=r, group=groups.intra, async_op=True) for c, r in zip(buf.chunk(L), owners)]),
+            [dist.broadcast(c, src=r, group=groups.intra, async_op=True) for c, r in zip(buf.chunk(L), owners)]
+        ),
     }
     phase_rows = {}
     for name, fn in phases.items():
@@ -213,12 +238,25 @@ def worker(args) -> int:
     if rank == 0:
         result = {
             "bench": "bench/bench_reducer.py",
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                        "python": platform.python_version(), "torch": torch.__version__,
-                        "backend": groups.backend, "transport": "Gloo over loopback TCP, one machine"},
-            "setup": {"ranks": topo.world_size, "virtual_nodes": topo.num_nodes, "ranks_per_node": topo.local_world_size,
-                      "threads_per_rank": 1, "model": "resnet50 (100 classes)", "image_size": args.image_size,
-                      "batch_per_rank": args.batch_size, "rounds": args.rounds, "bucket_mb": buckets},
+            "machine": {
+                "cpu": platform.processor() or platform.machine(),
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "backend": groups.backend,
+                "transport": "Gloo over loopback TCP, one machine",
+            },
+            "setup": {
+                "ranks": topo.world_size,
+                "virtual_nodes": topo.num_nodes,
+                "ranks_per_node": topo.local_world_size,
+                "threads_per_rank": 1,
+                "model": "resnet50 (100 classes)",
+                "image_size": args.image_size,
+                "batch_per_rank": args.batch_size,
+                "rounds": args.rounds,
+                "bucket_mb": buckets,
+            },
             "step": step_rows,
             "allreduce": tput,
             "gloo_node_phases_64MB_s": phase_rows,
@@ -228,8 +266,10 @@ def worker(args) -> int:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         say(f"\nstep (median of {args.rounds}, slowest rank), ResNet-50 {args.image_size}px x {args.batch_size}/rank:")
         for n, row in step_rows.items():
-            say(f"  {n:24s} {row['median_s']:7.3f} s   {row['ratio_to_ddp']:5.2f}x DDP   "
-                f"comm overhead {row['comm_overhead_s']:+.3f} s")
+            say(
+                f"  {n:24s} {row['median_s']:7.3f} s   {row['ratio_to_ddp']:5.2f}x DDP   "
+                f"comm overhead {row['comm_overhead_s']:+.3f} s"
+            )
         say(f"wrote {args.out}")
     destroy(groups)
     return 0

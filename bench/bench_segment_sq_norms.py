@@ -23,10 +23,13 @@ import torch
 
 from fastres import ops
 from fastres.model import resnet50
+
 from timing import time_kernel
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+]
 
 # RESULTS[device][name] = (mean seconds, bytes read); bench/conftest.py prints them.
 RESULTS: dict[str, dict[str, tuple[float, int]]] = {}
@@ -65,26 +68,46 @@ def _run(benchmark, device, name, fn, nbytes):
 
 def test_fastres_chunks(benchmark, layout):
     device, flat, _, chunks, _ = layout
-    _run(benchmark, device, "fastres (chunk table built once)",
-         lambda: ops.segment_sq_norms(flat, chunks), flat.numel() * 4)
+    _run(
+        benchmark,
+        device,
+        "fastres (chunk table built once)",
+        lambda: ops.segment_sq_norms(flat, chunks),
+        flat.numel() * 4,
+    )
 
 
 def test_fastres_offsets(benchmark, layout):
     device, flat, offsets, _, _ = layout
-    _run(benchmark, device, "fastres (offsets, table per call)",
-         lambda: ops.segment_sq_norms(flat, offsets), flat.numel() * 4)
+    _run(
+        benchmark,
+        device,
+        "fastres (offsets, table per call)",
+        lambda: ops.segment_sq_norms(flat, offsets),
+        flat.numel() * 4,
+    )
 
 
 def test_torch_foreach_norm(benchmark, layout):
     device, flat, _, _, views = layout
-    _run(benchmark, device, "torch _foreach_norm ** 2",
-         lambda: torch.stack(torch._foreach_norm(views, 2)).square(), flat.numel() * 4)
+    _run(
+        benchmark,
+        device,
+        "torch _foreach_norm ** 2",
+        lambda: torch.stack(torch._foreach_norm(views, 2)).square(),
+        flat.numel() * 4,
+    )
 
 
 def test_torch_loop(benchmark, layout):
     device, flat, _, _, views = layout
-    _run(benchmark, device, "torch loop (x * x).sum()",
-         lambda: torch.stack([(v * v).sum() for v in views]), flat.numel() * 4)
+    _run(
+        benchmark,
+        device,
+        "torch loop (x * x).sum()",
+        lambda: torch.stack([(v * v).sum() for v in views]),
+        flat.numel() * 4,
+    )
 
 
 def test_ceiling_sum(benchmark, layout):

@@ -26,10 +26,13 @@ import pytest
 import torch
 
 from fastres import ops
+
 from timing import time_kernel
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+]
 N = 25 * 2**20 // 4  # a 25 MiB fp32 bucket (DESIGN.md #4)
 SCALE = 0.125  # 1 / world size
 NSEG = 40
@@ -77,8 +80,9 @@ DT = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def test_fastres_pack(benchmark, bucket, wire):
     device, src, _ = bucket
     dst = torch.empty(N, dtype=DT[wire], device=device)
-    _run(benchmark, device, f"fastres pack {wire}", lambda: ops.pack_wire(src, dst, SCALE),
-         N * (4 + dst.element_size()))
+    _run(
+        benchmark, device, f"fastres pack {wire}", lambda: ops.pack_wire(src, dst, SCALE), N * (4 + dst.element_size())
+    )
 
 
 @pytest.mark.parametrize("wire", ["bf16", "fp16"])
@@ -86,16 +90,20 @@ def test_fastres_unpack(benchmark, bucket, wire):
     device, src, _ = bucket
     w = src.to(DT[wire])
     dst = torch.empty(N, device=device)
-    _run(benchmark, device, f"fastres unpack {wire}", lambda: ops.unpack_wire(w, dst, 1 / SCALE),
-         N * 6)
+    _run(benchmark, device, f"fastres unpack {wire}", lambda: ops.unpack_wire(w, dst, 1 / SCALE), N * 6)
 
 
 def test_fastres_unpack_norms(benchmark, bucket):
     device, src, chunks = bucket
     w = src.to(torch.bfloat16)
     dst = torch.empty(N, device=device)
-    _run(benchmark, device, "fastres unpack bf16 + norms",
-         lambda: ops.unpack_wire(w, dst, 1 / SCALE, chunks=chunks), N * 6)
+    _run(
+        benchmark,
+        device,
+        "fastres unpack bf16 + norms",
+        lambda: ops.unpack_wire(w, dst, 1 / SCALE, chunks=chunks),
+        N * 6,
+    )
 
 
 def test_fastres_unpack_then_norms(benchmark, bucket):
@@ -127,8 +135,13 @@ def test_torch_pack_two_passes(benchmark, bucket, wire):
 def test_torch_pack_mul_out(benchmark, bucket, wire):
     device, src, _ = bucket
     dst = torch.empty(N, dtype=DT[wire], device=device)
-    _run(benchmark, device, f"torch pack {wire}, mul(out=)",
-         lambda: torch.mul(src, SCALE, out=dst), N * (4 + dst.element_size()))
+    _run(
+        benchmark,
+        device,
+        f"torch pack {wire}, mul(out=)",
+        lambda: torch.mul(src, SCALE, out=dst),
+        N * (4 + dst.element_size()),
+    )
 
 
 @pytest.mark.parametrize("wire", ["bf16", "fp16"])

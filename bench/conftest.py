@@ -55,7 +55,7 @@ def _wire_summary(tr):
     for device, rows in results.items():
         tr.section(f"wire pack/unpack on {device}: one 25 MiB fp32 bucket ({mod.N:,} floats)")
         ceiling = rows.get("ceiling: copy_ fp32")
-        for name, (mean, median, nbytes) in rows.items():
+        for name, (_mean, median, nbytes) in rows.items():
             line = f"{name:36s} {median * 1e3:8.3f} ms (median) {nbytes / median / 1e9:7.2f} GB/s"
             if name.startswith("fastres"):  # against the fastest torch row of its kind
                 kind = " ".join(name.split()[1:3]).rstrip(",")

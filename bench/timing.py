@@ -6,7 +6,8 @@ One warm-up call (allocator, page faults, lazy loads), then pytest-benchmark tim
 followed by a device sync (a CUDA kernel is timed to its end, not to its launch): `rounds`
 given, that many rounds of one call (`benchmark.pedantic`); else pytest-benchmark's own
 calibration. Records the bytes under `bytes_key`, the thread count, and the GB/s over the
-`stat` ("mean" or "median") in the JSON's extra_info. Returns the stats (mean, median, ...), or None under --benchmark-disable.
+`stat` ("mean" or "median") in the JSON's extra_info. Returns the stats (mean, median, ...),
+or None under --benchmark-disable.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ from __future__ import annotations
 import torch
 
 
-def time_kernel(benchmark, device: torch.device, group: str, fn, nbytes: int, *, bytes_key: str = "bytes_moved",
-                rounds: int | None = None, warmup_rounds: int = 1, stat: str = "mean"):
+def time_kernel(
+    benchmark,
+    device: torch.device,
+    group: str,
+    fn,
+    nbytes: int,
+    *,
+    bytes_key: str = "bytes_moved",
+    rounds: int | None = None,
+    warmup_rounds: int = 1,
+    stat: str = "mean",
+):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def call():

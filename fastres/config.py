@@ -77,7 +77,9 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads on cpu; None: torch's default
     seed: int = 0
     # distributed (start one process per GPU or CPU share with torchrun, srun or mpirun: fastres.distributed)
-    virtual_nodes: int | None = None  # split each machine's ranks into K nodes for the hierarchy; None: FASTRES_VIRTUAL_NODES or 1
+    virtual_nodes: int | None = (
+        None  # split each machine's ranks into K nodes for the hierarchy; None: FASTRES_VIRTUAL_NODES or 1
+    )
     allreduce: str = "auto"  # gradient all-reduce: auto (hierarchical across nodes), flat, hierarchical
     bucket_cap_mb: float = 25.0  # fp32 gradient MB per all-reduce bucket (the first one: 1 MB)
     wire_dtype: str = "fp32"  # gradients on the wire: fp32, bf16, fp16
@@ -89,7 +91,7 @@ class TrainConfig:
     progress: bool = True  # rank-0 progress bar
     resume: str | None = None  # checkpoint file or run folder to continue from
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first key whose value cannot work."""
 
         def need(ok: bool, key: str, what: str) -> None:
@@ -220,7 +222,8 @@ def _parse_optional(tp: type):
 def build_parser(prog: str = "python -m fastres.train", description: str | None = None) -> argparse.ArgumentParser:
     parser = _OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--config", metavar="NAME|PATH",
+        "--config",
+        metavar="NAME|PATH",
         help=f"preset name ({', '.join(preset_names())}) or YAML file; flags override it",
     )
     defaults = TrainConfig()
@@ -228,11 +231,22 @@ def build_parser(prog: str = "python -m fastres.train", description: str | None 
         flag = "--" + key.replace("_", "-")
         default = getattr(defaults, key)
         if tp is bool:
-            parser.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"default: {default}")
+            parser.add_argument(
+                flag,
+                dest=key,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"default: {default}",
+            )
         else:
-            parser.add_argument(flag, dest=key, type=_parse_optional(tp) if optional else tp, default=argparse.SUPPRESS,
-                                metavar=tp.__name__.upper(), help=f"default: {default}")
+            parser.add_argument(
+                flag,
+                dest=key,
+                type=_parse_optional(tp) if optional else tp,
+                default=argparse.SUPPRESS,
+                metavar=tp.__name__.upper(),
+                help=f"default: {default}",
+            )
     return parser
 
 

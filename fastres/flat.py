@@ -59,7 +59,8 @@ def _flattened(p: torch.Tensor) -> bool:
 
 
 def _mark_flattened(p: torch.Tensor) -> None:
-    _FLATTENED[id(p)] = weakref.ref(p, lambda _, key=id(p): _FLATTENED.pop(key, None))
+    key = id(p)
+    _FLATTENED[key] = weakref.ref(p, lambda _: _FLATTENED.pop(key, None))
 
 
 class FlatParams:
@@ -69,8 +70,14 @@ class FlatParams:
     device, each at most once. Parameters that do not require grad are laid out too.
     """
 
-    def __init__(self, params: nn.Module | Iterable[torch.Tensor], align: int = ALIGN, *,
-                 pad_before: Iterable[int] = (), pad_multiple: int | None = None):
+    def __init__(
+        self,
+        params: nn.Module | Iterable[torch.Tensor],
+        align: int = ALIGN,
+        *,
+        pad_before: Iterable[int] = (),
+        pad_multiple: int | None = None,
+    ):
         names: list[str] | None = None
         if isinstance(params, nn.Module):
             named = list(params.named_parameters())
@@ -102,8 +109,9 @@ class FlatParams:
             if id(p) in seen:
                 raise ValueError(f"{name}: given twice")
             if _flattened(p):
-                raise ValueError(f"{name}: already in a FlatParams layout (build one per model and pass it on "
-                                 "as `layout=`)")
+                raise ValueError(
+                    f"{name}: already in a FlatParams layout (build one per model and pass it on as `layout=`)"
+                )
             seen.add(id(p))
 
         self.param_list = params

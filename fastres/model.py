@@ -19,7 +19,7 @@ The model knows nothing of data, devices or precision: callers move it with
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -177,8 +177,7 @@ def _host_offsets(offsets: torch.Tensor) -> torch.Tensor:
         if bad.numel():
             i = int(bad[0, 0])
             raise ValueError(
-                f"offsets: must be nondecreasing, but offsets[{i}]={int(host[i])} > "
-                f"offsets[{i + 1}]={int(host[i + 1])}"
+                f"offsets: must be nondecreasing, but offsets[{i}]={int(host[i])} > offsets[{i + 1}]={int(host[i + 1])}"
             )
     return host
 
@@ -250,9 +249,7 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
     else:
         chunks = None
         if not isinstance(offsets, torch.Tensor):
-            raise TypeError(
-                f"offsets: expected a torch.Tensor or SegmentChunks, got {type(offsets).__name__}"
-            )
+            raise TypeError(f"offsets: expected a torch.Tensor or SegmentChunks, got {type(offsets).__name__}")
     path = _pick_path(flat.device, op)
 
     if path == "torch":
@@ -294,9 +291,7 @@ def _check_chunks_on(arg: str, chunks: SegmentChunks, name: str, t: torch.Tensor
 
 def _check_end(end: int, flat: torch.Tensor) -> None:
     if end > flat.numel():
-        raise ValueError(
-            f"offsets: offsets[-1]={end} is beyond the end of flat (numel {flat.numel()})"
-        )
+        raise ValueError(f"offsets: offsets[-1]={end} is beyond the end of flat (numel {flat.numel()})")
 
 
 def _segment_sq_norms_torch(flat: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
@@ -381,16 +376,20 @@ def fused_step(
         if t.numel() < chunks.end:
             raise ValueError(f"{name}: numel {t.numel()} is less than the layout's end {chunks.end}")
     S, C = chunks.num_segments, chunks.num_chunks
-    for name, t, dt in (("seg_group", seg_group, torch.int32), ("seg_flags", seg_flags, torch.int32),
-                        ("hparams", hparams, torch.float32)):
+    for name, t, dt in (
+        ("seg_group", seg_group, torch.int32),
+        ("seg_flags", seg_flags, torch.int32),
+        ("hparams", hparams, torch.float32),
+    ):
         _check_tensor(name, t, dt)
     if seg_group.numel() != S or seg_flags.numel() != S:
-        raise ValueError(f"seg_group, seg_flags: expected {S} elements (one per segment), got "
-                         f"{seg_group.numel()} and {seg_flags.numel()}")
+        raise ValueError(
+            f"seg_group, seg_flags: expected {S} elements (one per segment), got "
+            f"{seg_group.numel()} and {seg_flags.numel()}"
+        )
     if hparams.numel() == 0 or hparams.numel() % HPARAM_STRIDE:
         raise ValueError(f"hparams: expected a multiple of {HPARAM_STRIDE} elements, got {hparams.numel()}")
-    for name, t in (("chunks", chunks.table), ("seg_group", seg_group), ("seg_flags", seg_flags),
-                    ("hparams", hparams)):
+    for name, t in (("chunks", chunks.table), ("seg_group", seg_group), ("seg_flags", seg_flags), ("hparams", hparams)):
         if t.device != device:
             raise ValueError(f"{name}: on {t.device} but params is on {device}")
     if found_inf is not None:
@@ -403,8 +402,7 @@ def fused_step(
     if not has_kernel(op, device):
         _native()
         raise NotImplementedError(
-            f"fused_step: fastres._C has no kernel for {device}; use "
-            "fastres.optim.lars_reference.fused_step_torch"
+            f"fused_step: fastres._C has no kernel for {device}; use fastres.optim.lars_reference.fused_step_torch"
         )
     if C == 0:
         return
@@ -424,9 +422,19 @@ def fused_step(
         if a < wsq_out.data_ptr() + 4 * C and wsq_out.data_ptr() < b:
             raise ValueError("wsq_out: must not overlap partials")
     args = (
-        params.data_ptr(), grads.data_ptr(), momentum.data_ptr(), chunks.table.data_ptr(), S, C,
-        seg_group.data_ptr(), seg_flags.data_ptr(), hparams.data_ptr(),
-        0 if found_inf is None else found_inf.data_ptr(), int(mode), float(eps), partials.data_ptr(),
+        params.data_ptr(),
+        grads.data_ptr(),
+        momentum.data_ptr(),
+        chunks.table.data_ptr(),
+        S,
+        C,
+        seg_group.data_ptr(),
+        seg_flags.data_ptr(),
+        hparams.data_ptr(),
+        0 if found_inf is None else found_inf.data_ptr(),
+        int(mode),
+        float(eps),
+        partials.data_ptr(),
         0 if wsq_out is None else wsq_out.data_ptr(),
     )
     coefs = torch.empty(4 * max(S, 1), dtype=torch.float32) if device.type == "cpu" else None
@@ -457,10 +465,7 @@ def _check_wire_pair(src: torch.Tensor, dst: torch.Tensor, n: int, scale) -> flo
         a, b = src.data_ptr(), dst.data_ptr()
         overlap = a < b + n * dst.element_size() and b < a + n * src.element_size()
         if overlap and not (a == b and src.dtype == dst.dtype == torch.float32):
-            raise ValueError(
-                "dst: overlaps src; only an fp32 wire may run in place (src and dst the same "
-                "memory)"
-            )
+            raise ValueError("dst: overlaps src; only an fp32 wire may run in place (src and dst the same memory)")
     return float(scale)
 
 

@@ -1,9 +1,9 @@
 """Run folders: what a run leaves behind so it can be read, compared and resumed.
 
-    <out>/<name>/config.yaml     resolved config + fastres/torch versions, git revision, host
-    <out>/<name>/metrics.jsonl   one JSON object per line: train records every log_every steps,
-                                 a val record per epoch, a summary record at the end
-    <out>/<name>/checkpoint.pt   latest checkpoint (see fastres.checkpoint)
+<out>/<name>/config.yaml     resolved config + fastres/torch versions, git revision, host
+<out>/<name>/metrics.jsonl   one JSON object per line: train records every log_every steps,
+                             a val record per epoch, a summary record at the end
+<out>/<name>/checkpoint.pt   latest checkpoint (see fastres.checkpoint)
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def git_revision(path: Path | None = None) -> str | None:
         rev = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -47,14 +47,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m fastres.train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("python -m fastres.train: interrupted; the last completed epoch is in the run folder's checkpoint.pt",
-              file=sys.stderr)
+        print(
+            "python -m fastres.train: interrupted; the last completed epoch is in the run folder's checkpoint.pt",
+            file=sys.stderr,
+        )
         return 130
     if summary.rank != 0:
         return 0
-    print(f"fastres: done: {summary.epochs} epochs, val top-1 {summary.top1:.2f}% top-5 {summary.top5:.2f}%, "
-          f"{summary.total_seconds:.0f}s total ({summary.train_seconds:.0f}s training at "
-          f"{summary.images_per_second:.0f} img/s), run folder {summary.run_dir}", flush=True)
+    print(
+        f"fastres: done: {summary.epochs} epochs, val top-1 {summary.top1:.2f}% top-5 {summary.top5:.2f}%, "
+        f"{summary.total_seconds:.0f}s total ({summary.train_seconds:.0f}s training at "
+        f"{summary.images_per_second:.0f} img/s), run folder {summary.run_dir}",
+        flush=True,
+    )
     return 0
 
 

@@ -33,9 +33,9 @@ from fastres import FastresError
 from fastres.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint, save_checkpoint
 from fastres.config import TrainConfig
 from fastres.data import make_loaders
+from fastres.distributed import cuda_device, destroy, discover, init_distributed
 from fastres.distributed.collectives import checked
 from fastres.distributed.reducer import Reducer, bucket_layout
-from fastres.distributed import cuda_device, destroy, discover, init_distributed
 from fastres.model import build_model
 from fastres.optim.schedule import LRSchedule, scaled_lr
 from fastres.runlog import MetricsLog, make_run_dir, write_config
@@ -114,8 +114,9 @@ class Trainer:
                 ensure_builtin_dataset()
             checked("barrier after writing the built-in dataset", dist.barrier, group=self.groups.world)
         exclude = self._rank0_first(self._check_data)
-        self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
-                                 exclude=exclude)
+        self.data = make_loaders(
+            cfg, self.device, torch.float32, self.channels_last, self.rank, self.world, exclude=exclude
+        )
         self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -123,8 +124,9 @@ class Trainer:
         self.reducer = None
         if self.groups is not None:  # before the optimizer: the fused ones reuse its bucket-padded layout
             layout = bucket_layout(self.model, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb)
-            self.reducer = Reducer(layout, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb,
-                                   wire_dtype=cfg.wire_dtype)
+            self.reducer = Reducer(
+                layout, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb, wire_dtype=cfg.wire_dtype
+            )
             self._broadcast_state(parameters=True)
         self.optimizer = build_optimizer(cfg, self.model, self.reducer.layout if self.reducer else None)
         self.steps_per_epoch = len(self.data.train)
@@ -165,8 +167,13 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 - the others must hear of it, or they wait for the timeout
                 failure = e
                 box[0] = ("error", type(e) if isinstance(e, FastresError) else FastresError, f"rank 0: {e}")
-        checked(f"broadcast of rank 0's {fn.__name__.strip('_')} result", dist.broadcast_object_list, box, src=0,
-                group=self.groups.world)
+        checked(
+            f"broadcast of rank 0's {fn.__name__.strip('_')} result",
+            dist.broadcast_object_list,
+            box,
+            src=0,
+            group=self.groups.world,
+        )
         if failure is not None:
             raise failure
         if box[0][0] == "error":
@@ -176,22 +183,37 @@ class Trainer:
     def _new_run_dir(self) -> Path:
         cfg = self.cfg
         run_dir = make_run_dir(cfg.out, cfg.name, cfg.arch)
-        write_config(run_dir, cfg.to_dict(), {
-            "dataset": str(self.data.root), "classes": len(self.data.classes),
-            "train_images": self.data.train_size, "val_images": self.data.val_size,
-            "device": str(self.device), "amp": str(self.amp_dtype), "channels_last": self.channels_last,
-            "global_batch": self.global_batch, "peak_lr": self.schedule.peak,
-            "ranks": self.world, "topology": self.topology.describe(),
-            "allreduce": self.reducer.describe() if self.reducer else None,
-        })
+        write_config(
+            run_dir,
+            cfg.to_dict(),
+            {
+                "dataset": str(self.data.root),
+                "classes": len(self.data.classes),
+                "train_images": self.data.train_size,
+                "val_images": self.data.val_size,
+                "device": str(self.device),
+                "amp": str(self.amp_dtype),
+                "channels_last": self.channels_last,
+                "global_batch": self.global_batch,
+                "peak_lr": self.schedule.peak,
+                "ranks": self.world,
+                "topology": self.topology.describe(),
+                "allreduce": self.reducer.describe() if self.reducer else None,
+            },
+        )
         return run_dir
 
     def _broadcast_state(self, parameters: bool) -> None:
         """Rank 0's parameters (one broadcast of the flat buffer) and/or buffers (BN statistics) to all."""
         with torch.no_grad():
             if parameters:
-                checked("broadcast of rank 0's parameters", dist.broadcast, self.reducer.layout.params, src=0,
-                        group=self.groups.world)
+                checked(
+                    "broadcast of rank 0's parameters",
+                    dist.broadcast,
+                    self.reducer.layout.params,
+                    src=0,
+                    group=self.groups.world,
+                )
             for b in self.model.buffers():
                 checked("broadcast of rank 0's buffers", dist.broadcast, b, src=0, group=self.groups.world)
 
@@ -203,8 +225,10 @@ class Trainer:
         checked("all_gather of weight checksums", dist.all_gather, every, mine, group=self.groups.world)
         bad = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
         if bad:
-            raise FastresError(f"after epoch {epoch}: the weights of ranks {bad} differ from rank 0's "
-                               f"(checksums {[t.tolist() for t in every[:4]]}...); the ranks no longer train one model")
+            raise FastresError(
+                f"after epoch {epoch}: the weights of ranks {bad} differ from rank 0's "
+                f"(checksums {[t.tolist() for t in every[:4]]}...); the ranks no longer train one model"
+            )
 
     def _check_data(self) -> frozenset[str]:
         """--data-check: find undecodable files before training (DALI would stop mid-epoch on one). Rank 0 runs it.
@@ -226,11 +250,16 @@ class Trainer:
         if not report.bad:
             return frozenset()
         if not cfg.skip_bad_files:
-            raise DatasetError(f"{report.summary()}; train without them with --skip-bad-files, "
-                               f"or list them with python -m fastres.data check {root}")
-        print(f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): "
-              + "; ".join(f"{p} ({w})" for p, w in report.bad[:5]) + (" ..." if len(report.bad) > 5 else ""),
-              flush=True)
+            raise DatasetError(
+                f"{report.summary()}; train without them with --skip-bad-files, "
+                f"or list them with python -m fastres.data check {root}"
+            )
+        print(
+            f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): "
+            + "; ".join(f"{p} ({w})" for p, w in report.bad[:5])
+            + (" ..." if len(report.bad) > 5 else ""),
+            flush=True,
+        )
         return report.bad_paths
 
     @staticmethod
@@ -245,7 +274,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise FastresError(f"--resume {path}: checkpoint does not fit this model/optimizer ({str(e).splitlines()[0]})") from None
+            raise FastresError(
+                f"--resume {path}: checkpoint does not fit this model/optimizer ({str(e).splitlines()[0]})"
+            ) from None
         if state["step"] != state["epoch"] * self.steps_per_epoch:
             raise FastresError(
                 f"--resume {path}: checkpoint has {state['step']} steps over {state['epoch']} epochs, but this config "
@@ -258,8 +289,11 @@ class Trainer:
             if len(per_rank) == self.world:
                 self.data.train.load_state_dict(per_rank[self.rank])
             elif self.rank == 0:  # another shard layout: the epoch resumes, not the exact sample order
-                print(f"fastres: --resume {path}: saved by {len(per_rank)} ranks, resumed by {self.world}: "
-                      "the data order restarts at the epoch boundary", flush=True)
+                print(
+                    f"fastres: --resume {path}: saved by {len(per_rank)} ranks, resumed by {self.world}: "
+                    "the data order restarts at the epoch boundary",
+                    flush=True,
+                )
         return path.parent
 
     def _checkpoint(self, epoch: int) -> None:
@@ -269,16 +303,29 @@ class Trainer:
         per_rank = [data]
         if self.groups is not None:
             per_rank = [None] * self.world
-            checked("all_gather of the data loaders' states", dist.all_gather_object, per_rank, data,
-                    group=self.groups.world)
+            checked(
+                "all_gather of the data loaders' states",
+                dist.all_gather_object,
+                per_rank,
+                data,
+                group=self.groups.world,
+            )
         if self.rank != 0:
             return
-        save_checkpoint({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch, "step": self.step, "config": self.cfg.to_dict(),
-            "classes": self.data.classes, "torch_rng": torch.get_rng_state(),
-            "data": per_rank[0], "data_per_rank": per_rank,
-        }, self.run_dir / CHECKPOINT_NAME)
+        save_checkpoint(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch,
+                "step": self.step,
+                "config": self.cfg.to_dict(),
+                "classes": self.data.classes,
+                "torch_rng": torch.get_rng_state(),
+                "data": per_rank[0],
+                "data_per_rank": per_rank,
+            },
+            self.run_dir / CHECKPOINT_NAME,
+        )
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -290,8 +337,14 @@ class Trainer:
         """One pass over this rank's share of the training set; returns seconds spent."""
         self.model.train()
         self.data.train.set_epoch(epoch)
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="step",
-                   disable=not self.cfg.progress or self.rank != 0, dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            unit="step",
+            disable=not self.cfg.progress or self.rank != 0,
+            dynamic_ncols=True,
+            leave=False,
+        )
         loss_sum = torch.zeros((), device=self.device)
         t0 = t_log = time.perf_counter()
         seen_log = 0
@@ -316,9 +369,11 @@ class Trainer:
             if (i + 1) % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
                 mean_loss = self._mean_over_ranks(loss_sum / seen_log)  # syncs the device: only on log steps
                 if not math.isfinite(mean_loss):
-                    raise TrainingDiverged(f"training loss is {mean_loss} at step {self.step} (epoch {epoch + 1}); "
-                                           f"try a lower --lr or a longer --warmup-epochs; the last checkpoint is "
-                                           f"{self.run_dir / CHECKPOINT_NAME}")
+                    raise TrainingDiverged(
+                        f"training loss is {mean_loss} at step {self.step} (epoch {epoch + 1}); "
+                        f"try a lower --lr or a longer --warmup-epochs; the last checkpoint is "
+                        f"{self.run_dir / CHECKPOINT_NAME}"
+                    )
                 now = time.perf_counter()
                 ips = seen_log * self.global_batch / (now - t_log)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{ips:.0f}", lr=f"{lr:.3g}")
@@ -351,9 +406,12 @@ class Trainer:
         train_seconds, images = 0.0, 0
         top1 = top5 = float("nan")
         if self.rank == 0:
-            print(f"fastres: {cfg.arch} on {self.data.root} ({self.data.train_size} train / {self.data.val_size} val "
-                  f"images, {len(self.data.classes)} classes), {self.device}, global batch {self.global_batch}, "
-                  f"peak lr {self.schedule.peak:.4g}, run folder {self.run_dir}", flush=True)
+            print(
+                f"fastres: {cfg.arch} on {self.data.root} ({self.data.train_size} train / {self.data.val_size} val "
+                f"images, {len(self.data.classes)} classes), {self.device}, global batch {self.global_batch}, "
+                f"peak lr {self.schedule.peak:.4g}, run folder {self.run_dir}",
+                flush=True,
+            )
         if self.rank == 0 and self.reducer is not None:
             print(f"fastres: {self.topology.describe()}; {self.reducer.describe()}", flush=True)
         for epoch in range(self.start_epoch, cfg.epochs):
@@ -364,17 +422,36 @@ class Trainer:
                 self._check_weights_agree(epoch + 1)
                 self._broadcast_state(parameters=False)  # validate and save rank 0's BN statistics
             top1, top5, n = self.validate()
-            self._write("val", epoch=epoch + 1, step=self.step, top1=top1, top5=top5, images=n,
-                           epoch_seconds=seconds, img_per_s=self.steps_per_epoch * self.global_batch / seconds)
+            self._write(
+                "val",
+                epoch=epoch + 1,
+                step=self.step,
+                top1=top1,
+                top5=top5,
+                images=n,
+                epoch_seconds=seconds,
+                img_per_s=self.steps_per_epoch * self.global_batch / seconds,
+            )
             self._checkpoint(epoch + 1)
             if self.rank == 0:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% "
-                      f"({n} images), train {seconds:.1f}s", flush=True)
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% "
+                    f"({n} images), train {seconds:.1f}s",
+                    flush=True,
+                )
         total = time.perf_counter() - self.t_start
-        summary = Summary(cfg.epochs, top1, top5, train_seconds, total, images / max(train_seconds, 1e-9), self.run_dir,
-                          self.rank)
-        self._write("summary", epochs=cfg.epochs, top1=top1, top5=top5, train_seconds=train_seconds,
-                    total_seconds=total, img_per_s=summary.images_per_second)
+        summary = Summary(
+            cfg.epochs, top1, top5, train_seconds, total, images / max(train_seconds, 1e-9), self.run_dir, self.rank
+        )
+        self._write(
+            "summary",
+            epochs=cfg.epochs,
+            top1=top1,
+            top5=top5,
+            train_seconds=train_seconds,
+            total_seconds=total,
+            img_per_s=summary.images_per_second,
+        )
         self.close()
         return summary
 

@@ -38,8 +38,17 @@ class RankTimeout:
 
 # Every launcher's variables (fastres.distributed.topology reads them): a test's ranks get torchrun's
 # only, whatever launcher the test itself runs under.
-LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                  "MASTER_PORT", "FASTRES_VIRTUAL_NODES", "GLOO_SOCKET_IFNAME")
+LAUNCHER_NAMES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "FASTRES_VIRTUAL_NODES",
+    "GLOO_SOCKET_IFNAME",
+)
 LAUNCHER_PREFIXES = ("SLURM_", "OMPI_", "PMI_", "MPI_LOCAL")
 
 
@@ -58,9 +67,16 @@ def rank_env(rank: int, world: int, port: int, local_world: int | None = None, t
     """The environment torchrun would give `rank` of a `world`-rank job on 127.0.0.1:`port`."""
     local_world = local_world or world
     return {
-        **clean_environ(), "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank % local_world),
-        "LOCAL_WORLD_SIZE": str(local_world), "GROUP_RANK": str(rank // local_world), "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads), **extra,
+        **clean_environ(),
+        "RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_RANK": str(rank % local_world),
+        "LOCAL_WORLD_SIZE": str(local_world),
+        "GROUP_RANK": str(rank // local_world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": str(threads),
+        **extra,
     }
 
 
@@ -76,8 +92,17 @@ def _entry(fn, args, env: dict, out: str, threads: int) -> None:
     os.replace(out + ".tmp", out)
 
 
-def run_ranks(fn, world: int, *, args: tuple = (), env: dict | None = None, timeout: float = 120.0,
-              ranks: list[int] | None = None, local_world: int | None = None, threads: int = 1) -> list:
+def run_ranks(
+    fn,
+    world: int,
+    *,
+    args: tuple = (),
+    env: dict | None = None,
+    timeout: float = 120.0,
+    ranks: list[int] | None = None,
+    local_world: int | None = None,
+    threads: int = 1,
+) -> list:
     """Start `ranks` (default: all) of a `world`-rank job on this machine; one result per started rank.
 
     local_world: ranks per physical node (default: all on one node)."""
@@ -108,7 +133,10 @@ def check_ok(results: list) -> list:
     """The results, or an AssertionError showing every failed rank's traceback."""
     bad = [r for r in results if isinstance(r, (RankError, RankTimeout))]
     if bad:
-        raise AssertionError("\n".join(
-            f"rank {b.rank}: timed out" if isinstance(b, RankTimeout) else f"rank {b.rank}: {b.traceback}"
-            for b in bad))
+        raise AssertionError(
+            "\n".join(
+                f"rank {b.rank}: timed out" if isinstance(b, RankTimeout) else f"rank {b.rank}: {b.traceback}"
+                for b in bad
+            )
+        )
     return results

@@ -113,8 +113,23 @@ def test_file_list_round_trip(tmp_path):
     assert read_file_list(tmp_path / "t.txt", root / "train") == list(splits["train"].samples)
 
 
-TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "1",
-        "--warmup-epochs", "0", "--no-progress", "--backend", "pytorch"]
+TINY = [
+    "--arch",
+    "resnet18",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--epochs",
+    "1",
+    "--warmup-epochs",
+    "0",
+    "--no-progress",
+    "--backend",
+    "pytorch",
+]
 
 
 def test_trainer_refuses_bad_files_before_training(tmp_path, capsys):

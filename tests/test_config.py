@@ -21,7 +21,9 @@ def test_with_data_the_defaults_are_the_imagenet_recipe(tmp_path):
 
 
 def test_flags_override_the_preset():
-    cfg = parse_args(["--config", "builtin", "--epochs", "3", "--lr", "0.5", "--no-progress", "--val-image-size", "none"])
+    cfg = parse_args(
+        ["--config", "builtin", "--epochs", "3", "--lr", "0.5", "--no-progress", "--val-image-size", "none"]
+    )
     assert (cfg.epochs, cfg.lr, cfg.progress, cfg.val_image_size) == (3, 0.5, False, None)
     assert cfg.image_size == load_preset("builtin")["image_size"]
 
@@ -81,7 +83,8 @@ def test_malformed_flag_exits_2_with_one_line(capsys):
 
 def test_distributed_choices_match_the_reducer():
     from fastres.config import ALLREDUCE, WIRE_DTYPES
-    from fastres.distributed.reducer import ALGORITHMS, WIRE_DTYPES as REDUCER_WIRE
+    from fastres.distributed.reducer import ALGORITHMS
+    from fastres.distributed.reducer import WIRE_DTYPES as REDUCER_WIRE
 
     assert ALLREDUCE == ALGORITHMS and WIRE_DTYPES == tuple(REDUCER_WIRE)
     with pytest.raises(ConfigError, match="--wire-dtype must be one of fp32, bf16, fp16, got 'int8'"):

@@ -38,7 +38,9 @@ def tree(tmp_path_factory) -> Path:
     for split, n in (("train", 8), ("val", 5)):
         for ci, name in enumerate(("b_dog", "a_cat", "c_eel")):
             for i in range(n):
-                write_image(root / split / name / f"{name}_{i}.JPEG", 48 + 9 * i, 40 + 6 * ci, 100 * ci + i + len(split))
+                write_image(
+                    root / split / name / f"{name}_{i}.JPEG", 48 + 9 * i, 40 + 6 * ci, 100 * ci + i + len(split)
+                )
     return root
 
 
@@ -226,7 +228,9 @@ def test_auto_and_synthetic_backends(tree):
     batches = list(syn.train)
     assert len(batches) == len(syn.train) == 6
     x, y = batches[0]
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    assert (
+        x.shape == (4, 3, 32, 32) and x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    )
     assert y.dtype == torch.int64 and 0 <= y.min() and y.max() < 3
     assert batches[1][0].data_ptr() == x.data_ptr()  # made once, never copied
 

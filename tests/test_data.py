@@ -34,7 +34,9 @@ def make_tree(root: Path, classes=("b_dog", "a_cat", "c_eel"), per_class=(5, 2))
     for split, n in zip(("train", "val"), per_class):
         for ci, name in enumerate(classes):
             for i in range(n):
-                write_jpeg(root / split / name / f"{name}_{i}.JPEG", 40 + 7 * i, 30 + 5 * ci, hash((split, ci, i)) % 1000)
+                write_jpeg(
+                    root / split / name / f"{name}_{i}.JPEG", 40 + 7 * i, 30 + 5 * ci, hash((split, ci, i)) % 1000
+                )
     return root
 
 
@@ -142,7 +144,9 @@ def test_val_transform_resizes_shorter_side_then_center_crops():
 
 def test_normalize_batch_matches_the_formula_and_layouts():
     images = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
-    want = (images.double() - torch.tensor(IMAGENET_MEAN, dtype=torch.float64)) / torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    want = (images.double() - torch.tensor(IMAGENET_MEAN, dtype=torch.float64)) / torch.tensor(
+        IMAGENET_STD, dtype=torch.float64
+    )
     want = want.permute(0, 3, 1, 2)
     out = normalize_batch(images)
     assert out.shape == (2, 3, 5, 6) and out.is_contiguous()
@@ -243,7 +247,9 @@ def test_render_is_deterministic_and_varied():
 def test_class_is_not_predicted_by_mean_colour():
     # Mean RGB of 30 images per class: the spread within a class dwarfs the spread of the
     # class means, so a colour lookup cannot classify the built-in dataset.
-    means = np.array([[np.asarray(render_image(c, s), np.float64).mean((0, 1)) for s in range(30)] for c in range(len(CLASSES))])
+    means = np.array(
+        [[np.asarray(render_image(c, s), np.float64).mean((0, 1)) for s in range(30)] for c in range(len(CLASSES))]
+    )
     within = means.std(axis=1).mean()
     between = means.mean(axis=1).std(axis=0).mean()
     assert between < 0.5 * within

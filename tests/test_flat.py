@@ -17,7 +17,7 @@ def test_resnet50_layout():
     L = FlatParams(model)
     assert L.num_segments == 161 and sum(L.sizes) == 25_557_032
     assert torch.all(L.offsets[:-1] % ALIGN == 0) and L.offsets[-1] == L.numel
-    for (name, p), b, a, n in zip(model.named_parameters(), before, L.offsets.tolist(), L.sizes):
+    for (name, p), b, a in zip(model.named_parameters(), before, L.offsets.tolist()):
         assert torch.equal(p, b), name
         assert p.data_ptr() == L.params[a:].data_ptr()  # a view, at its offset
         assert p.grad is not None and p.grad.data_ptr() == L.grads[a:].data_ptr()
@@ -49,12 +49,12 @@ def test_training_through_views_and_channels_last():
         assert torch.equal(p, r)
     torch.testing.assert_close(model(x), out_before)
     model(x).sum().backward()
-    assert conv_w.grad.data_ptr() == L.grads[int(L.offsets[0]):].data_ptr()
+    assert conv_w.grad.data_ptr() == L.grads[int(L.offsets[0]) :].data_ptr()
     g1 = L.grads.clone()
     model(x).sum().backward()
     torch.testing.assert_close(L.grads, 2 * g1)  # accumulated into the views
     L.zero_grad()
-    assert torch.all(L.grads == 0) and conv_w.grad.data_ptr() == L.grads[int(L.offsets[0]):].data_ptr()
+    assert torch.all(L.grads == 0) and conv_w.grad.data_ptr() == L.grads[int(L.offsets[0]) :].data_ptr()
     # writing the flat buffer moves the parameters
     L.params.mul_(2)
     assert torch.equal(model[3].bias, 2 * ref[-1])

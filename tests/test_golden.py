@@ -38,15 +38,33 @@ BATCH = 8
 # unchanged after it): torch 2.13.0 CPU, Pillow 13.0.
 GOLDEN = {
     "sgd": {
-        "losses": [0.6631080508232117, 0.6060515642166138, 0.452643483877182, 0.3263556957244873,
-                   0.31177425384521484, 0.24763524532318115, 0.22918963432312012, 0.2419014871120453,
-                   0.2516482472419739, 0.24424651265144348],
+        "losses": [
+            0.6631080508232117,
+            0.6060515642166138,
+            0.452643483877182,
+            0.3263556957244873,
+            0.31177425384521484,
+            0.24763524532318115,
+            0.22918963432312012,
+            0.2419014871120453,
+            0.2516482472419739,
+            0.24424651265144348,
+        ],
         "checksum": [5392.358126676009, 12355.288983098626, 113051.46105352233],
     },
     "lars": {
-        "losses": [0.6631080508232117, 0.6459929943084717, 0.6241723299026489, 0.6211279630661011,
-                   0.6117051839828491, 0.5829366445541382, 0.5764119625091553, 0.5662604570388794,
-                   0.5260186791419983, 0.5252091884613037],
+        "losses": [
+            0.6631080508232117,
+            0.6459929943084717,
+            0.6241723299026489,
+            0.6211279630661011,
+            0.6117051839828491,
+            0.5829366445541382,
+            0.5764119625091553,
+            0.5662604570388794,
+            0.5260186791419983,
+            0.5252091884613037,
+        ],
         "checksum": [5366.136849726415, 12272.563718582654, 112488.28771809896],
     },
 }
@@ -89,10 +107,43 @@ def _checksum(state: dict) -> list[float]:
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
 def test_golden_losses_and_parameters(golden_data, tmp_path, optimizer, capsys):
     torch.set_num_threads(1)  # a fixed reduction order for the check's own arithmetic
-    args = ["--data", str(golden_data), "--arch", "resnet18", "--image-size", "32", "--batch-size", str(BATCH),
-            "--epochs", "1", "--workers", "0", "--threads", "1", "--lr", "0.4", "--warmup-epochs", "0.5",
-            "--optimizer", optimizer, "--backend", "pytorch", "--no-progress", "--log-every", "1",
-            "--seed", "7", "--out", str(tmp_path), "--name", "golden", "--device", "cpu", "--precision", "fp32"]
+    args = [
+        "--data",
+        str(golden_data),
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch-size",
+        str(BATCH),
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--lr",
+        "0.4",
+        "--warmup-epochs",
+        "0.5",
+        "--optimizer",
+        optimizer,
+        "--backend",
+        "pytorch",
+        "--no-progress",
+        "--log-every",
+        "1",
+        "--seed",
+        "7",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "golden",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
     if optimizer == "lars":
         args += ["--lars-eta", "0.02"]
     assert main(args) == 0
@@ -106,7 +157,9 @@ def test_golden_losses_and_parameters(golden_data, tmp_path, optimizer, capsys):
         print(f"\n{optimizer}: losses {losses!r}\n{optimizer}: checksum {checksum!r}")
     want = GOLDEN[optimizer]
     assert want["losses"] is not None, "golden values not recorded"
-    hint = ("the numerics of training changed; if that is on purpose, re-record with "
-            "FASTRES_GOLDEN_PRINT=1 pytest tests/test_golden.py -s (see the module docstring)")
+    hint = (
+        "the numerics of training changed; if that is on purpose, re-record with "
+        "FASTRES_GOLDEN_PRINT=1 pytest tests/test_golden.py -s (see the module docstring)"
+    )
     np.testing.assert_allclose(losses, want["losses"], rtol=1e-4, atol=1e-5, err_msg=hint)
     np.testing.assert_allclose(checksum, want["checksum"], rtol=1e-5, err_msg=hint)

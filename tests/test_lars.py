@@ -74,8 +74,11 @@ def run_against_reference(shapes, device, wd, lr_inside, nesterov=False, steps=3
         g_adapt_bias = [params[i] for i, s in enumerate(shapes) if len(s) <= 1]
         g_excluded = [params[big[-1]]]
         g_rest = [p for i, p in enumerate(params) if len(shapes[i]) > 1 and i != big[-1]]
-        pg = [{"params": g_rest}, {"params": g_adapt_bias, "adapt": True, "decay": False},
-              {"params": g_excluded, "adapt": False, "weight_decay": 3 * wd}]
+        pg = [
+            {"params": g_rest},
+            {"params": g_adapt_bias, "adapt": True, "decay": False},
+            {"params": g_excluded, "adapt": False, "weight_decay": 3 * wd},
+        ]
         cfg = {}
         for p in g_rest:
             cfg[id(p)] = (wd, mu, eta, True, True)
@@ -87,8 +90,9 @@ def run_against_reference(shapes, device, wd, lr_inside, nesterov=False, steps=3
     else:
         pg = params
         cfg = [(wd, mu, eta, len(s) > 1, len(s) > 1) for s in shapes]
-    opt = FusedLARS(pg, lr=0.0, momentum=mu, weight_decay=wd, eta=eta, eps=1e-9,
-                    lr_inside_momentum=lr_inside, nesterov=nesterov)
+    opt = FusedLARS(
+        pg, lr=0.0, momentum=mu, weight_decay=wd, eta=eta, eps=1e-9, lr_inside_momentum=lr_inside, nesterov=nesterov
+    )
     for step in range(steps):
         lr = 0.5 * (step + 1)  # changing lr: the two conventions differ
         for g in opt.param_groups:
@@ -99,7 +103,9 @@ def run_against_reference(shapes, device, wd, lr_inside, nesterov=False, steps=3
         reference_step(ref_w, ref_g, ref_m, cfg, lr, lr_inside, nesterov, eps=1e-9)
     for i, (p, w, m) in enumerate(zip(params, ref_w, ref_m)):
         mom = opt.state[p]["momentum_buffer"]
-        torch.testing.assert_close(p.detach().cpu().double(), w, rtol=2e-5, atol=2e-6, msg=f"w of tensor {i} {shapes[i]}")
+        torch.testing.assert_close(
+            p.detach().cpu().double(), w, rtol=2e-5, atol=2e-6, msg=f"w of tensor {i} {shapes[i]}"
+        )
         torch.testing.assert_close(mom.cpu().double(), m, rtol=2e-5, atol=2e-6, msg=f"m of tensor {i} {shapes[i]}")
     return params, opt
 
@@ -180,8 +186,14 @@ def test_timm_lars_formula():
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     wd, mu, eta, eps = 1e-2, 0.9, 0.01, 1e-8
-    opt = FusedLARS([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
-                    lr=0.1, momentum=mu, eta=eta, eps=eps, lr_inside_momentum=False)
+    opt = FusedLARS(
+        [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=0.1,
+        momentum=mu,
+        eta=eta,
+        eps=eps,
+        lr_inside_momentum=False,
+    )
     for step in range(4):
         lr = 0.1 * (step + 1)
         for g in opt.param_groups:
@@ -240,8 +252,17 @@ def test_found_inf_step_changes_nothing(device):
     opt.step(found_inf=torch.tensor(1, dtype=torch.int32, device=device))  # int flag
     assert torch.equal(opt.layout.params, w1) and torch.equal(opt.momentum_buffer, m1)
     # the torch fallback honours the flag too
-    fused_step_torch(opt.layout.params, opt.layout.grads, opt.momentum_buffer, opt.layout.offsets,
-                     opt._seg_group, opt._seg_flags, opt._hparams, mode=opt.mode, found_inf=flag)
+    fused_step_torch(
+        opt.layout.params,
+        opt.layout.grads,
+        opt.momentum_buffer,
+        opt.layout.offsets,
+        opt._seg_group,
+        opt._seg_flags,
+        opt._hparams,
+        mode=opt.mode,
+        found_inf=flag,
+    )
     assert torch.equal(opt.layout.params, w1) and torch.equal(opt.momentum_buffer, m1)
 
 
@@ -249,8 +270,10 @@ def test_state_dict_round_trip_resumes_identically():
     def build(seed):
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5))
-        groups = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 1e-3},
-                  {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 1e-3},
+            {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+        ]
         return model, FusedLARS(groups, lr=0.1, eta=0.01)
 
     def train(model, opt, steps, start):
@@ -319,16 +342,27 @@ def test_bad_input_named():
         opt.step()
     with pytest.raises(ValueError, match="momentum: on meta"):
         t = torch.zeros(16)
-        ops.fused_step(t, t, torch.zeros(16, device="meta"), ops.segment_chunks(torch.tensor([0, 16])),
-                       torch.zeros(1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32),
-                       torch.zeros(4), mode=ops.STEP_LARS)
+        ops.fused_step(
+            t,
+            t,
+            torch.zeros(16, device="meta"),
+            ops.segment_chunks(torch.tensor([0, 16])),
+            torch.zeros(1, dtype=torch.int32),
+            torch.zeros(1, dtype=torch.int32),
+            torch.zeros(4),
+            mode=ops.STEP_LARS,
+        )
 
 
 def test_constants_agree_with_native():
     from fastres import _C
 
     assert (_C.STEP_LARS, _C.STEP_LR_AFTER_MOMENTUM, _C.STEP_NESTEROV, _C.STEP_W_NORM_CACHED) == (
-        ops.STEP_LARS, ops.STEP_LR_AFTER_MOMENTUM, ops.STEP_NESTEROV, ops.STEP_W_NORM_CACHED)
+        ops.STEP_LARS,
+        ops.STEP_LR_AFTER_MOMENTUM,
+        ops.STEP_NESTEROV,
+        ops.STEP_W_NORM_CACHED,
+    )
     assert (_C.SEG_ADAPT, _C.SEG_DECAY, _C.HPARAM_STRIDE) == (ops.SEG_ADAPT, ops.SEG_DECAY, ops.HPARAM_STRIDE)
 
 

@@ -56,8 +56,15 @@ def torchvision_resnet50_shapes(num_classes: int = 1000) -> dict[str, tuple[int,
     shapes: dict[str, tuple[int, ...]] = {}
 
     def bn(name: str, c: int) -> None:
-        shapes.update({f"{name}.weight": (c,), f"{name}.bias": (c,), f"{name}.running_mean": (c,),
-                       f"{name}.running_var": (c,), f"{name}.num_batches_tracked": ()})
+        shapes.update(
+            {
+                f"{name}.weight": (c,),
+                f"{name}.bias": (c,),
+                f"{name}.running_mean": (c,),
+                f"{name}.running_var": (c,),
+                f"{name}.num_batches_tracked": (),
+            }
+        )
 
     shapes["conv1.weight"] = (64, 3, 7, 7)
     bn("bn1", 64)

@@ -146,9 +146,7 @@ def test_unaligned_buffer_and_segment_starts(device, shift):
     g = torch.Generator().manual_seed(9)
     flat_int = torch.randint(-2, 3, (flat.numel(),), generator=g).float().to(device)
     assert_close_to_reference(ops.segment_sq_norms(flat, offsets), flat, offsets)
-    assert torch.equal(
-        ops.segment_sq_norms(flat_int, offsets).cpu(), reference(flat_int, offsets).float()
-    )
+    assert torch.equal(ops.segment_sq_norms(flat_int, offsets).cpu(), reference(flat_int, offsets).float())
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -246,7 +244,12 @@ def test_cuda_agrees_with_cpu():
         (torch.randn(2, 4), [0, 8], ValueError, r"flat: expected a 1-D tensor"),
         ([1.0, 2.0], [0, 2], TypeError, r"flat: expected a torch.Tensor"),
         (torch.randn(8), [0, 9], ValueError, r"offsets: offsets\[-1\]=9 is beyond the end of flat"),
-        (torch.randn(8), [0, 5, 3, 8], ValueError, r"offsets: must be nondecreasing, but offsets\[1\]=5 > offsets\[2\]=3"),
+        (
+            torch.randn(8),
+            [0, 5, 3, 8],
+            ValueError,
+            r"offsets: must be nondecreasing, but offsets\[1\]=5 > offsets\[2\]=3",
+        ),
         (torch.randn(8), [-1, 8], ValueError, r"offsets: offsets\[0\] must be >= 0"),
         (torch.randn(8), torch.tensor([0, 8], dtype=torch.int32), TypeError, r"offsets: expected dtype torch.int64"),
         (torch.randn(8), torch.tensor([0.0, 8.0]), TypeError, r"offsets: expected dtype torch.int64"),
@@ -383,9 +386,7 @@ def test_source_tree_without_native_module_imports_then_explains():
         "    print(e)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(root)}
-    run = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
-    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     if run.stdout.startswith("NATIVE"):  # `pip install -e .` maps fastres._C for the source tree
         pytest.skip(f"the source tree finds a built _C: {run.stdout.split()[1]}")

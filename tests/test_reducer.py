@@ -18,14 +18,13 @@ from torch import nn
 
 from fastres.distributed.reducer import CollectiveError, Reducer, bucket_layout, plan_buckets
 from fastres.flat import ALIGN, FlatParams
+
 from multiproc import RankError, check_ok, run_ranks
 
 # Segment sizes: uneven, odd, none a multiple of 4 or 8, one far above the bucket cap.
 SIZES = [1, 17, 1000, 4097, 3, 250_001, 16, 5, 70_003, 9, 33, 2049, 3001, 777, 12_345, 6, 8191]
 SMALL_CAPS = dict(first_bucket_mb=0.002, bucket_cap_mb=0.02)  # ~520 then ~5.2K elements: 6 buckets
 TOL = {"fp32": 2e-6, "bf16": 1.6e-2, "fp16": 2e-3}  # |err| / mean |contribution| (~4 eps of the wire dtype)
-
-
 
 
 def make_reducer(model: nn.Module, groups=None, **kw) -> Reducer:
@@ -52,8 +51,10 @@ def test_plan_buckets_backward_order_and_caps():
 def test_single_process_is_a_no_op_that_keeps_views():
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     r = make_reducer(model)
-    assert not r.enabled and all(p.data_ptr() in range(r.layout.params.data_ptr(), r.layout.params.data_ptr()
-                                                         + 4 * r.layout.numel) for p in model.parameters())
+    assert not r.enabled and all(
+        p.data_ptr() in range(r.layout.params.data_ptr(), r.layout.params.data_ptr() + 4 * r.layout.numel)
+        for p in model.parameters()
+    )
     x = torch.randn(5, 4)
     model(x).square().sum().backward()
     want = [p.grad.clone() for p in model.parameters()]
@@ -172,8 +173,11 @@ def _nan_case(groups, algorithm: str, wire: str) -> dict:
     g = [p.grad for p in params]
     finite_elsewhere = sum(int((~torch.isfinite(x)).sum()) for x in g) == 2
     r.remove()
-    return {"nan": bool(torch.isnan(g[5][12345])), "inf": bool(torch.isinf(g[2][7]) and g[2][7] > 0),
-            "only_those": finite_elsewhere}
+    return {
+        "nan": bool(torch.isnan(g[5][12345])),
+        "inf": bool(torch.isinf(g[2][7]) and g[2][7] > 0),
+        "only_those": finite_elsewhere,
+    }
 
 
 def _model_case(groups) -> dict:
@@ -210,12 +214,15 @@ def _model_case(groups) -> dict:
         r.remove()
 
     def rel(a, b):
-        return max(float((u.double() - v.double()).abs().max() / v.double().abs().max().clamp_min(1e-12))
-                   for u, v in zip(a, b))
+        return max(
+            float((u.double() - v.double()).abs().max() / v.double().abs().max().clamp_min(1e-12)) for u, v in zip(a, b)
+        )
 
     return {
-        "flat_vs_f64": rel(results["flat"], ref), "hier_vs_f64": rel(results["hierarchical"], ref),
-        "ddp_vs_f64": rel(results["ddp"], ref), "flat_vs_ddp": rel(results["flat"], results["ddp"]),
+        "flat_vs_f64": rel(results["flat"], ref),
+        "hier_vs_f64": rel(results["hierarchical"], ref),
+        "ddp_vs_f64": rel(results["ddp"], ref),
+        "flat_vs_ddp": rel(results["flat"], results["ddp"]),
         "hier_vs_ddp": rel(results["hierarchical"], results["ddp"]),
         "hier_vs_flat": rel(results["hierarchical"], results["flat"]),
         "buckets": results["hierarchical_buckets"],
@@ -268,7 +275,9 @@ def _accumulate_and_unused_case(groups) -> dict:
 def worker_hierarchy(combos, model: bool) -> dict:
     groups = _groups()
     out = {"topology": groups.topology, "synthetic": _synthetic_cases(groups, combos)}
-    out["nan"] = {c: _nan_case(groups, *c) for c in (("flat", "fp32"), ("hierarchical", "fp32"), ("hierarchical", "bf16"))}
+    out["nan"] = {
+        c: _nan_case(groups, *c) for c in (("flat", "fp32"), ("hierarchical", "fp32"), ("hierarchical", "bf16"))
+    }
     if model:
         out["model"] = _model_case(groups)
         out["accumulate"] = _accumulate_and_unused_case(groups)
@@ -323,8 +332,9 @@ def _check_synthetic(results, combos, hierarchical: bool):
 @pytest.mark.timeout(300)
 def test_world4_two_virtual_nodes_against_float64_and_ddp():
     combos = ALL_COMBOS + NCCL_PATH
-    results = check_ok(run_ranks(worker_hierarchy, 4, args=(combos, True), env={"FASTRES_VIRTUAL_NODES": "2"},
-                                 timeout=240))
+    results = check_ok(
+        run_ranks(worker_hierarchy, 4, args=(combos, True), env={"FASTRES_VIRTUAL_NODES": "2"}, timeout=240)
+    )
     topo = results[0]["topology"]
     assert (topo.num_nodes, topo.local_world_size) == (2, 2)
     _check_synthetic(results, combos, hierarchical=True)
@@ -362,8 +372,9 @@ def test_world4_two_virtual_nodes_against_float64_and_ddp():
 @pytest.mark.timeout(300)
 def test_world8_two_virtual_nodes():
     combos = [("hierarchical", "fp32"), ("hierarchical", "bf16"), ("flat", "fp32"), ("hierarchical+nccl-path", "fp32")]
-    results = check_ok(run_ranks(worker_hierarchy, 8, args=(combos, False), env={"FASTRES_VIRTUAL_NODES": "2"},
-                                 timeout=240))
+    results = check_ok(
+        run_ranks(worker_hierarchy, 8, args=(combos, False), env={"FASTRES_VIRTUAL_NODES": "2"}, timeout=240)
+    )
     topo = results[5]["topology"]
     assert (topo.num_nodes, topo.local_world_size, topo.node_rank, topo.local_rank) == (2, 4, 1, 1)
     _check_synthetic(results, combos, hierarchical=True)
@@ -388,5 +399,7 @@ def test_a_rank_that_never_comes_fails_the_others_in_time():
     for res in results[:3]:
         assert isinstance(res, dict) and res["error"] is not None, res
         assert res["seconds"] < timeout + 20, res
-        assert any(k in res["error"] for k in ("reduce (intra-node", "all_reduce (inter-node)", "broadcast (intra")), res
+        assert any(k in res["error"] for k in ("reduce (intra-node", "all_reduce (inter-node)", "broadcast (intra")), (
+            res
+        )
         assert "bucket" in res["error"] and "ranks" in res["error"], res

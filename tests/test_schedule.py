@@ -29,8 +29,15 @@ def test_poly_step_constant():
 
 
 def test_slow_start_holds_then_ramps():
-    s = LRSchedule(peak=1.0, total_steps=100, warmup_steps=10, warmup_kind="slow-start",
-                   warmup_start=0.1, slow_start_hold=0.5, kind="constant")
+    s = LRSchedule(
+        peak=1.0,
+        total_steps=100,
+        warmup_steps=10,
+        warmup_kind="slow-start",
+        warmup_start=0.1,
+        slow_start_hold=0.5,
+        kind="constant",
+    )
     assert [s(i) for i in range(5)] == pytest.approx([0.1] * 5)
     assert [s(i) for i in range(5, 10)] == pytest.approx([0.28, 0.46, 0.64, 0.82, 1.0])
     assert s(10) == 1.0
@@ -42,7 +49,8 @@ def test_slow_start_holds_then_ramps():
 
 def test_rmsprop_warmup_blend():
     assert [rmsprop_warmup_blend(e, 10, 4) for e in (0, 8, 9, 10, 11, 12, 30)] == pytest.approx(
-        [1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0])
+        [1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    )
     with pytest.raises(ValueError, match="period"):
         rmsprop_warmup_blend(1, 1, 0)
 
@@ -52,7 +60,7 @@ def test_rmsprop_warmup_step_matches_formula():
     p = nn.Parameter(torch.randn(8, 5))
     w, m, v = p.detach().clone().double(), torch.zeros(8, 5).double(), torch.zeros(8, 5).double()
     opt = FusedSGD([p], lr=0.1, momentum=0.9, rmsprop_beta=0.99, rmsprop_eps=1e-8)
-    for step, blend in enumerate([1.0, 0.6, 0.0]):
+    for _step, blend in enumerate([1.0, 0.6, 0.0]):
         opt.param_groups[0]["rmsprop_blend"] = blend
         g = torch.randn(8, 5)
         p.grad.copy_(g)

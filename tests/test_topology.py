@@ -33,6 +33,7 @@ from fastres.distributed import (
 )
 from fastres.distributed.groups import _check_agreement
 from fastres.distributed.launcher import first_host, parse_tasks_per_node
+
 from multiproc import free_port, rank_env
 
 
@@ -135,7 +136,8 @@ def test_first_host_of_a_nodelist(nodelist, host):
 @pytest.mark.parametrize(
     "launcher, names",
     [
-        ("openmpi", ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE")),
+        ("openmpi", ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                     "OMPI_COMM_WORLD_LOCAL_SIZE")),
         ("pmi", ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")),
     ],
 )  # fmt: skip
@@ -219,8 +221,8 @@ def test_plan_groups_refuses_a_round_robin_mpi_placement():
     # node index, so discover() assumes blocks; the gathered placement then does not fit.
     placements = []
     for r in range(8):
-        env = {"OMPI_COMM_WORLD_RANK": str(r), "OMPI_COMM_WORLD_SIZE": "8",
-               "OMPI_COMM_WORLD_LOCAL_RANK": str(r // 2), "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "MASTER_ADDR": "h"}  # fmt: skip
+        env = {"OMPI_COMM_WORLD_RANK": str(r), "OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_RANK": str(r // 2),
+               "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "MASTER_ADDR": "h"}  # fmt: skip
         t = discover(env)
         placements.append((t.node_rank, t.local_rank))
     with pytest.raises(TopologyError, match=r"both claim node 0, local rank 0.*OMPI_COMM_WORLD_LOCAL_RANK.*--map-by"):
@@ -243,7 +245,9 @@ def test_gathered_placement_checks():
     hosts = ["a"] * 4 + ["b"] * 4
     _check_agreement(_gathered(topos, hosts), topos[0], "gloo")
     # Two virtual nodes of one machine on two hosts: the launcher's node assignment is wrong.
-    with pytest.raises(TopologyError, match=r"machine 1 .node ranks 2..3. spans several hosts: rank 4 on b, rank 6 on c.*GROUP_RANK"):
+    with pytest.raises(
+        TopologyError, match=r"machine 1 .node ranks 2..3. spans several hosts: rank 4 on b, rank 6 on c.*GROUP_RANK"
+    ):
         _check_agreement(_gathered(topos, hosts[:6] + ["c", "c"]), topos[0], "gloo")
     # One rank without FASTRES_VIRTUAL_NODES.
     odd = [discover(torchrun_env(0, 8, 4))] + topos[1:]
@@ -295,10 +299,21 @@ def test_topology_checks_itself():
         (slurm_env(0, 8, 4, SLURM_NODEID="9"), None, ["SLURM_NODEID=9"]),
         (slurm_env(0, 8, 4, SLURM_JOB_NODELIST=""), None, ["MASTER_ADDR", "SLURM_JOB_NODELIST"]),
         ({"OMPI_COMM_WORLD_RANK": "x", "OMPI_COMM_WORLD_SIZE": "2"}, None, ["OMPI_COMM_WORLD_RANK='x'"]),
-        ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
-          "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, None, ["MASTER_ADDR"]),  # fmt: skip
-        ({"PMI_RANK": "0", "PMI_SIZE": "6", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "4", "MASTER_ADDR": "h"},
-         None, ["PMI_SIZE=6", "MPI_LOCALNRANKS=4"]),  # fmt: skip
+        (
+            {
+                "OMPI_COMM_WORLD_RANK": "1",
+                "OMPI_COMM_WORLD_SIZE": "2",
+                "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+                "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+            },
+            None,
+            ["MASTER_ADDR"],
+        ),  # fmt: skip
+        (
+            {"PMI_RANK": "0", "PMI_SIZE": "6", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "4", "MASTER_ADDR": "h"},
+            None,
+            ["PMI_SIZE=6", "MPI_LOCALNRANKS=4"],
+        ),  # fmt: skip
     ],
 )
 def test_errors_name_the_variable(env, virtual_nodes, names):
@@ -326,7 +341,13 @@ def gloo_env(monkeypatch):
 def test_one_process_gets_a_working_world_group(gloo_env):
     groups = init_distributed(discover({}), timeout=30)
     assert isinstance(groups, ProcessGroups)
-    assert (groups.backend, groups.intra, groups.inter, groups.intra_ranks, groups.inter_ranks) == ("gloo", None, None, [0], [0])
+    assert (groups.backend, groups.intra, groups.inter, groups.intra_ranks, groups.inter_ranks) == (
+        "gloo",
+        None,
+        None,
+        [0],
+        [0],
+    )
     assert not groups.hierarchical and groups.timeout.total_seconds() == 30
     x = torch.tensor([3.0])
     dist.all_reduce(x, group=groups.world)
@@ -351,7 +372,9 @@ def test_port_in_use_names_master_port(gloo_env):
 
 def test_unresolvable_master_names_master_addr(gloo_env):
     env = slurm_env(1, 2, 2, SLURM_JOB_NODELIST="no-such-host.invalid")
-    with pytest.raises(TopologyError, match="'no-such-host.invalid' .from MASTER_ADDR or SLURM_JOB_NODELIST. does not resolve"):
+    with pytest.raises(
+        TopologyError, match="'no-such-host.invalid' .from MASTER_ADDR or SLURM_JOB_NODELIST. does not resolve"
+    ):
         init_distributed(discover(env), backend="gloo", timeout=10)
 
 
@@ -396,6 +419,7 @@ WORKER = textwrap.dedent(
     sys.exit(code)
     """
 )
+
 
 def launch(tmp_path, world, local_world, virtual_nodes, *, timeout, skip=(), deadline):
     """Start the ranks like torchrun on one host; return {rank: (exit code, seconds, result)}."""

@@ -14,10 +14,26 @@ import yaml
 
 from fastres.data.builtin import ensure_builtin_dataset
 from fastres.train import main
+
 from multiproc import clean_environ, free_port, rank_env
 
-TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--lr", "0.2",
-        "--warmup-epochs", "0", "--no-progress", "--log-every", "2"]
+TINY = [
+    "--arch",
+    "resnet18",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--lr",
+    "0.2",
+    "--warmup-epochs",
+    "0",
+    "--no-progress",
+    "--log-every",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +44,9 @@ def tiny_data(tmp_path_factory) -> Path:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FASTRES_DATA": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,8 +106,19 @@ def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
 def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monkeypatch, capsys, optimizer):
     from fastres.trainer import Trainer
 
-    common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--threads", "1", "--epochs", "3",
-              "--optimizer", optimizer]
+    common = [
+        "--data",
+        str(tiny_data),
+        *TINY,
+        "--out",
+        str(tmp_path),
+        "--threads",
+        "1",
+        "--epochs",
+        "3",
+        "--optimizer",
+        optimizer,
+    ]
     assert main([*common, "--name", "straight"]) == 0
 
     real_train_epoch = Trainer.train_epoch
@@ -121,7 +149,9 @@ def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monke
 def test_resume_with_a_different_schedule_is_refused(tiny_data, tmp_path, capsys):
     common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--epochs", "1", "--name", "a"]
     assert main(common) == 0
-    code = main(["--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--resume", str(tmp_path / "a")])
+    code = main(
+        ["--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--resume", str(tmp_path / "a")]
+    )
     assert code == 2
     assert "batch size or dataset changed" in capsys.readouterr().err
 
@@ -130,10 +160,37 @@ def test_resume_with_a_different_schedule_is_refused(tiny_data, tmp_path, capsys
 def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
     """A real torchrun job: 4 processes, hierarchical bf16 all-reduce, LARS; rank 0 keeps the records."""
     env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m", "fastres.train",
-           "--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--threads", "1",
-           "--optimizer", "lars", "--virtual-nodes", "2", "--wire-dtype", "bf16", "--dist-timeout", "60",
-           "--out", str(tmp_path), "--name", "dist"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "4",
+        "-m",
+        "fastres.train",
+        "--data",
+        str(tiny_data),
+        *TINY,
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--optimizer",
+        "lars",
+        "--virtual-nodes",
+        "2",
+        "--wire-dtype",
+        "bf16",
+        "--dist-timeout",
+        "60",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "dist",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "hierarchical all-reduce over 2 nodes x 2 ranks" in proc.stdout, proc.stdout
@@ -151,9 +208,17 @@ def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
 def launch_ranks(args: list[str], world: int, cwd: Path, port: int, stderr0=subprocess.DEVNULL) -> list:
     """`python -m fastres.train ARGS` as `world` plain processes, as srun or mpirun start them (no torchrun
     agent to tear the job down), each given its rank's variables."""
-    return [subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=rank_env(r, world, port),
-                             stdout=subprocess.DEVNULL, stderr=stderr0 if r == 0 else subprocess.DEVNULL, text=True)
-            for r in range(world)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "fastres.train", *args],
+            cwd=cwd,
+            env=rank_env(r, world, port),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr0 if r == 0 else subprocess.DEVNULL,
+            text=True,
+        )
+        for r in range(world)
+    ]
 
 
 def wait_for(path: Path, procs: list, seconds: float = 200) -> None:
@@ -169,8 +234,19 @@ def wait_for(path: Path, procs: list, seconds: float = 200) -> None:
 def test_two_ranks_killed_and_resumed_end_bit_identical_to_a_straight_run(tiny_data, tmp_path):
     """Both ranks are killed mid-run; --resume on both continues each rank's shard (its own loader state)
     and ends with the same weights as a run that was never stopped."""
-    common = ["--data", str(tiny_data), *TINY, "--epochs", "4", "--threads", "1", "--data-check", "none",
-              "--out", str(tmp_path)]
+    common = [
+        "--data",
+        str(tiny_data),
+        *TINY,
+        "--epochs",
+        "4",
+        "--threads",
+        "1",
+        "--data-check",
+        "none",
+        "--out",
+        str(tmp_path),
+    ]
     straight = launch_ranks([*common, "--name", "straight"], 2, tmp_path, free_port())
     for p in straight:
         assert p.wait(timeout=300) == 0
@@ -184,8 +260,9 @@ def test_two_ranks_killed_and_resumed_end_bit_identical_to_a_straight_run(tiny_d
             p.wait()
     saved = torch.load(ckpt, weights_only=False)
     assert 1 <= saved["epoch"] < 4 and len(saved["data_per_rank"]) == 2
-    resumed = launch_ranks([*common, "--resume", str(tmp_path / "cut")], 2, tmp_path, free_port(),
-                           stderr0=subprocess.PIPE)
+    resumed = launch_ranks(
+        [*common, "--resume", str(tmp_path / "cut")], 2, tmp_path, free_port(), stderr0=subprocess.PIPE
+    )
     _, err = resumed[0].communicate(timeout=300)
     assert resumed[0].returncode == 0 and resumed[1].wait(timeout=60) == 0, err[-3000:]
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
@@ -202,8 +279,23 @@ def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkp
     and the checkpoint must still load."""
     import time
 
-    args = ["--data", str(tiny_data), *TINY, "--epochs", "50", "--threads", "1", "--dist-timeout", "30",
-            "--data-check", "none", "--out", str(tmp_path), "--name", "killed"]
+    args = [
+        "--data",
+        str(tiny_data),
+        *TINY,
+        "--epochs",
+        "50",
+        "--threads",
+        "1",
+        "--dist-timeout",
+        "30",
+        "--data-check",
+        "none",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "killed",
+    ]
     procs = launch_ranks(args, 2, tmp_path, free_port(), stderr0=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     try:
@@ -219,8 +311,9 @@ def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkp
     assert "Traceback" not in err, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("python -m fastres.train: error:")]
     assert len(errors) == 1, err[-3000:]
-    assert "failed" in errors[0] and ("bucket" in errors[0] or "all_reduce" in errors[0] or "broadcast" in errors[0]
-                                      or "all_gather" in errors[0]), errors[0]
+    assert "failed" in errors[0] and (
+        "bucket" in errors[0] or "all_reduce" in errors[0] or "broadcast" in errors[0] or "all_gather" in errors[0]
+    ), errors[0]
     assert waited < 30 + 20, waited  # the dead peer is noticed at once (closed socket) or at the timeout
     state = torch.load(ckpt, weights_only=False)  # intact: the rename makes a checkpoint whole or absent
     assert state["epoch"] >= 1 and state["step"] == state["epoch"] * 2  # 20 images per rank: 2 steps of 8
@@ -229,16 +322,32 @@ def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkp
     build_model("resnet18", 10).load_state_dict(state["model"])
 
 
-
-@pytest.mark.parametrize("env, message", [
-    ({"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_WORLD_SIZE"),
-    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-      "FASTRES_VIRTUAL_NODES": "3"}, "FASTRES_VIRTUAL_NODES"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_WORLD_SIZE"),
+        (
+            {
+                "RANK": "0",
+                "WORLD_SIZE": "2",
+                "LOCAL_RANK": "0",
+                "LOCAL_WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "FASTRES_VIRTUAL_NODES": "3",
+            },
+            "FASTRES_VIRTUAL_NODES",
+        ),
+    ],
+)
 def test_inconsistent_launcher_environment_is_one_line_exit_2(tmp_path, env, message):
-    proc = subprocess.run([sys.executable, "-m", "fastres.train", "--epochs", "1"], cwd=tmp_path,
-                          env={**clean_environ(), **env, "FASTRES_DATA": str(tmp_path / "cache")},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastres.train", "--epochs", "1"],
+        cwd=tmp_path,
+        env={**clean_environ(), **env, "FASTRES_DATA": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr

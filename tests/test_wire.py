@@ -66,11 +66,37 @@ def special_values() -> torch.Tensor:
             ties += [b + low, b - low]  # fp16 rounds 13 bits away, bf16 16
     odd = [0x3F810000 + 0x8000, 0x3F800000 + 0x8000]  # bf16 tie to even both ways
     specials = f32(
-        0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan,
-        65504.0, 65519.99, 65520.0, -65520.0, 65536.0, 1e6, 3.0e38, -3.4028235e38,
-        3.3895314e38, 3.3961776e38,  # bf16 max and the first value rounding to Inf
-        2.0**-14, 2.0**-15, 2.0**-24, 2.0**-25, -(2.0**-25), 2.0**-25 * 1.0000001, 2.0**-26,
-        3 * 2.0**-25, 5.96e-8, 6.1e-5, 6.09e-5, 1e-40, -1e-40, 1.4e-45, 1.17549435e-38,
+        0.0,
+        -0.0,
+        math.inf,
+        -math.inf,
+        math.nan,
+        -math.nan,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        65536.0,
+        1e6,
+        3.0e38,
+        -3.4028235e38,
+        3.3895314e38,
+        3.3961776e38,  # bf16 max and the first value rounding to Inf
+        2.0**-14,
+        2.0**-15,
+        2.0**-24,
+        2.0**-25,
+        -(2.0**-25),
+        2.0**-25 * 1.0000001,
+        2.0**-26,
+        3 * 2.0**-25,
+        5.96e-8,
+        6.1e-5,
+        6.09e-5,
+        1e-40,
+        -1e-40,
+        1.4e-45,
+        1.17549435e-38,
     )
     return torch.cat([specials, from_bits(ties + odd)])
 
@@ -143,7 +169,7 @@ def test_pack_unaligned_slices_and_longer_dst():
             dst = out[b:]
             ops.pack_wire(src, dst, 0.125)
             assert_same_bits(dst[: src.numel()], (src * 0.125).to(dtype))
-            assert (out[b + src.numel():] == 0).all()  # nothing beyond src.numel() written
+            assert (out[b + src.numel() :] == 0).all()  # nothing beyond src.numel() written
             assert (out[:b] == 0).all()
 
 
@@ -279,8 +305,12 @@ def test_fp16_f16c_and_integer_paths_give_the_same_bits(tmp_path):
     for name, extra in (("default", {}), ("integer", {"FASTRES_WIRE_NO_F16C": "1"})):
         env = {k: v for k, v in os.environ.items() if k != "FASTRES_WIRE_NO_F16C"}
         env.update(extra)
-        subprocess.run([sys.executable, str(script), str(tmp_path / "x.pt"),
-                        str(tmp_path / f"{name}.pt")], check=True, env=env, cwd=tmp_path)
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "x.pt"), str(tmp_path / f"{name}.pt")],
+            check=True,
+            env=env,
+            cwd=tmp_path,
+        )
         out[name] = torch.load(tmp_path / f"{name}.pt")
     assert torch.equal(out["default"]["pack"], out["integer"]["pack"])
     assert torch.equal(out["default"]["unpack"], out["integer"]["unpack"])
@@ -380,11 +410,13 @@ def test_native_checks_name_the_argument():
     d = torch.empty(8)
     p, out = torch.empty(2), torch.empty(2)
     with pytest.raises(ValueError, match="chunks"):  # lo/hi disagree with the table
-        C.wire_unpack_cpu(x.data_ptr(), 0, d.data_ptr(), 8, 1.0, chunks.table.data_ptr(), 2, 2,
-                          0, 7, p.data_ptr(), out.data_ptr(), 1)
+        C.wire_unpack_cpu(
+            x.data_ptr(), 0, d.data_ptr(), 8, 1.0, chunks.table.data_ptr(), 2, 2, 0, 7, p.data_ptr(), out.data_ptr(), 1
+        )
     with pytest.raises(ValueError, match="chunks"):  # beyond dst
-        C.wire_unpack_cpu(x.data_ptr(), 0, d.data_ptr(), 6, 1.0, chunks.table.data_ptr(), 2, 2,
-                          0, 8, p.data_ptr(), out.data_ptr(), 1)
+        C.wire_unpack_cpu(
+            x.data_ptr(), 0, d.data_ptr(), 6, 1.0, chunks.table.data_ptr(), 2, 2, 0, 8, p.data_ptr(), out.data_ptr(), 1
+        )
 
 
 def test_torch_fallback_path(monkeypatch):
@@ -420,7 +452,7 @@ def test_exported():
 def test_cuda_pack_unpack_equal_cpu_bitwise(dtype, n):
     x = torch.cat([special_values(), random_values(n + 3, seed=n)])[: n + 3]
     for a, b in ((0, 0), (3, 0), (0, 1), (1, 3)):  # aligned and unaligned src / dst
-        src = x[a:a + n] if a + n <= x.numel() else x[:n]
+        src = x[a : a + n] if a + n <= x.numel() else x[:n]
         for scale in (1.0, 1 / 3):
             w_cpu = torch.empty(n + b, dtype=dtype)[b:]
             ops.pack_wire(src, w_cpu, scale)
@@ -440,10 +472,10 @@ def test_cuda_unpack_norms_equal_cuda_segment_sq_norms_bitwise(dtype):
     n = 3 * 4096 * 7 + 13
     big = random_values(n + 3, seed=10).clamp(-1e4, 1e4).to(dtype).cuda()
     for shift in (0, 1, 3):
-        src = big[shift:shift + n]
+        src = big[shift : shift + n]
         out = torch.empty(n + 2, device="cuda")
         for d0 in (0, 2):
-            dst = out[d0:d0 + n]
+            dst = out[d0 : d0 + n]
             for offsets in layouts(n):
                 chunks = ops.segment_chunks(torch.tensor(offsets, dtype=torch.int64), "cuda")
                 norms = ops.unpack_wire(src, dst, 1 / 3, chunks=chunks)

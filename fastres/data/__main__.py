@@ -1,9 +1,9 @@
 """`python -m fastres.data`: dataset tools.
 
-    python -m fastres.data check ROOT [--decode] [--workers N] [--lists DIR]
-        find files no loader can decode; exit 0 (all good), 1 (some bad, listed), 2 (usage)
-    python -m fastres.data shard ROOT OUT [--shard-size N]
-        write webdataset tar shards (+ DALI index files) of ROOT/train and ROOT/val
+python -m fastres.data check ROOT [--decode] [--workers N] [--lists DIR]
+    find files no loader can decode; exit 0 (all good), 1 (some bad, listed), 2 (usage)
+python -m fastres.data shard ROOT OUT [--shard-size N]
+    write webdataset tar shards (+ DALI index files) of ROOT/train and ROOT/val
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def _shard(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m fastres.data", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="python -m fastres.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="find undecodable files")
     c.add_argument("root", help="ImageNet-layout tree (ROOT/train, ROOT/val) or one split folder")

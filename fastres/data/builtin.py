@@ -72,8 +72,17 @@ def _rotated(points, cx, cy, rot):
     return [(cx + (x - cx) * c - (y - cy) * s, cy + (x - cx) * s + (y - cy) * c) for x, y in points]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: float, rot: float,
-                fg: tuple, bg_fill: tuple, rng: np.random.Generator) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    name: str,
+    cx: float,
+    cy: float,
+    r: float,
+    rot: float,
+    fg: tuple,
+    bg_fill: tuple,
+    rng: np.random.Generator,
+) -> None:
     """Draw class `name` centred at (cx, cy), fitting a circle of radius r."""
     if name == "disc":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
@@ -96,7 +105,20 @@ def _draw_shape(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: f
         draw.polygon(_polygon(cx, cy, [r, inner] * 5, angles), fill=fg)
     elif name == "plus":
         w = r * rng.uniform(0.28, 0.42)
-        pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+        pts = [
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+            (-r, -w),
+            (-w, -w),
+        ]
         draw.polygon(_rotated([(cx + x, cy + y) for x, y in pts], cx, cy, rot), fill=fg)
     elif name == "crescent":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
@@ -151,7 +173,13 @@ def _background(w: int, h: int, bg: np.ndarray, rng: np.random.Generator) -> Ima
         base += wave[..., None] * rng.uniform(5, 15)
     elif style == 3:  # low-frequency blotches
         small = rng.normal(0, 15, (max(2, h // 16), max(2, w // 16), 3)).astype(np.float32)
-        blot = np.asarray(Image.fromarray(np.clip(small + 128, 0, 255).astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32) - 128
+        blot = (
+            np.asarray(
+                Image.fromarray(np.clip(small + 128, 0, 255).astype(np.uint8)).resize((w, h), Image.BILINEAR),
+                np.float32,
+            )
+            - 128
+        )
         base += blot
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
@@ -218,8 +246,10 @@ def ensure_builtin_dataset(
     their own folder, so a small test copy never passes for the real one.
     """
     base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    name = VERSION if (train_per_class, val_per_class) == (TRAIN_PER_CLASS, VAL_PER_CLASS) else (
-        f"{VERSION}-{train_per_class}-{val_per_class}"
+    name = (
+        VERSION
+        if (train_per_class, val_per_class) == (TRAIN_PER_CLASS, VAL_PER_CLASS)
+        else (f"{VERSION}-{train_per_class}-{val_per_class}")
     )
     root = base / name
     if (root / ".complete").exists():

@@ -24,17 +24,16 @@ list or, with `--skip-bad-files`, trains without those files.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from PIL import Image
 
 from fastres.data.folder import DatasetError, FolderSplit, existing_dir, scan_imagenet, scan_split
 
-__all__ = ["FileReport", "CheckReport", "check_file", "check_files", "check_tree", "write_file_list",
-           "read_file_list"]
+__all__ = ["FileReport", "CheckReport", "check_file", "check_files", "check_tree", "write_file_list", "read_file_list"]
 
 JPEG_NAMES = (".jpeg", ".jpg")
 TAIL_BYTES = 1024  # where the JPEG end-of-image marker must be (trailing padding is allowed)
@@ -113,14 +112,19 @@ def _check_chunk(args: tuple[Sequence[str], bool]) -> list[FileReport]:
     return [check_file(p, decode) for p in paths]
 
 
-def check_files(paths: Sequence[str], decode: bool = False, workers: int | None = None,
-                progress: bool = False, desc: str = "checking") -> CheckReport:
+def check_files(
+    paths: Sequence[str],
+    decode: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    desc: str = "checking",
+) -> CheckReport:
     """Check `paths` in a process pool (in this process for small lists), with a tqdm bar."""
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
     chunk = 64 if decode else 256
-    jobs = [(paths[i:i + chunk], decode) for i in range(0, len(paths), chunk)]
+    jobs = [(paths[i : i + chunk], decode) for i in range(0, len(paths), chunk)]
     report = CheckReport(checked=len(paths))
     bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, dynamic_ncols=True, leave=False)
     if workers <= 1 or len(paths) < POOL_THRESHOLD:
@@ -155,8 +159,9 @@ def splits_of(root: str | os.PathLike) -> dict[str, FolderSplit]:
     return {root.name or "root": scan_split(root)}
 
 
-def check_tree(root: str | os.PathLike, decode: bool = False, workers: int | None = None,
-               progress: bool = False) -> tuple[dict[str, FolderSplit], CheckReport]:
+def check_tree(
+    root: str | os.PathLike, decode: bool = False, workers: int | None = None, progress: bool = False
+) -> tuple[dict[str, FolderSplit], CheckReport]:
     splits = splits_of(root)
     paths = [p for s in splits.values() for p, _ in s.samples]
     return splits, check_files(paths, decode=decode, workers=workers, progress=progress)

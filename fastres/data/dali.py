@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -81,45 +81,84 @@ def _reader(files, labels, shard_id, num_shards, shuffle, shuffle_seed):
     order = {"shuffle_after_epoch": True, "shuffle_after_epoch_seed": shuffle_seed} if shuffle else {}
     if hasattr(files, "index_paths"):
         return fn.readers.webdataset(
-            paths=files.paths, index_paths=files.index_paths, ext=["jpg", "lbl"], dtypes=[types.UINT8, types.INT64],
-            shard_id=shard_id, num_shards=num_shards, pad_last_batch=True, name=READER, **order,
+            paths=files.paths,
+            index_paths=files.index_paths,
+            ext=["jpg", "lbl"],
+            dtypes=[types.UINT8, types.INT64],
+            shard_id=shard_id,
+            num_shards=num_shards,
+            pad_last_batch=True,
+            name=READER,
+            **order,
         )
     # Train: a fresh permutation of the whole list every epoch, the same on every rank (one
     # seed for all: the shards then split it), as the PIL sampler does; DALI's random_shuffle
     # only draws from a buffer of initial_fill samples along a list order fixed across epochs.
     return fn.readers.file(
-        files=list(files), labels=list(labels), shard_id=shard_id, num_shards=num_shards,
-        pad_last_batch=True, name=READER, **order,
+        files=list(files),
+        labels=list(labels),
+        shard_id=shard_id,
+        num_shards=num_shards,
+        pad_last_batch=True,
+        name=READER,
+        **order,
     )
 
 
 def _define_pipelines():
     @pipeline_def
-    def train_pipeline(files, labels, shard_id, num_shards, size, crop_scale_min, out_dtype, layout, gpu,
-                       hw_decoder_load=0.65, prealloc=(0, 0), shuffle_seed=0):
+    def train_pipeline(
+        files,
+        labels,
+        shard_id,
+        num_shards,
+        size,
+        crop_scale_min,
+        out_dtype,
+        layout,
+        gpu,
+        hw_decoder_load=0.65,
+        prealloc=(0, 0),
+        shuffle_seed=0,
+    ):
         jpegs, lab = _reader(files, labels, shard_id, num_shards, True, shuffle_seed)
         images = fn.decoders.image_random_crop(
-            jpegs, output_type=types.RGB, random_area=[crop_scale_min, 1.0],
-            random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10,
+            jpegs,
+            output_type=types.RGB,
+            random_area=[crop_scale_min, 1.0],
+            random_aspect_ratio=[3 / 4, 4 / 3],
+            num_attempts=10,
             **_decoder_kwargs(gpu, hw_decoder_load, prealloc),
         )
         images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_LINEAR, antialias=True)
         images = fn.crop_mirror_normalize(
-            images, dtype=out_dtype, output_layout=layout, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+            images,
+            dtype=out_dtype,
+            output_layout=layout,
+            mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD),
             mirror=fn.random.coin_flip(probability=0.5),
         )
         return images, lab
 
     @pipeline_def
-    def val_pipeline(files, labels, shard_id, num_shards, size, out_dtype, layout, gpu,
-                     hw_decoder_load=0.65, prealloc=(0, 0)):
+    def val_pipeline(
+        files, labels, shard_id, num_shards, size, out_dtype, layout, gpu, hw_decoder_load=0.65, prealloc=(0, 0)
+    ):
         jpegs, lab = _reader(files, labels, shard_id, num_shards, False, 0)
         images = fn.decoders.image(jpegs, output_type=types.RGB, **_decoder_kwargs(gpu, hw_decoder_load, prealloc))
-        images = fn.resize(images, resize_shorter=round(size / VAL_CROP_RATIO), interp_type=types.INTERP_LINEAR,
-                           antialias=True)
+        images = fn.resize(
+            images, resize_shorter=round(size / VAL_CROP_RATIO), interp_type=types.INTERP_LINEAR, antialias=True
+        )
         images = fn.crop_mirror_normalize(
-            images, dtype=out_dtype, output_layout=layout, crop=(size, size), crop_pos_x=0.5, crop_pos_y=0.5,
-            mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+            images,
+            dtype=out_dtype,
+            output_layout=layout,
+            crop=(size, size),
+            crop_pos_x=0.5,
+            crop_pos_y=0.5,
+            mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD),
         )
         return images, lab
 
@@ -144,10 +183,24 @@ class DaliLoader:
     carry DALI's checkpoint, so a resumed run reads the same samples in the same order.
     """
 
-    def __init__(self, samples, train: bool, batch_size: int, size: int,
-                 device: torch.device, dtype: torch.dtype = torch.float32, channels_last: bool = False,
-                 rank: int = 0, world: int = 1, seed: int = 0, threads: int = 2, prefetch: int = 2,
-                 crop_scale_min: float = 0.08, hw_decoder_load: float = 0.65, prealloc: tuple[int, int] = (0, 0)):
+    def __init__(
+        self,
+        samples,
+        train: bool,
+        batch_size: int,
+        size: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        threads: int = 2,
+        prefetch: int = 2,
+        crop_scale_min: float = 0.08,
+        hw_decoder_load: float = 0.65,
+        prealloc: tuple[int, int] = (0, 0),
+    ):
         _require_dali()
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in [0, {world})")
@@ -169,8 +222,10 @@ class DaliLoader:
             # LastBatchPolicy.DROP: every rank runs floor(n / world) // batch full batches
             self._len = (n // world) // batch_size
             if self._len == 0:
-                raise FastresError(f"DALI loader: {n} training images over {world} processes make no full batch of "
-                                   f"{batch_size}: lower --batch-size")
+                raise FastresError(
+                    f"DALI loader: {n} training images over {world} processes make no full batch of "
+                    f"{batch_size}: lower --batch-size"
+                )
             self.num_samples = self._len * batch_size
         else:
             # DALI's shards are contiguous: rank r reads [floor(n r / w), floor(n (r + 1) / w))
@@ -186,12 +241,22 @@ class DaliLoader:
         # Per-rank seeds: the ranks' augmentations and shuffles differ, and repeat run to run.
         seed = (self.seed * 1_000_003 + self.rank * 7919 + (0 if self.train else 1)) % (2**31 - 1)
         common = dict(
-            batch_size=self.batch_size, num_threads=self.threads, seed=seed,
+            batch_size=self.batch_size,
+            num_threads=self.threads,
+            seed=seed,
             device_id=torch.cuda.current_device() if self.gpu else None,
-            prefetch_queue_depth=self.prefetch, enable_checkpointing=True,
-            files=self.files, labels=self.labels, shard_id=self.rank, num_shards=self.world, size=self.size,
-            out_dtype=_dali_dtype(self.dtype), layout="HWC" if self.channels_last else "CHW", gpu=self.gpu,
-            hw_decoder_load=self.hw_decoder_load, prealloc=self.prealloc,
+            prefetch_queue_depth=self.prefetch,
+            enable_checkpointing=True,
+            files=self.files,
+            labels=self.labels,
+            shard_id=self.rank,
+            num_shards=self.world,
+            size=self.size,
+            out_dtype=_dali_dtype(self.dtype),
+            layout="HWC" if self.channels_last else "CHW",
+            gpu=self.gpu,
+            hw_decoder_load=self.hw_decoder_load,
+            prealloc=self.prealloc,
         )
         if self._checkpoint is not None:
             common["checkpoint"] = self._checkpoint
@@ -202,7 +267,11 @@ class DaliLoader:
             pipe = val_pipeline(**common)
         pipe.build()
         return DALIGenericIterator(
-            [pipe], ["images", "labels"], reader_name=READER, auto_reset=True, prepare_first_batch=False,
+            [pipe],
+            ["images", "labels"],
+            reader_name=READER,
+            auto_reset=True,
+            prepare_first_batch=False,
             last_batch_policy=LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL,
         )
 

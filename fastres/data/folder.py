@@ -54,18 +54,19 @@ def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = N
         missing = sorted(set(classes) - set(found))
         extra = sorted(set(found) - set(classes))
         detail = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
                 f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}" if extra else "",
-            ) if part
+            )
+            if part
         )
         raise DatasetError(f"class folders of {split_dir} differ from the training classes: {detail}")
     samples: list[tuple[str, int]] = []
     empty: list[str] = []
     for label, name in enumerate(found):
         files = sorted(
-            e.path for e in os.scandir(split_dir / name)
-            if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS)
+            e.path for e in os.scandir(split_dir / name) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS)
         )
         if not files:
             empty.append(name)
@@ -94,7 +95,9 @@ def scan_imagenet(root: str | os.PathLike) -> tuple[FolderSplit, FolderSplit]:
     """Scan ROOT/train and ROOT/val; raise DatasetError naming the first problem found."""
     root = existing_dir(root, "--data ")
     if not any(True for _ in os.scandir(root)):
-        raise DatasetError(f"--data {root} is empty (expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG)")
+        raise DatasetError(
+            f"--data {root} is empty (expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG)"
+        )
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise DatasetError(

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -76,8 +77,16 @@ def _scan(cfg: DataConfig, root: Path, world: int, exclude: frozenset[str]) -> t
     return train_split, val_split
 
 
-def _pytorch_loaders(cfg: DataConfig, root: Path, device: torch.device, dtype: torch.dtype,
-                     channels_last: bool, rank: int, world: int, exclude: frozenset[str] = frozenset()) -> Loaders:
+def _pytorch_loaders(
+    cfg: DataConfig,
+    root: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool,
+    rank: int,
+    world: int,
+    exclude: frozenset[str] = frozenset(),
+) -> Loaders:
     train_split, val_split = _scan(cfg, root, world, exclude)
     train_tf = RandomResizedCropFlip(cfg.image_size, scale=(cfg.crop_scale_min, 1.0))
     val_tf = ResizeCenterCrop(cfg.val_image_size or cfg.image_size)
@@ -91,12 +100,19 @@ def _pytorch_loaders(cfg: DataConfig, root: Path, device: torch.device, dtype: t
     train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=rank, world=world)
     val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=rank, world=world)
     train = torch.utils.data.DataLoader(
-        ImageFolderDataset(train_split, train_tf), batch_size=cfg.batch_size, sampler=train_sampler,
-        drop_last=True, prefetch_factor=4 if workers else None, **common,
+        ImageFolderDataset(train_split, train_tf),
+        batch_size=cfg.batch_size,
+        sampler=train_sampler,
+        drop_last=True,
+        prefetch_factor=4 if workers else None,
+        **common,
     )
     val = torch.utils.data.DataLoader(
-        ImageFolderDataset(val_split, val_tf), batch_size=cfg.val_batch_size or cfg.batch_size,
-        sampler=val_sampler, drop_last=False, **common,
+        ImageFolderDataset(val_split, val_tf),
+        batch_size=cfg.val_batch_size or cfg.batch_size,
+        sampler=val_sampler,
+        drop_last=False,
+        **common,
     )
     return Loaders(
         train=DeviceLoader(train, device, dtype, channels_last, len(train_sampler)),
@@ -108,13 +124,29 @@ def _pytorch_loaders(cfg: DataConfig, root: Path, device: torch.device, dtype: t
     )
 
 
-def _dali_loaders(cfg: DataConfig, root: Path, device: torch.device, dtype: torch.dtype,
-                  channels_last: bool, rank: int, world: int, exclude: frozenset[str] = frozenset()) -> Loaders:
+def _dali_loaders(
+    cfg: DataConfig,
+    root: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool,
+    rank: int,
+    world: int,
+    exclude: frozenset[str] = frozenset(),
+) -> Loaders:
     from fastres.data.dali import DaliLoader, dali_threads
 
-    common = dict(device=device, dtype=dtype, channels_last=channels_last, rank=rank, world=world, seed=cfg.seed,
-                  threads=dali_threads(cfg.workers), prefetch=getattr(cfg, "prefetch", 2),
-                  hw_decoder_load=getattr(cfg, "hw_decoder_load", 0.65))
+    common = dict(
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        rank=rank,
+        world=world,
+        seed=cfg.seed,
+        threads=dali_threads(cfg.workers),
+        prefetch=getattr(cfg, "prefetch", 2),
+        hw_decoder_load=getattr(cfg, "hw_decoder_load", 0.65),
+    )
     if is_shard_dir(root):  # webdataset shards written by `python -m fastres.data shard`
         from fastres.data.shards import Shards
 
@@ -129,11 +161,14 @@ def _dali_loaders(cfg: DataConfig, root: Path, device: torch.device, dtype: torc
         classes = train_src.classes
         train_src, val_src = train_src.samples, val_src.samples
     if len(train_src) < cfg.batch_size * world:
-        raise DatasetError(f"{root}/train has {len(train_src)} images, fewer than one global batch "
-                           f"({cfg.batch_size} x {world} processes): lower --batch-size")
+        raise DatasetError(
+            f"{root}/train has {len(train_src)} images, fewer than one global batch "
+            f"({cfg.batch_size} x {world} processes): lower --batch-size"
+        )
     train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min, **common)
-    val = DaliLoader(val_src, False, cfg.val_batch_size or cfg.batch_size, cfg.val_image_size or cfg.image_size,
-                     **common)
+    val = DaliLoader(
+        val_src, False, cfg.val_batch_size or cfg.batch_size, cfg.val_image_size or cfg.image_size, **common
+    )
     return Loaders(train=train, val=val, classes=classes, root=root, train_size=len(train_src), val_size=len(val_src))
 
 
@@ -148,8 +183,18 @@ class SyntheticLoader:
     For benchmarks of the model and the step; the shape, dtype, layout and label range are
     those of the real loaders, the pixel statistics those of normalised images (N(0, 1))."""
 
-    def __init__(self, steps: int, batch_size: int, size: int, classes: int, device: torch.device,
-                 dtype: torch.dtype, channels_last: bool, seed: int, num_samples: int | None = None):
+    def __init__(
+        self,
+        steps: int,
+        batch_size: int,
+        size: int,
+        classes: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels_last: bool,
+        seed: int,
+        num_samples: int | None = None,
+    ):
         g = torch.Generator().manual_seed(seed)
         images = torch.randn(batch_size, 3, size, size, generator=g)
         labels = torch.randint(0, classes, (batch_size,), generator=g, dtype=torch.int64)
@@ -170,19 +215,40 @@ class SyntheticLoader:
             yield self.images, self.labels
 
 
-def _synthetic_loaders(cfg: DataConfig, root: Path, device: torch.device, dtype: torch.dtype,
-                       channels_last: bool, rank: int, world: int, exclude: frozenset[str] = frozenset()) -> Loaders:
+def _synthetic_loaders(
+    cfg: DataConfig,
+    root: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool,
+    rank: int,
+    world: int,
+    exclude: frozenset[str] = frozenset(),
+) -> Loaders:
     # The dataset's sizes and classes, so steps per epoch and the model's head match a real run.
     train_split, val_split = _scan(cfg, root, world, exclude)
     vb = cfg.val_batch_size or cfg.batch_size
     val_n = len(range(rank, len(val_split), world))
     common = dict(classes=len(train_split.classes), device=device, dtype=dtype, channels_last=channels_last)
     return Loaders(
-        train=SyntheticLoader(math.ceil(len(train_split) / world) // cfg.batch_size, cfg.batch_size, cfg.image_size,
-                              seed=cfg.seed * 1_000_003 + rank, **common),
-        val=SyntheticLoader(math.ceil(val_n / vb), vb, cfg.val_image_size or cfg.image_size,
-                            seed=cfg.seed * 1_000_003 + rank + 1, **common),
-        classes=train_split.classes, root=root, train_size=len(train_split), val_size=len(val_split),
+        train=SyntheticLoader(
+            math.ceil(len(train_split) / world) // cfg.batch_size,
+            cfg.batch_size,
+            cfg.image_size,
+            seed=cfg.seed * 1_000_003 + rank,
+            **common,
+        ),
+        val=SyntheticLoader(
+            math.ceil(val_n / vb),
+            vb,
+            cfg.val_image_size or cfg.image_size,
+            seed=cfg.seed * 1_000_003 + rank + 1,
+            **common,
+        ),
+        classes=train_split.classes,
+        root=root,
+        train_size=len(train_split),
+        val_size=len(val_split),
     )
 
 
@@ -198,9 +264,15 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def make_loaders(cfg: DataConfig, device: torch.device, dtype: torch.dtype = torch.float32,
-                 channels_last: bool = False, rank: int = 0, world: int = 1,
-                 exclude: frozenset[str] | set[str] = frozenset()) -> Loaders:
+def make_loaders(
+    cfg: DataConfig,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    exclude: frozenset[str] | set[str] = frozenset(),
+) -> Loaders:
     """Train and val loaders for `cfg.data`, or for the built-in dataset when it is None.
 
     `exclude`: paths (as `scan_split` lists them) to leave out, e.g. the checker's bad files."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -96,8 +96,14 @@ def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, to
 class DeviceLoader:
     """Wraps a DataLoader of uint8 NHWC batches: moves them to `device` and normalises there."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, dtype: torch.dtype,
-                 channels_last: bool, num_samples: int):
+    def __init__(
+        self,
+        loader: torch.utils.data.DataLoader,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels_last: bool,
+        num_samples: int,
+    ):
         self.loader, self.device, self.dtype, self.channels_last = loader, device, dtype, channels_last
         self.num_samples = num_samples  # samples this rank sees per epoch (padding included)
 

@@ -51,15 +51,22 @@ def _index(tar_path: Path, idx_path: Path) -> None:
     creator.close()
 
 
-def write_split_shards(split: FolderSplit, out: Path, name: str, shard_size: int, shuffle: bool, seed: int = 0,
-                       exclude: frozenset[str] = frozenset()) -> list[Path]:
+def write_split_shards(
+    split: FolderSplit,
+    out: Path,
+    name: str,
+    shard_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    exclude: frozenset[str] = frozenset(),
+) -> list[Path]:
     samples = [s for s in split.samples if s[0] not in exclude]
     order = np.random.default_rng(seed).permutation(len(samples)) if shuffle else np.arange(len(samples))
     out.mkdir(parents=True, exist_ok=True)
     shards, counts = [], []
     for first in range(0, len(samples), shard_size):
         tar_path = out / f"{name}-{len(shards):06d}.tar"
-        chunk = order[first:first + shard_size]
+        chunk = order[first : first + shard_size]
         with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in chunk:
                 path, label = samples[int(i)]
@@ -70,14 +77,24 @@ def write_split_shards(split: FolderSplit, out: Path, name: str, shard_size: int
         _index(tar_path, tar_path.with_suffix(".idx"))
         shards.append(tar_path)
         counts.append(len(chunk))
-    manifest = {"classes": list(split.classes), "shards": [p.name for p in shards], "counts": counts,
-                "samples": len(samples), "shuffled": shuffle}
+    manifest = {
+        "classes": list(split.classes),
+        "shards": [p.name for p in shards],
+        "counts": counts,
+        "samples": len(samples),
+        "shuffled": shuffle,
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return shards
 
 
-def write_shards(root: str | os.PathLike, out: str | os.PathLike, shard_size: int = 1000, seed: int = 0,
-                 exclude: frozenset[str] = frozenset()) -> dict[str, list[Path]]:
+def write_shards(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    shard_size: int = 1000,
+    seed: int = 0,
+    exclude: frozenset[str] = frozenset(),
+) -> dict[str, list[Path]]:
     if shard_size < 1:
         raise DatasetError(f"--shard-size must be a positive integer, got {shard_size}")
     train, val = scan_imagenet(root)
@@ -96,11 +113,13 @@ class Shards:
         try:
             m = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError) as e:
-            raise DatasetError(f"{folder}: no readable {MANIFEST} ({e}); write shards with python -m fastres.data shard")
+            raise DatasetError(
+                f"{folder}: no readable {MANIFEST} ({e}); write shards with python -m fastres.data shard"
+            ) from None
         self.folder = folder
         self.classes = tuple(m["classes"])
         self.paths = [str(folder / n) for n in m["shards"]]
-        self.index_paths = [str((folder / n)).removesuffix(".tar") + ".idx" for n in m["shards"]]
+        self.index_paths = [str(folder / n).removesuffix(".tar") + ".idx" for n in m["shards"]]
         self.size = int(m["samples"])
 
     def __len__(self) -> int:

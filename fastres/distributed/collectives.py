@@ -21,8 +21,16 @@ import torch.distributed as dist
 from fastres import FastresError
 from fastres.distributed.errors import CollectiveError
 
-__all__ = ["broadcast_tensors", "cause", "check_weights_agree", "checked", "gather_objects", "mean_over_ranks",
-           "rank0_first", "sum_over_ranks"]
+__all__ = [
+    "broadcast_tensors",
+    "cause",
+    "check_weights_agree",
+    "checked",
+    "gather_objects",
+    "mean_over_ranks",
+    "rank0_first",
+    "sum_over_ranks",
+]
 
 
 def cause(e: BaseException) -> str:
@@ -109,5 +117,7 @@ def check_weights_agree(groups, flat: torch.Tensor, when: str) -> None:
     checked("all_gather of weight checksums", dist.all_gather, every, mine, group=groups.world)
     bad = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
     if bad:
-        raise FastresError(f"{when}: the weights of ranks {bad} differ from rank 0's "
-                           f"(checksums {[t.tolist() for t in every[:4]]}...); the ranks no longer train one model")
+        raise FastresError(
+            f"{when}: the weights of ranks {bad} differ from rank 0's "
+            f"(checksums {[t.tolist() for t in every[:4]]}...); the ranks no longer train one model"
+        )

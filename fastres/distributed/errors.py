@@ -1,8 +1,8 @@
 """The errors of fastres.distributed, each a FastresError: the command line prints one line.
 
-    TopologyError     the launcher's environment is missing, malformed or inconsistent (names the variable)
-    DistTimeoutError  a rendezvous or a setup collective waited longer than the timeout
-    CollectiveError   a collective of a running job failed or timed out (names it and its ranks)
+TopologyError     the launcher's environment is missing, malformed or inconsistent (names the variable)
+DistTimeoutError  a rendezvous or a setup collective waited longer than the timeout
+CollectiveError   a collective of a running job failed or timed out (names it and its ranks)
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ class TopologyError(FastresError):
 
 class DistTimeoutError(TopologyError):
     """A rendezvous or a setup collective waited longer than the timeout for other ranks."""
-
-
 
 
 class CollectiveError(FastresError, RuntimeError):

@@ -174,9 +174,7 @@ def _explain(exc: BaseException, stage: str, topology: Topology, timeout: float)
     first = text.splitlines()[0] if text else type(exc).__name__
     if len(first) > 200:
         first = first[:200] + "..."
-    where = (
-        f"{t.init_method} (world size {t.world_size}, this is rank {t.rank}, launcher {t.launcher})"
-    )
+    where = f"{t.init_method} (world size {t.world_size}, this is rank {t.rank}, launcher {t.launcher})"
     lowered = text.lower()
     if any(w in lowered for w in _TIMEOUT_WORDS):
         return DistTimeoutError(
@@ -235,8 +233,16 @@ def init_distributed(
         except Exception as exc:
             raise _explain(exc, "init_process_group", t, timeout) from exc
         return ProcessGroups(
-            topology=t, backend=backend, world=dist.group.WORLD, intra=None, inter=None, intra_ranks=[0],
-            inter_ranks=[0], timeout=td, hostnames=[socket.gethostname()], setup_seconds=time.perf_counter() - start,
+            topology=t,
+            backend=backend,
+            world=dist.group.WORLD,
+            intra=None,
+            inter=None,
+            intra_ranks=[0],
+            inter_ranks=[0],
+            timeout=td,
+            hostnames=[socket.gethostname()],
+            setup_seconds=time.perf_counter() - start,
         )
 
     if t.init_method is None:
@@ -335,7 +341,6 @@ def _check_agreement(gathered: list, t: Topology, backend: str) -> None:
             seen[key] = r
 
 
-
 _EXIT_GRACE_S = 1.0
 
 
@@ -364,4 +369,3 @@ def destroy(groups: ProcessGroups | None = None, *, barrier: bool = True) -> Non
         # exited and closed its sockets (1 in 3 runs without the barrier; once in ~40 with it,
         # on a loaded box): a grace period lets the peers finish before this one can exit.
         time.sleep(_EXIT_GRACE_S)
-

@@ -23,8 +23,16 @@ from dataclasses import dataclass
 
 from fastres.distributed.errors import TopologyError
 
-__all__ = ["DEFAULT_PORT", "LAUNCHERS", "PLACEMENT_VARS", "LaunchEnv", "first_host", "get_port",
-           "parse_tasks_per_node", "read_launcher"]
+__all__ = [
+    "DEFAULT_PORT",
+    "LAUNCHERS",
+    "PLACEMENT_VARS",
+    "LaunchEnv",
+    "first_host",
+    "get_port",
+    "parse_tasks_per_node",
+    "read_launcher",
+]
 
 DEFAULT_PORT = 29500
 LAUNCHERS = ("torchrun", "slurm", "openmpi", "pmi", "none")
@@ -39,7 +47,6 @@ PLACEMENT_VARS = {
     "(node = rank // local size: launch with block placement, e.g. mpiexec -ppn N)",
     "none": "(no launcher)",
 }
-
 
 
 @dataclass(frozen=True)
@@ -123,16 +130,23 @@ def read_launcher(env: Mapping[str, str]) -> LaunchEnv:
         local, local_world = _get_int(env, "LOCAL_RANK"), _get_int(env, "LOCAL_WORLD_SIZE")
         node = _get_int(env, "GROUP_RANK") if env.get("GROUP_RANK", "").strip() else None
         return LaunchEnv(
-            launcher="torchrun", rank=rank, world=world, local=local, local_world=local_world, node=node,
+            launcher="torchrun",
+            rank=rank,
+            world=world,
+            local=local,
+            local_world=local_world,
+            node=node,
             names=("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK"),
-            addr=env.get("MASTER_ADDR") or None, addr_names="MASTER_ADDR",
+            addr=env.get("MASTER_ADDR") or None,
+            addr_names="MASTER_ADDR",
         )
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         rank, world = _get_int(env, "SLURM_PROCID"), _get_int(env, "SLURM_NTASKS")
         local = _get_int(env, "SLURM_LOCALID")
         node = _get_int(env, "SLURM_NODEID")
         local_world_name = next(
-            (n for n in ("SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE") if env.get(n, "").strip()), None)
+            (n for n in ("SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE") if env.get(n, "").strip()), None
+        )
         if local_world_name is None:
             raise TopologyError("neither SLURM_NTASKS_PER_NODE nor SLURM_TASKS_PER_NODE is set")
         counts = parse_tasks_per_node(env[local_world_name], local_world_name)
@@ -150,9 +164,15 @@ def read_launcher(env: Mapping[str, str]) -> LaunchEnv:
                     break
             addr_names = "MASTER_ADDR or SLURM_JOB_NODELIST"
         return LaunchEnv(
-            launcher="slurm", rank=rank, world=world, local=local, local_world=local_world, node=node,
+            launcher="slurm",
+            rank=rank,
+            world=world,
+            local=local,
+            local_world=local_world,
+            node=node,
             names=("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", local_world_name, "SLURM_NODEID"),
-            addr=addr, addr_names=addr_names,
+            addr=addr,
+            addr_names=addr_names,
         )
     for launcher, names in (
         ("openmpi", ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
@@ -162,12 +182,24 @@ def read_launcher(env: Mapping[str, str]) -> LaunchEnv:
         if names[0] in env and names[1] in env:
             rank, world, local, local_world = (_get_int(env, n) for n in names)
             return LaunchEnv(
-                launcher=launcher, rank=rank, world=world, local=local, local_world=local_world, node=None,
-                names=(*names, None), addr=env.get("MASTER_ADDR") or None, addr_names="MASTER_ADDR",
+                launcher=launcher,
+                rank=rank,
+                world=world,
+                local=local,
+                local_world=local_world,
+                node=None,
+                names=(*names, None),
+                addr=env.get("MASTER_ADDR") or None,
+                addr_names="MASTER_ADDR",
             )
     return LaunchEnv(
-        launcher="none", rank=0, world=1, local=0, local_world=1, node=0,
+        launcher="none",
+        rank=0,
+        world=1,
+        local=0,
+        local_world=1,
+        node=0,
         names=("(no launcher) rank", "world size", "local rank", "local world size", None),
-        addr=env.get("MASTER_ADDR") or None, addr_names="MASTER_ADDR",
+        addr=env.get("MASTER_ADDR") or None,
+        addr_names="MASTER_ADDR",
     )
-

@@ -67,8 +67,8 @@ import queue
 import threading
 import time
 import warnings
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -155,12 +155,35 @@ def _plan_of(groups) -> _Plan:
             return _Plan(1, 0, 1, 1, "none", None, None, None, None, (0,), (0,), 0.0)
         W = dist.get_world_size()
         # the default group's own timeout is not public: its default bounds the wait
-        return _Plan(W, dist.get_rank(), W, 1, dist.get_backend(), None, None, None, None, tuple(range(W)),
-                     (dist.get_rank(),), dist.default_pg_timeout.total_seconds())
+        return _Plan(
+            W,
+            dist.get_rank(),
+            W,
+            1,
+            dist.get_backend(),
+            None,
+            None,
+            None,
+            None,
+            tuple(range(W)),
+            (dist.get_rank(),),
+            dist.default_pg_timeout.total_seconds(),
+        )
     t = groups.topology
-    return _Plan(t.world_size, t.local_rank, t.local_world_size, t.num_nodes, groups.backend, groups.world,
-                 groups.intra, groups.inter, groups.intra_gather, tuple(groups.intra_ranks), tuple(groups.inter_ranks),
-                 groups.timeout.total_seconds())
+    return _Plan(
+        t.world_size,
+        t.local_rank,
+        t.local_world_size,
+        t.num_nodes,
+        groups.backend,
+        groups.world,
+        groups.intra,
+        groups.inter,
+        groups.intra_gather,
+        tuple(groups.intra_ranks),
+        tuple(groups.inter_ranks),
+        groups.timeout.total_seconds(),
+    )
 
 
 def _hierarchical(plan: _Plan, algorithm: str) -> bool:
@@ -175,8 +198,9 @@ def _caps(first_bucket_mb: float, bucket_cap_mb: float) -> tuple[int, int]:
     return max(1, int(first_bucket_mb * _MB) // 4), max(1, int(bucket_cap_mb * _MB) // 4)
 
 
-def bucket_layout(model: nn.Module, groups=None, *, algorithm: str = "auto", bucket_cap_mb: float = 25.0,
-                  first_bucket_mb: float = 1.0) -> FlatParams:
+def bucket_layout(
+    model: nn.Module, groups=None, *, algorithm: str = "auto", bucket_cap_mb: float = 25.0, first_bucket_mb: float = 1.0
+) -> FlatParams:
     """The model's FlatParams, each of the Reducer's buckets padded to split into equal aligned shards.
 
     Build it once, after the model's last .to(), and hand it to the Reducer (same caps and
@@ -208,14 +232,24 @@ class Reducer:
     the same layout as `layout=`.
     """
 
-    def __init__(self, layout: FlatParams, groups=None, *, algorithm: str = "auto",
-                 bucket_cap_mb: float = 25.0, first_bucket_mb: float = 1.0, wire_dtype="fp32",
-                 predivide: bool = True):
+    def __init__(
+        self,
+        layout: FlatParams,
+        groups=None,
+        *,
+        algorithm: str = "auto",
+        bucket_cap_mb: float = 25.0,
+        first_bucket_mb: float = 1.0,
+        wire_dtype="fp32",
+        predivide: bool = True,
+    ):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if not isinstance(layout, FlatParams):
-            raise TypeError(f"layout: expected a fastres.flat.FlatParams (from bucket_layout(model, groups)), "
-                            f"got {type(layout).__name__}")
+            raise TypeError(
+                f"layout: expected a fastres.flat.FlatParams (from bucket_layout(model, groups)), "
+                f"got {type(layout).__name__}"
+            )
         first_cap, cap = _caps(first_bucket_mb, bucket_cap_mb)
         if isinstance(wire_dtype, str):
             if wire_dtype not in WIRE_DTYPES:
@@ -269,7 +303,8 @@ class Reducer:
         self._reset_counts()
         self._handles = [
             q.register_post_accumulate_grad_hook(self._make_hook(s))
-            for s, q in enumerate(layout.param_list) if self._trainable[s]
+            for s, q in enumerate(layout.param_list)
+            if self._trainable[s]
         ]
 
     # ------------------------------------------------------------------ public
@@ -279,10 +314,15 @@ class Reducer:
         p = self.plan
         if not self.enabled:
             return f"no gradient all-reduce (1 rank); {len(self.buckets)} buckets ({sizes} MB)"
-        where = (f"{p.num_nodes} nodes x {p.local_world_size} ranks" if self.algorithm == "hierarchical"
-                 else f"{p.world_size} ranks")
-        return (f"{self.algorithm} all-reduce over {where}, {p.backend}, wire {str(self.wire_dtype)[6:]}, "
-                f"{len(self.buckets)} buckets ({sizes} MB of fp32 gradients)")
+        where = (
+            f"{p.num_nodes} nodes x {p.local_world_size} ranks"
+            if self.algorithm == "hierarchical"
+            else f"{p.world_size} ranks"
+        )
+        return (
+            f"{self.algorithm} all-reduce over {where}, {p.backend}, wire {str(self.wire_dtype)[6:]}, "
+            f"{len(self.buckets)} buckets ({sizes} MB of fp32 gradients)"
+        )
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -307,8 +347,8 @@ class Reducer:
         try:
             if self.enabled:
                 self.sent_during_backward = self._next
-                unused = [s for b in self.buckets[self._next:] for s in b.segments if not self._fired[s]]
-                for b in self.buckets[self._next:]:
+                unused = [s for b in self.buckets[self._next :] for s in b.segments if not self._fired[s]]
+                for b in self.buckets[self._next :]:
                     for s in b.segments:
                         if not self._fired[s]:
                             self.layout.attach_grad(s, zero_if_missing=True)
@@ -322,7 +362,9 @@ class Reducer:
                         f"fastres.distributed.reducer: {len(names)} parameters got no gradient in backward "
                         f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); their buckets were "
                         "averaged after backward (no overlap), with a zero gradient from this rank",
-                        RuntimeWarning, stacklevel=2)
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
         finally:
             self._reset_counts()
 
@@ -349,7 +391,8 @@ class Reducer:
                 raise RuntimeError(
                     f"fastres.distributed.reducer: {self.layout.names[s]} got a second gradient before reducer.wait() "
                     "(two backward passes in one step?): call wait() (and step) in between, or run the "
-                    "accumulation passes inside reducer.no_sync()")
+                    "accumulation passes inside reducer.no_sync()"
+                )
             self._fired[s] = True
             b.pending -= 1
             if b.pending == 0 and b.index == self._next:
@@ -381,11 +424,21 @@ class Reducer:
             # all-gather reads it (no copy either way), and no backend's aliasing rules are relied on
             shard = torch.empty(buf.numel() // L, dtype=buf.dtype, device=buf.device)
             return [
-                ("reduce_scatter (intra-node)", p.intra_ranks,
-                 [partial(_reduce_scatter, shard, buf, group=p.intra, async_op=True)]),
-                ("all_reduce (inter-node)", p.inter_ranks, [partial(dist.all_reduce, shard, group=p.inter, async_op=True)]),
-                ("all_gather (intra-node)", p.intra_ranks,
-                 [partial(_all_gather, buf, shard, group=p.intra_gather, async_op=True)]),
+                (
+                    "reduce_scatter (intra-node)",
+                    p.intra_ranks,
+                    [partial(_reduce_scatter, shard, buf, group=p.intra, async_op=True)],
+                ),
+                (
+                    "all_reduce (inter-node)",
+                    p.inter_ranks,
+                    [partial(dist.all_reduce, shard, group=p.inter, async_op=True)],
+                ),
+                (
+                    "all_gather (intra-node)",
+                    p.intra_ranks,
+                    [partial(_all_gather, buf, shard, group=p.intra_gather, async_op=True)],
+                ),
             ]
         # Gloo: torch's Gloo reduce_scatter and all-gather take 2x and 3.5x the time of L reduces
         # and L broadcasts moving the same bytes (bench/README.md), so the node's phases are made
@@ -395,11 +448,20 @@ class Reducer:
         chunks = buf.chunk(L)
         mine = chunks[p.local_rank]
         return [
-            ("reduce (intra-node, chunk i to local rank i)", p.intra_ranks,
-             [partial(dist.reduce, c, dst=r, group=p.intra, async_op=True) for c, r in zip(chunks, owners)]),
+            (
+                "reduce (intra-node, chunk i to local rank i)",
+                p.intra_ranks,
+                [partial(dist.reduce, c, dst=r, group=p.intra, async_op=True) for c, r in zip(chunks, owners)],
+            ),
             ("all_reduce (inter-node)", p.inter_ranks, [partial(dist.all_reduce, mine, group=p.inter, async_op=True)]),
-            ("broadcast (intra-node, chunk i from local rank i)", p.intra_ranks,
-             [partial(dist.broadcast, c, src=r, group=p.intra_gather, async_op=True) for c, r in zip(chunks, owners)]),
+            (
+                "broadcast (intra-node, chunk i from local rank i)",
+                p.intra_ranks,
+                [
+                    partial(dist.broadcast, c, src=r, group=p.intra_gather, async_op=True)
+                    for c, r in zip(chunks, owners)
+                ],
+            ),
         ]
 
     def _launch_ready(self) -> None:
@@ -422,7 +484,7 @@ class Reducer:
 
     def _run_inline(self, b: _Bucket) -> None:
         """NCCL: queue every collective of b now; work.wait() only orders the current stream after it."""
-        for k, (what, ranks, issues) in enumerate(b.stages):
+        for k, (_what, _ranks, issues) in enumerate(b.stages):
             t0 = time.monotonic()
             try:
                 for work in [issue() for issue in issues]:
@@ -494,7 +556,8 @@ class Reducer:
             f"fastres.distributed.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
             f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {self.plan.describe(ranks)} failed after "
             f"{time.monotonic() - t0:.1f} s (process group timeout {self.plan.timeout_s:.0f} s; a rank "
-            f"that died or never reached this step?): {first}")
+            f"that died or never reached this step?): {first}"
+        )
         err.__cause__ = e
         return err
 
@@ -508,7 +571,8 @@ class Reducer:
                     b = self.buckets[self._done]
                     raise CollectiveError(
                         f"fastres.distributed.reducer: gradient bucket {b.index} ({self._params_of(b)}) did not "
-                        f"finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s + 60 s)")
+                        f"finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s + 60 s)"
+                    )
                 self._cv.wait(timeout=left if left is not None else 1.0)
             error, self._error = self._error, None
         if error is not None:

@@ -97,7 +97,6 @@ class Topology:
         return text
 
 
-
 def url_host(addr: str) -> str:
     return f"[{addr}]" if ":" in addr and not addr.startswith("[") else addr
 
@@ -119,7 +118,6 @@ def _parse_virtual_nodes(env: Mapping[str, str], virtual_nodes: int | None) -> t
     if k < 1:
         raise TopologyError(f"{source}={raw!r} must be a positive integer")
     return k, source
-
 
 
 def discover(env: Mapping[str, str] | None = None, virtual_nodes: int | None = None) -> Topology:
@@ -152,13 +150,12 @@ def discover(env: Mapping[str, str] | None = None, virtual_nodes: int | None = N
         node = rank // local_world  # block placement; init_distributed verifies it
     elif not 0 <= node < physical_nodes:
         raise TopologyError(
-            f"{node_n}={node} is outside [0, {physical_nodes}) nodes ({world_n}={world} / {local_world_n}={local_world})"
+            f"{node_n}={node} is outside [0, {physical_nodes}) nodes "
+            f"({world_n}={world} / {local_world_n}={local_world})"
         )
 
     if local_world % k:
-        raise TopologyError(
-            f"{k_source}={k} does not divide the local world size {local_world_n}={local_world}"
-        )
+        raise TopologyError(f"{k_source}={k} does not divide the local world size {local_world_n}={local_world}")
 
     addr, port = p.addr, None
     if world > 1:
@@ -185,4 +182,3 @@ def discover(env: Mapping[str, str] | None = None, virtual_nodes: int | None = N
         physical_local_rank=local,
         physical_local_world_size=local_world,
     )
-

@@ -67,10 +67,22 @@ def _check_hparam(name: str, value, low: float = 0.0, high: float | None = None,
 class _FusedMomentum(torch.optim.Optimizer):
     _lars = True
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.001, eps: float = 0.0, *, nesterov: bool = False,
-                 lr_inside_momentum: bool = True, layout: FlatParams | None = None,
-                 backend: str = "auto", rmsprop_beta: float = 0.99, rmsprop_eps: float = 1e-8):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+        eps: float = 0.0,
+        *,
+        nesterov: bool = False,
+        lr_inside_momentum: bool = True,
+        layout: FlatParams | None = None,
+        backend: str = "auto",
+        rmsprop_beta: float = 0.99,
+        rmsprop_eps: float = 1e-8,
+    ):
         _check_hparam("lr", lr)
         _check_hparam("momentum", momentum, 0.0, 1.0)
         _check_hparam("weight_decay", weight_decay)
@@ -80,16 +92,19 @@ class _FusedMomentum(torch.optim.Optimizer):
             raise ValueError(f"backend: must be auto, native or torch, got {backend!r}")
         _check_hparam("rmsprop_beta", rmsprop_beta, 0.0, 1.0)
         _check_hparam("rmsprop_eps", rmsprop_eps)
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                        adapt=None, decay=None, rmsprop_blend=0.0)
+        defaults = dict(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, adapt=None, decay=None, rmsprop_blend=0.0
+        )
         self.rmsprop_beta, self.rmsprop_eps = float(rmsprop_beta), float(rmsprop_eps)
         self.rmsprop_sq_avg: torch.Tensor | None = None  # allocated by the first blended step
         self._ready = False
         super().__init__(params, defaults)
         self.eps = float(eps)
-        self.mode = ((ops.STEP_LARS if self._lars else 0)
-                     | (0 if lr_inside_momentum else ops.STEP_LR_AFTER_MOMENTUM)
-                     | (ops.STEP_NESTEROV if nesterov else 0))
+        self.mode = (
+            (ops.STEP_LARS if self._lars else 0)
+            | (0 if lr_inside_momentum else ops.STEP_LR_AFTER_MOMENTUM)
+            | (ops.STEP_NESTEROV if nesterov else 0)
+        )
         plist = [p for g in self.param_groups for p in g["params"]]
         if layout is None:  # the parameters are not in a layout yet: this optimizer makes their one layout
             layout = FlatParams(plist)
@@ -103,9 +118,12 @@ class _FusedMomentum(torch.optim.Optimizer):
             raise RuntimeError(f"backend='native': fastres._C has no fused_step kernel for {dev}")
         self._native = backend != "torch" and ops.has_kernel("fused_step", dev)
         if backend == "auto" and not self._native:
-            warnings.warn(f"{type(self).__name__}: fastres._C has no fused_step kernel for {dev}; "
-                          "running the slower torch version (fastres.optim.lars_reference)",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}: fastres._C has no fused_step kernel for {dev}; "
+                "running the slower torch version (fastres.optim.lars_reference)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.momentum_buffer = layout.new_buffer()
         self._mom_views = layout.views(self.momentum_buffer)
         self._hparams = torch.zeros(len(self.param_groups) * ops.HPARAM_STRIDE, dtype=torch.float32, device=dev)
@@ -204,8 +222,16 @@ class _FusedMomentum(torch.optim.Optimizer):
             cur, nxt = self._partials
             if version == self._wsq_version:
                 kw["mode"] |= ops.STEP_W_NORM_CACHED
-            ops.fused_step(*args, L.chunks, self._seg_group, self._seg_flags, self._hparams, **kw,
-                           partials=cur, wsq_out=nxt[: L.chunks.num_chunks])
+            ops.fused_step(
+                *args,
+                L.chunks,
+                self._seg_group,
+                self._seg_flags,
+                self._hparams,
+                **kw,
+                partials=cur,
+                wsq_out=nxt[: L.chunks.num_chunks],
+            )
             self._partials = [nxt, cur]
             self._wsq_version = version
         elif self._native:
@@ -286,13 +312,34 @@ class FusedSGD(_FusedMomentum):
 
     _lars = False
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, *,
-                 nesterov: bool = False, lr_inside_momentum: bool = False,
-                 layout: FlatParams | None = None, backend: str = "auto", rmsprop_beta: float = 0.99,
-                 rmsprop_eps: float = 1e-8):
-        super().__init__(params, lr, momentum, weight_decay, eta=0.0, eps=0.0, nesterov=nesterov,
-                         lr_inside_momentum=lr_inside_momentum, layout=layout, backend=backend,
-                         rmsprop_beta=rmsprop_beta, rmsprop_eps=rmsprop_eps)
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        nesterov: bool = False,
+        lr_inside_momentum: bool = False,
+        layout: FlatParams | None = None,
+        backend: str = "auto",
+        rmsprop_beta: float = 0.99,
+        rmsprop_eps: float = 1e-8,
+    ):
+        super().__init__(
+            params,
+            lr,
+            momentum,
+            weight_decay,
+            eta=0.0,
+            eps=0.0,
+            nesterov=nesterov,
+            lr_inside_momentum=lr_inside_momentum,
+            layout=layout,
+            backend=backend,
+            rmsprop_beta=rmsprop_beta,
+            rmsprop_eps=rmsprop_eps,
+        )
 
     def _default_decay(self) -> torch.Tensor:
         # SGD: weight decay wherever a group asks for it (torch's semantics), unless overridden

@@ -62,7 +62,9 @@ class LRSchedule:
         if self.kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
         if self.total_steps < 1 or not 0 <= self.warmup_steps <= self.total_steps:
-            raise ValueError(f"need 0 <= warmup_steps ({self.warmup_steps}) <= total_steps ({self.total_steps}), total >= 1")
+            raise ValueError(
+                f"need 0 <= warmup_steps ({self.warmup_steps}) <= total_steps ({self.total_steps}), total >= 1"
+            )
         if self.warmup_kind not in WARMUPS:
             raise ValueError(f"unknown warm-up {self.warmup_kind!r}; choose one of {', '.join(WARMUPS)}")
         if not 0 <= self.slow_start_hold < 1:
