@@ -24,18 +24,92 @@ from typing import Any
 import yaml
 
 from fastres import FastresError
+from fastres.data.dataset import CHECK_DEPTHS
+from fastres.data.loader import BACKENDS
+from fastres.distributed.reducer import ALGORITHMS, WIRE_DTYPES
+from fastres.execution import DEVICES, PRECISIONS
 from fastres.model import ARCHS
+from fastres.optim.factory import OPTIMIZERS
 from fastres.optim.schedule import SCHEDULES
 
 __all__ = ["TrainConfig", "ConfigError", "PRESET_DIR", "preset_names", "load_preset", "parse_args", "build_parser"]
 
 PRESET_DIR = Path(__file__).parent / "configs"
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("sgd", "lars", "fused-sgd")
-DATA_CHECKS = ("none", "header", "decode")
-ALLREDUCE = ("auto", "flat", "hierarchical")  # fastres.distributed.reducer.ALGORITHMS
-WIRE_DTYPES = ("fp32", "bf16", "fp16")  # fastres.distributed.reducer.WIRE_DTYPES
+
+# The valid values of each choice key, owned by the module that implements them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "backend": tuple(BACKENDS),
+    "data_check": CHECK_DEPTHS,
+    "arch": tuple(ARCHS),
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "device": DEVICES,
+    "precision": PRECISIONS,
+    "allreduce": ALGORITHMS,
+    "wire_dtype": tuple(WIRE_DTYPES),
+}
+
+# --help: one sentence per key, with its unit; keys grouped by subject, in this order.
+HELP: dict[str, dict[str, str]] = {
+    "data": {
+        "data": "dataset root in ImageNet layout (ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG) or a folder "
+        "of shards from `python -m fastres.data shard`; none: the built-in dataset",
+        "backend": "data loader: dali (NVIDIA DALI; GPU decode on a GPU), pytorch (PIL in DataLoader workers), "
+        "synthetic (one random batch, for benchmarks), auto (dali where installed, else pytorch)",
+        "workers": "loader worker processes (pytorch) or DALI threads, per training process; capped at the CPU count",
+        "prefetch": "batches DALI prepares ahead of the training step",
+        "hw_decoder_load": "share of JPEGs, 0 to 1, that DALI sends to the GPU's hardware JPEG decoder",
+        "data_check": "before training: none, header (open, size and JPEG end marker of every file: fast), or decode "
+        "(decode every pixel: slow, finds every bad file)",
+        "skip_bad_files": "train without the files the check finds bad, instead of refusing to start",
+        "image_size": "side of the square training crop, in pixels",
+        "val_image_size": "side of the square validation crop, in pixels; none: --image-size",
+        "crop_scale_min": "smallest area of a random-resized crop, as a fraction (0 to 1] of the image",
+    },
+    "model": {
+        "arch": "ResNet depth (v1.5: the stride in the 3x3 convolution)",
+    },
+    "optimisation": {
+        "epochs": "passes over the training set",
+        "batch_size": "images per process per step; the global batch is this times the number of processes",
+        "val_batch_size": "images per process per validation step; none: --batch-size",
+        "lr": "peak learning rate per 256 images: the run uses lr x global batch / 256 (Goyal et al. 2017)",
+        "momentum": "momentum coefficient, in [0, 1)",
+        "nesterov": "Nesterov momentum",
+        "optimizer": "sgd (torch.optim.SGD), fused-sgd (fastres FusedSGD: one fused kernel over the flat layout), "
+        "lars (fastres FusedLARS, MLPerf convention)",
+        "lars_eta": "LARS trust coefficient eta (You et al. 2017; MLPerf uses 0.001)",
+        "weight_decay": "L2 weight decay on conv and fc weights (BN parameters and biases get none)",
+        "label_smoothing": "label smoothing of the cross-entropy loss, in [0, 1)",
+        "schedule": "learning-rate decay after warm-up: cosine, poly (power 2), step (x0.1 at 1/3, 2/3, 8/9 of "
+        "training), constant",
+        "warmup_epochs": "epochs of linear warm-up from 0 to the peak learning rate (may be fractional)",
+    },
+    "precision and devices": {
+        "device": "auto (CUDA where available), cpu or cuda; several processes take one GPU each",
+        "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, or bf16 (autocast)",
+        "channels_last": "NHWC memory format for the model and batches; default: on CUDA only",
+        "threads": "torch intra-op threads per process on the CPU; none: torch's default",
+        "seed": "seed of the initialisation, the data order and the augmentations",
+    },
+    "distributed": {
+        "virtual_nodes": "split each machine's processes into this many nodes, to run the hierarchical all-reduce "
+        "on one machine; none: $FASTRES_VIRTUAL_NODES or 1",
+        "allreduce": "gradient all-reduce: flat (one all_reduce per bucket), hierarchical (reduce-scatter in the "
+        "node, all_reduce across nodes, all-gather in the node), auto (hierarchical when there are several nodes "
+        "of several processes)",
+        "bucket_cap_mb": "MiB of fp32 gradients per all-reduce bucket (the first bucket: 1 MiB)",
+        "wire_dtype": "gradients on the wire: fp32, bf16 or fp16 (half the bytes; scaled and cast in one pass)",
+        "dist_timeout": "seconds a rendezvous or collective waits for the other processes before the run stops",
+    },
+    "run": {
+        "out": "parent folder of run folders",
+        "name": "run folder name under --out; none: <arch>-<date>-<time>",
+        "log_every": "steps between progress and metrics records (each one synchronises the device)",
+        "progress": "progress bar on rank 0 (when stderr is a terminal)",
+        "resume": "checkpoint file, or run folder, to continue from",
+    },
+}
 
 
 class ConfigError(FastresError):
@@ -98,37 +172,28 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"--{key.replace('_', '-')} must be {what}, got {getattr(self, key)!r}")
 
-        need(self.arch in ARCHS, "arch", f"one of {', '.join(ARCHS)}")
+        for key, valid in CHOICES.items():
+            need(getattr(self, key) in valid, key, f"one of {', '.join(valid)}")
         need(self.epochs >= 1, "epochs", "a positive integer")
         need(self.batch_size >= 1, "batch_size", "a positive integer")
         need(self.val_batch_size is None or self.val_batch_size >= 1, "val_batch_size", "a positive integer")
         need(self.lr >= 0, "lr", ">= 0")
         need(0 <= self.momentum < 1, "momentum", "in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", ">= 0")
-        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
         need(self.lars_eta >= 0, "lars_eta", ">= 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
-        need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
         need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs={self.epochs}]")
         need(self.workers >= 0, "workers", ">= 0")
         need(self.prefetch >= 1, "prefetch", "a positive integer")
         need(0 <= self.hw_decoder_load <= 1, "hw_decoder_load", "in [0, 1]")
-        need(self.data_check in DATA_CHECKS, "data_check", f"one of {', '.join(DATA_CHECKS)}")
         need(self.image_size >= 16, "image_size", ">= 16")
         need(self.val_image_size is None or self.val_image_size >= 16, "val_image_size", ">= 16")
         need(0 < self.crop_scale_min <= 1, "crop_scale_min", "in (0, 1]")
-        need(self.device in DEVICES, "device", f"one of {', '.join(DEVICES)}")
-        need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
         need(self.threads is None or self.threads >= 1, "threads", "a positive integer")
         need(self.log_every >= 1, "log_every", "a positive integer")
         need(self.virtual_nodes is None or self.virtual_nodes >= 1, "virtual_nodes", "a positive integer")
-        need(self.allreduce in ALLREDUCE, "allreduce", f"one of {', '.join(ALLREDUCE)}")
         need(self.bucket_cap_mb > 0, "bucket_cap_mb", "> 0")
-        need(self.wire_dtype in WIRE_DTYPES, "wire_dtype", f"one of {', '.join(WIRE_DTYPES)}")
         need(self.dist_timeout > 0, "dist_timeout", "> 0 seconds")
-        from fastres.data.loader import BACKENDS  # the data layer owns the list of backends
-
-        need(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,44 +284,76 @@ def _parse_optional(tp: type):
     return parse
 
 
-def build_parser(prog: str = "python -m fastres.train", description: str | None = None) -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def build_parser(
+    prog: str = "python -m fastres.train",
+    description: str | None = None,
+    defaults: dict[str, Any] | None = None,
+    defaults_from: str = "",
+) -> argparse.ArgumentParser:
+    """The flag parser: one flag per config key, grouped as in HELP, each with its sentence.
+
+    `defaults`: the values shown as defaults (a preset's over the dataclass's); `defaults_from`
+    says where they come from, in the epilog."""
+    shown = {**TrainConfig().to_dict(), **(defaults or {})}
+    epilog = (
+        f"Defaults shown are {defaults_from or 'the built-in defaults'}; flags override them. "
+        "Unknown keys and wrong types are errors naming the key. Valid values of a choice flag are in its {braces}."
+    )
+    parser = _OneLineParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--config",
         metavar="NAME|PATH",
-        help=f"preset name ({', '.join(preset_names())}) or YAML file; flags override it",
+        help=f"preset name ({', '.join(preset_names())}) or YAML file of config keys; without --config and --data "
+        "the preset builtin applies",
     )
-    defaults = TrainConfig()
-    for key, (tp, optional) in _field_types().items():
-        flag = "--" + key.replace("_", "-")
-        default = getattr(defaults, key)
-        if tp is bool:
-            parser.add_argument(
-                flag,
-                dest=key,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=f"default: {default}",
-            )
-        else:
-            parser.add_argument(
-                flag,
-                dest=key,
-                type=_parse_optional(tp) if optional else tp,
-                default=argparse.SUPPRESS,
-                metavar=tp.__name__.upper(),
-                help=f"default: {default}",
-            )
+    types_ = _field_types()
+    for title, keys in HELP.items():
+        group = parser.add_argument_group(title)
+        for key, sentence in keys.items():
+            tp, optional = types_[key]
+            flag = "--" + key.replace("_", "-")
+            text = f"{sentence} (default: {_show(shown[key])})"
+            if tp is bool:
+                group.add_argument(
+                    flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+                )
+            else:
+                group.add_argument(
+                    flag,
+                    dest=key,
+                    type=_parse_optional(tp) if optional else tp,
+                    default=argparse.SUPPRESS,
+                    metavar=None if key in CHOICES or tp is str else tp.__name__.upper(),
+                    choices=CHOICES.get(key),
+                    help=text,
+                )
     return parser
+
+
+def _preset_of(argv: list[str]) -> str | None:
+    """The preset a command line selects: --config, else builtin when --data is not given."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--data")
+    known, _ = pre.parse_known_args(argv)
+    if known.config is not None:
+        return known.config
+    return "builtin" if known.data in (None, "none", "null") else None
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """Flags -> validated TrainConfig. Raises ConfigError; argparse exits 2 on malformed flags."""
-    parser = build_parser()
-    args = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
-    preset_arg = args.pop("config", None)
-    if preset_arg is None and args.get("data") is None:
-        preset_arg = "builtin"
+    argv = sys.argv[1:] if argv is None else argv
+    preset_arg = _preset_of(argv)
     values = load_preset(preset_arg) if preset_arg else {}
+    source = f"those of preset {preset_arg}" if preset_arg else "the ResNet-50 ImageNet recipe's (no preset)"
+    args = vars(build_parser(defaults=values, defaults_from=source).parse_args(argv))
+    args.pop("config", None)
     values.update(args)
     return TrainConfig(**values).validate()

@@ -14,6 +14,7 @@ import os
 import platform
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import yaml
 
 import fastres
 
-__all__ = ["git_revision", "make_run_dir", "write_config", "MetricsLog"]
+__all__ = ["git_revision", "make_run_dir", "write_config", "MetricsLog", "Summary"]
 
 
 def git_revision(path: Path | None = None) -> str | None:
@@ -70,6 +71,20 @@ def write_config(run_dir: Path, config: dict[str, Any], extra: dict[str, Any]) -
         **extra,
     }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@dataclass
+class Summary:
+    """What a finished run reports (its `summary` record in metrics.jsonl, and fit()'s return value)."""
+
+    epochs: int
+    top1: float
+    top5: float
+    train_seconds: float
+    total_seconds: float
+    images_per_second: float
+    run_dir: Path
+    rank: int = 0
 
 
 class MetricsLog:

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 import torch
 
 from fastres import FastresError
+from fastres.data.dataset import train_steps
 from fastres.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["dali_available", "DaliLoader", "train_pipeline", "val_pipeline"]
@@ -219,8 +220,8 @@ class DaliLoader:
         self.gpu = self.device.type == "cuda"
         n = len(self.files)
         if train:
-            # LastBatchPolicy.DROP: every rank runs floor(n / world) // batch full batches
-            self._len = (n // world) // batch_size
+            # LastBatchPolicy.DROP: every rank runs the same number of full batches
+            self._len = train_steps(n, world, batch_size)
             if self._len == 0:
                 raise FastresError(
                     f"DALI loader: {n} training images over {world} processes make no full batch of "
@@ -305,6 +306,10 @@ class DaliLoader:
             labels = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=True)
             yield images, labels
         self._epochs_read += 1
+
+    def close(self) -> None:
+        """Drop the pipeline (its threads and buffers go with it); a later epoch builds it again."""
+        self._iter = None
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:

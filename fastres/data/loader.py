@@ -23,12 +23,12 @@ from typing import Protocol
 
 import torch
 
-from fastres.data.builtin import ensure_builtin_dataset
-from fastres.data.folder import DatasetError, FolderSplit, scan_imagenet
+from fastres.data.dataset import Dataset, open_dataset, train_steps
+from fastres.data.folder import DatasetError, FolderSplit
 from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8
 from fastres.data.transforms import RandomResizedCropFlip, ResizeCenterCrop
 
-__all__ = ["Loaders", "DataConfig", "make_loaders", "BACKENDS", "SyntheticLoader", "resolve_backend"]
+__all__ = ["Loaders", "DataConfig", "make_loaders", "BACKENDS", "SyntheticLoader", "resolve_backend", "train_steps"]
 
 
 class DataConfig(Protocol):
@@ -56,6 +56,13 @@ class Loaders:
     train_size: int  # images in the training split (all ranks)
     val_size: int
 
+    def close(self) -> None:
+        """Release worker processes and pipelines (safe to call twice)."""
+        for loader in (self.train, self.val):
+            close = getattr(loader, "close", None)
+            if close is not None:
+                close()
+
 
 def _without(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:
     if not exclude:
@@ -66,12 +73,11 @@ def _without(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:
     return FolderSplit(split.root, split.classes, kept)
 
 
-def _scan(cfg: DataConfig, root: Path, world: int, exclude: frozenset[str]) -> tuple[FolderSplit, FolderSplit]:
-    train_split, val_split = scan_imagenet(root)
-    train_split, val_split = _without(train_split, exclude), _without(val_split, exclude)
-    if len(train_split) < cfg.batch_size * world:
+def _splits(cfg: DataConfig, dataset: Dataset, world: int, exclude: frozenset[str]) -> tuple[FolderSplit, FolderSplit]:
+    train_split, val_split = _without(dataset.train, exclude), _without(dataset.val, exclude)
+    if train_steps(len(train_split), world, cfg.batch_size) == 0:
         raise DatasetError(
-            f"{root}/train has {len(train_split)} images, fewer than one global batch "
+            f"{dataset.root}/train has {len(train_split)} images, fewer than one global batch "
             f"({cfg.batch_size} x {world} processes): lower --batch-size"
         )
     return train_split, val_split
@@ -79,7 +85,7 @@ def _scan(cfg: DataConfig, root: Path, world: int, exclude: frozenset[str]) -> t
 
 def _pytorch_loaders(
     cfg: DataConfig,
-    root: Path,
+    dataset: Dataset,
     device: torch.device,
     dtype: torch.dtype,
     channels_last: bool,
@@ -87,7 +93,7 @@ def _pytorch_loaders(
     world: int,
     exclude: frozenset[str] = frozenset(),
 ) -> Loaders:
-    train_split, val_split = _scan(cfg, root, world, exclude)
+    train_split, val_split = _splits(cfg, dataset, world, exclude)
     train_tf = RandomResizedCropFlip(cfg.image_size, scale=(cfg.crop_scale_min, 1.0))
     val_tf = ResizeCenterCrop(cfg.val_image_size or cfg.image_size)
     workers = min(cfg.workers, os.cpu_count() or 1)
@@ -115,10 +121,17 @@ def _pytorch_loaders(
         **common,
     )
     return Loaders(
-        train=DeviceLoader(train, device, dtype, channels_last, len(train_sampler)),
+        train=DeviceLoader(
+            train,
+            device,
+            dtype,
+            channels_last,
+            len(train_sampler),
+            steps=train_steps(len(train_split), world, cfg.batch_size),
+        ),
         val=DeviceLoader(val, device, dtype, channels_last, len(val_sampler)),
         classes=train_split.classes,
-        root=root,
+        root=dataset.root,
         train_size=len(train_split),
         val_size=len(val_split),
     )
@@ -126,7 +139,7 @@ def _pytorch_loaders(
 
 def _dali_loaders(
     cfg: DataConfig,
-    root: Path,
+    dataset: Dataset,
     device: torch.device,
     dtype: torch.dtype,
     channels_last: bool,
@@ -147,7 +160,8 @@ def _dali_loaders(
         prefetch=getattr(cfg, "prefetch", 2),
         hw_decoder_load=getattr(cfg, "hw_decoder_load", 0.65),
     )
-    if is_shard_dir(root):  # webdataset shards written by `python -m fastres.data shard`
+    root = dataset.root
+    if dataset.shards:  # webdataset shards written by `python -m fastres.data shard`
         from fastres.data.shards import Shards
 
         train_src, val_src = Shards(root / "train"), Shards(root / "val")
@@ -157,10 +171,10 @@ def _dali_loaders(
             raise DatasetError(f"{root}: shards cannot leave files out; write them again without the bad files")
         classes = train_src.classes
     else:
-        train_src, val_src = _scan(cfg, root, world, exclude)
+        train_src, val_src = _splits(cfg, dataset, world, exclude)
         classes = train_src.classes
         train_src, val_src = train_src.samples, val_src.samples
-    if len(train_src) < cfg.batch_size * world:
+    if train_steps(len(train_src), world, cfg.batch_size) == 0:
         raise DatasetError(
             f"{root}/train has {len(train_src)} images, fewer than one global batch "
             f"({cfg.batch_size} x {world} processes): lower --batch-size"
@@ -170,11 +184,6 @@ def _dali_loaders(
         val_src, False, cfg.val_batch_size or cfg.batch_size, cfg.val_image_size or cfg.image_size, **common
     )
     return Loaders(train=train, val=val, classes=classes, root=root, train_size=len(train_src), val_size=len(val_src))
-
-
-def is_shard_dir(root: Path) -> bool:
-    """ROOT/train/manifest.json: a tree of webdataset shards, not of image folders."""
-    return (Path(root) / "train" / "manifest.json").is_file()
 
 
 class SyntheticLoader:
@@ -217,7 +226,7 @@ class SyntheticLoader:
 
 def _synthetic_loaders(
     cfg: DataConfig,
-    root: Path,
+    dataset: Dataset,
     device: torch.device,
     dtype: torch.dtype,
     channels_last: bool,
@@ -226,13 +235,15 @@ def _synthetic_loaders(
     exclude: frozenset[str] = frozenset(),
 ) -> Loaders:
     # The dataset's sizes and classes, so steps per epoch and the model's head match a real run.
-    train_split, val_split = _scan(cfg, root, world, exclude)
+    if dataset.shards:
+        raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")
+    train_split, val_split = _splits(cfg, dataset, world, exclude)
     vb = cfg.val_batch_size or cfg.batch_size
     val_n = len(range(rank, len(val_split), world))
     common = dict(classes=len(train_split.classes), device=device, dtype=dtype, channels_last=channels_last)
     return Loaders(
         train=SyntheticLoader(
-            math.ceil(len(train_split) / world) // cfg.batch_size,
+            train_steps(len(train_split), world, cfg.batch_size),
             cfg.batch_size,
             cfg.image_size,
             seed=cfg.seed * 1_000_003 + rank,
@@ -246,7 +257,7 @@ def _synthetic_loaders(
             **common,
         ),
         classes=train_split.classes,
-        root=root,
+        root=dataset.root,
         train_size=len(train_split),
         val_size=len(val_split),
     )
@@ -272,14 +283,16 @@ def make_loaders(
     rank: int = 0,
     world: int = 1,
     exclude: frozenset[str] | set[str] = frozenset(),
+    dataset: Dataset | None = None,
 ) -> Loaders:
-    """Train and val loaders for `cfg.data`, or for the built-in dataset when it is None.
+    """Train and val loaders for `dataset` (by default `open_dataset(cfg.data)`: the built-in
+    dataset when cfg.data is None).
 
     `exclude`: paths (as `scan_split` lists them) to leave out, e.g. the checker's bad files."""
     if cfg.backend not in BACKENDS:
         raise DatasetError(f"unknown data backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
-    root = Path(cfg.data).expanduser() if cfg.data else ensure_builtin_dataset()
+    dataset = open_dataset(cfg.data) if dataset is None else dataset
     backend = resolve_backend(cfg.backend)
-    if backend != "dali" and is_shard_dir(root):
-        raise DatasetError(f"--data {root} holds webdataset shards: only --backend dali reads them")
-    return BACKENDS[backend](cfg, root, device, dtype, channels_last, rank, world, frozenset(exclude))
+    if backend != "dali" and dataset.shards:
+        raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")
+    return BACKENDS[backend](cfg, dataset, device, dtype, channels_last, rank, world, frozenset(exclude))

@@ -103,18 +103,29 @@ class DeviceLoader:
         dtype: torch.dtype,
         channels_last: bool,
         num_samples: int,
+        steps: int | None = None,
     ):
         self.loader, self.device, self.dtype, self.channels_last = loader, device, dtype, channels_last
         self.num_samples = num_samples  # samples this rank sees per epoch (padding included)
+        self.steps = len(loader) if steps is None else min(steps, len(loader))  # batches per epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+        for step, (images, labels) in enumerate(self.loader):
+            if step == self.steps:
+                break  # fastres.data.loader.train_steps: every backend runs the same number of steps
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             yield normalize_batch(images, self.dtype, self.channels_last), labels
+
+    def close(self) -> None:
+        """Shut the worker processes down now (persistent workers otherwise live until collected)."""
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader._iterator = None

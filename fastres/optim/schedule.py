@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SCHEDULES", "WARMUPS", "scaled_lr", "LRSchedule", "rmsprop_warmup_blend"]
+__all__ = ["SCHEDULES", "WARMUPS", "scaled_lr", "LRSchedule", "rmsprop_warmup_blend", "run_schedule"]
 
 SCHEDULES = ("cosine", "poly", "step", "constant")
 WARMUPS = ("linear", "slow-start")
@@ -101,3 +101,13 @@ def rmsprop_warmup_blend(epoch: float, center: float = 10.0, period: float = 5.0
         raise ValueError(f"period must be > 0, got {period}")
     alpha_sgd = min(1.0, max(0.0, (epoch - center) / period + 0.5))
     return 1.0 - alpha_sgd
+
+
+def run_schedule(cfg, steps_per_epoch: int, global_batch: int) -> LRSchedule:
+    """A training run's schedule from its config (lr per 256 images, epochs, warm-up epochs, kind)."""
+    return LRSchedule(
+        peak=scaled_lr(cfg.lr, global_batch),
+        total_steps=cfg.epochs * steps_per_epoch,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+        kind=cfg.schedule,
+    )

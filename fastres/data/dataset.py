@@ -1,0 +1,86 @@
+"""A run's dataset, found and listed once, then checked before training.
+
+    dataset = open_dataset(cfg.data)          # the built-in dataset when None; scans ROOT once
+    bad = check_dataset(dataset, "header", skip_bad_files=False)   # rank 0, before training
+    loaders = make_loaders(cfg, device, dataset=dataset, exclude=bad)
+
+`open_dataset` resolves the root (writing the built-in dataset on first use), tells an
+ImageNet-layout tree from a folder of webdataset shards, and lists the tree's files; the
+check and the loaders both use that one listing.
+
+`check_dataset` runs fastres.data.check over the listed files: DALI stops the run at the
+first file it cannot decode, so a bad file is found here, where the error can name it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastres.data.builtin import ensure_builtin_dataset
+from fastres.data.folder import DatasetError, FolderSplit, scan_imagenet
+
+__all__ = ["CHECK_DEPTHS", "Dataset", "check_dataset", "is_shard_dir", "open_dataset", "train_steps"]
+
+CHECK_DEPTHS = ("none", "header", "decode")  # --data-check: nothing, open + size + end marker, full decode
+
+
+def train_steps(num_images: int, world: int, batch_size: int) -> int:
+    """Training steps per epoch, the same on every rank and every backend: full batches of the
+    floor(num_images / world) images each rank is sure to have (the rest of an epoch is dropped)."""
+    return (num_images // world) // batch_size
+
+
+def is_shard_dir(root: Path) -> bool:
+    """ROOT/train/manifest.json: a tree of webdataset shards, not of image folders."""
+    return (Path(root) / "train" / "manifest.json").is_file()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Where the data is and, for an ImageNet-layout tree, its listed files (None for shards)."""
+
+    root: Path
+    train: FolderSplit | None
+    val: FolderSplit | None
+
+    @property
+    def shards(self) -> bool:
+        return self.train is None
+
+
+def open_dataset(data: str | None) -> Dataset:
+    """The dataset at `data` (ROOT/train/<class>/*, ROOT/val/<class>/*, or shards), listed once.
+
+    None: the built-in dataset, written on first use under $FASTRES_DATA. Raises DatasetError
+    naming the first problem of the layout."""
+    root = Path(data).expanduser() if data else ensure_builtin_dataset()
+    if is_shard_dir(root):
+        return Dataset(root, None, None)
+    train, val = scan_imagenet(root)
+    return Dataset(root, train, val)
+
+
+def check_dataset(dataset: Dataset, depth: str, skip_bad_files: bool, progress: bool = False) -> frozenset[str]:
+    """Find undecodable files before training; refuse naming them, or return them to leave out.
+
+    depth: "none", "header" or "decode" (CHECK_DEPTHS). Shards were checked when written."""
+    if depth not in CHECK_DEPTHS:
+        raise DatasetError(f"--data-check must be one of {', '.join(CHECK_DEPTHS)}, got {depth!r}")
+    if depth == "none" or dataset.shards:
+        return frozenset()
+    from fastres.data.check import check_files
+
+    paths = [p for split in (dataset.train, dataset.val) for p, _ in split.samples]
+    report = check_files(paths, decode=depth == "decode", progress=progress and sys.stderr.isatty())
+    if not report.bad:
+        return frozenset()
+    if not skip_bad_files:
+        raise DatasetError(
+            f"{report.summary()}; train without them with --skip-bad-files, "
+            f"or list them with python -m fastres.data check {dataset.root}"
+        )
+    shown = "; ".join(f"{p} ({why})" for p, why in report.bad[:5]) + (" ..." if len(report.bad) > 5 else "")
+    print(f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): {shown}", flush=True)
+    return report.bad_paths

@@ -1,0 +1,65 @@
+"""Where and how a run computes: its device, its precision, its memory format, its seeds.
+
+    device = pick_device("auto", topology)     # a distributed rank's GPU comes from its local rank
+    amp = amp_dtype("auto", device)            # bf16 autocast on CUDA, fp32 (None) on CPU
+    with autocast(device, amp): ...
+
+Choices (the config's `--device`, `--precision`) are listed here, where they are implemented.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from fastres import FastresError
+from fastres.distributed import Topology, cuda_device
+
+__all__ = ["DEVICES", "PRECISIONS", "amp_dtype", "autocast", "pick_device", "seed_all", "use_channels_last"]
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pick_device(want: str, topology: Topology) -> torch.device:
+    """`auto`: CUDA where torch sees a GPU, else the CPU. One GPU per rank of a machine."""
+    if want not in DEVICES:
+        raise FastresError(f"--device must be one of {', '.join(DEVICES)}, got {want!r}")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise FastresError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda" and topology.distributed:
+        return cuda_device(topology)
+    return torch.device(want)
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32: `auto` is bf16 on CUDA and fp32 on the CPU."""
+    if precision not in PRECISIONS:
+        raise FastresError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def use_channels_last(setting: bool | None, device: torch.device) -> bool:
+    """`--channels-last`, or by default on CUDA only."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """torch.autocast for `dtype`, or nothing for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def seed_all(seed: int) -> None:
+    """Python's, numpy's and torch's generators (the model's initialisation, the loaders' order)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
