@@ -374,3 +374,31 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(tiny_data,
     assert len(err) == 1 and "training loss is nan" in err[0] and "checkpoint" in err[0], err
     assert issubclass(trainer_module.TrainingDiverged, FloatingPointError)
     assert torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "dali"])
+def test_fit_releases_loader_workers_and_the_log_when_it_raises(tiny_data, tmp_path, monkeypatch, backend):
+    import multiprocessing
+
+    from fastres.config import parse_args
+    from fastres.trainer import Trainer
+
+    if backend == "dali":
+        pytest.importorskip("nvidia.dali")
+    args = [*TINY, "--data", str(tiny_data), "--workers", "2", "--backend", backend, "--out", str(tmp_path)]
+    trainer = Trainer(parse_args(args))
+
+    def dies_after_one_batch(self, epoch):
+        for _ in self.data.train:  # the loader's worker processes are up now
+            break
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_after_one_batch)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit()
+    assert trainer.log is None  # closed
+    if backend == "pytorch":
+        assert trainer.data.train.loader._iterator is None
+    else:
+        assert trainer.data.train._iter is None  # the DALI pipeline dropped
+    assert not multiprocessing.active_children(), multiprocessing.active_children()  # no worker left behind
