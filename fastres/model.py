@@ -1,6 +1,6 @@
 """ResNet v1.5 for ImageNet, written for fastres (no torchvision needed).
 
-`resnet50()` is the model of the reference runs in DESIGN.md: 25,557,032 parameters in
+`resnet50()` is the model of the reference runs in docs/design.md: 25,557,032 parameters in
 161 tensors for 1000 classes, state_dict keys identical to torchvision's `resnet50`, so
 its published weights load with `model.load_state_dict(torchvision_state_dict)`.
 

@@ -1,6 +1,6 @@
 """Tests of the fused LARS / momentum-SGD step (csrc/lars.h, fastres.optim.FusedLARS/FusedSGD).
 
-Against a float64 per-tensor reference of the documented formula (DESIGN.md #5), timm's Lars
+Against a float64 per-tensor reference of the documented formula (docs/design.md, decision 5), timm's Lars
 written out independently, torch.optim.SGD, and the torch fallback; over ResNet-50's 161
 tensors and odd shapes, several steps with a changing lr, zero-norm and excluded tensors.
 CUDA cases skip without a GPU.
@@ -30,7 +30,7 @@ def _native_needed():
 
 
 def reference_step(ws, gs, ms, cfg, lr, lr_inside=True, nesterov=False, eps=0.0):
-    """float64, one tensor at a time: the formula of DESIGN.md #5, in place on ws/ms.
+    """float64, one tensor at a time: the formula of docs/design.md, decision 5, in place on ws/ms.
 
     cfg[i] = (wd, mu, eta, adapt, decay) of tensor i."""
     for w, g, m, (wd, mu, eta, adapt, decay) in zip(ws, gs, ms, cfg):
