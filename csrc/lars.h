@@ -12,6 +12,7 @@
 //   fused_step_cuda(...) (FASTRES_WITH_CUDA) two launches: per-chunk norms of w and g
 //                        (one pass), then the update, each block of which reduces its
 //                        segment's partials (deterministic, fixed order) to its trust ratio
+// Under NVRTC (fastres/rtc.py) only the FASTRES_HD parts are compiled.
 //
 // The math (DESIGN.md #5), per segment s in group k, for every element:
 //   wd    = hparams[k].wd if flags[s] & kSegDecay else 0
@@ -39,10 +40,11 @@
 // scratch of 4 * S floats (the StepCoefs of each segment).
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-
 #include "common.h"
+
+#if !defined(__CUDACC_RTC__)  // NVRTC: sqrtf is built in, and only the device parts are compiled
+#include <cmath>
+#endif
 
 namespace fastres {
 
@@ -100,6 +102,7 @@ FASTRES_HD void momentum_update(float& w, float& m, float g, const StepCoefs& k)
   w = w - k.b * (kNesterov ? k.a * gd + k.mu * mn : mn);
 }
 
+#if !defined(__CUDACC_RTC__)
 void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
                     const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
                     const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
@@ -111,5 +114,6 @@ void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, i
                      const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
                      int device, uintptr_t stream);
 #endif
+#endif  // !__CUDACC_RTC__
 
 }  // namespace fastres

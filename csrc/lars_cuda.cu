@@ -8,62 +8,56 @@
 //                         StepCoefs of lars.h, updates its chunk
 //   fused_step_cuda       host launcher on the caller's stream; no host sync, no allocation
 //
-// Loads: 16-byte float4 on the aligned path (w, g, m of the chunk all 16-byte aligned, as
-// fastres/flat.py lays segments out on 16-element boundaries), then a scalar tail; a chunk
-// that is not aligned runs the scalar loop. Redundant stage 2: a block re-reduces the
-// partials of its segment (at most 577 floats for ResNet-50's largest tensor), which costs
-// far less than a third launch and keeps the step at two launches.
-#include <cstdint>
-
+// Loads: every chunk goes through cuda_common.cuh's chunk_visit_sq, split at w's first 16-byte
+// boundary: a scalar head of at most 3 elements, float4s, a scalar tail. g and m take float4
+// loads too where they are 16-byte aligned at the same element (always, on fastres/flat.py's
+// layout: segments start on 16-element boundaries), else scalar loads inside the same loop, so
+// a segment that starts anywhere still runs vectorised. The norm pass sums w^2 over exactly
+// that traversal, and so does the update over w_new: a cached norm has the bits of a fresh one.
+// Redundant stage 2: a block re-reduces the partials of its segment (at most 577 floats for
+// ResNet-50's largest tensor), which costs far less than a third launch and keeps the step at
+// two launches.
+//
+// One source for nvcc and NVRTC: under NVRTC (__CUDACC_RTC__) only the kernels are compiled,
+// and fastres/rtc.py launches them with the same grids as fused_step_cuda below (coupled).
 #include "common.h"
 #include "cuda_common.cuh"
 #include "lars.h"
 #include "segments.h"
 
 namespace fastres {
-namespace {
 
-constexpr int kThreads = 256;  // kSegmentChunk / 4 / 256 = 4 float4 per thread
+FASTRES_KERNELS_BEGIN
 
-// `vec`: take the float4 path. The update kernel takes the same path for the same chunk
-// (all of w, g, m 16-byte aligned) and sums w_new^2 in the same order: coupled, keep in step.
-__device__ __forceinline__ float chunk_sq(const float* __restrict__ p, int n, bool vec) {
-  float acc = 0.0f;
-  if (vec) {
-    const int nvec = n >> 2;
-    const float4* v = reinterpret_cast<const float4*>(p);
-#pragma unroll 4
-    for (int i = threadIdx.x; i < nvec; i += kThreads) {
-      const float4 x = v[i];
-      acc += sq(x.x);
-      acc += sq(x.y);
-      acc += sq(x.z);
-      acc += sq(x.w);
-    }
-    for (int i = 4 * nvec + threadIdx.x; i < n; i += kThreads) acc += sq(p[i]);
-  } else {
-    for (int i = threadIdx.x; i < n; i += kThreads) acc += sq(p[i]);
-  }
-  return acc;
+// 4 floats from p + k: one float4 load when `vec` (p + k 16-byte aligned), else 4 scalar loads.
+__device__ __forceinline__ float4 load4(const float* p, bool vec) {
+  return vec ? *reinterpret_cast<const float4*>(p) : make_float4(p[0], p[1], p[2], p[3]);
 }
 
-__global__ void __launch_bounds__(kThreads)
-chunk_norms_kernel(const float* __restrict__ w, const float* __restrict__ g,
-                   const float* __restrict__ m, int mode,
+__device__ __forceinline__ void store4(float* p, bool vec, const float4& x) {
+  if (vec) {
+    *reinterpret_cast<float4*>(p) = x;
+  } else {
+    p[0] = x.x;
+    p[1] = x.y;
+    p[2] = x.z;
+    p[3] = x.w;
+  }
+}
+
+__global__ void __launch_bounds__(kChunkThreads)
+chunk_norms_kernel(const float* __restrict__ w, const float* __restrict__ g, int mode,
                    const int64_t* __restrict__ table, int64_t S, int64_t C,
-                   const int32_t* __restrict__ seg_flags, const float* __restrict__ found_inf,
-                   float* __restrict__ partials) {
+                   const int32_t* __restrict__ seg_flags, float* __restrict__ partials) {
   // runs on a found-inf step too: the update kernel then carries the w norms over
   const SegmentChunks t = segment_chunks_view(table, S, C);
   const int64_t c = blockIdx.x;
   if (!(seg_flags[t.chunk_seg[c]] & kSegAdapt)) return;  // never read
-  (void)found_inf;
   const int64_t b = t.chunk_begin[c];
   const int n = static_cast<int>(t.chunk_end[c] - b);
-  const bool vec = aligned_to(w + b, 16) && aligned_to(g + b, 16) && aligned_to(m + b, 16);
   const bool cached = (mode & kStepWNormCached) != 0;
-  const float ws = cached ? 0.0f : block_sum_all(chunk_sq(w + b, n, vec));
-  const float gs = block_sum_all(chunk_sq(g + b, n, vec));
+  const float ws = cached ? 0.0f : block_sum_all(chunk_sq(w + b, n));  // `cached`: uniform
+  const float gs = block_sum_all(chunk_sq(g + b, n));
   if (threadIdx.x == 0) {
     if (!cached) partials[c] = ws;
     partials[C + c] = gs;
@@ -71,7 +65,7 @@ chunk_norms_kernel(const float* __restrict__ w, const float* __restrict__ g,
 }
 
 template <bool kNesterov>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kChunkThreads)
 fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ m,
                     const int64_t* __restrict__ table, int64_t S, int64_t C,
                     const int32_t* __restrict__ seg_group, const int32_t* __restrict__ seg_flags,
@@ -90,7 +84,8 @@ fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* _
   }
   float wsq = 0.0f, gsq = 0.0f;
   if ((mode & kStepLars) && (flags & kSegAdapt)) {  // uniform across the block
-    for (int64_t j = t.seg_first_chunk[s] + threadIdx.x; j < t.seg_first_chunk[s + 1]; j += kThreads) {
+    for (int64_t j = t.seg_first_chunk[s] + threadIdx.x; j < t.seg_first_chunk[s + 1];
+         j += kChunkThreads) {
       wsq += partials[j];
       gsq += partials[C + j];
     }
@@ -104,46 +99,41 @@ fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* _
   float* pw = w + b;
   const float* pg = g + b;
   float* pm = m + b;
-  const bool want_sq = wsq_out != nullptr && (mode & kStepLars) && (flags & kSegAdapt);
-  float acc = 0.0f;  // sum of w_new^2, in chunk_sq's order
-  int done = 0;
-  if (aligned_to(pw, 16) && aligned_to(pg, 16) && aligned_to(pm, 16)) {
-    const int nvec = n >> 2;
-    float4* vw = reinterpret_cast<float4*>(pw);
-    const float4* vg = reinterpret_cast<const float4*>(pg);
-    float4* vm = reinterpret_cast<float4*>(pm);
-    for (int i = threadIdx.x; i < nvec; i += kThreads) {
-      float4 x = vw[i], y = vm[i];
-      const float4 d = vg[i];
-      momentum_update<kNesterov>(x.x, y.x, d.x, k);
-      momentum_update<kNesterov>(x.y, y.y, d.y, k);
-      momentum_update<kNesterov>(x.z, y.z, d.z, k);
-      momentum_update<kNesterov>(x.w, y.w, d.w, k);
-      vw[i] = x;
-      vm[i] = y;
-      if (want_sq) {
-        acc += sq(x.x);
-        acc += sq(x.y);
-        acc += sq(x.z);
-        acc += sq(x.w);
-      }
-    }
-    done = 4 * nvec;
-  }
-  for (int i = done + threadIdx.x; i < n; i += kThreads) {  // scalar tail (or whole chunk)
-    float x = pw[i], y = pm[i];
-    momentum_update<kNesterov>(x, y, pg[i], k);
-    pw[i] = x;
-    pm[i] = y;
-    if (want_sq) acc += sq(x);
-  }
+  // g and m vectorise where they are aligned at w's first 16-byte boundary (uniform per block)
+  const int head = static_cast<int>(head_of(pw, n));
+  const bool gvec = aligned_to(pg + head, 16);
+  const bool mvec = aligned_to(pm + head, 16);
+  const float acc = chunk_visit_sq(
+      pw, n,
+      [&](int i) {
+        float4 x = *reinterpret_cast<float4*>(pw + i);
+        float4 y = load4(pm + i, mvec);
+        const float4 d = load4(pg + i, gvec);
+        momentum_update<kNesterov>(x.x, y.x, d.x, k);
+        momentum_update<kNesterov>(x.y, y.y, d.y, k);
+        momentum_update<kNesterov>(x.z, y.z, d.z, k);
+        momentum_update<kNesterov>(x.w, y.w, d.w, k);
+        *reinterpret_cast<float4*>(pw + i) = x;
+        store4(pm + i, mvec, y);
+        return x;
+      },
+      [&](int i) {
+        float x = pw[i], y = pm[i];
+        momentum_update<kNesterov>(x, y, pg[i], k);
+        pw[i] = x;
+        pm[i] = y;
+        return x;
+      });
   if (wsq_out != nullptr) {
-    acc = want_sq ? block_sum_all(acc) : 0.0f;  // want_sq is uniform across the block
-    if (threadIdx.x == 0) wsq_out[c] = acc;
+    const bool want_sq = (mode & kStepLars) && (flags & kSegAdapt);  // uniform across the block
+    const float sum = want_sq ? block_sum_all(acc) : 0.0f;
+    if (threadIdx.x == 0) wsq_out[c] = sum;
   }
 }
 
-}  // namespace
+FASTRES_KERNELS_END
+
+#if !defined(__CUDACC_RTC__)
 
 void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
                      const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
@@ -155,20 +145,19 @@ void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, i
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const unsigned grid = static_cast<unsigned>(C);
   if (mode & kStepLars) {
-    chunk_norms_kernel<<<grid, kThreads, 0, st>>>(w, g, m, mode, table, S, C, seg_flags, found_inf,
-                                                  partials);
-    CUDA_CHECK(cudaGetLastError());
+    chunk_norms_kernel<<<grid, kChunkThreads, 0, st>>>(w, g, mode, table, S, C, seg_flags, partials);
+    CUDA_CHECK_LAUNCH("chunk_norms_kernel", st);
   }
   // The update reads the partials of launch 1: same stream, so ordered after it.
   if (mode & kStepNesterov) {
-    fused_update_kernel<true><<<grid, kThreads, 0, st>>>(w, g, m, table, S, C, seg_group, seg_flags,
-                                                         hparams, found_inf, mode, eps, partials, wsq_out);
+    fused_update_kernel<true><<<grid, kChunkThreads, 0, st>>>(
+        w, g, m, table, S, C, seg_group, seg_flags, hparams, found_inf, mode, eps, partials, wsq_out);
   } else {
-    fused_update_kernel<false><<<grid, kThreads, 0, st>>>(w, g, m, table, S, C, seg_group,
-                                                          seg_flags, hparams, found_inf, mode, eps,
-                                                          partials, wsq_out);
+    fused_update_kernel<false><<<grid, kChunkThreads, 0, st>>>(
+        w, g, m, table, S, C, seg_group, seg_flags, hparams, found_inf, mode, eps, partials, wsq_out);
   }
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH("fused_update_kernel", st);
 }
+#endif  // !__CUDACC_RTC__
 
 }  // namespace fastres

@@ -3,6 +3,9 @@
 // Defines (Python names):
 //   build_info()                    dict: what this build holds (cuda, cuda_archs, openmp, ...)
 //   cuda_device_count()             GPUs the CUDA runtime sees; 0 without CUDA, driver or GPU
+//   cuda_driver_version()           CUDA version the driver supports (13000 = 13.0); 0 without
+//                                   a driver or without CUDA kernels
+//   sync_check(), set_sync_check(on)   FASTRES_SYNC_CHECK: sync and check after every launch
 //   SEGMENT_CHUNK                   elements per chunk of the segment chunk table
 //   segment_chunk_count, segment_chunk_table_size, fill_segment_chunk_table   (segments.h)
 //   segment_sq_norms_cpu, segment_sq_norms_cuda (CUDA builds only)  (segment_sq_norms.h)
@@ -102,6 +105,19 @@ int cuda_device_count() {
 #endif
 }
 
+int cuda_driver_version() {
+#if defined(FASTRES_WITH_CUDA)
+  int v = 0;
+  if (cudaDriverGetVersion(&v) != cudaSuccess) {  // 0 (and success) when no driver is installed
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return v;
+#else
+  return 0;
+#endif
+}
+
 void check_sq_norms_args(int dtype, uintptr_t flat, uintptr_t table, int64_t S, int64_t C,
                          uintptr_t partials, uintptr_t out) {
   check_arg(dtype == kFloat32,
@@ -184,6 +200,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "What this build of fastres._C holds.");
   m.def("cuda_device_count", &cuda_device_count,
         "Number of GPUs the CUDA runtime sees; 0 when built without CUDA or without a driver.");
+
+  m.def("cuda_driver_version", &cuda_driver_version,
+        "CUDA version the installed driver supports (e.g. 13000); 0 without a driver or when built "
+        "without CUDA.");
+  m.def("sync_check", &sync_check,
+        "Whether CUDA launchers synchronise and check after every launch (FASTRES_SYNC_CHECK).");
+  m.def("set_sync_check", &set_sync_check, py::arg("on"),
+        "Turn the per-launch synchronise-and-check of FASTRES_SYNC_CHECK on or off.");
 
   m.def(
       "segment_chunk_count",

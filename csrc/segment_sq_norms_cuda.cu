@@ -2,25 +2,27 @@
 //
 // Defines:
 //   chunk_sq_sums_kernel            stage 1: one block per chunk -> partials[c]
-//   segment_partials_sum_kernel     stage 2: one block per segment -> out[s]
-//   segment_sq_norms_cuda           host launcher: two launches on the caller's stream
+//   segment_partials_sum_kernel     stage 2 (segment_sq_norms_cuda.cuh): one block per segment
+//   segment_sq_norms_cuda           host launcher (nvcc only): two launches on the caller's stream
 //
-// Stage 1 reads its chunk with 16-byte float4 loads from the first 16-byte boundary on, and
-// the at most 3 elements before it (head) and after the last full float4 (tail) with scalar
-// loads; segments start anywhere, so a chunk's start is only 4-byte aligned in general.
-// A 4096-element chunk over 256 threads is 4 float4 loads per thread.
-#include <cstdint>
-
+// Stage 1 is cuda_common.cuh's chunk_sq: 16-byte float4 loads from the chunk's first 16-byte
+// boundary on, scalar loads for the at most 3 elements before it and after the last float4
+// (segments start anywhere, so a chunk's start is only 4-byte aligned in general).
+//
+// One source for nvcc and NVRTC: under NVRTC (__CUDACC_RTC__) only the kernels are compiled,
+// and fastres/rtc.py launches them with the same grids as the launcher below (coupled).
 #include "common.h"
 #include "cuda_common.cuh"
 #include "segment_sq_norms_cuda.cuh"
-#include "segment_sq_norms.h"
 #include "segments.h"
 
-namespace fastres {
-namespace {
+#if !defined(__CUDACC_RTC__)
+#include "segment_sq_norms.h"
+#endif
 
-static_assert(kSegmentChunk % 4 == 0, "chunks must hold whole float4s");
+namespace fastres {
+
+FASTRES_KERNELS_BEGIN
 
 __global__ void __launch_bounds__(kChunkThreads)
 chunk_sq_sums_kernel(const float* __restrict__ flat, const int64_t* __restrict__ table,
@@ -29,33 +31,13 @@ chunk_sq_sums_kernel(const float* __restrict__ flat, const int64_t* __restrict__
   const int64_t c = blockIdx.x;
   const int64_t begin = t.chunk_begin[c];
   const int n = static_cast<int>(t.chunk_end[c] - begin);  // <= kSegmentChunk
-  const float* p = flat + begin;
-
-  // elements before the first 16-byte boundary (flat is 4-byte aligned: checked in ops.py)
-  const int head = static_cast<int>(head_of(p, n));
-  const int nvec = (n - head) >> 2;
-  const float4* v = reinterpret_cast<const float4*>(p + head);
-
-  float acc = 0.0f;
-  if (static_cast<int>(threadIdx.x) < head) acc += sq(p[threadIdx.x]);
-#pragma unroll 4  // 4 loads in flight per thread (a full chunk is exactly 4 per thread)
-  for (int i = threadIdx.x; i < nvec; i += kChunkThreads) {
-    const float4 x = v[i];
-    acc += sq(x.x);
-    acc += sq(x.y);
-    acc += sq(x.z);
-    acc += sq(x.w);
-  }
-  const int tail = head + 4 * nvec + static_cast<int>(threadIdx.x);
-  if (tail < n) acc += sq(p[tail]);  // at most 3 elements after the last float4
-
-  acc = block_sum_all(acc);
+  const float acc = block_sum_all(chunk_sq(flat + begin, n));
   if (threadIdx.x == 0) partials[c] = acc;
 }
 
+FASTRES_KERNELS_END
 
-}  // namespace
-
+#if !defined(__CUDACC_RTC__)
 void segment_sq_norms_cuda(const float* flat, const int64_t* table, int64_t S, int64_t C,
                            float* partials, float* out, int device, uintptr_t stream) {
   check_arg(S < (int64_t{1} << 31) && C < (int64_t{1} << 31),
@@ -66,12 +48,13 @@ void segment_sq_norms_cuda(const float* flat, const int64_t* table, int64_t S, i
   if (C > 0) {
     chunk_sq_sums_kernel<<<static_cast<unsigned>(C), kChunkThreads, 0, st>>>(flat, table, S, C,
                                                                              partials);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK_LAUNCH("chunk_sq_sums_kernel", st);
   }
   // Stage 2 reads the partials of stage 1: same stream, so ordered after it.
   segment_partials_sum_kernel<<<static_cast<unsigned>(S), kSegmentThreads, 0, st>>>(
       partials, table, S, C, out);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH("segment_partials_sum_kernel", st);
 }
+#endif
 
 }  // namespace fastres

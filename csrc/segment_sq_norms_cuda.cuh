@@ -1,26 +1,23 @@
-// segment_sq_norms_cuda.cuh: the two block sizes and the stage-2 kernel of the CUDA segment norms.
+// segment_sq_norms_cuda.cuh: the stage-2 kernel of the CUDA segment norms, shared.
 //
 // Defines:
-//   kChunkThreads                 stage-1 block size (one block per chunk of the chunk table)
 //   kSegmentThreads               stage-2 block size (one block per segment)
 //   segment_partials_sum_kernel   out[s] = sum of partials over segment s's chunks, in chunk order
 //
 // Shared by segment_sq_norms_cuda.cu and wire_cuda.cu (unpack with norms): both write stage-1
-// partials in the same per-thread order, and this one stage 2 sums them, so the norms an unpack
-// returns equal segment_sq_norms of its output bit for bit.
+// partials through cuda_common.cuh's chunk_visit_sq, and this one stage 2 sums them, so the
+// norms an unpack returns equal segment_sq_norms of its output bit for bit.
 #pragma once
-
-#include <cstdint>
 
 #include "common.h"
 #include "cuda_common.cuh"
 #include "segments.h"
 
 namespace fastres {
-namespace {
 
-constexpr int kChunkThreads = 256;    // stage 1 block size; kSegmentChunk / 4 / 256 = 4 loads
 constexpr int kSegmentThreads = 256;  // stage 2 block size
+
+FASTRES_KERNELS_BEGIN
 
 __global__ void __launch_bounds__(kSegmentThreads)
 segment_partials_sum_kernel(const float* __restrict__ partials, const int64_t* __restrict__ table,
@@ -35,5 +32,6 @@ segment_partials_sum_kernel(const float* __restrict__ partials, const int64_t* _
   if (threadIdx.x == 0) out[s] = acc;  // 0 for a segment without chunks
 }
 
-}  // namespace
+FASTRES_KERNELS_END
+
 }  // namespace fastres

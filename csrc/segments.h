@@ -26,9 +26,6 @@
 // chunk_seg to find the trust ratio of its chunk.
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 #include "common.h"
 
 namespace fastres {
@@ -55,6 +52,7 @@ FASTRES_HD SegmentChunks segment_chunks_view(const int64_t* table, int64_t S, in
   return t;
 }
 
+#if !defined(__CUDACC_RTC__)  // host side: builds the table (NVRTC compiles device code only)
 inline int64_t segment_chunk_table_size(int64_t S, int64_t C) { return (S + 1) + 3 * C; }
 
 // Number of chunks for offsets[0..S]; throws std::invalid_argument (naming `offsets`) unless
@@ -94,5 +92,6 @@ inline void fill_segment_chunk_table(const int64_t* offsets, int64_t S, int64_t 
   first[S] = c;
   check_arg(c == C, "fill_segment_chunk_table: C does not match the offsets");
 }
+#endif
 
 }  // namespace fastres

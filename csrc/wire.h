@@ -25,14 +25,16 @@
 // Unpack with norms: out[s] = sum of dst[i]^2 over segment s, bit-identical to what
 // segment_sq_norms would return for dst afterwards, on the same device: the CPU kernel runs
 // cpu_reduce.h's chunk_sq_sum on each chunk right after writing it (still in L1), the CUDA
-// kernel repeats segment_sq_norms_cuda.cu's stage 1 per-thread order and its stage 2.
+// kernel sums what it writes through cuda_common.cuh's chunk_visit_sq (the order of
+// segment_sq_norms_cuda.cu's stage 1) and runs the same stage 2.
 // Coupling: change those and this together (tests/test_wire.py checks the bits).
 #pragma once
 
-#include <cstdint>
-#include <cstring>
-
 #include "common.h"
+
+#if !defined(__CUDACC_RTC__)  // NVRTC compiles only the device side: no memcpy needed there
+#include <cstring>
+#endif
 
 namespace fastres {
 
@@ -161,6 +163,7 @@ struct WireNorms {
   float* out = nullptr;
 };
 
+#if !defined(__CUDACC_RTC__)
 // dst (dst_dtype) [0, n) = wire(src[0, n) * scale). src == dst (in place) only for kFloat32.
 void wire_pack_cpu(const float* src, void* dst, int dst_dtype, int64_t n, float scale,
                    int num_threads);
@@ -174,5 +177,6 @@ void wire_pack_cuda(const float* src, void* dst, int dst_dtype, int64_t n, float
 void wire_unpack_cuda(const void* src, int src_dtype, float* dst, int64_t n, float scale,
                       const WireNorms& norms, int device, uintptr_t stream);
 #endif
+#endif  // !__CUDACC_RTC__
 
 }  // namespace fastres

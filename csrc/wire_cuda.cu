@@ -4,9 +4,9 @@
 //   pack_kernel<D>               grid-stride dst[i] = wire(src[i] * scale)
 //   unpack_kernel<D>             grid-stride dst[i] = float(src[i]) * scale, over [begin, end)
 //   unpack_chunks_kernel<D>      one block per segment chunk: unpack it and write partials[c]
-//                                in segment_sq_norms_cuda.cu's stage-1 order
-//   segment_partials_sum_kernel  stage 2, a copy of segment_sq_norms_cuda.cu's
-//   wire_pack_cuda, wire_unpack_cuda   host launchers on the caller's stream, no host sync
+//                                through cuda_common.cuh's chunk_visit_sq (stage 1's order)
+//   segment_partials_sum_kernel  stage 2 (segment_sq_norms_cuda.cuh, the same kernel)
+//   wire_pack_cuda, wire_unpack_cuda   host launchers (nvcc only) on the caller's stream, no sync
 //
 // Loads and stores: groups of 4 elements (a float4 of fp32, 8 bytes of fp16/bf16) from the
 // first 16-byte boundary of the fp32 side on; the up to 3 elements before it (head) and after
@@ -14,12 +14,12 @@
 // same element (true for buckets carved from one flat buffer); otherwise it is read or written
 // element by element inside the same loop (still coalesced).
 //
-// Coupling: unpack_chunks_kernel sums the squares of what it writes exactly as
-// chunk_sq_sums_kernel sums flat (head element, then each float4 in x, y, z, w order with
-// `#pragma unroll 4`, then the tail element; block_sum_all), and stage 2 is the same code:
-// the norms equal segment_sq_norms(dst) on the GPU bit for bit. Change them together.
-#include <cstdint>
-
+// unpack_chunks_kernel sums the squares of what it writes through chunk_visit_sq, the traversal
+// and order of chunk_sq_sums_kernel, and stage 2 is the same kernel: the norms equal
+// segment_sq_norms(dst) on the GPU bit for bit (tests/test_wire.py checks it).
+//
+// One source for nvcc and NVRTC: under NVRTC (__CUDACC_RTC__) only the kernels are compiled,
+// and fastres/rtc.py launches them with the same grids as the launchers below (coupled).
 #include "common.h"
 #include "cuda_common.cuh"
 #include "segment_sq_norms_cuda.cuh"
@@ -27,10 +27,11 @@
 #include "wire.h"
 
 namespace fastres {
-namespace {
 
-constexpr int kThreads = 256;           // grid-stride kernels
+constexpr int kWireThreads = 256;       // grid-stride kernels
 constexpr int64_t kMaxBlocks = 65535;   // grid-stride: enough blocks to fill any GPU
+
+FASTRES_KERNELS_BEGIN
 
 // 4 wire elements: a float4 for fp32, 8 bytes for fp16/bf16.
 template <typename W>
@@ -76,7 +77,7 @@ __device__ __forceinline__ void store4(typename WireType<D>::type* p, bool vec, 
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kWireThreads)
 pack_kernel(const float* src, typename WireType<D>::type* dst, int64_t n, float scale) {
   using W = typename WireType<D>::type;
   const int64_t head = head_of(src, n);
@@ -96,7 +97,7 @@ pack_kernel(const float* src, typename WireType<D>::type* dst, int64_t n, float 
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kWireThreads)
 unpack_kernel(const typename WireType<D>::type* src, float* dst, int64_t begin, int64_t end,
               float scale) {
   using W = typename WireType<D>::type;
@@ -131,51 +132,42 @@ unpack_chunks_kernel(const typename WireType<D>::type* src, float* dst, float sc
   const int n = static_cast<int>(t.chunk_end[c] - begin);  // <= kSegmentChunk
   float* p = dst + begin;
   const W* q = src + begin;
-
-  // chunk_sq_sums_kernel's split of the chunk, computed on dst (the buffer it would read)
-  const int head = static_cast<int>(head_of(p, n));
-  const int nvec = (n - head) >> 2;
-  float4* v = reinterpret_cast<float4*>(p + head);
-  const bool vec = aligned_to(q + head, 4 * sizeof(W));
-
-  float acc = 0.0f;
-  if (static_cast<int>(threadIdx.x) < head) {
-    const float y = from_wire<D>(q[threadIdx.x]) * scale;
-    p[threadIdx.x] = y;
-    acc += sq(y);
-  }
-#pragma unroll 4
-  for (int i = threadIdx.x; i < nvec; i += kChunkThreads) {
-    float x[4];
-    load4<D>(q + head + 4 * i, vec, x);
-    const float4 y = make_float4(x[0] * scale, x[1] * scale, x[2] * scale, x[3] * scale);
-    v[i] = y;
-    acc += sq(y.x);
-    acc += sq(y.y);
-    acc += sq(y.z);
-    acc += sq(y.w);
-  }
-  const int tail = head + 4 * nvec + static_cast<int>(threadIdx.x);
-  if (tail < n) {
-    const float y = from_wire<D>(q[tail]) * scale;
-    p[tail] = y;
-    acc += sq(y);
-  }
-  acc = block_sum_all(acc);
-  if (threadIdx.x == 0) partials[c] = acc;
+  // chunk_visit_sq splits the chunk at dst's 16-byte boundary (the buffer segment_sq_norms
+  // would read); the wire side is vectorised when aligned at the same element
+  const bool vec = aligned_to(q + head_of(p, n), 4 * sizeof(W));
+  const float acc = chunk_visit_sq(
+      p, n,
+      [&](int k) {
+        float x[4];
+        load4<D>(q + k, vec, x);
+        const float4 y = make_float4(x[0] * scale, x[1] * scale, x[2] * scale, x[3] * scale);
+        *reinterpret_cast<float4*>(p + k) = y;
+        return y;
+      },
+      [&](int k) {
+        const float y = from_wire<D>(q[k]) * scale;
+        p[k] = y;
+        return y;
+      });
+  const float sum = block_sum_all(acc);
+  if (threadIdx.x == 0) partials[c] = sum;
 }
 
+FASTRES_KERNELS_END
+
+#if !defined(__CUDACC_RTC__)
+namespace {
 
 unsigned grid_for(int64_t n) {
-  const int64_t blocks = CEIL_DIV(CEIL_DIV(n, int64_t{4}), int64_t{kThreads});
+  const int64_t blocks = CEIL_DIV(CEIL_DIV(n, int64_t{4}), int64_t{kWireThreads});
   return static_cast<unsigned>(blocks < kMaxBlocks ? (blocks > 0 ? blocks : 1) : kMaxBlocks);
 }
 
 template <int D>
 void launch_pack(const float* src, void* dst, int64_t n, float scale, cudaStream_t st) {
-  pack_kernel<D><<<grid_for(n), kThreads, 0, st>>>(
+  pack_kernel<D><<<grid_for(n), kWireThreads, 0, st>>>(
       src, static_cast<typename WireType<D>::type*>(dst), n, scale);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH("pack_kernel", st);
 }
 
 template <int D>
@@ -185,24 +177,24 @@ void launch_unpack(const void* src, float* dst, int64_t n, float scale, const Wi
   const int64_t lo = nm.table ? nm.lo : n;  // without norms everything is a "gap"
   const int64_t hi = nm.table ? nm.hi : n;
   if (lo > 0) {
-    unpack_kernel<D><<<grid_for(lo), kThreads, 0, st>>>(s, dst, 0, lo, scale);
-    CUDA_CHECK(cudaGetLastError());
+    unpack_kernel<D><<<grid_for(lo), kWireThreads, 0, st>>>(s, dst, 0, lo, scale);
+    CUDA_CHECK_LAUNCH("unpack_kernel", st);
   }
   if (hi < n) {
-    unpack_kernel<D><<<grid_for(n - hi), kThreads, 0, st>>>(s, dst, hi, n, scale);
-    CUDA_CHECK(cudaGetLastError());
+    unpack_kernel<D><<<grid_for(n - hi), kWireThreads, 0, st>>>(s, dst, hi, n, scale);
+    CUDA_CHECK_LAUNCH("unpack_kernel", st);
   }
   if (nm.table == nullptr || nm.num_segments == 0) return;
   const int64_t S = nm.num_segments, C = nm.num_chunks;
   if (C > 0) {
     unpack_chunks_kernel<D><<<static_cast<unsigned>(C), kChunkThreads, 0, st>>>(
         s, dst, scale, nm.table, S, C, nm.partials);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK_LAUNCH("unpack_chunks_kernel", st);
   }
   // Stage 2 reads the partials of stage 1: same stream, so ordered after it.
   segment_partials_sum_kernel<<<static_cast<unsigned>(S), kSegmentThreads, 0, st>>>(
       nm.partials, nm.table, S, C, nm.out);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH("segment_partials_sum_kernel", st);
 }
 
 }  // namespace
@@ -236,5 +228,6 @@ void wire_unpack_cuda(const void* src, int src_dtype, float* dst, int64_t n, flo
     default: return launch_unpack<kBFloat16>(src, dst, n, scale, norms, st);
   }
 }
+#endif  // !__CUDACC_RTC__
 
 }  // namespace fastres

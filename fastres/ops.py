@@ -1,12 +1,21 @@
 """fastres.ops: the only door to the native kernels (`fastres._C`).
 
-Each op checks its tensors (device, dtype, contiguity, sizes; messages name the argument),
-then picks a path:
+Each op checks its tensors (device, dtype, contiguity, sizes, overlaps; messages name the
+argument), then picks a path (fastres.paths says which and why; `python -m fastres.doctor`
+prints it for every op and device):
 
   cpu    `_C`'s C++/OpenMP kernel, for CPU tensors
-  cuda   `_C`'s CUDA kernel on the tensor's device and current stream (no host sync)
-  torch  a torch-native equivalent, for a GPU tensor when `_C` was built without CUDA
-         kernels (or another accelerator): slower, and warned about once per op
+  cuda   `_C`'s CUDA kernel on the tensor's device and current stream (no host sync), where
+         the driver supports the linked CUDA runtime and the build holds code for the GPU
+  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.rtc),
+         where the native ones cannot run and CuPy is installed (`pip install fastres[gpu]`)
+  torch  the torch version of the op (fastres.torch_ops): slower
+A GPU op that does not get the native CUDA kernel warns once, saying why. `path=` on
+`fused_step` forces one ("native", "rtc", "torch"; FusedLARS's `backend=` passes it on).
+
+FASTRES_SYNC_CHECK=1 in the environment (before the first launch) makes every CUDA launch
+synchronise its stream and check for errors, naming the kernel: with CUDA_LAUNCH_BLOCKING=1
+and compute-sanitizer, the way to find the kernel behind an asynchronous CUDA error.
 
 `_C` does not link libtorch (DESIGN.md, decision 1): ops pass `t.data_ptr()` addresses and
 `torch.cuda.current_stream(device).cuda_stream`, and allocate every buffer a kernel needs,
@@ -23,7 +32,8 @@ Ops
   pack_wire(src, dst, scale)        dst = (src * scale).to(dst.dtype): fp32 -> fp32/fp16/bf16 wire
   unpack_wire(src, dst, scale, chunks=)   dst = src.float() * scale, optionally with the
                                     per-segment squared norms of dst in the same pass (wire.h)
-  has_kernel(op, device)            whether `_C` has a kernel for `op` on `device`
+  path_for(op, device, path=)       the path `op` takes on `device`, with the reason
+  has_kernel(op, device)            whether `_C`'s own kernel for `op` runs on `device`
   native_available(), build_info()  what the native part holds
 """
 
@@ -35,6 +45,17 @@ import warnings
 
 import torch
 
+from fastres import paths, torch_ops
+from fastres.torch_ops import (
+    HPARAM_STRIDE,
+    SEG_ADAPT,
+    SEG_DECAY,
+    STEP_LARS,
+    STEP_LR_AFTER_MOMENTUM,
+    STEP_NESTEROV,
+    STEP_W_NORM_CACHED,
+)
+
 try:
     from fastres import _C
 except ImportError as e:  # kept and re-raised with advice when an op needs it
@@ -44,13 +65,21 @@ else:
     _C_IMPORT_ERROR = None
 
 __all__ = [
+    "HPARAM_STRIDE",
     "SEGMENT_CHUNK",
+    "SEG_ADAPT",
+    "SEG_DECAY",
+    "STEP_LARS",
+    "STEP_LR_AFTER_MOMENTUM",
+    "STEP_NESTEROV",
+    "STEP_W_NORM_CACHED",
     "SegmentChunks",
     "build_info",
     "fused_step",
     "has_kernel",
     "native_available",
     "pack_wire",
+    "path_for",
     "segment_chunks",
     "segment_sq_norms",
     "unpack_wire",
@@ -62,7 +91,9 @@ SEGMENT_CHUNK = 4096
 # dtype codes: csrc/common.h enum DType.
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
-_WARNED: set[str] = set()
+_WARNED: set = set()
+_PROBE: paths.Probe | None = None  # built at the first GPU op (tests set it with _set_probe)
+_CHOICES: dict = {}
 
 
 # ----------------------------------------------------------------------------- the native part
@@ -113,29 +144,65 @@ def _native():
     return _C
 
 
-def _warn_once(op: str, message: str) -> None:
-    if op not in _WARNED:
-        _WARNED.add(op)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+def _warn_once(key, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def _pick_path(device: torch.device, op: str) -> str:
-    """'cpu', 'cuda' or 'torch' (see the module docstring); raises if `_C` is missing."""
-    C = _native()
-    if device.type == "cpu":
-        return "cpu"
-    if device.type == "cuda" and hasattr(C, f"{op}_cuda"):
-        return "cuda"
-    if device.type == "cuda":
-        why = (
-            "fastres._C was built without CUDA kernels (nvcc not found, or FASTRES_CUDA=OFF); "
-            "rebuild with nvcc on PATH or CUDACXX set: `pip install . -v` from the repository "
-            "root prints 'fastres: CUDA ON'"
+def _probe() -> paths.Probe:
+    global _PROBE
+    if _PROBE is None:
+        _PROBE = paths.Probe.of(_C)
+    return _PROBE
+
+
+def _set_probe(probe: paths.Probe | None) -> None:
+    """Use `probe` (None: probe this process again) for every later choice; forgets the
+    choices and warnings made so far. For tests, which inject drivers and GPUs."""
+    global _PROBE
+    _PROBE = probe
+    _CHOICES.clear()
+    _WARNED.clear()
+
+
+def path_for(op: str, device: torch.device | str, path: str = "auto") -> paths.Choice:
+    """The path (`.path`: "cpu", "cuda", "rtc" or "torch") that `op` takes for tensors on
+    `device`, and why (`.reason`). `path` forces one: "native", "rtc", "torch" (RuntimeError
+    naming the reason when it cannot run there). Cached: the probe does not change."""
+    device = torch.device(device)
+    if op not in paths.OPS:
+        raise ValueError(f"op: must be one of {', '.join(paths.OPS)}, got {op!r}")
+    key = (op, str(device), path)
+    choice = _CHOICES.get(key)
+    if choice is None:
+        if device.type == "cpu":  # no need to probe drivers and GPUs for the CPU kernels
+            probe = paths.Probe(native=_C is not None)
+        else:
+            probe = _probe()
+        choice = _CHOICES[key] = paths.choose(op, device, probe, path)
+    return choice
+
+
+def _pick_path(device: torch.device, op: str, path: str = "auto") -> str:
+    """The path of `op` on `device` ('cpu', 'cuda', 'rtc', 'torch'); raises ImportError with
+    advice when `_C` is missing (every path but a forced torch one needs its chunk tables),
+    warns once when a GPU op cannot run the native CUDA kernels."""
+    if path != "torch":
+        _native()
+    choice = path_for(op, device, path)
+    if device.type == "cuda" and choice.path in ("rtc", "torch") and path == "auto":
+        runs = (
+            "the CUDA kernels compiled at run time (CuPy/NVRTC)"
+            if choice.path == "rtc"
+            else "the slower torch versions of fastres's ops"
         )
-    else:
-        why = f"fastres._C has no kernels for {device.type} tensors"
-    _warn_once(op, f"{op}: {why}. Running a slower torch version on {device}.")
-    return "torch"
+        _warn_once(
+            (str(device), choice.path, choice.reason),
+            f"fastres.ops on {device} ({op} first): {choice.reason}. Running {runs}; "
+            "`python -m fastres.doctor` says more.",
+        )
+    return choice.path
 
 
 def _launch(op: str, device: torch.device, args: tuple, cpu_extra: tuple = ()) -> None:
@@ -148,6 +215,47 @@ def _launch(op: str, device: torch.device, args: tuple, cpu_extra: tuple = ()) -
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
             getattr(_C, f"{op}_cuda")(*args, device.index, stream)
+
+
+def _rtc(file: str, device: torch.device, launches: list) -> None:
+    """Run `launches`, (kernel, grid, block, args) with args as (C type, value) pairs, from
+    fastres.rtc's module of `file` on `device`'s current stream: the host launchers of
+    csrc/*_cuda.cu, mirrored (coupled: the same kernels, grids and order)."""
+    import numpy as np
+
+    from fastres import rtc
+
+    types = {"p": np.uint64, "i64": np.int64, "i32": np.int32, "f32": np.float32}
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream(device).cuda_stream
+        for kernel, grid, block, args in launches:
+            typed = tuple(types[t](v) for t, v in args)
+            rtc.launch(file, kernel, int(grid), int(block), typed, device.index, stream)
+
+
+_RTC_THREADS = 256  # csrc/cuda_common.cuh kChunkThreads, segment_sq_norms_cuda.cuh, wire_cuda.cu
+_RTC_MAX_BLOCKS = 65535  # csrc/wire_cuda.cu kMaxBlocks
+
+
+def _rtc_grid_for(n: int) -> int:
+    """csrc/wire_cuda.cu's grid_for: grid-stride kernels over n elements, 4 per thread."""
+    quads = -(-n // 4)
+    return min(max(-(-quads // _RTC_THREADS), 1), _RTC_MAX_BLOCKS)
+
+
+def _check_grid(what: str, n: int) -> None:
+    if n >= 1 << 31:
+        raise ValueError(f"{what}: too many for one grid ({n})")
+
+
+def _check_disjoint(written: list, others: list) -> None:
+    """Every (name, tensor) in `written` must share no byte with any other buffer: the
+    kernels take them as __restrict__ pointers, and the result of an overlap is undefined."""
+    spans = [(name, t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for name, t in written + others]
+    for i, (name, a0, a1) in enumerate(spans[: len(written)]):
+        for j, (other, b0, b1) in enumerate(spans):
+            if j != i and a0 < b1 and b0 < a1 and a1 > a0 and b1 > b0:
+                raise ValueError(f"{name}: overlaps {other}; the kernel needs them in disjoint memory")
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -255,7 +363,7 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
     if path == "torch":
         host = chunks.offsets if chunks is not None else _host_offsets(offsets)
         _check_end(int(host[-1]), flat)
-        return _segment_sq_norms_torch(flat, host)
+        return torch_ops.segment_sq_norms_torch(flat, host)
 
     if chunks is None:
         chunks = segment_chunks(offsets, flat.device)
@@ -267,6 +375,15 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
     if S == 0:
         return out
     partials = torch.empty(C, dtype=torch.float32, device=flat.device)  # stage-1 scratch
+    if path == "rtc":
+        _check_grid("segments and chunks", max(S, C))
+        table = ("p", chunks.table.data_ptr())
+        stage1 = [("p", flat.data_ptr()), table, ("i64", S), ("i64", C), ("p", partials.data_ptr())]
+        stage2 = [("p", partials.data_ptr()), table, ("i64", S), ("i64", C), ("p", out.data_ptr())]
+        launches = [("chunk_sq_sums_kernel", C, _RTC_THREADS, stage1)] if C else []
+        launches.append(("segment_partials_sum_kernel", S, _RTC_THREADS, stage2))
+        _rtc("segment_sq_norms_cuda.cu", flat.device, launches)
+        return out
     args = (
         flat.data_ptr(),
         _DTYPE_CODES[flat.dtype],
@@ -294,39 +411,18 @@ def _check_end(end: int, flat: torch.Tensor) -> None:
         raise ValueError(f"offsets: offsets[-1]={end} is beyond the end of flat (numel {flat.numel()})")
 
 
-def _segment_sq_norms_torch(flat: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
-    """Torch-native segment_sq_norms for devices `_C` has no kernels for.
-
-    One fused multi-tensor norm (torch._foreach_norm) over views of the segments, squared:
-    fp32 like the kernels, up to ~2 ulp more rounding from the sqrt and the square.
-    """
-    bounds = host_offsets.tolist()
-    views = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    if not views:
-        return flat.new_zeros(0)
-    if hasattr(torch, "_foreach_norm"):
-        norms = torch._foreach_norm(views, 2)
-    else:  # pragma: no cover - torch without the private foreach ops
-        norms = [torch.linalg.vector_norm(v) for v in views]
-    return torch.stack(norms).square()
-
-
 # ----------------------------------------------------------------------------- fused step
 
-# Mode and flag bits: csrc/lars.h (tests check they agree with _C).
-STEP_LARS, STEP_LR_AFTER_MOMENTUM, STEP_NESTEROV, STEP_W_NORM_CACHED = 1, 2, 4, 8
-SEG_ADAPT, SEG_DECAY = 1, 2
-HPARAM_STRIDE = 4  # per group: lr, wd, mu, eta
+# Mode and flag bits, hparams stride: csrc/lars.h, through fastres.torch_ops (tests check they
+# agree with _C).
 
 
 def has_kernel(op: str, device: torch.device | str) -> bool:
-    """True when `_C` has a native kernel for `op` on `device` (False without `_C`)."""
-    device = torch.device(device)
+    """True when `_C`'s own kernel for `op` runs on `device`: the CPU kernel, or the CUDA one
+    where the driver and the GPU's architecture allow (False without `_C`)."""
     if _C is None:
         return False
-    if device.type == "cpu":
-        return hasattr(_C, f"{op}_cpu")
-    return device.type == "cuda" and hasattr(_C, f"{op}_cuda")
+    return path_for(op, device).path in ("cpu", "cuda")
 
 
 def fused_step(
@@ -343,10 +439,12 @@ def fused_step(
     found_inf: torch.Tensor | None = None,
     partials: torch.Tensor | None = None,
     wsq_out: torch.Tensor | None = None,
-) -> None:
+    path: str = "auto",
+) -> str:
     """One fused LARS (mode & STEP_LARS) or momentum-SGD step over flat buffers, in place.
 
-    params, grads, momentum: fp32, 1-D, contiguous, same device, numel >= chunks.end
+    params, grads, momentum: fp32, 1-D, contiguous, same device, numel >= chunks.end,
+               pairwise disjoint
     chunks:    SegmentChunks of the segment layout, on the same device (built once)
     seg_group: int32, S: the hparams group of each segment (values in [0, G): not checked here,
                it would sync; fastres.optim builds it)
@@ -358,10 +456,13 @@ def fused_step(
                STEP_W_NORM_CACHED its first C hold sum(w^2) per chunk, as written by the
                previous step's `wsq_out`
     wsq_out:   optional fp32, C: receives sum(w_new^2) per chunk (adapted segments; 0 for the
-               others), or the carried-over norms on a found-inf step; must not overlap partials
-    The math is csrc/lars.h's. Two launches on a GPU (one without STEP_LARS), no host sync.
-    Raises on devices without a native kernel: fastres.optim.lars_reference is the torch
-    version (FusedLARS picks it by itself).
+               others), or the carried-over norms on a found-inf step
+    path:      "auto" (see the module docstring), "native", "rtc" or "torch"
+    Every buffer the kernel writes (params, momentum, partials, wsq_out) must be disjoint from
+    every other one. The math is csrc/lars.h's. Two launches on a GPU (one without
+    STEP_LARS), no host sync. The torch path (fastres.torch_ops.fused_step_torch) computes the
+    weight norms afresh and leaves `partials` and `wsq_out` alone: do not cache norms there.
+    Returns the path taken ("cpu", "cuda", "rtc" or "torch").
     """
     op = "fused_step"
     for name, t in (("params", params), ("grads", grads), ("momentum", momentum)):
@@ -399,18 +500,9 @@ def fused_step(
             raise ValueError(f"found_inf: on {found_inf.device} but params is on {device}")
         if found_inf.dtype != torch.float32 or not found_inf.is_contiguous():
             found_inf = found_inf.to(torch.float32).contiguous()  # device-side cast, no sync
-    if not has_kernel(op, device):
-        _native()
-        raise NotImplementedError(
-            f"fused_step: fastres._C has no kernel for {device}; use fastres.optim.lars_reference.fused_step_torch"
-        )
-    if C == 0:
-        return
     if mode & STEP_W_NORM_CACHED and partials is None:
         raise ValueError("partials: STEP_W_NORM_CACHED needs the partials holding the cached norms")
-    if partials is None:
-        partials = torch.empty(2 * C if mode & STEP_LARS else 1, dtype=torch.float32, device=device)
-    else:
+    if partials is not None:
         _check_tensor("partials", partials, torch.float32)
         if partials.device != device or partials.numel() < 2 * C:
             raise ValueError(f"partials: expected >= {2 * C} fp32 elements on {device}")
@@ -418,27 +510,75 @@ def fused_step(
         _check_tensor("wsq_out", wsq_out, torch.float32)
         if wsq_out.device != device or wsq_out.numel() < C:
             raise ValueError(f"wsq_out: expected >= {C} fp32 elements on {device}")
-        a, b = partials.data_ptr(), partials.data_ptr() + 4 * partials.numel()
-        if a < wsq_out.data_ptr() + 4 * C and wsq_out.data_ptr() < b:
-            raise ValueError("wsq_out: must not overlap partials")
+    written = [("params", params), ("momentum", momentum)]
+    written += [(n, t) for n, t in (("partials", partials), ("wsq_out", wsq_out)) if t is not None]
+    read = [("grads", grads), ("hparams", hparams), ("seg_group", seg_group), ("seg_flags", seg_flags)]
+    read += [("chunks", chunks.table)] + ([("found_inf", found_inf)] if found_inf is not None else [])
+    _check_disjoint(written, read)
+    taken = _pick_path(device, op, path)
+    if taken == "torch":
+        torch_ops.fused_step_torch(
+            params,
+            grads,
+            momentum,
+            chunks.offsets,
+            seg_group,
+            seg_flags,
+            hparams,
+            mode=mode,
+            eps=eps,
+            found_inf=found_inf,
+        )
+        return taken
+    if C == 0:
+        return taken
+    if partials is None:
+        partials = torch.empty(2 * C if mode & STEP_LARS else 1, dtype=torch.float32, device=device)
+    ptr = {
+        "w": params.data_ptr(),
+        "g": grads.data_ptr(),
+        "m": momentum.data_ptr(),
+        "table": chunks.table.data_ptr(),
+        "group": seg_group.data_ptr(),
+        "flags": seg_flags.data_ptr(),
+        "hparams": hparams.data_ptr(),
+        "found_inf": 0 if found_inf is None else found_inf.data_ptr(),
+        "partials": partials.data_ptr(),
+        "wsq_out": 0 if wsq_out is None else wsq_out.data_ptr(),
+    }
+    if taken == "rtc":
+        _check_grid("chunks", C)
+        p = {k: ("p", v) for k, v in ptr.items()}
+        sizes = [("i64", S), ("i64", C)]
+        launches = []
+        if mode & STEP_LARS:
+            args = [p["w"], p["g"], ("i32", mode), p["table"], *sizes, p["flags"], p["partials"]]
+            launches.append(("chunk_norms_kernel", C, _RTC_THREADS, args))
+        update = [p["w"], p["g"], p["m"], p["table"], *sizes, p["group"], p["flags"], p["hparams"], p["found_inf"]]
+        update += [("i32", mode), ("f32", eps), p["partials"], p["wsq_out"]]
+        kernel = "fused_update_kernel<true>" if mode & STEP_NESTEROV else "fused_update_kernel<false>"
+        launches.append((kernel, C, _RTC_THREADS, update))
+        _rtc("lars_cuda.cu", device, launches)
+        return taken
     args = (
-        params.data_ptr(),
-        grads.data_ptr(),
-        momentum.data_ptr(),
-        chunks.table.data_ptr(),
+        ptr["w"],
+        ptr["g"],
+        ptr["m"],
+        ptr["table"],
         S,
         C,
-        seg_group.data_ptr(),
-        seg_flags.data_ptr(),
-        hparams.data_ptr(),
-        0 if found_inf is None else found_inf.data_ptr(),
+        ptr["group"],
+        ptr["flags"],
+        ptr["hparams"],
+        ptr["found_inf"],
         int(mode),
         float(eps),
-        partials.data_ptr(),
-        0 if wsq_out is None else wsq_out.data_ptr(),
+        ptr["partials"],
+        ptr["wsq_out"],
     )
     coefs = torch.empty(4 * max(S, 1), dtype=torch.float32) if device.type == "cpu" else None
     _launch(op, device, args, cpu_extra=() if coefs is None else (coefs.data_ptr(),))
+    return taken
 
 
 # ----------------------------------------------------------------------------- wire format
@@ -492,7 +632,12 @@ def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0) -> None:
     if n == 0:
         return
     if path == "torch":
-        dst[:n].copy_(torch.mul(src, scale))
+        torch_ops.pack_wire_torch(src, dst, scale)
+        return
+    if path == "rtc":
+        args = [("p", src.data_ptr()), ("p", dst.data_ptr()), ("i64", n), ("f32", scale)]
+        kernel = f"pack_kernel<{_DTYPE_CODES[dst.dtype]}>"
+        _rtc("wire_cuda.cu", src.device, [(kernel, _rtc_grid_for(n), _RTC_THREADS, args)])
         return
     args = (src.data_ptr(), dst.data_ptr(), _DTYPE_CODES[dst.dtype], n, scale)
     _launch(op, src.device, args)
@@ -532,9 +677,10 @@ def unpack_wire(
             raise ValueError(f"chunks: end {chunks.end} is beyond the end of dst (numel {n})")
     path = _pick_path(dst.device, op)
     if path == "torch":
-        if n:
-            torch.mul(src[:n].to(torch.float32), scale, out=dst)
-        return None if chunks is None else segment_sq_norms(dst, chunks)
+        torch_ops.unpack_wire_torch(src, dst, scale)
+        return None if chunks is None else torch_ops.segment_sq_norms_torch(dst, chunks.offsets)
+    if path == "rtc":
+        return _rtc_unpack(src, dst, scale, chunks)
     if chunks is None:
         if n == 0:
             return None
@@ -549,4 +695,33 @@ def unpack_wire(
         norms = (chunks.table.data_ptr(), S, C, lo, hi, partials.data_ptr(), out.data_ptr())
     args = (src.data_ptr(), _DTYPE_CODES[src.dtype], dst.data_ptr(), n, scale, *norms)
     _launch(op, dst.device, args)
+    return out
+
+
+def _rtc_unpack(src: torch.Tensor, dst: torch.Tensor, scale: float, chunks: SegmentChunks | None):
+    """unpack_wire on the rtc path: csrc/wire_cuda.cu's launch_unpack, mirrored."""
+    n, d = dst.numel(), _DTYPE_CODES[src.dtype]
+    s, o = ("p", src.data_ptr()), ("p", dst.data_ptr())
+    lo = hi = n  # without norms everything is a "gap"
+    out = None
+    if chunks is not None:
+        S, C = chunks.num_segments, chunks.num_chunks
+        _check_grid("segments and chunks", max(S, C))
+        out = torch.empty(S, dtype=torch.float32, device=dst.device)
+        partials = torch.empty(max(C, 1), dtype=torch.float32, device=dst.device)
+        lo, hi = (int(chunks.offsets[0]), chunks.end) if C else (0, 0)
+    launches = []
+    for begin, end in ((0, lo), (hi, n)):
+        if end > begin:
+            args = [s, o, ("i64", begin), ("i64", end), ("f32", scale)]
+            launches.append((f"unpack_kernel<{d}>", _rtc_grid_for(end - begin), _RTC_THREADS, args))
+    if chunks is not None and S:
+        table, sizes = ("p", chunks.table.data_ptr()), [("i64", S), ("i64", C)]
+        if C:
+            args = [s, o, ("f32", scale), table, *sizes, ("p", partials.data_ptr())]
+            launches.append((f"unpack_chunks_kernel<{d}>", C, _RTC_THREADS, args))
+        args = [("p", partials.data_ptr()), table, *sizes, ("p", out.data_ptr())]
+        launches.append(("segment_partials_sum_kernel", S, _RTC_THREADS, args))
+    if launches:
+        _rtc("wire_cuda.cu", dst.device, launches)
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastres import ops
+from fastres import ops, paths, torch_ops
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
@@ -296,11 +296,168 @@ def fallback_error_bound(offsets: torch.Tensor) -> torch.Tensor:
 def test_torch_fallback_matches_float64():
     offsets = offsets_of(ODD_LENGTHS, start=1)
     flat = torch.randn(int(offsets[-1]), generator=torch.Generator().manual_seed(11))
-    out = ops._segment_sq_norms_torch(flat, offsets)
+    out = torch_ops.segment_sq_norms_torch(flat, offsets)
     ref = reference(flat, offsets)
     bound = fallback_error_bound(offsets) * ref
     assert bool(((out.double() - ref).abs() <= bound).all())
-    assert ops._segment_sq_norms_torch(flat, torch.tensor([3], dtype=torch.int64)).shape == (0,)
+    assert torch_ops.segment_sq_norms_torch(flat, torch.tensor([3], dtype=torch.int64)).shape == (0,)
+
+
+# ----------------------------------------------------------------------------- path choice
+# The probe (driver, GPUs, build, CuPy) is data: every case a GPU machine could present is
+# injected here, on CPU.
+
+H100 = paths.Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 80 << 30)
+
+
+def gpu(cc, name="GPU", index=0):
+    return paths.Gpu(index, name, cc, 16 << 30)
+
+
+def probe(**kw) -> paths.Probe:
+    """A CUDA 13 build for 80;90 on a machine with an H100, a CUDA 13.0 driver and CuPy."""
+    base = dict(
+        native=True,
+        cuda_ops=frozenset(paths.OPS),
+        cuda_archs=("80-real", "90"),
+        cuda_runtime=13000,
+        driver=13000,
+        gpus=(H100,),
+        rtc=(True, ""),
+    )
+    return paths.Probe(**{**base, **kw})
+
+
+NO_CUPY = (False, "CuPy is not importable (ModuleNotFoundError: No module named 'cupy')")
+CUDA0 = torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize(
+    "cc, how",
+    [
+        ((9, 0), "sm_90 SASS"),
+        ((8, 0), "sm_80 SASS"),
+        ((8, 6), "sm_80 SASS"),  # an sm_80 cubin runs on every 8.x
+        ((8, 9), "sm_80 SASS"),
+        ((10, 0), "compute_90 PTX, JIT-compiled by the driver for sm_100"),
+        ((12, 0), "compute_90 PTX, JIT-compiled by the driver for sm_120"),
+    ],
+)
+def test_native_cuda_where_the_build_runs(cc, how):
+    choice = paths.choose("fused_step", CUDA0, probe(gpus=(gpu(cc),)))
+    assert choice.path == "cuda" and how in choice.reason
+
+
+def test_newer_driver_of_the_same_major_serves_the_runtime():
+    assert paths.choose("wire_pack", CUDA0, probe(driver=13020)).path == "cuda"
+    assert paths.choose("wire_pack", CUDA0, probe(driver=14000)).path == "cuda"
+
+
+def test_unbuilt_architecture_goes_to_rtc_then_torch():
+    t4 = probe(gpus=(gpu((7, 5), "Tesla T4"),))
+    choice = paths.choose("segment_sq_norms", CUDA0, t4)
+    assert choice.path == "rtc"
+    assert "none of which runs on Tesla T4 (sm_75)" in choice.reason
+    assert "FASTRES_CUDA_ARCHS=75" in choice.reason
+    t4.rtc = NO_CUPY
+    choice = paths.choose("segment_sq_norms", CUDA0, t4)
+    assert choice.path == "torch" and "sm_75" in choice.reason and "CuPy is not importable" in choice.reason
+
+
+def test_old_driver_goes_to_rtc_then_torch():
+    old = probe(driver=12080)
+    choice = paths.choose("fused_step", CUDA0, old)
+    assert choice.path == "rtc"
+    assert "the driver supports CUDA 12.8" in choice.reason and "CUDA 13.0 runtime" in choice.reason
+    assert ">= 580" in choice.reason
+    assert paths.choose("fused_step", CUDA0, probe(driver=12080, rtc=NO_CUPY)).path == "torch"
+    assert paths.choose("fused_step", CUDA0, probe(driver=None, rtc=NO_CUPY)).reason.startswith("no CUDA driver")
+
+
+def test_cpu_only_build_and_no_gpu():
+    cpu_build = probe(cuda_ops=frozenset(), cuda_archs=(), cuda_runtime=None, rtc=NO_CUPY)
+    choice = paths.choose("wire_unpack", CUDA0, cpu_build)
+    assert choice.path == "torch" and "built without CUDA kernels" in choice.reason
+    no_gpu = probe(gpus=(), rtc=NO_CUPY)
+    assert paths.choose("wire_unpack", CUDA0, no_gpu).reason.startswith("GPU 0 is not visible")
+    assert paths.choose("wire_unpack", torch.device("cpu"), no_gpu).path == "cpu"
+    assert paths.choose("wire_unpack", torch.device("meta"), no_gpu).path == "torch"
+
+
+def test_arch_specific_and_ptx_only_entries():
+    assert paths.parse_arch("90a-real") == (90, "a", True, False)
+    assert paths.parse_arch("100-virtual") == (100, "", False, True)
+    assert paths.parse_arch("80") == (80, "", True, True)
+    with pytest.raises(ValueError, match="cuda_archs: cannot read architecture 'x86'"):
+        paths.parse_arch("x86")
+    only_90a = probe(cuda_archs=("90a-real",), gpus=(gpu((9, 0)), gpu((10, 0), index=1)))
+    assert paths.choose("fused_step", CUDA0, only_90a).path == "cuda"
+    assert paths.choose("fused_step", torch.device("cuda", 1), only_90a).path == "rtc"
+    ptx_only = probe(cuda_archs=("100-virtual",), gpus=(gpu((9, 0)), gpu((12, 0), index=1)))
+    assert paths.choose("fused_step", CUDA0, ptx_only).path == "rtc"
+    assert paths.choose("fused_step", torch.device("cuda", 1), ptx_only).path == "cuda"
+
+
+def test_forced_paths():
+    old = probe(driver=12000, rtc=NO_CUPY)
+    with pytest.raises(RuntimeError, match=r"path='native': the driver supports CUDA 12.0"):
+        paths.choose("fused_step", CUDA0, old, "native")
+    with pytest.raises(RuntimeError, match=r"path='rtc': CuPy is not importable"):
+        paths.choose("fused_step", CUDA0, old, "rtc")
+    with pytest.raises(RuntimeError, match=r"path='rtc': run-time compiled kernels are CUDA kernels"):
+        paths.choose("fused_step", torch.device("cpu"), probe(), "rtc")
+    with pytest.raises(ValueError, match=r"path: must be one of auto, native, rtc, torch, got 'fast'"):
+        paths.choose("fused_step", CUDA0, probe(), "fast")
+    assert paths.choose("fused_step", CUDA0, probe(), "rtc").path == "rtc"
+    assert paths.choose("fused_step", CUDA0, old, "torch").path == "torch"
+    assert paths.choose("fused_step", torch.device("cpu"), probe(), "native").path == "cpu"
+
+
+def test_cupy_is_probed_only_when_needed():
+    calls = []
+
+    def rtc_status():
+        calls.append(1)
+        return NO_CUPY
+
+    assert paths.choose("fused_step", CUDA0, probe(rtc=rtc_status)).path == "cuda"
+    assert calls == []
+    old = probe(driver=12000, rtc=rtc_status)
+    assert paths.choose("fused_step", CUDA0, old).path == "torch"
+    assert paths.choose("wire_pack", CUDA0, old).path == "torch"
+    assert calls == [1]
+
+
+@pytest.fixture
+def injected(monkeypatch):
+    """ops with a probe set by the test, forgotten afterwards."""
+    monkeypatch.setattr(ops, "_PROBE", None)
+    monkeypatch.setattr(ops, "_CHOICES", {})
+    monkeypatch.setattr(ops, "_WARNED", set())
+    return ops._set_probe
+
+
+def test_one_warning_per_device_and_reason(injected):
+    injected(probe(driver=12080, rtc=NO_CUPY))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # count our once-only logic, not Python's filters
+        assert ops._pick_path(CUDA0, "segment_sq_norms") == "torch"
+        assert ops._pick_path(CUDA0, "fused_step") == "torch"
+        assert ops._pick_path(torch.device("cpu"), "segment_sq_norms") == "cpu"
+        assert ops._pick_path(CUDA0, "wire_pack", "torch") == "torch"  # asked for: no warning
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("fastres.ops on cuda:0 (segment_sq_norms first): the driver supports CUDA 12.8")
+    assert "Running the slower torch versions" in messages[0] and "python -m fastres.doctor" in messages[0]
+    assert caught[0].category is RuntimeWarning
+    assert not ops.has_kernel("fused_step", CUDA0) and ops.has_kernel("fused_step", "cpu")
+    injected(probe(gpus=(gpu((7, 5), "Tesla T4"),)))
+    with pytest.warns(RuntimeWarning, match=r"Tesla T4 \(sm_75\).*Running the CUDA kernels compiled at run time"):
+        assert ops._pick_path(CUDA0, "fused_step") == "rtc"
+    injected(probe())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ops._pick_path(CUDA0, "fused_step") == "cuda" and ops.has_kernel("fused_step", CUDA0)
 
 
 class _NoCudaKernels(types.SimpleNamespace):
@@ -310,39 +467,23 @@ class _NoCudaKernels(types.SimpleNamespace):
 def _c_without_cuda():
     real = ops._C
     attrs = {k: getattr(real, k) for k in dir(real) if not k.startswith("__") and "cuda" not in k}
-    attrs["build_info"] = lambda: {**real.build_info(), "cuda": False, "cuda_archs": []}
+    attrs["build_info"] = lambda: {**real.build_info(), "cuda": False, "cuda_archs": [], "cuda_version": None}
     return _NoCudaKernels(__file__=real.__file__, **attrs)
 
 
-def test_gpu_tensor_without_cuda_kernels_falls_back_and_warns_once(monkeypatch):
-    monkeypatch.setattr(ops, "_C", _c_without_cuda())
-    monkeypatch.setattr(ops, "_WARNED", set())
-    cuda = torch.device("cuda", 0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # count our once-only logic, not Python's filters
-        assert ops._pick_path(cuda, "segment_sq_norms") == "torch"
-        assert ops._pick_path(cuda, "segment_sq_norms") == "torch"
-        assert ops._pick_path(torch.device("cpu"), "segment_sq_norms") == "cpu"
-        assert ops._pick_path(cuda, "other_op") == "torch"
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == 2, messages
-    assert messages[0].startswith("segment_sq_norms: fastres._C was built without CUDA kernels")
-    assert "pip install ." in messages[0]
-    assert all(issubclass(w.category, RuntimeWarning) for w in caught)
-
-
-def test_cuda_path_chosen_when_kernels_exist(monkeypatch):
-    monkeypatch.setattr(ops, "_WARNED", set())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a CPU-only build warns here; tested above
-        path = ops._pick_path(torch.device("cuda", 0), "segment_sq_norms")
-    assert path == ("cuda" if ops.build_info()["cuda"] else "torch")
+def test_probe_of_this_process_agrees_with_its_parts():
+    p = paths.Probe.of(ops._C)
+    info = ops.build_info()
+    assert p.native and p.cuda_archs == tuple(info["cuda_archs"]) and p.cuda_runtime == info["cuda_version"]
+    assert p.cuda_ops == (frozenset(paths.OPS) if info["cuda"] else frozenset())
+    assert len(p.gpus) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    assert p.driver == paths.driver_version()
+    assert paths.Probe.of(_c_without_cuda()).cuda_ops == frozenset()
 
 
 @requires_cuda
-def test_fallback_on_gpu_end_to_end(monkeypatch):
-    monkeypatch.setattr(ops, "_C", _c_without_cuda())
-    monkeypatch.setattr(ops, "_WARNED", set())
+def test_fallback_on_gpu_end_to_end(injected):
+    injected(probe(cuda_ops=frozenset(), gpus=paths.Probe.of(ops._C).gpus, rtc=NO_CUPY))
     offsets = offsets_of(ODD_LENGTHS)
     flat = torch.randn(int(offsets[-1]), device="cuda")
     with pytest.warns(RuntimeWarning, match="built without CUDA kernels"):
@@ -350,6 +491,67 @@ def test_fallback_on_gpu_end_to_end(monkeypatch):
     assert out.device == flat.device
     ref = reference(flat, offsets)
     assert bool(((out.cpu().double() - ref).abs() <= fallback_error_bound(offsets) * ref).all())
+
+
+# ----------------------------------------------------------------------------- fused_step at the door
+
+
+def step_inputs(device="cpu", lengths=(5, 4097, 0, 300, 17)):
+    """Flat buffers of a small layout and its tables, for ops.fused_step."""
+    g = torch.Generator().manual_seed(12)
+    offsets = offsets_of(list(lengths))
+    n, S = int(offsets[-1]), len(lengths)
+    w, grad, m = (torch.randn(n, generator=g).to(device) for _ in range(3))
+    return dict(
+        params=w,
+        grads=grad,
+        momentum=m,
+        chunks=ops.segment_chunks(offsets, device),
+        seg_group=torch.zeros(S, dtype=torch.int32, device=device),
+        seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device=device),
+        hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01], device=device),
+    )
+
+
+@pytest.mark.parametrize("mode", [ops.STEP_LARS, ops.STEP_LARS | ops.STEP_NESTEROV, ops.STEP_LR_AFTER_MOMENTUM])
+def test_fused_step_native_and_torch_paths_agree(mode):
+    a, b = step_inputs(), step_inputs()
+    assert ops.fused_step(**a, mode=mode, eps=1e-9) == "cpu"
+    assert ops.fused_step(**b, mode=mode, eps=1e-9, path="torch") == "torch"
+    assert not torch.equal(a["params"], step_inputs()["params"])  # it did step
+    torch.testing.assert_close(a["params"], b["params"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(a["momentum"], b["momentum"], rtol=1e-6, atol=1e-7)
+
+
+def test_fused_step_rejects_overlapping_buffers():
+    x = step_inputs()
+    n = x["params"].numel()
+    big = torch.zeros(2 * n + 8)
+    cases = [
+        (dict(momentum=big[: n + 1], params=big[n:]), r"params: overlaps momentum"),
+        (dict(grads=x["params"]), r"params: overlaps grads"),
+        (dict(hparams=x["momentum"][:4]), r"momentum: overlaps hparams"),
+    ]
+    for change, match in cases:
+        with pytest.raises(ValueError, match=match):
+            ops.fused_step(**{**x, **change}, mode=ops.STEP_LARS)
+    C = x["chunks"].num_chunks
+    scratch = torch.zeros(3 * C)
+    with pytest.raises(ValueError, match=r"partials: overlaps wsq_out"):
+        ops.fused_step(**x, mode=ops.STEP_LARS, partials=scratch[: 2 * C], wsq_out=scratch[C:])
+    with pytest.raises(ValueError, match=r"momentum: overlaps found_inf"):
+        ops.fused_step(**x, mode=ops.STEP_LARS, found_inf=x["momentum"][3:4])
+    # disjoint slices of one buffer are fine
+    ops.fused_step(**x, mode=ops.STEP_LARS, partials=scratch[: 2 * C], wsq_out=scratch[2 * C :])
+
+
+def test_fused_step_forced_paths_on_cpu():
+    x = step_inputs()
+    with pytest.raises(RuntimeError, match=r"path='rtc': run-time compiled kernels are CUDA kernels"):
+        ops.fused_step(**x, mode=ops.STEP_LARS, path="rtc")
+    with pytest.raises(ValueError, match=r"path: must be one of auto, native, rtc, torch"):
+        ops.fused_step(**x, mode=ops.STEP_LARS, path="gpu")
+    assert ops.fused_step(**x, mode=ops.STEP_LARS, path="native") == "cpu"
 
 
 def test_missing_native_module_raises_with_advice_when_used(monkeypatch):

@@ -45,13 +45,10 @@ momentum are untouched, the first step included.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from fastres import ops
 from fastres.flat import FlatParams
-from fastres.optim.lars_reference import fused_step_torch
 
 __all__ = ["FusedLARS", "FusedSGD"]
 
@@ -88,8 +85,8 @@ class _FusedMomentum(torch.optim.Optimizer):
         _check_hparam("weight_decay", weight_decay)
         _check_hparam("eta", eta)
         _check_hparam("eps", eps)
-        if backend not in ("auto", "native", "torch"):
-            raise ValueError(f"backend: must be auto, native or torch, got {backend!r}")
+        if backend not in ("auto", "native", "rtc", "torch"):
+            raise ValueError(f"backend: must be auto, native, rtc or torch, got {backend!r}")
         _check_hparam("rmsprop_beta", rmsprop_beta, 0.0, 1.0)
         _check_hparam("rmsprop_eps", rmsprop_eps)
         defaults = dict(
@@ -114,16 +111,13 @@ class _FusedMomentum(torch.optim.Optimizer):
             raise ValueError("layout: must hold exactly the optimizer's parameters")
         self._seg_of = [[index[id(p)] for p in g["params"]] for g in self.param_groups]
         dev = layout.device
-        if backend == "native" and not ops.has_kernel("fused_step", dev):
-            raise RuntimeError(f"backend='native': fastres._C has no fused_step kernel for {dev}")
-        self._native = backend != "torch" and ops.has_kernel("fused_step", dev)
-        if backend == "auto" and not self._native:
-            warnings.warn(
-                f"{type(self).__name__}: fastres._C has no fused_step kernel for {dev}; "
-                "running the slower torch version (fastres.optim.lars_reference)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        # ops.fused_step picks the implementation; `backend` is passed on as a forced path
+        self._path = backend
+        try:
+            path = ops.path_for("fused_step", dev, backend).path
+        except RuntimeError as e:
+            raise RuntimeError(f"backend={backend!r}: {e}") from None
+        self._native = path != "torch"  # the kernels (native or run-time compiled) cache the w norms
         self.momentum_buffer = layout.new_buffer()
         self._mom_views = layout.views(self.momentum_buffer)
         self._hparams = torch.zeros(len(self.param_groups) * ops.HPARAM_STRIDE, dtype=torch.float32, device=dev)
@@ -190,8 +184,12 @@ class _FusedMomentum(torch.optim.Optimizer):
                 _check_hparam("eta", vals[2], where=where)
                 for j, v in enumerate(vals):
                     hp[k * ops.HPARAM_STRIDE + 1 + j].fill_(float(v))
-            if isinstance(lr, torch.Tensor):
-                hp[k * ops.HPARAM_STRIDE].copy_(lr.reshape(()))  # device to device: no sync
+            if isinstance(lr, torch.Tensor) and lr.device.type == "cpu" and hp.device.type != "cpu":
+                # a host scalar: read it here (a CPU read, no device sync) and fill, as for a
+                # float; a copy_ from pageable host memory would block the host every step
+                hp[k * ops.HPARAM_STRIDE].fill_(float(lr))
+            elif isinstance(lr, torch.Tensor):
+                hp[k * ops.HPARAM_STRIDE].copy_(lr.reshape(()))  # same device: no sync
             elif cached is None or cached[0] != lr:
                 _check_hparam("lr", lr, where=where)
                 hp[k * ops.HPARAM_STRIDE].fill_(float(lr))
@@ -231,13 +229,12 @@ class _FusedMomentum(torch.optim.Optimizer):
                 **kw,
                 partials=cur,
                 wsq_out=nxt[: L.chunks.num_chunks],
+                path=self._path,
             )
             self._partials = [nxt, cur]
             self._wsq_version = version
-        elif self._native:
-            ops.fused_step(*args, L.chunks, self._seg_group, self._seg_flags, self._hparams, **kw)
         else:
-            fused_step_torch(*args, L.offsets, self._seg_group, self._seg_flags, self._hparams, **kw)
+            ops.fused_step(*args, L.chunks, self._seg_group, self._seg_flags, self._hparams, **kw, path=self._path)
         return loss
 
     def _rmsprop_warmup_grads(self, blend: float, found_inf: torch.Tensor | None) -> torch.Tensor:
@@ -298,8 +295,9 @@ class FusedLARS(_FusedMomentum):
     may set `adapt` and `decay` to True/False to override the ndim <= 1 default) or a
     model's parameters. `layout`: the model's fastres.flat.FlatParams when it has one (the
     trainer builds one per model and hands it to the reducer and here); without it the
-    parameters are moved into a new layout. backend: "native" (fastres._C), "torch"
-    (fastres.optim.lars_reference) or "auto" (native where _C has a kernel).
+    parameters are moved into a new layout. backend: passed to fastres.ops.fused_step as its
+    path: "auto" (fastres._C's kernel where it runs, else the run-time compiled one, else
+    torch), "native" (fastres._C), "rtc" (CuPy/NVRTC) or "torch" (fastres.torch_ops).
     """
 
     _lars = True
