@@ -234,6 +234,8 @@ class DaliLoader:
             self._len = math.ceil(self.num_samples / batch_size)
         self.epoch = 0
         self._epochs_read = 0
+        self._skip = 0  # batches of this epoch to drop (a run resumed mid-epoch)
+        self._epoch_start: dict | None = None  # state at the start of the epoch being read
         self._iter = None
         self._checkpoint: str | None = None
 
@@ -282,17 +284,26 @@ class DaliLoader:
         return self._iter
 
     # -- the DeviceLoader interface -----------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Record the epoch. DALI's order follows from the epochs read before (see the module
-        docstring); a resumed run restores it with load_state_dict, not from the number."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Record the epoch, and the batches of it already trained on (a run resumed mid-epoch).
+
+        DALI's order follows from the epochs read before (see the module docstring); a resumed
+        run restores it with load_state_dict, not from the number. The first `start_step`
+        batches are read and dropped: DALI's reader and random state then stand where they
+        stood when the checkpoint was taken, so the rest of the epoch is the same batches."""
+        self.epoch, self._skip = epoch, start_step
 
     def __len__(self) -> int:
         return self._len
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         it = self._iterator()
-        for out in it:
+        if self.train:
+            self._epoch_start = {"dali": it.checkpoints()[0], "epochs_read": self._epochs_read}
+        skip, self._skip = self._skip, 0
+        for i, out in enumerate(it):
+            if i < skip:
+                continue
             images, labels = out[0]["images"], out[0]["labels"]
             # The iterator reuses its output buffers: copy on the CPU (a GPU batch is consumed
             # before the next one is written into the same memory by the same stream).
@@ -306,6 +317,7 @@ class DaliLoader:
             labels = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=True)
             yield images, labels
         self._epochs_read += 1
+        self._epoch_start = None
 
     def close(self) -> None:
         """Drop the pipeline (its threads and buffers go with it); a later epoch builds it again."""
@@ -313,7 +325,12 @@ class DaliLoader:
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """DALI's checkpoint of reader and random state; taken between epochs."""
+        """DALI's reader and random state at the start of the epoch the next step belongs to.
+
+        Between epochs: the state now. Inside an epoch: the state its first batch started
+        from (the trainer records how many batches of it were taken; set_epoch skips them)."""
+        if self._epoch_start is not None:
+            return dict(self._epoch_start)
         it = self._iterator()
         return {"dali": it.checkpoints()[0], "epochs_read": self._epochs_read}
 

@@ -213,14 +213,15 @@ class SyntheticLoader:
         self.steps = steps
         self.num_samples = steps * batch_size if num_samples is None else num_samples
 
-    def set_epoch(self, epoch: int) -> None:
-        pass
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self._start = start_step
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
-        for _ in range(self.steps):
+        start, self._start = getattr(self, "_start", 0), 0
+        for _ in range(start, self.steps):
             yield self.images, self.labels
 
 

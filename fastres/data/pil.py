@@ -63,9 +63,11 @@ class ShardedSampler(torch.utils.data.Sampler):
             raise ValueError(f"rank {rank} is not in [0, {world})")
         self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The epoch to yield, from this rank's `start`-th sample on (a run resumed mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         if self.shuffle:
@@ -84,7 +86,7 @@ class ShardedSampler(torch.utils.data.Sampler):
             order = torch.arange(self.size)
         seeds = torch.randint(0, 2**62, (len(order),), generator=g)
         mine = slice(self.rank, None, self.world)
-        return iter(zip(order[mine].tolist(), seeds[mine].tolist()))
+        return iter(list(zip(order[mine].tolist(), seeds[mine].tolist()))[self.start :])
 
 
 def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,15 +110,19 @@ class DeviceLoader:
         self.loader, self.device, self.dtype, self.channels_last = loader, device, dtype, channels_last
         self.num_samples = num_samples  # samples this rank sees per epoch (padding included)
         self.steps = len(loader) if steps is None else min(steps, len(loader))  # batches per epoch
+        self._start = 0  # first batch of the epoch to yield (set_epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """The epoch to read, from batch `start_step` on (a run resumed mid-epoch: the batches
+        before it are not decoded; the sampler's order and per-sample seeds stay the epoch's)."""
+        self.loader.sampler.set_epoch(epoch, start_step * self.loader.batch_size)
+        self._start = start_step
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for step, (images, labels) in enumerate(self.loader):
+        for step, (images, labels) in enumerate(self.loader, start=self._start):
             if step == self.steps:
                 break  # fastres.data.loader.train_steps: every backend runs the same number of steps
             images = images.to(self.device, non_blocking=True)
