@@ -303,8 +303,8 @@ def test_topology_checks_itself():
             {
                 "OMPI_COMM_WORLD_RANK": "1",
                 "OMPI_COMM_WORLD_SIZE": "2",
-                "OMPI_COMM_WORLD_LOCAL_RANK": "1",
-                "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+                "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+                "OMPI_COMM_WORLD_LOCAL_SIZE": "1",  # 2 hosts: no loopback default for the rendezvous
             },
             None,
             ["MASTER_ADDR"],
@@ -519,3 +519,24 @@ def test_one_rank_groups_have_every_field_in_its_place():
         assert isinstance(g.setup_seconds, float) and 0 < g.setup_seconds < 30
     finally:
         destroy(g)
+
+
+# ----------------------------------------------------------------------------- MPI on one host
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    ],
+)
+def test_mpi_on_one_host_without_master_addr_meets_on_loopback(names):
+    """mpirun -np 4 on one host: local size = world size, so the rendezvous is this host's loopback."""
+    t = discover(dict(zip(names, ("3", "4", "3", "4"))))
+    assert (t.master_addr, t.master_port, t.world_size, t.num_nodes) == ("127.0.0.1", 29500, 4, 1)
+    assert t.init_method == "tcp://127.0.0.1:29500"
+    given = discover({**dict(zip(names, ("3", "4", "3", "4"))), "MASTER_ADDR": "head", "MASTER_PORT": "1234"})
+    assert (given.master_addr, given.master_port) == ("head", 1234)  # an explicit address still wins
+    with pytest.raises(TopologyError, match="MASTER_ADDR is not set: 4 ranks need a rendezvous address"):
+        discover(dict(zip(names, ("3", "4", "1", "2"))))  # 2 hosts: no default

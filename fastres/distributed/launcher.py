@@ -12,7 +12,9 @@ variables it came from, so every later error can name them. Sources, first match
     none      one process: rank 0 of 1
 
 MPI launchers do not export a node index (`node` is None then): fastres.distributed.topology
-assumes block placement and fastres.distributed.groups verifies it.
+assumes block placement and fastres.distributed.groups verifies it. Nor do they export a
+rendezvous address: where every rank is on this host (local size = world size) and MASTER_ADDR
+is unset, it is the loopback address; across hosts, MASTER_ADDR must be passed (mpirun -x).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastres.distributed.errors import TopologyError
 __all__ = [
     "DEFAULT_PORT",
     "LAUNCHERS",
+    "LOOPBACK",
     "PLACEMENT_VARS",
     "LaunchEnv",
     "first_host",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 29500
+LOOPBACK = "127.0.0.1"  # MPI's rendezvous when every rank runs on this host and MASTER_ADDR is unset
 LAUNCHERS = ("torchrun", "slurm", "openmpi", "pmi", "none")
 
 # The variables that place a rank on a node, per launcher: named in placement errors.
@@ -181,6 +185,9 @@ def read_launcher(env: Mapping[str, str]) -> LaunchEnv:
     ):  # fmt: skip
         if names[0] in env and names[1] in env:
             rank, world, local, local_world = (_get_int(env, n) for n in names)
+            addr = env.get("MASTER_ADDR") or None
+            if addr is None and local_world == world:
+                addr = LOOPBACK  # every rank on this host: mpirun -np N without -x MASTER_ADDR
             return LaunchEnv(
                 launcher=launcher,
                 rank=rank,
@@ -189,7 +196,7 @@ def read_launcher(env: Mapping[str, str]) -> LaunchEnv:
                 local_world=local_world,
                 node=None,
                 names=(*names, None),
-                addr=env.get("MASTER_ADDR") or None,
+                addr=addr,
                 addr_names="MASTER_ADDR",
             )
     return LaunchEnv(
