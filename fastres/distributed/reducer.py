@@ -117,6 +117,8 @@ class _Bucket:
     segments: list[int]  # the trainable segments (hooked parameters) in it
     pending: int = 0  # hooks still to fire this step
     stages: list = dataclasses.field(default_factory=list)  # (what, ranks, [issue, ...]) (_stages_of)
+    stream: object = None  # CUDA: the stream it was packed on; its collectives and unpack are ordered there
+    done: object = None  # CUDA: event recorded on `stream` after the unpack; wait() orders the caller after it
 
     @property
     def buffer(self) -> torch.Tensor:
@@ -355,6 +357,7 @@ class Reducer:
                     b.pending = 0
                 self._launch_ready()
                 self._wait_all()
+                self._join_streams()
                 if unused and not self._warned_unused and any(self._fired):
                     self._warned_unused = True
                     names = [self.layout.names[s] for s in unused]
@@ -469,6 +472,7 @@ class Reducer:
         while self._next < len(self.buckets) and self.buckets[self._next].pending == 0:
             b = self.buckets[self._next]
             self._next += 1
+            b.stream = torch.cuda.current_stream(b.grad.device) if b.grad.is_cuda else None
             try:
                 if b.wire is not None:
                     ops.pack_wire(b.grad, b.wire, self._scale)
@@ -519,8 +523,9 @@ class Reducer:
         while (item := q.get()) is not None:
             b, works, t0 = item
             try:
-                for work in works:
-                    work.wait()
+                with self._on_stream(b):  # CUDA tensors: orders the bucket's stream after the collective
+                    for work in works:
+                        work.wait()
             except Exception as e:  # noqa: BLE001 - a thread must not die: wait() re-raises it
                 self._fail(self._error_for(b, k, e, t0))
                 continue
@@ -528,15 +533,36 @@ class Reducer:
                 self.collectives += len(works)
             if self._error is not None:
                 continue
-            if k + 1 < len(b.stages):
-                self._issue(b, k + 1)
-            else:
-                self._finish(b)
+            with self._on_stream(b):  # the next stage reads what this one wrote: issued on the same stream
+                if k + 1 < len(b.stages):
+                    self._issue(b, k + 1)
+                else:
+                    self._finish(b)
+
+    @staticmethod
+    def _on_stream(b: _Bucket):
+        """The bucket's CUDA stream as this thread's current one (nothing for CPU tensors).
+
+        A waiter thread's own current stream is its device's default stream, not the one the
+        bucket was packed and its collective issued on: Gloo's work.wait() orders the current
+        stream after a collective of CUDA tensors, so the wait, the next stage and the unpack
+        all run with the bucket's stream current."""
+        return torch.cuda.stream(b.stream) if b.stream is not None else contextlib.nullcontext()
+
+    def _join_streams(self) -> None:
+        """Order the caller's current stream after every bucket's unpack (events, no host sync)."""
+        for b in self.buckets:
+            if b.done is not None:
+                torch.cuda.current_stream(b.grad.device).wait_event(b.done)
 
     def _finish(self, b: _Bucket) -> None:
         try:
-            if b.wire is not None:
-                ops.unpack_wire(b.wire, b.grad, 1.0)
+            with self._on_stream(b):
+                if b.wire is not None:
+                    ops.unpack_wire(b.wire, b.grad, 1.0)
+                if b.stream is not None:
+                    b.done = b.done or torch.cuda.Event()
+                    b.done.record(b.stream)
         except Exception as e:  # noqa: BLE001
             self._fail(e)
             return
