@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["OPS", "PATHS", "Choice", "Gpu", "Probe", "choose", "driver_version", "parse_arch"]
+__all__ = ["OPS", "PATHS", "Choice", "Gpu", "Probe", "Rtc", "choose", "driver_version", "parse_arch"]
 
 OPS = ("segment_sq_norms", "fused_step", "wire_pack", "wire_unpack")
 PATHS = {
@@ -59,6 +59,22 @@ class Gpu:
         return 10 * self.capability[0] + self.capability[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Rtc:
+    """The CuPy path's means (fastres.rtc.status): whether CuPy and its NVRTC load, the CUDA
+    runtime CuPy links (statically: it needs a driver of that major version, as fastres._C
+    does), and the architectures its NVRTC compiles for."""
+
+    available: bool
+    reason: str = ""
+    runtime: int | None = None
+    archs: tuple = ()
+
+    @classmethod
+    def of_status(cls, st: dict) -> Rtc:
+        return cls(st["available"], st["reason"], st["runtime"], tuple(st["archs"]))
+
+
 @dataclasses.dataclass
 class Probe:
     """What decides the paths: the native build, the driver, the GPUs, CuPy.
@@ -69,8 +85,8 @@ class Probe:
     cuda_runtime: CUDART_VERSION of the linked runtime (13000 = 13.0), None without CUDA
     driver:       the CUDA version the driver supports (13000), None without a driver
     gpus:         the GPUs torch sees
-    rtc:          (available, why not) of the CuPy path, or a function computing it when first
-                  needed (importing CuPy takes a while; the native path does not need it)
+    rtc:          the CuPy path's Rtc, or a function returning it when first needed
+                  (importing CuPy takes a while; the native path does not need it)
     """
 
     native: bool = True
@@ -79,9 +95,9 @@ class Probe:
     cuda_runtime: int | None = None
     driver: int | None = None
     gpus: tuple = ()
-    rtc: tuple[bool, str] | Callable[[], tuple[bool, str]] = (False, "not probed")
+    rtc: Rtc | Callable[[], Rtc] = Rtc(False, "not probed")
 
-    def rtc_status(self) -> tuple[bool, str]:
+    def rtc_status(self) -> Rtc:
         if callable(self.rtc):
             self.rtc = self.rtc()
         return self.rtc
@@ -104,7 +120,7 @@ class Probe:
             cuda_runtime=info.get("cuda_version"),
             driver=driver_version(),
             gpus=tuple(gpus),
-            rtc=rtc.available,
+            rtc=lambda: Rtc.of_status(rtc.status()),
         )
 
 
@@ -154,22 +170,46 @@ def _cuda_version(v: int) -> str:
     return f"{v // 1000}.{(v % 1000) // 10}"
 
 
+def _driver_serves(probe: Probe, runtime: int, who: str) -> str | None:
+    """Why the driver cannot run `who`, which links CUDA runtime `runtime` statically; None if it can."""
+    if not probe.driver:
+        return "no CUDA driver found (libcuda.so.1 does not load)"
+    if probe.driver // 1000 < runtime // 1000:
+        need = _MIN_DRIVER.get(runtime // 1000)
+        return (
+            f"the driver supports CUDA {_cuda_version(probe.driver)}, but {who} links the CUDA "
+            f"{_cuda_version(runtime)} runtime, which needs a driver for CUDA {runtime // 1000}.0 or newer"
+            + (f" (>= {need})" if need else "")
+        )
+    return None
+
+
+def run_time_compiled(index: int, probe: Probe) -> tuple[bool, str]:
+    """(True, "") when the CuPy path can compile and run fastres's kernels on GPU `index`, else (False, why)."""
+    r = probe.rtc_status()
+    if not r.available:
+        return False, r.reason
+    why = _driver_serves(probe, r.runtime or 0, "CuPy")
+    if why:
+        return False, why + f" (a CuPy wheel for the driver's CUDA, e.g. cupy-cuda{probe.driver // 1000}x, would do)"
+    gpu = next((g for g in probe.gpus if g.index == index), None)
+    if gpu is not None and r.archs and gpu.sm not in r.archs:
+        return (
+            False,
+            f"CuPy's NVRTC compiles for sm_{min(r.archs)}..sm_{max(r.archs)}, not for {gpu.name} (sm_{gpu.sm})",
+        )
+    return True, ""
+
+
 def native_cuda(op: str, index: int, probe: Probe) -> tuple[bool, str]:
     """(True, how) when fastres._C's CUDA kernel for `op` runs on GPU `index`, else (False, why)."""
     if op not in probe.cuda_ops:
         if not probe.cuda_ops:
             return False, "fastres._C was built without CUDA kernels (no nvcc at build time, or FASTRES_CUDA=OFF)"
         return False, f"fastres._C has no CUDA kernel for {op}"
-    rt = probe.cuda_runtime or 0
-    if not probe.driver:
-        return False, "no CUDA driver found (libcuda.so.1 does not load)"
-    if probe.driver // 1000 < rt // 1000:
-        need = _MIN_DRIVER.get(rt // 1000)
-        return False, (
-            f"the driver supports CUDA {_cuda_version(probe.driver)}, but fastres._C links the CUDA "
-            f"{_cuda_version(rt)} runtime, which needs a driver for CUDA {rt // 1000}.0 or newer"
-            + (f" (>= {need})" if need else "")
-        )
+    why = _driver_serves(probe, probe.cuda_runtime or 0, "fastres._C")
+    if why:
+        return False, why
     gpu = next((g for g in probe.gpus if g.index == index), None)
     if gpu is None:
         return False, f"GPU {index} is not visible to torch"
@@ -221,7 +261,7 @@ def choose(op: str, device: torch.device, probe: Probe, force: str = "auto") -> 
         return Choice("cuda", how)
     if ok and force == "auto":
         return Choice("cuda", how)
-    rtc_ok, rtc_why = probe.rtc_status()
+    rtc_ok, rtc_why = run_time_compiled(index, probe)
     if force == "rtc":
         if not rtc_ok:
             raise RuntimeError(f"path='rtc': {rtc_why}")

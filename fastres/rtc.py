@@ -10,7 +10,7 @@ launchers or any standard header (csrc/common.h).
     KERNELS                       the .cu files and the name expressions of their kernels
     kernel_source(file)           the file with its local #includes inlined: one string
     source_dir()                  where the kernel sources are (the installed copy, or csrc/)
-    available()                   (True, "") or (False, why): CuPy imports and has NVRTC
+    status(), available()         what CuPy brings (versions, architectures), or why not
     launch(file, kernel, grid, block, args, device)   on torch's current stream of `device`
 
 Compiled modules are cached per (file, device) in this process; CuPy also keeps the binaries
@@ -39,6 +39,7 @@ __all__ = [
     "kernel_source",
     "launch",
     "source_dir",
+    "status",
 ]
 
 # name expressions of every kernel, per source file (csrc/cuda_common.cuh puts them in
@@ -117,18 +118,34 @@ def _sync_check() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def status() -> dict:
+    """What the CuPy path has: {"available": bool, "reason": why not (or ""), "cupy": version,
+    "runtime": CuPy's CUDA runtime version (13000), "nvrtc": (major, minor), "archs": the sm_XY
+    numbers its NVRTC compiles for}. Needs no GPU: CuPy links its CUDA runtime statically, and
+    asks neither the runtime version nor NVRTC anything that needs a driver."""
+    out = {"available": False, "reason": "", "cupy": None, "runtime": None, "nvrtc": None, "archs": ()}
+    try:
+        import cupy
+        from cupy.cuda import nvrtc, runtime
+    except Exception as e:  # noqa: BLE001 - any import failure means: no CuPy path
+        out["reason"] = f"CuPy is not importable ({type(e).__name__}: {e}); `pip install fastres[gpu]` brings it"
+        return out
+    out["cupy"] = cupy.__version__
+    try:
+        out["runtime"] = int(runtime.runtimeGetVersion())
+        out["nvrtc"] = tuple(nvrtc.getVersion())
+        out["archs"] = tuple(int(a) for a in nvrtc.getSupportedArchs())
+    except Exception as e:  # noqa: BLE001
+        out["reason"] = f"CuPy {cupy.__version__} imports but cannot load NVRTC ({type(e).__name__}: {e})"
+        return out
+    out["available"] = True
+    return out
+
+
 def available() -> tuple[bool, str]:
     """(True, "") when CuPy imports and can load NVRTC, else (False, the reason)."""
-    try:
-        import cupy  # noqa: F401
-        from cupy.cuda import nvrtc
-    except Exception as e:  # noqa: BLE001 - any import failure means: no CuPy path
-        return False, f"CuPy is not importable ({type(e).__name__}: {e}); `pip install fastres[gpu]` brings it"
-    try:
-        nvrtc.getVersion()
-    except Exception as e:  # noqa: BLE001
-        return False, f"CuPy imports but cannot load NVRTC ({type(e).__name__}: {e})"
-    return True, ""
+    st = status()
+    return st["available"], st["reason"]
 
 
 _MODULES: dict[tuple[str, int], object] = {}
@@ -152,6 +169,35 @@ def _module(file: str, device: int):
     return mod
 
 
+class _StreamHandle:
+    """A cudaStream_t handle, offered through the CUDA stream protocol (`__cuda_stream__`:
+    version 0, the address) to CuPy's Stream.from_external."""
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.handle)
+
+
+_STREAMS: dict[tuple[int, int], object] = {}
+
+
+def _cupy_stream(handle: int, device: int):
+    """A CuPy view of torch's stream `handle` on `device` (cached: torch keeps its streams)."""
+    key = (device, handle)
+    st = _STREAMS.get(key)
+    if st is None:
+        import cupy
+
+        if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14; ExternalStream is deprecated there
+            st = cupy.cuda.Stream.from_external(_StreamHandle(handle))
+        else:
+            st = cupy.cuda.ExternalStream(handle, device)
+        _STREAMS[key] = st
+    return st
+
+
 def launch(file: str, kernel: str, grid: int, block: int, args: tuple, device: int, stream: int) -> None:
     """Launch `kernel` (a name expression of KERNELS[file], without the namespace) of `file` on
     `device`, on the CUDA stream whose handle is `stream` (torch's current stream there).
@@ -161,7 +207,10 @@ def launch(file: str, kernel: str, grid: int, block: int, args: tuple, device: i
 
     with cupy.cuda.Device(device):
         fn = _module(file, device).get_function(_NS + kernel)
-        st = cupy.cuda.ExternalStream(stream, device)
+        st = _cupy_stream(stream, device)
         fn((grid,), (block,), args, stream=st)
         if _sync_check():
-            st.synchronize()
+            try:
+                st.synchronize()
+            except Exception as e:  # noqa: BLE001 - CuPy's CUDARuntimeError, renamed to say where
+                raise RuntimeError(f"FASTRES_SYNC_CHECK after {kernel} ({file}, compiled at run time): {e}") from e

@@ -323,12 +323,13 @@ def probe(**kw) -> paths.Probe:
         cuda_runtime=13000,
         driver=13000,
         gpus=(H100,),
-        rtc=(True, ""),
+        rtc=CUPY,
     )
     return paths.Probe(**{**base, **kw})
 
 
-NO_CUPY = (False, "CuPy is not importable (ModuleNotFoundError: No module named 'cupy')")
+CUPY = paths.Rtc(True, "", 13000, (75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121))
+NO_CUPY = paths.Rtc(False, "CuPy is not importable (ModuleNotFoundError: No module named 'cupy')")
 CUDA0 = torch.device("cuda", 0)
 
 
@@ -364,14 +365,24 @@ def test_unbuilt_architecture_goes_to_rtc_then_torch():
     assert choice.path == "torch" and "sm_75" in choice.reason and "CuPy is not importable" in choice.reason
 
 
-def test_old_driver_goes_to_rtc_then_torch():
-    old = probe(driver=12080)
-    choice = paths.choose("fused_step", CUDA0, old)
+def test_old_driver_goes_to_rtc_with_a_cupy_for_it_then_torch():
+    cupy12 = paths.Rtc(True, "", 12080, CUPY.archs)
+    choice = paths.choose("fused_step", CUDA0, probe(driver=12080, rtc=cupy12))
     assert choice.path == "rtc"
-    assert "the driver supports CUDA 12.8" in choice.reason and "CUDA 13.0 runtime" in choice.reason
+    assert "the driver supports CUDA 12.8, but fastres._C links the CUDA 13.0 runtime" in choice.reason
     assert ">= 580" in choice.reason
+    # cupy-cuda13x links a CUDA 13 runtime too: that driver serves neither
+    choice = paths.choose("fused_step", CUDA0, probe(driver=12080))
+    assert choice.path == "torch" and "CuPy links the CUDA 13.0 runtime" in choice.reason
+    assert "cupy-cuda12x" in choice.reason
     assert paths.choose("fused_step", CUDA0, probe(driver=12080, rtc=NO_CUPY)).path == "torch"
     assert paths.choose("fused_step", CUDA0, probe(driver=None, rtc=NO_CUPY)).reason.startswith("no CUDA driver")
+
+
+def test_gpu_that_cupys_nvrtc_cannot_compile_for():
+    v100 = probe(gpus=(gpu((7, 0), "Tesla V100"),))
+    choice = paths.choose("wire_pack", CUDA0, v100)
+    assert choice.path == "torch" and "not for Tesla V100 (sm_70)" in choice.reason
 
 
 def test_cpu_only_build_and_no_gpu():
@@ -438,7 +449,7 @@ def injected(monkeypatch):
 
 
 def test_one_warning_per_device_and_reason(injected):
-    injected(probe(driver=12080, rtc=NO_CUPY))
+    injected(probe(driver=12080))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # count our once-only logic, not Python's filters
         assert ops._pick_path(CUDA0, "segment_sq_norms") == "torch"

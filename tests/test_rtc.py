@@ -1,0 +1,219 @@
+"""Tests of the run-time compiled path: csrc/*_cuda.cu through NVRTC (fastres.nvrtc, fastres.rtc).
+
+On every machine, GPU or not: each kernel source compiles with NVRTC to PTX for sm_80 and
+sm_90 and holds every kernel fastres.rtc launches, so a change that breaks run-time
+compilation fails CI (NVRTC needs no GPU; the `test` extra installs the nvidia-cuda-nvrtc
+wheel). With a GPU and CuPy: the run-time compiled kernels against float64, the CPU kernels
+and fastres._C's own CUDA kernels.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastres import nvrtc, ops, rtc
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ["compute_80", "compute_90"]
+
+
+def nvrtc_lib() -> nvrtc.Nvrtc:
+    """NVRTC, which CI must have: a failure here, not a skip, on Linux x86-64 (the `test`
+    extra installs nvidia-cuda-nvrtc there)."""
+    try:
+        return nvrtc.load()
+    except nvrtc.NvrtcUnavailable as e:
+        if platform.system() == "Linux" and platform.machine() == "x86_64":
+            pytest.fail(f"{e}\n(pip install -e '.[test]' installs it)", pytrace=False)
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("file", sorted(rtc.KERNELS))
+def test_every_kernel_source_compiles_with_nvrtc(file, arch):
+    ptx, lowered = nvrtc_lib().compile_ptx(
+        rtc.kernel_source(file), file, arch=arch, options=rtc.NVRTC_OPTIONS, name_expressions=rtc.KERNELS[file]
+    )
+    assert f".target sm_{arch.split('_')[1]}" in ptx
+    # externally visible entries (template instances are .weak): what CuPy's get_function finds
+    entries = set(re.findall(r"^\.(?:visible|weak) \.entry (\w+)\(", ptx, re.MULTILINE))
+    missing = [expr for expr, name in lowered.items() if name not in entries]
+    assert not missing, f"{file}: kernels not in the PTX as visible entries: {missing}"
+    assert len(entries) == len(rtc.KERNELS[file])
+
+
+def test_every_kernel_of_the_sources_is_listed():
+    # a kernel added to a .cu file without a name expression in rtc.KERNELS would be missing
+    # from the run-time compiled path: find every __global__ function in the sources
+    kernel = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(")
+    for file, exprs in rtc.KERNELS.items():
+        defined = set(kernel.findall(rtc.kernel_source(file)))
+        listed = {re.sub(r"<.*>$", "", e.split("::")[-1]) for e in exprs}
+        assert defined == listed, f"{file}: defined {sorted(defined)}, listed {sorted(listed)}"
+    on_disk = {p.name for p in (ROOT / "csrc").glob("*_cuda.cu")}
+    assert on_disk == set(rtc.KERNELS), "every csrc/*_cuda.cu is a source of fastres.rtc"
+
+
+def test_sources_are_inlined_and_installed():
+    src = rtc.kernel_source("wire_cuda.cu")
+    assert not re.search(r'^\s*#\s*include\s+"', src, re.MULTILINE)
+    assert '#line 1 "common.h"' in src and src.count('#line 1 "cuda_common.cuh"') == 1  # once, #pragma once
+    assert "#pragma once" not in src
+    # every file the sources pull in is installed into the wheel (CMakeLists.txt), so an
+    # install without a source tree can compile them
+    used = set(re.findall(r'#line 1 "([^"]+)"', "".join(rtc.kernel_source(f) for f in rtc.KERNELS)))
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    block = re.search(r"install\(FILES(.*?)DESTINATION fastres/csrc\)", cmake, re.DOTALL)
+    assert block, "CMakeLists.txt installs the kernel sources into fastres/csrc"
+    installed = {Path(f).name for f in block.group(1).split()}
+    assert used <= installed, f"not installed: {sorted(used - installed)}"
+
+
+def test_nvrtc_reports_the_log_of_a_bad_source():
+    lib = nvrtc_lib()
+    assert lib.version() >= (12, 0)
+    assert 80 in lib.supported_archs() and 90 in lib.supported_archs()
+    with pytest.raises(nvrtc.NvrtcError, match=r"compiling bad.cu for compute_80 failed") as info:
+        lib.compile_ptx("__global__ void k(float* x) { x[0] = undefined_name; }", "bad.cu")
+    assert "undefined_name" in info.value.log
+
+
+def test_missing_nvrtc_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(nvrtc, "_LOADED", None)
+    monkeypatch.setattr(nvrtc, "candidates", lambda: ["/nonexistent/libnvrtc.so.13"])
+    with pytest.raises(nvrtc.NvrtcUnavailable, match=r"/nonexistent/libnvrtc.so.13: .*pip install nvidia-cuda-nvrtc"):
+        nvrtc.load()
+
+
+def test_unknown_source_is_named():
+    with pytest.raises(ValueError, match=r"file: not a kernel source of fastres.rtc"):
+        rtc.kernel_source("module.cpp")
+
+
+def test_status_is_true_to_cupy():
+    st = rtc.status()
+    try:
+        import cupy
+    except Exception:  # noqa: BLE001
+        assert not st["available"] and "CuPy is not importable" in st["reason"]
+        return
+    assert st["cupy"] == cupy.__version__
+    assert st["available"] == (st["nvrtc"] is not None)
+
+
+# ----------------------------------------------------------------------------- on a GPU, with CuPy
+
+
+def _rtc_on_gpu() -> bool:
+    return torch.cuda.is_available() and rtc.available()[0]
+
+
+requires_rtc = pytest.mark.skipif(not _rtc_on_gpu(), reason="needs a CUDA GPU and CuPy")
+
+
+def offsets_of(lengths, start=0):
+    return torch.tensor([start, *lengths], dtype=torch.int64).cumsum(0)
+
+
+LENGTHS = [0, 1, 3, 5, 17, 4095, 4096, 4097, 8193, 100_003, 0, 7]
+
+
+@requires_rtc
+@pytest.mark.parametrize("shift", [0, 1, 3])
+def test_rtc_segment_norms_equal_float64_and_native(shift):
+    offsets = offsets_of(LENGTHS, start=shift)
+    flat = torch.randn(int(offsets[-1]) + 3, generator=torch.Generator().manual_seed(shift)).cuda()
+    chunks = ops.segment_chunks(offsets, "cuda")
+    rtc_out = _forced(lambda: ops.segment_sq_norms(flat, chunks))
+    ref = torch.stack([flat[a:b].double().square().sum() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())])
+    bound = (140 + torch.ceil((offsets[1:] - offsets[:-1]).double() / ops.SEGMENT_CHUNK)) * 2.0**-24
+    assert bool(((rtc_out.double() - ref).abs() <= bound.cuda() * ref).all())
+    if ops.has_kernel("segment_sq_norms", "cuda"):
+        out = ops.segment_sq_norms(flat, chunks)
+        torch.testing.assert_close(rtc_out, out, rtol=4e-7, atol=0)
+
+
+def _forced(fn):
+    """fn() with every GPU op forced onto the rtc path (as on an install without CUDA kernels)."""
+    real = ops.path_for
+
+    def rtc_only(o, device, path="auto"):
+        return real(o, device, "rtc" if torch.device(device).type == "cuda" and path == "auto" else path)
+
+    try:
+        ops.path_for = rtc_only
+        return fn()
+    finally:
+        ops.path_for = real
+
+
+@requires_rtc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_rtc_pack_unpack_equal_cpu_bitwise(dtype):
+    n = (1 << 20) + 7
+    src = (torch.randn(n + 1, generator=torch.Generator().manual_seed(2)) * 100)[1:]  # unaligned
+    wire_cpu = torch.empty(n, dtype=dtype)
+    ops.pack_wire(src, wire_cpu, 0.125)
+    wire_gpu = torch.empty(n, dtype=dtype, device="cuda")
+    _forced(lambda: ops.pack_wire(src.cuda(), wire_gpu, 0.125))
+    assert torch.equal(wire_gpu.cpu().view(torch.uint8), wire_cpu.view(torch.uint8))
+    offsets = offsets_of([3, 4097, 0, 50_000, 9], start=2)
+    chunks = ops.segment_chunks(offsets, "cuda")
+    dst = torch.empty(n, device="cuda")
+    norms = _forced(lambda: ops.unpack_wire(wire_gpu, dst, 8.0, chunks=chunks))
+    dst_cpu = torch.empty(n)
+    ops.unpack_wire(wire_cpu, dst_cpu, 8.0)
+    assert torch.equal(dst.cpu(), dst_cpu)
+    again = _forced(lambda: ops.segment_sq_norms(dst, chunks))
+    assert torch.equal(norms, again)  # the same traversal and order: the same bits
+
+
+@requires_rtc
+@pytest.mark.parametrize("mode", [ops.STEP_LARS, ops.STEP_LARS | ops.STEP_NESTEROV, ops.STEP_LR_AFTER_MOMENTUM])
+def test_rtc_fused_step_equals_torch_and_native(mode):
+    def inputs():
+        g = torch.Generator().manual_seed(4)
+        offsets = offsets_of([5, 4097, 0, 300, 17, 70_001], start=1)
+        n, S = int(offsets[-1]) + 2, 6
+        w, gr, m = (torch.randn(n, generator=g).cuda() for _ in range(3))
+        return dict(
+            params=w,
+            grads=gr,
+            momentum=m,
+            chunks=ops.segment_chunks(offsets, "cuda"),
+            seg_group=torch.zeros(S, dtype=torch.int32, device="cuda"),
+            seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device="cuda"),
+            hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01], device="cuda"),
+        )
+
+    a, b = inputs(), inputs()
+    assert ops.fused_step(**a, mode=mode, eps=1e-9, path="rtc") == "rtc"
+    ops.fused_step(**b, mode=mode, eps=1e-9, path="torch")
+    torch.testing.assert_close(a["params"], b["params"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(a["momentum"], b["momentum"], rtol=1e-6, atol=1e-7)
+    if ops.has_kernel("fused_step", "cuda"):
+        c = inputs()
+        assert ops.fused_step(**c, mode=mode, eps=1e-9) == "cuda"
+        torch.testing.assert_close(a["params"], c["params"], rtol=2e-7, atol=1e-8)
+
+
+@requires_rtc
+def test_rtc_runs_on_the_current_stream():
+    offsets = offsets_of([4097] * 64)
+    chunks = ops.segment_chunks(offsets, "cuda")
+    flat = torch.zeros(int(offsets[-1]), device="cuda")
+    expected = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(8)).cuda()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(10_000_000)  # a long kernel ahead of the copy on the same stream
+        flat.copy_(expected)
+        out = _forced(lambda: ops.segment_sq_norms(flat, chunks))
+    torch.cuda.current_stream().wait_stream(side)
+    ref = expected.view(64, 4097).double().square().sum(1)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=0)
