@@ -305,7 +305,8 @@ def test_fastres_train_runs_unchanged_across_emulated_hosts(tmp_path):
         "--hosts", "2", "--ranks-per-host", "2", "--link-gbit", "1", "--timeout", "300", "--",
         sys.executable, "-m", "fastres.train", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
         "--batch-size", "4", "--epochs", "1", "--workers", "0", "--threads", "1", "--no-progress",
-        "--log-every", "1", "--allreduce", "hierarchical", "--wire-dtype", "bf16", "--out", str(tmp_path),
+        "--log-every", "1", "--warmup-epochs", "0", "--allreduce", "hierarchical", "--wire-dtype", "bf16",
+        "--out", str(tmp_path),
         "--name", "hosts", "--dist-timeout", "120",
         timeout=360,
     )  # fmt: skip

@@ -1,0 +1,132 @@
+"""fastres under real launchers: Open MPI's mpirun (one host, and across emulated hosts) and a real Slurm.
+
+tests/test_topology.py feeds each launcher's variables as dicts; here the launchers set them.
+Each test skips with the reason where its launcher is missing (Debian: openmpi-bin, slurm-wlm,
+munge; `.ci/run` installs them where apt-get is there) or its daemons cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from emulated import EMULATE, WHY_NOT, assert_nothing_left, machine_state
+from slurm_cluster import SlurmCluster
+
+from fastres.data.builtin import ensure_builtin_dataset
+
+from multiproc import clean_environ
+
+TRAIN = ["-m", "fastres.train", "--arch", "resnet18", "--image-size", "32", "--batch-size", "4", "--epochs", "1",
+         "--workers", "0", "--threads", "1", "--no-progress", "--log-every", "1", "--dist-timeout", "120",
+         "--warmup-epochs", "0"]  # fmt: skip
+MPIRUN = ["mpirun", "--allow-run-as-root", "--bind-to", "none", "--oversubscribe"]
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed (Debian: openmpi-bin)")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+
+
+def check_run(run: Path, ranks: int, launcher: str) -> None:
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["ranks"] == ranks and f", {launcher} at tcp://" in doc["topology"], doc["topology"]
+    val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["images"] for r in val if r["kind"] == "val"] == [20]  # every val image once over the ranks
+
+
+# ----------------------------------------------------------------------------- Open MPI
+
+
+@needs_mpirun
+@pytest.mark.timeout(300)
+def test_mpirun_on_one_host_trains_without_master_addr(tiny_data, tmp_path):
+    """mpirun -np 2 with no -x MASTER_ADDR: every rank is on this host, so they meet on 127.0.0.1."""
+    cmd = [*MPIRUN, "-np", "2", sys.executable, *TRAIN, "--data", str(tiny_data), "--out", str(tmp_path),
+           "--name", "mpi"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=clean_environ(), capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("fastres: done: 1 epochs") == 1  # rank 0 speaks for the job
+    check_run(tmp_path / "mpi", 2, "openmpi")
+
+
+def mpirun_on_hosts(hosts: int, per_host: int, args: list[str], master: bool) -> list[str]:
+    """A command for `emulate --each job`: mpirun on host 0 starts ranks on every emulated host through
+    the emulation's ssh stand-in, with Open MPI's own traffic on the emulated links."""
+    spec = ",".join(f"fastres-h{h}:{per_host}" for h in range(hosts))
+    mpi = [*MPIRUN, "-np", str(hosts * per_host), "--host", spec, "--mca", "plm_rsh_agent", "$FASTRES_EMU_RSH",
+           "--mca", "oob_tcp_if_include", "eth0", "--mca", "btl_tcp_if_include", "eth0", "--map-by", "slot",
+           "-x", "GLOO_SOCKET_IFNAME", "-x", "PATH", "-x", "OMP_NUM_THREADS=1",
+           *(["-x", "PYTHONPATH"] if os.environ.get("PYTHONPATH") else []),
+           *(["-x", "MASTER_ADDR", "-x", "MASTER_PORT"] if master else []), sys.executable, *args]  # fmt: skip
+    # without it: the emulation's MASTER_ADDR is removed, or ranks would inherit it through mpirun's daemons
+    unset = [] if master else ["env", "-u", "MASTER_ADDR", "-u", "MASTER_PORT"]
+    return ["sh", "-c", " ".join(a if a.startswith("$") else f"'{a}'" for a in [*unset, *mpi])]
+
+
+@needs_mpirun
+@pytest.mark.skipif(WHY_NOT is not None, reason=f"emulated hosts: {WHY_NOT}")
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_mpirun_across_emulated_hosts_trains_and_without_master_addr_every_rank_says_why(tiny_data, tmp_path):
+    before = machine_state()
+    args = [*TRAIN, "--data", str(tiny_data), "--out", str(tmp_path), "--name", "mpi-hosts"]
+    run = [*EMULATE, "--hosts", "2", "--each", "job", "--timeout", "300", "--"]
+    proc = subprocess.run([*run, *mpirun_on_hosts(2, 2, args, master=True)], cwd=tmp_path, env=clean_environ(),
+                          capture_output=True, text=True, timeout=360)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "hierarchical all-reduce over 2 nodes x 2 ranks" in proc.stdout, proc.stdout[-2000:]
+    check_run(tmp_path / "mpi-hosts", 4, "openmpi")
+    # two hosts and no MASTER_ADDR: no default to guess, so each of the 4 ranks ends with one line naming it
+    proc = subprocess.run([*run, *mpirun_on_hosts(2, 2, args[:-2] + ["--name", "x"], master=False)], cwd=tmp_path,
+                          env=clean_environ(), capture_output=True, text=True, timeout=200)  # fmt: skip
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "python -m fastres.train: error:" in line]
+    assert len(errors) == 4 and all("MASTER_ADDR is not set: 4 ranks need a rendezvous address" in e for e in errors)
+    assert_nothing_left(before)
+
+
+# ----------------------------------------------------------------------------- Slurm
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    why = SlurmCluster.why_not()
+    if why:
+        pytest.skip(f"Slurm: {why}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    why = cluster.start()
+    if why:
+        pytest.skip(f"Slurm: the test cluster's daemons cannot start here: {why.splitlines()[0]}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.timeout(300)
+def test_srun_trains_with_slurm_s_own_variables(slurm, tiny_data, tmp_path):
+    """srun -n 2: SLURM_PROCID/NTASKS/LOCALID/TASKS_PER_NODE from slurmd, the rendezvous host from the node list."""
+    cmd = ["srun", "-n", "2", "--time", "5", sys.executable, *TRAIN, "--data", str(tiny_data), "--out", str(tmp_path),
+           "--name", "slurm"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm.env(clean_environ()), capture_output=True, text=True,
+                          timeout=280)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + slurm.logs()[-3000:]
+    assert proc.stdout.count("fastres: done: 1 epochs") == 1
+    check_run(tmp_path / "slurm", 2, "slurm")
+    assert f"at tcp://{slurm.node}:" in yaml.safe_load((tmp_path / "slurm" / "config.yaml").read_text())["topology"]
+
+
+@pytest.mark.timeout(120)
+def test_srun_with_a_bad_flag_ends_every_task_with_one_line(slurm, tmp_path):
+    cmd = ["srun", "-n", "2", "--time", "2", sys.executable, "-m", "fastres.train", "--batch-size", "0"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm.env(clean_environ()), capture_output=True, text=True,
+                          timeout=100)  # fmt: skip
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("python -m fastres.train: error:")]
+    assert len(errors) == 2 and all("--batch-size must be a positive integer, got 0" in e for e in errors), proc.stderr
