@@ -77,8 +77,25 @@ def _libcuda_loadable() -> bool:
 def test_cuda_device_count_is_zero_without_a_driver():
     n = native().cuda_device_count()
     assert isinstance(n, int) and n >= 0
+    v = native().cuda_driver_version()
+    assert isinstance(v, int) and v >= 0
     if not _libcuda_loadable():
-        assert n == 0
+        assert n == 0 and v == 0
+    elif native().build_info()["cuda"]:
+        from fastres import paths
+
+        assert v == paths.driver_version()  # the runtime's answer and libcuda's agree
+
+
+def test_kernel_sources_are_installed_next_to_the_module():
+    # fastres.rtc compiles them at run time where the build has no CUDA kernels: a wheel must
+    # carry them (CMakeLists.txt installs them into fastres/csrc)
+    from fastres import rtc
+
+    installed = Path(native().__file__).parent / "csrc"
+    for file in rtc.KERNELS:
+        src = (ROOT / "csrc" / file).read_text()
+        assert (installed / file).read_text() == src, f"{installed / file} differs from csrc/{file}: reinstall"
 
 
 def test_imports_and_runs_on_cpu_without_a_visible_gpu(tmp_path):

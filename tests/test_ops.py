@@ -604,3 +604,44 @@ def test_source_tree_without_native_module_imports_then_explains():
     if run.stdout.startswith("NATIVE"):  # `pip install -e .` maps fastres._C for the source tree
         pytest.skip(f"the source tree finds a built _C: {run.stdout.split()[1]}")
     assert "pip install ." in run.stdout and str(root / "fastres") in run.stdout
+
+
+# ----------------------------------------------------------------------------- FASTRES_SYNC_CHECK
+
+_BAD_LAUNCH = """
+import torch, fastres.ops as ops
+chunks = ops.segment_chunks(torch.tensor([0, 100_000], dtype=torch.int64), "cuda")
+out = torch.empty(1, device="cuda")
+partials = torch.empty(chunks.num_chunks, device="cuda")
+stream = torch.cuda.current_stream().cuda_stream
+try:  # flat at address 16: every load faults (an illegal address, found when the kernel runs)
+    ops._C.segment_sq_norms_cuda(16, 0, chunks.table.data_ptr(), 1, chunks.num_chunks,
+                                 partials.data_ptr(), out.data_ptr(), 0, stream)
+    print("LAUNCHED")
+except RuntimeError as e:
+    print("RAISED", e)
+"""
+
+
+def _run_bad_launch(sync_check: str) -> str:
+    env = {**os.environ, "FASTRES_SYNC_CHECK": sync_check}
+    run = subprocess.run([sys.executable, "-c", _BAD_LAUNCH], env=env, capture_output=True, text=True, timeout=120)
+    return run.stdout
+
+
+@requires_cuda
+@pytest.mark.skipif(not ops.build_info()["cuda"], reason="needs fastres._C's CUDA kernels")
+def test_sync_check_names_the_kernel_that_faulted():
+    # asynchronous by default: the launch returns, the fault surfaces later elsewhere
+    assert _run_bad_launch("0").startswith("LAUNCHED")
+    out = _run_bad_launch("1")
+    assert out.startswith("RAISED") and "FASTRES_SYNC_CHECK after chunk_sq_sums_kernel" in out, out
+    assert "segment_sq_norms_cuda.cu" in out
+
+
+def test_sync_check_switch():
+    code = "import fastres._C as C; a = C.sync_check(); C.set_sync_check(not a); print(a, C.sync_check())"
+    for value, expected in (("1", "True False"), ("", "False True"), ("0", "False True")):
+        env = {**os.environ, "FASTRES_SYNC_CHECK": value}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert run.stdout.strip() == expected, (value, run.stdout, run.stderr)
