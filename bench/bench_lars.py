@@ -5,6 +5,7 @@
 One pytest-benchmark group per device:
   fastres FusedLARS            csrc/lars.h: norms of w and g, then the fused update (no sync)
   fastres FusedSGD             the same kernel without the norm pass
+  ..., run-time compiled       (GPU with CuPy) the same kernels compiled with NVRTC (fastres.rtc)
   torch SGD fused=True         torch.optim.SGD(momentum=0.9, fused=True): the peer to match
   foreach LARS (timm-style)    plain PyTorch with torch._foreach_* ops, trust ratios on the device
   FusedLARS torch fallback     fastres.optim.lars_reference
@@ -21,7 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastres import ops
+from fastres import ops, rtc
 from fastres.model import resnet50
 from fastres.optim import FusedLARS, FusedSGD
 
@@ -77,9 +78,16 @@ class ForeachLARS:
         torch._foreach_add_(self.plain, self.bufs_p, alpha=-LR)
 
 
+RTC = ", run-time compiled"
+
+
 def build(kind, device):
     params = make_params(device)
-    if kind == "fastres FusedLARS":
+    if kind == "fastres FusedLARS" + RTC:
+        opt = FusedLARS(groups(params), lr=LR, momentum=MU, eta=ETA, lr_inside_momentum=False, backend="rtc")
+    elif kind == "fastres FusedSGD" + RTC:
+        opt = FusedSGD(groups(params), lr=LR, momentum=MU, backend="rtc")
+    elif kind == "fastres FusedLARS":
         opt = FusedLARS(groups(params), lr=LR, momentum=MU, eta=ETA, lr_inside_momentum=False, backend="native")
     elif kind == "FusedLARS torch fallback":
         opt = FusedLARS(groups(params), lr=LR, momentum=MU, eta=ETA, lr_inside_momentum=False, backend="torch")
@@ -98,8 +106,15 @@ KINDS = [
     "torch SGD fused=True",
     "foreach LARS (timm-style)",
     "FusedLARS torch fallback",
+    "fastres FusedLARS" + RTC,
+    "fastres FusedSGD" + RTC,
 ]
 N = 25_557_032
+
+
+def runs_on(kind, device) -> bool:
+    """The run-time compiled kinds need a GPU and CuPy (`pip install fastres[gpu]`)."""
+    return not kind.endswith(RTC) or (device.type == "cuda" and rtc.available()[0])
 
 
 @pytest.fixture(scope="module", params=DEVICES)
@@ -109,7 +124,7 @@ def device(request):
         pytest.fail(ops._missing_native_message(), pytrace=False)
     # check first: two steps of each LARS agree, FusedSGD agrees with torch's SGD
     out = {}
-    for kind in KINDS:
+    for kind in [k for k in KINDS if runs_on(k, device)]:
         params, opt = build(kind, device)
         opt.step()
         opt.step()
@@ -117,6 +132,8 @@ def device(request):
     for kind in ("FusedLARS torch fallback", "foreach LARS (timm-style)"):
         torch.testing.assert_close(out["fastres FusedLARS"], out[kind], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out["fastres FusedSGD"], out["torch SGD fused=True"], rtol=1e-5, atol=1e-6)
+    for kind in [k for k in out if k.endswith(RTC)]:
+        torch.testing.assert_close(out[kind], out[kind[: -len(RTC)]], rtol=1e-5, atol=1e-6)
     return device
 
 
@@ -128,8 +145,10 @@ def _run(benchmark, device, name, fn, nbytes):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_step(benchmark, device, kind):
+    if not runs_on(kind, device):
+        pytest.skip("run-time compiled kernels need a GPU and CuPy")
     params, opt = build(kind, device)
-    moves = 6 if kind == "fastres FusedLARS" else 7 if "LARS" in kind else 5
+    moves = 6 if kind.startswith("fastres FusedLARS") else 7 if "LARS" in kind else 5
     _run(benchmark, device, kind, opt.step, moves * N * 4)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastres import ops
+from fastres import ops, rtc
 from fastres.model import resnet50
 
 from timing import time_kernel
@@ -73,6 +73,20 @@ def test_fastres_chunks(benchmark, layout):
         device,
         "fastres (chunk table built once)",
         lambda: ops.segment_sq_norms(flat, chunks),
+        flat.numel() * 4,
+    )
+
+
+def test_fastres_rtc(benchmark, layout):
+    device, flat, _, chunks, _ = layout
+    if device.type != "cuda" or not rtc.available()[0]:
+        pytest.skip("run-time compiled kernels need a GPU and CuPy")
+    assert torch.allclose(ops.segment_sq_norms(flat, chunks, path="rtc"), ops.segment_sq_norms(flat, chunks), rtol=1e-6)
+    _run(
+        benchmark,
+        device,
+        "fastres, run-time compiled",
+        lambda: ops.segment_sq_norms(flat, chunks, path="rtc"),
         flat.numel() * 4,
     )
 

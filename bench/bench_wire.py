@@ -25,7 +25,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastres import ops
+from fastres import ops, rtc
 
 from timing import time_kernel
 
@@ -104,6 +104,23 @@ def test_fastres_unpack_norms(benchmark, bucket):
         lambda: ops.unpack_wire(w, dst, 1 / SCALE, chunks=chunks),
         N * 6,
     )
+
+
+@pytest.mark.parametrize("kind", ["pack", "unpack"])
+def test_fastres_rtc(benchmark, bucket, kind):
+    device, src, chunks = bucket
+    if device.type != "cuda" or not rtc.available()[0]:
+        pytest.skip("run-time compiled kernels need a GPU and CuPy")
+    w = torch.empty(N, dtype=torch.bfloat16, device=device)
+    ops.pack_wire(src, w, SCALE, path="rtc")
+    assert torch.equal(w.view(torch.int16), (src * SCALE).to(torch.bfloat16).view(torch.int16))
+    dst = torch.empty(N, device=device)
+    if kind == "pack":
+        name, fn = "fastres pack bf16, run-time compiled", lambda: ops.pack_wire(src, w, SCALE, path="rtc")
+    else:
+        name = "fastres unpack bf16 + norms, run-time compiled"
+        fn = lambda: ops.unpack_wire(w, dst, 1 / SCALE, chunks=chunks, path="rtc")
+    _run(benchmark, device, name, fn, N * 6)
 
 
 def test_fastres_unpack_then_norms(benchmark, bucket):

@@ -335,7 +335,7 @@ def segment_chunks(offsets: torch.Tensor, device: torch.device | str | None = No
     return SegmentChunks(table.to(device), host, S, num_chunks, int(host[-1]))
 
 
-def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) -> torch.Tensor:
+def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks, *, path: str = "auto") -> torch.Tensor:
     """out[s] = sum(flat[offsets[s]:offsets[s+1]] ** 2), fp32, for s in 0..S-1.
 
     flat:    fp32, 1-D, contiguous, on CPU or a GPU
@@ -348,7 +348,7 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
     Two-stage fp32 reduction without atomics (csrc/segment_sq_norms.h): bit-identical from
     run to run, on CPU whatever the thread count; relative error at most ~(133 + L/4096) *
     2^-24 on CPU for a segment of L elements, less on GPU. Empty segments give 0. Not
-    differentiable.
+    differentiable. `path`: "auto", or forced: "native", "rtc", "torch" (module docstring).
     """
     op = "segment_sq_norms"
     _check_flat(flat)
@@ -358,7 +358,7 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks) 
         chunks = None
         if not isinstance(offsets, torch.Tensor):
             raise TypeError(f"offsets: expected a torch.Tensor or SegmentChunks, got {type(offsets).__name__}")
-    path = _pick_path(flat.device, op)
+    path = _pick_path(flat.device, op, path)
 
     if path == "torch":
         host = chunks.offsets if chunks is not None else _host_offsets(offsets)
@@ -609,7 +609,7 @@ def _check_wire_pair(src: torch.Tensor, dst: torch.Tensor, n: int, scale) -> flo
     return float(scale)
 
 
-def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0) -> None:
+def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0, *, path: str = "auto") -> None:
     """dst[:n] = (src * scale).to(dst.dtype), n = src.numel(): fp32 to the all-reduce's wire.
 
     src:   fp32, 1-D, contiguous
@@ -620,6 +620,7 @@ def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0) -> None:
     One pass (csrc/wire.h): bit-identical to torch's `(src * scale).to(dtype)` (fp32 product,
     round to nearest even, overflow to +-Inf, subnormals kept), except that a NaN's bits are
     wire.h's (sign kept, quiet) where torch's depend on its code path. Asynchronous on a GPU.
+    `path`: "auto", or forced: "native", "rtc", "torch" (module docstring).
     """
     op = "wire_pack"
     _check_wire_tensor("src", src, (torch.float32,))
@@ -628,7 +629,7 @@ def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0) -> None:
     if dst.numel() < n:
         raise ValueError(f"dst: numel {dst.numel()} is less than src's {n}")
     scale = _check_wire_pair(src, dst, n, scale)
-    path = _pick_path(src.device, op)
+    path = _pick_path(src.device, op, path)
     if n == 0:
         return
     if path == "torch":
@@ -649,6 +650,7 @@ def unpack_wire(
     scale: float = 1.0,
     *,
     chunks: SegmentChunks | None = None,
+    path: str = "auto",
 ) -> torch.Tensor | None:
     """dst = src[:n].float() * scale, n = dst.numel(): the all-reduce's wire back to fp32.
 
@@ -660,7 +662,8 @@ def unpack_wire(
             relative to dst's start): then also returns the fp32 per-segment squared norms of
             the result, shape (S,), bit-identical to `segment_sq_norms(dst, chunks)` run
             afterwards on the same device, at no extra pass over dst.
-    Returns None without chunks. Asynchronous on a GPU.
+    Returns None without chunks. Asynchronous on a GPU. `path`: "auto", or forced: "native",
+    "rtc", "torch" (module docstring).
     """
     op = "wire_unpack"
     _check_wire_tensor("src", src, _WIRE_DTYPES)
@@ -675,7 +678,7 @@ def unpack_wire(
         _check_chunks_on("chunks", chunks, "dst", dst)
         if chunks.end > n:
             raise ValueError(f"chunks: end {chunks.end} is beyond the end of dst (numel {n})")
-    path = _pick_path(dst.device, op)
+    path = _pick_path(dst.device, op, path)
     if path == "torch":
         torch_ops.unpack_wire_torch(src, dst, scale)
         return None if chunks is None else torch_ops.segment_sq_norms_torch(dst, chunks.offsets)

@@ -565,6 +565,27 @@ def test_fused_step_forced_paths_on_cpu():
     assert ops.fused_step(**x, mode=ops.STEP_LARS, path="native") == "cpu"
 
 
+def test_every_op_takes_a_forced_path():
+    offsets = offsets_of([3, 4097, 0, 50])
+    flat = torch.randn(int(offsets[-1]), generator=torch.Generator().manual_seed(13))
+    native = ops.segment_sq_norms(flat, offsets, path="native")
+    torch.testing.assert_close(ops.segment_sq_norms(flat, offsets, path="torch"), native, rtol=1e-5, atol=0)
+    wire = torch.empty(flat.numel(), dtype=torch.bfloat16)
+    ops.pack_wire(flat, wire, 0.5, path="torch")
+    assert torch.equal(wire, (flat * 0.5).to(torch.bfloat16))
+    back = torch.empty_like(flat)
+    norms = ops.unpack_wire(wire, back, 2.0, chunks=ops.segment_chunks(offsets), path="torch")
+    assert torch.equal(back, wire.float() * 2.0)
+    torch.testing.assert_close(norms, ops.segment_sq_norms(back, offsets), rtol=1e-5, atol=0)
+    for call in (
+        lambda: ops.segment_sq_norms(flat, offsets, path="rtc"),
+        lambda: ops.pack_wire(flat, wire, path="rtc"),
+        lambda: ops.unpack_wire(wire, back, path="rtc"),
+    ):
+        with pytest.raises(RuntimeError, match=r"path='rtc': run-time compiled kernels are CUDA kernels"):
+            call()
+
+
 def test_missing_native_module_raises_with_advice_when_used(monkeypatch):
     original = ImportError("No module named 'fastres._C'")
     monkeypatch.setattr(ops, "_C", None)

@@ -129,27 +129,13 @@ def test_rtc_segment_norms_equal_float64_and_native(shift):
     offsets = offsets_of(LENGTHS, start=shift)
     flat = torch.randn(int(offsets[-1]) + 3, generator=torch.Generator().manual_seed(shift)).cuda()
     chunks = ops.segment_chunks(offsets, "cuda")
-    rtc_out = _forced(lambda: ops.segment_sq_norms(flat, chunks))
+    rtc_out = ops.segment_sq_norms(flat, chunks, path="rtc")
     ref = torch.stack([flat[a:b].double().square().sum() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())])
     bound = (140 + torch.ceil((offsets[1:] - offsets[:-1]).double() / ops.SEGMENT_CHUNK)) * 2.0**-24
     assert bool(((rtc_out.double() - ref).abs() <= bound.cuda() * ref).all())
     if ops.has_kernel("segment_sq_norms", "cuda"):
         out = ops.segment_sq_norms(flat, chunks)
         torch.testing.assert_close(rtc_out, out, rtol=4e-7, atol=0)
-
-
-def _forced(fn):
-    """fn() with every GPU op forced onto the rtc path (as on an install without CUDA kernels)."""
-    real = ops.path_for
-
-    def rtc_only(o, device, path="auto"):
-        return real(o, device, "rtc" if torch.device(device).type == "cuda" and path == "auto" else path)
-
-    try:
-        ops.path_for = rtc_only
-        return fn()
-    finally:
-        ops.path_for = real
 
 
 @requires_rtc
@@ -160,16 +146,16 @@ def test_rtc_pack_unpack_equal_cpu_bitwise(dtype):
     wire_cpu = torch.empty(n, dtype=dtype)
     ops.pack_wire(src, wire_cpu, 0.125)
     wire_gpu = torch.empty(n, dtype=dtype, device="cuda")
-    _forced(lambda: ops.pack_wire(src.cuda(), wire_gpu, 0.125))
+    ops.pack_wire(src.cuda(), wire_gpu, 0.125, path="rtc")
     assert torch.equal(wire_gpu.cpu().view(torch.uint8), wire_cpu.view(torch.uint8))
     offsets = offsets_of([3, 4097, 0, 50_000, 9], start=2)
     chunks = ops.segment_chunks(offsets, "cuda")
     dst = torch.empty(n, device="cuda")
-    norms = _forced(lambda: ops.unpack_wire(wire_gpu, dst, 8.0, chunks=chunks))
+    norms = ops.unpack_wire(wire_gpu, dst, 8.0, chunks=chunks, path="rtc")
     dst_cpu = torch.empty(n)
     ops.unpack_wire(wire_cpu, dst_cpu, 8.0)
     assert torch.equal(dst.cpu(), dst_cpu)
-    again = _forced(lambda: ops.segment_sq_norms(dst, chunks))
+    again = ops.segment_sq_norms(dst, chunks, path="rtc")
     assert torch.equal(norms, again)  # the same traversal and order: the same bits
 
 
@@ -213,7 +199,7 @@ def test_rtc_runs_on_the_current_stream():
     with torch.cuda.stream(side):
         torch.cuda._sleep(10_000_000)  # a long kernel ahead of the copy on the same stream
         flat.copy_(expected)
-        out = _forced(lambda: ops.segment_sq_norms(flat, chunks))
+        out = ops.segment_sq_norms(flat, chunks, path="rtc")
     torch.cuda.current_stream().wait_stream(side)
     ref = expected.view(64, 4097).double().square().sum(1)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=0)
