@@ -1,0 +1,351 @@
+"""Top-1 and top-5 of a trained model on a validation tree: `python -m fastres.eval CHECKPOINT_OR_RUN --data ROOT`.
+
+    python -m fastres.eval runs/resnet50-20261123-101500 --data /data/imagenet          # the run's newest checkpoint
+    python -m fastres.eval runs/resnet50-20261123-101500 --best --data /data/imagenet   # its best.pt
+    python -m fastres.eval runs/r/checkpoints/step-000450450.pt --data /data/imagenet/val
+    torchrun --standalone --nproc-per-node 8 -m fastres.eval runs/r --data /data/imagenet  # 8 GPUs
+
+The model, the class names and the crop size are the checkpoint's; the images go through
+the run's own validation path (resize the shorter side to size*256/224, central crop, the
+same loader backend and precision as the run unless --backend / --precision say otherwise),
+so a checkpoint evaluated on the run's validation split gives the accuracy the run logged.
+ROOT is an ImageNet-layout tree (ROOT/val/<class>/*) or one split folder (ROOT/<class>/*);
+its class folders must be the checkpoint's classes, or the error names the difference.
+
+Several processes (torchrun, srun, mpirun, as for training) each take a share of the images
+and the counts are summed: every image is counted once. Before evaluating, rank 0 checks the
+files as training does (--data-check) and refuses bad ones by name, or leaves them out with
+--skip-bad-files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fastres.cli import ToolParser, run_tool
+from fastres.data.dataset import CHECK_DEPTHS
+from fastres.data.folder import DatasetError, FolderSplit, existing_dir, scan_split
+from fastres.data.loader import resolve_backend
+from fastres.distributed import collectives as coll
+from fastres.distributed import destroy, discover, init_distributed
+from fastres.execution import DEVICES, PRECISIONS, amp_dtype, autocast, pick_device, use_channels_last
+from fastres.loading import Loaded, find_checkpoint, load_model
+from fastres.metrics import accuracy_counts
+
+__all__ = ["EvalResult", "evaluate", "main", "open_val_split"]
+
+BACKENDS = ("auto", "dali", "pytorch")
+
+
+@dataclass
+class EvalResult:
+    top1: float  # percent
+    top5: float
+    images: int  # counted over every rank
+    skipped: int  # bad files left out (--skip-bad-files)
+    val_dir: Path
+    checkpoint: Loaded
+    rank: int = 0  # this process's rank (only rank 0 reports)
+
+    def to_dict(self) -> dict:
+        c = self.checkpoint
+        return dict(
+            checkpoint=str(c.path),
+            arch=c.arch,
+            step=c.step,
+            epoch=c.epoch,
+            data=str(self.val_dir),
+            top1=self.top1,
+            top5=self.top5,
+            images=self.images,
+            skipped=self.skipped,
+            logged=c.val,
+        )
+
+
+def _class_difference(found: tuple[str, ...], expected: tuple[str, ...]) -> str:
+    missing = [c for c in expected if c not in set(found)]
+    extra = [c for c in found if c not in set(expected)]
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    parts = [f"missing {some(missing)}" if missing else "", f"not in the checkpoint: {some(extra)}" if extra else ""]
+    return "; ".join(p for p in parts if p) or "the same names in another label order"
+
+
+def open_val_split(data: str | Path, classes: tuple[str, ...]) -> FolderSplit:
+    """The images of ROOT/val (or of ROOT itself when it has no val/), labelled in the checkpoint's
+    class order. Raises DatasetError naming the difference when the class folders are not `classes`."""
+    root = existing_dir(data, "--data ")
+    split_dir = root / "val" if (root / "val").is_dir() else root
+    split = scan_split(split_dir)
+    if split.classes != classes:
+        raise DatasetError(
+            f"--data {split_dir}: its {len(split.classes)} class folders are not the checkpoint's "
+            f"{len(classes)} classes ({_class_difference(split.classes, classes)})"
+        )
+    return split
+
+
+def _prepare(data: str, classes: tuple[str, ...], depth: str, skip_bad: bool, say) -> tuple[FolderSplit, int]:
+    """Rank 0's listing of the split, without the bad files when asked (the other ranks get it)."""
+    split = open_val_split(data, classes)
+    if depth == "none":
+        return split, 0
+    from fastres.data.check import check_files
+
+    report = check_files([p for p, _ in split.samples], decode=depth == "decode")
+    if not report.bad:
+        return split, 0
+    if not skip_bad:
+        raise DatasetError(f"{report.summary()}; evaluate without them with --skip-bad-files")
+    bad = report.bad_paths
+    kept = tuple(s for s in split.samples if s[0] not in bad)
+    if not kept:
+        raise DatasetError(f"{split.root}: every image is bad")
+    say(f"fastres: leaving out {len(bad)} bad files (--skip-bad-files): {report.summary(3)}")
+    return FolderSplit(split.root, split.classes, kept), len(bad)
+
+
+def _val_loader(
+    split: FolderSplit, backend: str, batch: int, size: int, workers: int, device, channels_last, rank, world
+):
+    """One pass over this rank's share of `split`: the loader training validates with."""
+    if backend == "dali":
+        from fastres.data.dali import DaliLoader, dali_threads
+
+        common = dict(device=device, channels_last=channels_last, rank=rank, world=world, threads=dali_threads(workers))
+        return DaliLoader(split.samples, False, batch, size, **common)
+    from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8
+    from fastres.data.transforms import ResizeCenterCrop
+
+    sampler = ShardedSampler(len(split), shuffle=False, rank=rank, world=world)  # rank r: images r, r+w, ...
+    loader = torch.utils.data.DataLoader(
+        ImageFolderDataset(split, ResizeCenterCrop(size)),
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_uint8,
+        pin_memory=device.type == "cuda",
+    )
+    return DeviceLoader(loader, device, torch.float32, channels_last, len(sampler))
+
+
+def evaluate(
+    target: str | Path,
+    data: str | Path,
+    *,
+    best: bool = False,
+    device: str = "auto",
+    precision: str | None = None,
+    backend: str | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    image_size: int | None = None,
+    data_check: str = "header",
+    skip_bad_files: bool = False,
+    dist_timeout: float = 1800.0,
+    say=print,
+) -> EvalResult:
+    """Top-1/top-5 of the checkpoint at `target` (a file or a run folder) on the split at `data`,
+    on this process or on every process of a torchrun/srun/mpirun job (counts summed over ranks).
+
+    None for precision, backend, batch_size, workers, image_size: the run's own settings."""
+    if data_check not in CHECK_DEPTHS:
+        raise DatasetError(f"--data-check must be one of {', '.join(CHECK_DEPTHS)}, got {data_check!r}")
+    topology = discover()
+    rank, world = topology.rank, topology.world_size
+    say0 = say if rank == 0 else (lambda _text: None)
+    dev = pick_device(device, topology)
+    groups = init_distributed(topology, device=dev, timeout=dist_timeout) if topology.distributed else None
+    loader = None
+    try:
+        if groups is None:
+            loaded = load_model(target, "cpu", best=best, say=say0)
+        else:  # rank 0 picks the file (a run folder's newest that verifies); every rank reads that one
+            path = coll.rank0_first(groups, lambda: find_checkpoint(target, best=best, say=say0)[0])
+            loaded = load_model(path, "cpu", say=say0)
+        cfg = loaded.config
+        amp = amp_dtype(precision or cfg.get("precision", "auto"), dev)
+        channels_last = use_channels_last(cfg.get("channels_last"), dev)
+        model = loaded.model.to(dev)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        def prepare():
+            return _prepare(str(data), loaded.classes, data_check, skip_bad_files, say0)
+
+        split, skipped = coll.rank0_first(groups, prepare)
+        chosen = resolve_backend(backend or cfg.get("backend", "auto"))
+        chosen = "pytorch" if chosen == "synthetic" else chosen  # a synthetic run still has real val images
+        batch = batch_size or cfg.get("val_batch_size") or cfg.get("batch_size") or 256
+        n_workers = min(cfg.get("workers", 8) if workers is None else workers, os.cpu_count() or 1)
+        size = image_size or loaded.image_size
+        loader = _val_loader(split, chosen, batch, size, n_workers, dev, channels_last, rank, world)
+        totals = torch.zeros(3, dtype=torch.int64, device=dev)  # top-1 hits, top-5 hits, images
+        with torch.inference_mode():
+            for images, labels in loader:
+                with autocast(dev, amp):
+                    logits = model(images)
+                totals[:2] += accuracy_counts(logits.float(), labels)
+                totals[2] += labels.numel()
+        top1, top5, n = coll.sum_over_ranks(groups, totals, "evaluation counts").tolist()
+    except BaseException:
+        if loader is not None and hasattr(loader, "close"):
+            loader.close()
+        destroy(groups, barrier=False)
+        raise
+    if hasattr(loader, "close"):
+        loader.close()
+    destroy(groups)
+    if n != len(split):
+        raise DatasetError(f"{split.root}: {n} images were evaluated of {len(split)} listed")  # a loader lost some
+    return EvalResult(100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1), n, skipped, split.root, loaded, rank)
+
+
+def _report(result: EvalResult) -> str:
+    c = result.checkpoint
+    line = (
+        f"fastres eval: {c.describe()}: top-1 {result.top1:.2f}% top-5 {result.top5:.2f}% "
+        f"on {result.images} images of {result.val_dir}"
+    )
+    if result.skipped:
+        line += f" ({result.skipped} bad files left out)"
+    if c.val and all(isinstance(c.val.get(k), (int, float)) for k in ("top1", "top5")):
+        line += (
+            f"\n  the run logged top-1 {c.val['top1']:.2f}% top-5 {c.val['top5']:.2f}% "
+            f"after epoch {c.val.get('epoch', '?')} (before this checkpoint)"
+        )
+    return line
+
+
+def build_parser() -> ToolParser:
+    p = ToolParser("fastres.eval", description=__doc__)
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT_OR_RUN",
+        help="a checkpoint file, or a run folder (its newest checkpoint that verifies; with --best its best.pt)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="ImageNet-layout tree (ROOT/val/<class>/*) or one "
+        "split folder (ROOT/<class>/*) whose class folders are the checkpoint's classes",
+    )
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="with a run folder: evaluate RUN/best.pt, the checkpoint of "
+        "the best val top-1, instead of the newest checkpoint",
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto (one GPU per process where torch sees GPUs, else the CPU), cpu or cuda (default: auto)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16 (default: the run's)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="image loader: dali, pytorch (PIL) or auto "
+        "(dali where installed) (default: the run's; pytorch for a synthetic-data run)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images per process per step (default: the run's validation batch size)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="loader worker processes (PIL) or DALI threads per process, capped at the CPU count (default: the run's)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="side of the central crop in pixels (default: the run's validation crop)",
+    )
+    p.add_argument(
+        "--data-check",
+        choices=CHECK_DEPTHS,
+        default="header",
+        help="before evaluating: none, header "
+        "(open, size and JPEG end marker of every file) or decode (every pixel) "
+        "(default: header)",
+    )
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="leave out the files the check finds bad instead of refusing to start",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON object (top1, top5, images, checkpoint, the accuracy the run logged)",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="seconds a process waits for the others in a distributed evaluation (default: 1800)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        for flag in ("batch_size", "workers", "image_size"):
+            value = getattr(args, flag)
+            if value is not None and (value < (0 if flag == "workers" else 1) or value > 1 << 20):
+                raise DatasetError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+        if not math.isfinite(args.dist_timeout) or args.dist_timeout <= 0:
+            raise DatasetError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+        result = evaluate(
+            args.checkpoint,
+            args.data,
+            best=args.best,
+            device=args.device,
+            precision=args.precision,
+            backend=args.backend,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            image_size=args.image_size,
+            data_check=args.data_check,
+            skip_bad_files=args.skip_bad_files,
+            dist_timeout=args.dist_timeout,
+            say=lambda text: print(text, file=sys.stderr if args.json else sys.stdout, flush=True),
+        )
+        if result.rank == 0:
+            print(json.dumps(result.to_dict()) if args.json else _report(result), flush=True)
+        return 0
+
+    return run_tool("fastres.eval", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""Reports of finished (or running) runs: plots and a report.md from run folders. `python -m fastres.report`.
+
+runs      a run folder read back (config.yaml, metrics.jsonl), resumes applied
+plots     the PNG figures (matplotlib), several runs overlaid
+markdown  report.md: results, configuration or differences, resumes, bad files
+cli       the command line
+"""
+
+from fastres.report.cli import main, write_report
+from fastres.report.runs import Run, read_run, read_runs
+
+__all__ = ["Run", "main", "read_run", "read_runs", "write_report"]

@@ -1,0 +1,5 @@
+import sys
+
+from fastres.report.cli import main
+
+sys.exit(main())
