@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import sys
 import types
 import typing
@@ -32,7 +33,16 @@ from fastres.model import ARCHS
 from fastres.optim.factory import OPTIMIZERS
 from fastres.optim.schedule import SCHEDULES
 
-__all__ = ["TrainConfig", "ConfigError", "PRESET_DIR", "preset_names", "load_preset", "parse_args", "build_parser"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "PRESET_DIR",
+    "preset_names",
+    "load_preset",
+    "parse_args",
+    "parse_command_line",
+    "build_parser",
+]
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -47,6 +57,37 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "allreduce": ALGORITHMS,
     "wire_dtype": tuple(WIRE_DTYPES),
+}
+
+# Allowed ranges of the numeric keys: (low, high, high excluded). NaN and infinities never pass.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "workers": (0, 1024, False),
+    "prefetch": (1, 64, False),
+    "hw_decoder_load": (0, 1, False),
+    "image_size": (16, 2048, False),
+    "val_image_size": (16, 2048, False),
+    "crop_scale_min": (0, 1, False),
+    "max_bad_samples": (0, 10**9, False),
+    "epochs": (1, 100_000, False),
+    "batch_size": (1, 1 << 20, False),
+    "val_batch_size": (1, 1 << 20, False),
+    "lr": (0, 100, False),
+    "momentum": (0, 1, True),
+    "lars_eta": (0, 1, False),
+    "weight_decay": (0, 1, False),
+    "label_smoothing": (0, 1, True),
+    "warmup_epochs": (0, 100_000, False),
+    "threads": (1, 1024, False),
+    "seed": (0, 2**31 - 1, False),
+    "virtual_nodes": (1, 1024, False),
+    "bucket_cap_mb": (0, 4096, False),
+    "dist_timeout": (0, 7 * 86400, False),
+    "log_every": (1, 10**9, False),
+    "checkpoint_every": (1, 10**9, False),
+    "checkpoint_minutes": (0, 100_000, False),
+    "keep_checkpoints": (1, 1000, False),
+    "progress_seconds": (0, 86400, False),
+    "max_skipped_steps": (1, 10**9, False),
 }
 
 # --help: one sentence per key, with its unit; keys grouped by subject, in this order.
@@ -65,6 +106,11 @@ HELP: dict[str, dict[str, str]] = {
         "image_size": "side of the square training crop, in pixels",
         "val_image_size": "side of the square validation crop, in pixels; none: --image-size",
         "crop_scale_min": "smallest area of a random-resized crop, as a fraction (0 to 1] of the image",
+        "max_bad_samples": "undecodable samples met during training (each replaced by a neutral substitute) before "
+        "the run stops; none: 0.1%% of the training set",
+        "train_list": "train only on the files this list names: `relative/path label` lines, relative to "
+        "ROOT/train (the format `python -m fastres.data check --lists` writes, DALI's file_list)",
+        "val_list": "validate only on the files this list names (same format, relative to ROOT/val)",
     },
     "model": {
         "arch": "ResNet depth (v1.5: the stride in the 3x3 convolution)",
@@ -107,13 +153,26 @@ HELP: dict[str, dict[str, str]] = {
         "name": "run folder name under --out; none: <arch>-<date>-<time>",
         "log_every": "steps between progress and metrics records (each one synchronises the device)",
         "progress": "progress bar on rank 0 (when stderr is a terminal)",
-        "resume": "checkpoint file, or run folder, to continue from",
+        "resume": "continue a run: a checkpoint file, a run folder (its newest checkpoint that verifies), or "
+        "auto: continue OUT/NAME (--name) if it has a checkpoint, else start it",
+        "checkpoint_every": "steps between checkpoints besides the one at each epoch's end; none: epoch ends only",
+        "checkpoint_minutes": "minutes between checkpoints besides epoch ends; none: off",
+        "keep_checkpoints": "newest checkpoints kept in RUN/checkpoints (older ones are deleted)",
+        "progress_seconds": "seconds between progress lines when stderr is not a terminal (batch-system logs)",
+        "max_skipped_steps": "steps in a row skipped for NaN/Inf gradients before the run stops",
+        "tensorboard": "also write loss, lr, accuracy and img/s for TensorBoard into RUN/tensorboard",
     },
 }
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 class ConfigError(FastresError):
     """A config key, flag or value that fastres cannot use."""
+
+    shared = True  # every rank meets it: rank 0 says it
 
 
 @dataclass
@@ -129,6 +188,9 @@ class TrainConfig:
     image_size: int = 224  # train crop side, pixels
     val_image_size: int | None = None  # val crop side, pixels; None: image_size
     crop_scale_min: float = 0.08  # smallest area fraction of a random-resized crop
+    max_bad_samples: int | None = None  # undecodable samples met in training before the run stops; None: 0.1%
+    train_list: str | None = None  # file of `relative/path label` lines (DALI file_list) naming the train files
+    val_list: str | None = None  # the same for the val files
     # model
     arch: str = "resnet50"
     # optimisation
@@ -163,7 +225,13 @@ class TrainConfig:
     name: str | None = None  # run folder name; None: <arch>-<date>-<time>
     log_every: int = 20  # steps between progress/metric records (each one syncs the device)
     progress: bool = True  # rank-0 progress bar
-    resume: str | None = None  # checkpoint file or run folder to continue from
+    resume: str | None = None  # checkpoint file or run folder to continue from, or "auto" (with --name)
+    checkpoint_every: int | None = None  # steps between checkpoints besides epoch ends; None: epoch ends only
+    checkpoint_minutes: float | None = None  # minutes between checkpoints besides epoch ends; None: off
+    keep_checkpoints: int = 3  # newest checkpoints kept in RUN/checkpoints
+    progress_seconds: float = 30.0  # seconds between progress lines when stderr is not a terminal
+    max_skipped_steps: int = 10  # steps in a row skipped for NaN/Inf gradients before the run stops
+    tensorboard: bool = False  # also write scalars for TensorBoard into RUN/tensorboard
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first key whose value cannot work."""
@@ -174,26 +242,19 @@ class TrainConfig:
 
         for key, valid in CHOICES.items():
             need(getattr(self, key) in valid, key, f"one of {', '.join(valid)}")
-        need(self.epochs >= 1, "epochs", "a positive integer")
-        need(self.batch_size >= 1, "batch_size", "a positive integer")
-        need(self.val_batch_size is None or self.val_batch_size >= 1, "val_batch_size", "a positive integer")
-        need(self.lr >= 0, "lr", ">= 0")
-        need(0 <= self.momentum < 1, "momentum", "in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", ">= 0")
-        need(self.lars_eta >= 0, "lars_eta", ">= 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
-        need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs={self.epochs}]")
-        need(self.workers >= 0, "workers", ">= 0")
-        need(self.prefetch >= 1, "prefetch", "a positive integer")
-        need(0 <= self.hw_decoder_load <= 1, "hw_decoder_load", "in [0, 1]")
-        need(self.image_size >= 16, "image_size", ">= 16")
-        need(self.val_image_size is None or self.val_image_size >= 16, "val_image_size", ">= 16")
-        need(0 < self.crop_scale_min <= 1, "crop_scale_min", "in (0, 1]")
-        need(self.threads is None or self.threads >= 1, "threads", "a positive integer")
-        need(self.log_every >= 1, "log_every", "a positive integer")
-        need(self.virtual_nodes is None or self.virtual_nodes >= 1, "virtual_nodes", "a positive integer")
+        for key, (low, high, open_high) in RANGES.items():
+            value = getattr(self, key)
+            if value is None:
+                continue
+            ok = math.isfinite(value) and low <= value and (value < high if open_high else value <= high)
+            what = "an integer" if isinstance(value, int) else "a finite number"
+            need(ok, key, f"{what} in [{_num(low)}, {_num(high)}{')' if open_high else ']'}")
+        need(self.crop_scale_min > 0, "crop_scale_min", "in (0, 1]")
         need(self.bucket_cap_mb > 0, "bucket_cap_mb", "> 0")
         need(self.dist_timeout > 0, "dist_timeout", "> 0 seconds")
+        need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs={self.epochs}]")
+        need(self.checkpoint_minutes is None or self.checkpoint_minutes > 0, "checkpoint_minutes", "> 0")
+        need(self.progress_seconds > 0, "progress_seconds", "> 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,13 +408,23 @@ def _preset_of(argv: list[str]) -> str | None:
     return "builtin" if known.data in (None, "none", "null") else None
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Flags -> validated TrainConfig. Raises ConfigError; argparse exits 2 on malformed flags."""
+def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, frozenset[str]]:
+    """Flags -> (validated TrainConfig, the keys the command line set).
+
+    The keys set are the flags given and, with an explicit --config, the preset's keys: on a
+    resume they are compared with the run's saved config. Raises ConfigError; argparse exits
+    2 on malformed flags."""
     argv = sys.argv[1:] if argv is None else argv
     preset_arg = _preset_of(argv)
     values = load_preset(preset_arg) if preset_arg else {}
     source = f"those of preset {preset_arg}" if preset_arg else "the ResNet-50 ImageNet recipe's (no preset)"
     args = vars(build_parser(defaults=values, defaults_from=source).parse_args(argv))
-    args.pop("config", None)
+    explicit_preset = args.pop("config", None) is not None
+    given = set(args) | (set(values) if explicit_preset else set())
     values.update(args)
-    return TrainConfig(**values).validate()
+    return TrainConfig(**values).validate(), frozenset(given)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Flags -> validated TrainConfig (see parse_command_line)."""
+    return parse_command_line(argv)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import socket
@@ -22,8 +23,9 @@ import torch
 import yaml
 
 import fastres
+from fastres import FastresError
 
-__all__ = ["git_revision", "make_run_dir", "write_config", "MetricsLog", "Summary"]
+__all__ = ["check_name", "git_revision", "make_run_dir", "write_config", "MetricsLog", "Summary"]
 
 
 def git_revision(path: Path | None = None) -> str | None:
@@ -44,22 +46,39 @@ def git_revision(path: Path | None = None) -> str | None:
         return None
 
 
-def make_run_dir(out: str, name: str | None, arch: str) -> Path:
-    """A new folder under `out`; an existing name gets a numeric suffix, never overwritten."""
-    base = name or f"{arch}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def check_name(name: str) -> str:
+    """A run folder name must stay inside --out: one plain path component."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise FastresError(f"--name {name!r} must be a plain folder name inside --out (no '/', not '.' or '..')")
+    return name
+
+
+def make_run_dir(out: str, name: str | None, arch: str, exact: bool = False) -> Path:
+    """The run folder under `out`: a new one (an existing name gets a numeric suffix, never
+    overwritten), or with `exact` OUT/NAME itself, created when missing (`--resume auto`)."""
+    base = check_name(name) if name else f"{arch}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     parent = Path(out).expanduser()
-    parent.mkdir(parents=True, exist_ok=True)
-    for k in range(1000):
-        run = parent / (base if k == 0 else f"{base}-{k}")
-        try:
-            run.mkdir()
-            return run
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not make a new run folder under {parent} named {base}")
+    try:
+        if parent.exists() and not parent.is_dir():
+            raise FastresError(f"--out {out} is a file, not a folder")
+        parent.mkdir(parents=True, exist_ok=True)
+        if exact:
+            (parent / base).mkdir(exist_ok=True)
+            return parent / base
+        for k in range(1000):
+            run = parent / (base if k == 0 else f"{base}-{k}")
+            try:
+                run.mkdir()
+                return run
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise FastresError(f"--out {out}: cannot make the run folder {parent / base} ({e.strerror or e})") from None
+    raise FastresError(f"--out {out}: 1000 run folders named {base}-* exist already; choose another --name")
 
 
 def write_config(run_dir: Path, config: dict[str, Any], extra: dict[str, Any]) -> None:
+    """RUN/config.yaml: the resolved config, what ran (backend, launcher, world size, ...), versions."""
     doc = {
         "config": config,
         "fastres": fastres.__version__,
@@ -87,6 +106,17 @@ class Summary:
     rank: int = 0
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: a bare NaN is not JSON, and readers of the log choke on it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 class MetricsLog:
     """Append-only JSON-lines log; every record is flushed, so a crash loses none."""
 
@@ -95,7 +125,8 @@ class MetricsLog:
         self._f = open(path, "a", buffering=1)
 
     def write(self, kind: str, **fields: Any) -> None:
-        self._f.write(json.dumps({"kind": kind, "time": round(_dt.datetime.now().timestamp(), 3), **fields}) + "\n")
+        record = {"kind": kind, "time": round(_dt.datetime.now().timestamp(), 3), **fields}
+        self._f.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
         self._f.flush()
         if kind != "train":  # epoch-level records reach the disk even if the machine dies
             os.fsync(self._f.fileno())

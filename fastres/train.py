@@ -10,8 +10,10 @@
     python -m fastres.train --config builtin --epochs 3
     python -m fastres.train --data /data/imagenet --config my-recipe.yaml --lr 0.2
 
-    # continue a run that stopped (uses the run folder's latest checkpoint)
-    python -m fastres.train --data /data/imagenet --resume runs/resnet50-20261123-101500
+    # continue a run that stopped: its newest checkpoint that verifies, with its saved config
+    python -m fastres.train --resume runs/resnet50-20261123-101500
+    # a job script that continues itself when requeued: the same command every time
+    python -m fastres.train --data /data/imagenet --name rn50 --resume auto --checkpoint-minutes 30
 
     # one machine, 8 GPUs: one process per GPU; gradients averaged bucket by bucket in backward
     torchrun --standalone --nproc-per-node 8 -m fastres.train --data /data/imagenet
@@ -31,27 +33,48 @@ folders or checkpoints end with a one-line error and exit status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from fastres import FastresError
 
 
-def main(argv: list[str] | None = None) -> int:
-    from fastres.config import parse_args
-    from fastres.trainer import Trainer
+def _rank() -> int:
+    """This process's rank as the launcher says (0 when it says nothing or something malformed)."""
+    from fastres.distributed.launcher import read_launcher
 
     try:
-        cfg = parse_args(argv)
-        summary = Trainer(cfg).fit()
+        return read_launcher(os.environ).rank
+    except FastresError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fastres.checkpoint.resume import plan_resume
+    from fastres.config import parse_command_line
+    from fastres.preemption import Preempted, exit_status
+    from fastres.trainer import Trainer
+
+    rank = _rank()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    try:
+        cfg, given = parse_command_line(argv)
+        plan = plan_resume(cfg, given, say=say)
+        if plan is not None and plan.finished:
+            say(f"fastres: run {plan.run_dir} is finished ({plan.cfg.epochs} epochs, checkpoint {plan.checkpoint}); "
+                "nothing to do (give a larger --epochs to train on)", flush=True)  # fmt: skip
+            return 0
+        summary = Trainer(plan.cfg if plan else cfg, plan).fit()
+    except Preempted as e:
+        if rank == 0:
+            print(f"python -m fastres.train: {e}", file=sys.stderr, flush=True)
+        return exit_status(e.signum)
     except FastresError as e:
-        print(f"python -m fastres.train: error: {e}", file=sys.stderr)
+        # Every rank meets a shared error (a flag, the dataset, a checkpoint): rank 0 says it once.
+        if rank == 0 or not e.shared:
+            where = f" (rank {rank})" if rank != 0 else ""
+            print(f"python -m fastres.train: error{where}: {e}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "python -m fastres.train: interrupted; the last completed epoch is in the run folder's checkpoint.pt",
-            file=sys.stderr,
-        )
-        return 130
     if summary.rank != 0:
         return 0
     print(

@@ -55,11 +55,16 @@ def test_missing_preset_lists_the_shipped_ones():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-        (["--epochs", "-1"], "--epochs must be a positive integer"),
-        (["--momentum", "1.5"], "--momentum must be in"),
-        (["--lars-eta", "-1"], "--lars-eta must be >= 0"),
-        (["--label-smoothing", "1"], "--label-smoothing must be in"),
+        (["--batch-size", "0"], "--batch-size must be an integer in [1, 1048576], got 0"),
+        (["--lr", "inf"], "--lr must be a finite number in [0, 100], got inf"),
+        (["--lr", "nan"], "--lr must be a finite number in [0, 100], got nan"),
+        (["--image-size", "100000"], "--image-size must be an integer in [16, 2048], got 100000"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be an integer in [1, "),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be an integer in [1, 1000]"),
+        (["--epochs", "-1"], "--epochs must be an integer in [1, 100000], got -1"),
+        (["--momentum", "1.5"], "--momentum must be a finite number in [0, 1), got 1.5"),
+        (["--lars-eta", "-1"], "--lars-eta must be a finite number in [0, 1]"),
+        (["--label-smoothing", "1"], "--label-smoothing must be a finite number in [0, 1)"),
         (["--warmup-epochs", "100", "--epochs", "10"], "--warmup-epochs must be in"),
     ],
 )
@@ -106,7 +111,7 @@ def test_choice_lists_come_from_the_modules_that_implement_them():
 
     assert CHOICES["allreduce"] is ALGORITHMS and CHOICES["optimizer"] is OPTIMIZERS
     assert CHOICES["wire_dtype"] == tuple(WIRE_DTYPES) and CHOICES["backend"] == tuple(BACKENDS)
-    with pytest.raises(ConfigError, match="--virtual-nodes must be a positive integer"):
+    with pytest.raises(ConfigError, match="--virtual-nodes must be an integer in"):
         parse_args(["--virtual-nodes", "0"])
     with pytest.raises(ConfigError, match="--optimizer must be one of sgd, fused-sgd, lars, got 'adam'"):
         TrainConfig(optimizer="adam").validate()  # a preset file goes through validate(), not argparse

@@ -37,6 +37,8 @@ _HEADER_MAX = 200  # bytes: the magic line and the checksum line
 class CheckpointError(FastresError):
     """A checkpoint file that cannot be used: missing, unreadable, not fastres's, or corrupt."""
 
+    shared = True  # every rank meets it: rank 0 says it
+
 
 def dumps(state: dict[str, Any]) -> bytes:
     """The file's bytes for `state`: header, checksum, payload."""

@@ -1,98 +1,102 @@
-"""A run's whole state: what a checkpoint holds, how it is written, and how a run is restored from it.
+"""What a checkpoint holds, and how a run is restored from it.
 
-    state = run_state(model, optimizer, epoch=, step=, config=, classes=, loader_states=)
-    save_checkpoint(state, run_dir / CHECKPOINT_NAME)       # atomic: old or new, never half
-    start_epoch, step = restore_run(path, model, optimizer, train_loader, steps_per_epoch=, rank=, world=)
+    snapshot = run_state(model, optimizer, step=, steps_per_epoch=, config=, classes=, loader_states=)
+    step = restore_run(state, model, optimizer, train_loader, rank=, world=, steps_per_epoch=, where=)
 
-A checkpoint holds the model, the optimizer (momentum), epoch and step, the resolved config,
-the class names, torch's CPU RNG state, and every rank's data-loader state (DALI's reader
-and random state: a resumed run reads the same samples in the same order).
+A checkpoint is the run after optimizer step `step`: the model (BN statistics included), the
+optimizer (momentum), the step and the steps per epoch (so the epoch and the position in it),
+the resolved config, the class names, every random generator's state (torch CPU and CUDA,
+numpy, Python), and every rank's training-loader state (DALI's reader and random state at
+the start of the current epoch; the PIL loader's order follows from the seed and the epoch).
+Everything is tensors and plain values, so it loads with `torch.load(weights_only=True)`.
 
-A checkpoint is written to a temporary file in the same folder, flushed to disk, then
-renamed over the old one: at any instant the path holds either the previous complete
-checkpoint or the new complete one, never half of one.
+`run_state` copies every tensor to host memory: the snapshot no longer changes when training
+goes on, so a background thread may write it while the next steps run.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+import random
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fastres import FastresError
 
-__all__ = ["CHECKPOINT_NAME", "load_checkpoint", "resolve_checkpoint", "restore_run", "run_state", "save_checkpoint"]
+__all__ = ["host_copy", "restore_rng", "restore_run", "rng_state", "run_state"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+
+def host_copy(obj: Any) -> Any:
+    """`obj` with every tensor copied to host memory (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator's state, as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))  # fmt: skip
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def run_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
-    epoch: int,
     step: int,
+    steps_per_epoch: int,
     config: dict[str, Any],
     classes: tuple[str, ...],
     loader_states: list,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to continue the run after `step` (the end of `epoch`).
+    """A host-memory snapshot of everything needed to continue the run after `step`.
 
-    loader_states: each rank's training-loader state, by rank (None for loaders without one)."""
-    return {
+    loader_states: each rank's training-loader state, by rank (None for loaders without one).
+    extra: plain values the trainer keeps (counters, the best accuracy, ...)."""
+    return host_copy({
+        "format": "fastres-run",
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
         "step": step,
+        "steps_per_epoch": steps_per_epoch,
+        "epoch": step // steps_per_epoch,  # epochs completed
         "config": config,
         "classes": list(classes),
-        "torch_rng": torch.get_rng_state(),
-        "data": loader_states[0],
+        "rng": rng_state(),
         "data_per_rank": loader_states,
-    }
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def resolve_checkpoint(path: str) -> Path:
-    """`--resume` accepts a checkpoint file or the run folder that holds one."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / CHECKPOINT_NAME
-    if not p.is_file():
-        raise FastresError(f"--resume {path}: no checkpoint file at {p}")
-    return p
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise FastresError(f"--resume {path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    for key in ("model", "optimizer", "epoch", "step", "config"):
-        if key not in state:
-            raise FastresError(f"--resume {path}: not a fastres checkpoint (no {key!r} entry)")
-    return state
+        "extra": extra or {},
+    })  # fmt: skip
 
 
 def restore_run(
-    path: Path,
+    state: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_loader,
@@ -100,33 +104,30 @@ def restore_run(
     steps_per_epoch: int,
     rank: int,
     world: int,
-) -> tuple[int, int]:
-    """Load the checkpoint at `path` into the run; returns (epoch to start at, step count).
+    where: str,
+) -> int:
+    """Load a checkpoint's state into the run; returns the step to continue after.
 
     Every rank restores the same model and optimizer; each restores its own loader state when
     the checkpoint was written by as many ranks (otherwise the data order restarts at the
-    epoch boundary, said once by rank 0)."""
-    state = load_checkpoint(path)
+    epoch boundary, said once by rank 0). `where` names the checkpoint in errors."""
+    if state.get("steps_per_epoch") != steps_per_epoch:
+        raise FastresError(
+            f"{where}: the checkpoint was taken at {state.get('steps_per_epoch')} steps per epoch, this run makes "
+            f"{steps_per_epoch} (a changed --batch-size, number of processes or dataset)"
+        )
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).splitlines()[0]
-        raise FastresError(f"--resume {path}: checkpoint does not fit this model/optimizer ({first})") from None
-    if state["step"] != state["epoch"] * steps_per_epoch:
-        raise FastresError(
-            f"--resume {path}: checkpoint has {state['step']} steps over {state['epoch']} epochs, but this config "
-            f"makes {steps_per_epoch} steps per epoch (batch size or dataset changed)"
-        )
-    torch.set_rng_state(state["torch_rng"])
-    per_rank = state.get("data_per_rank") or [state.get("data")]
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FastresError(f"{where}: the checkpoint does not fit this model/optimizer ({first})") from None
+    restore_rng(state["rng"])
+    per_rank = state.get("data_per_rank") or [None]
     if per_rank[0] is not None and hasattr(train_loader, "load_state_dict"):
         if len(per_rank) == world:
             train_loader.load_state_dict(per_rank[rank])
         elif rank == 0:
-            print(
-                f"fastres: --resume {path}: saved by {len(per_rank)} ranks, resumed by {world}: "
-                "the data order restarts at the epoch boundary",
-                flush=True,
-            )
-    return state["epoch"], state["step"]
+            print(f"fastres: {where}: saved by {len(per_rank)} ranks, resumed by {world}: the data order "
+                  "restarts at the epoch boundary", flush=True)  # fmt: skip
+    return int(state["step"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,20 +108,23 @@ class BackgroundSaver:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(self, snapshot: dict[str, Any], step: int) -> None:
-        """Write `snapshot` (host memory only, not shared with training) as step `step`."""
+    def submit(self, snapshot: dict[str, Any], step: int, also: Path | None = None) -> None:
+        """Write `snapshot` (host memory only, not shared with training) as step `step`, and to `also`."""
         self.wait_idle()
-        self._thread = threading.Thread(target=self._run, args=(snapshot, step), name="fastres-ckpt", daemon=True)
+        args = (snapshot, step, also)
+        self._thread = threading.Thread(target=self._run, args=args, name="fastres-ckpt", daemon=True)
         self._thread.start()
 
-    def _run(self, snapshot: dict[str, Any], step: int) -> None:
-        import time
-
+    def _run(self, snapshot: dict[str, Any], step: int, also: Path | None) -> None:
         t0 = time.perf_counter()
         path = self.store.path_of(step)
         try:
-            path = self.store.write(dumps(snapshot), step)
-            result = SaveResult(step, path, None, time.perf_counter() - t0)
+            blob = dumps(snapshot)
+            path = self.store.write(blob, step)
+            if also is not None:
+                path = also
+                write_bytes_atomic(blob, also)
+            result = SaveResult(step, self.store.path_of(step), None, time.perf_counter() - t0)
         except OSError as e:
             result = SaveResult(step, path, f"cannot write checkpoint {path}: {describe_os_error(e)}")
         except Exception as e:  # noqa: BLE001 - reported to the training thread, which decides
@@ -142,4 +146,3 @@ class BackgroundSaver:
     def wait(self) -> list[SaveResult]:
         self.wait_idle()
         return self.poll()
-

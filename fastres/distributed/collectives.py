@@ -67,7 +67,9 @@ def rank0_first(groups, fn):
     if failure is not None:
         raise failure
     if box[0][0] == "error":
-        raise box[0][1](box[0][2])
+        error = box[0][1](box[0][2])
+        error.shared = True  # rank 0 says it
+        raise error
     return box[0][1]
 
 

@@ -1,0 +1,120 @@
+"""`--resume`: which checkpoint a run continues from, with which config, and what changed.
+
+    plan = plan_resume(cfg, given)     # None: not a resume
+    plan.cfg          the saved config, with the keys that may change between attempts applied
+    plan.run_dir      the run folder that continues (or starts, for `--resume auto` with nothing in it)
+    plan.checkpoint   the checkpoint continued from (None: start), plan.state its contents
+    plan.changes      key -> (saved value, value now), for the metrics log's resume record
+
+`--resume auto` (with `--name NAME`): continue OUT/NAME from its newest checkpoint that
+verifies, or start OUT/NAME when it has none, so re-running the same job script continues
+the same run. `--resume RUN_DIR`: RUN_DIR's newest checkpoint that verifies. `--resume FILE`:
+that checkpoint. A checkpoint that fails verification is named in one line and the next
+older one is used.
+
+The run continues with its saved config. A flag given on the resume command line that
+differs from it is an error naming the key and both values, except the keys in MUTABLE
+(epochs, intervals, workers, timeouts, paths, ...), which are applied and recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastres.checkpoint.fileformat import CheckpointError, read_checkpoint_file
+from fastres.checkpoint.store import CHECKPOINT_DIR, CheckpointStore
+from fastres.config import ConfigError, TrainConfig
+from fastres.runlog import check_name
+
+__all__ = ["MUTABLE", "ResumePlan", "plan_resume", "run_dir_of"]
+
+# Keys that may change between attempts of one run: they change where and how fast it runs,
+# how often it logs and saves, how long it trains, not what a step computes.
+MUTABLE = frozenset({
+    "data", "train_list", "val_list", "workers", "prefetch", "hw_decoder_load", "data_check", "skip_bad_files",
+    "max_bad_samples", "epochs", "val_batch_size", "threads", "virtual_nodes", "allreduce", "bucket_cap_mb",
+    "dist_timeout", "out", "name", "log_every", "progress", "resume", "checkpoint_every", "checkpoint_minutes",
+    "keep_checkpoints", "progress_seconds", "max_skipped_steps", "tensorboard",
+})  # fmt: skip
+
+
+@dataclass
+class ResumePlan:
+    cfg: TrainConfig
+    run_dir: Path
+    checkpoint: Path | None = None
+    state: dict[str, Any] | None = None
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """The checkpoint is the end of the run: every epoch of the (possibly changed) config done."""
+        if self.state is None:
+            return False
+        return int(self.state["step"]) >= int(self.state["steps_per_epoch"]) * self.cfg.epochs
+
+
+def run_dir_of(out: str, name: str) -> Path:
+    """OUT/NAME, refusing a name that would leave OUT (a path, '..', '.')."""
+    return Path(out).expanduser() / check_name(name)
+
+
+def _newest_valid(run_dir: Path, say: Callable[[str], None]) -> tuple[Path, dict[str, Any]] | None:
+    return CheckpointStore(run_dir).newest_valid(say)
+
+
+def _saved_config(state: dict[str, Any], where: str) -> TrainConfig:
+    saved = state.get("config")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(saved, dict) or not set(saved) <= known:
+        extra = sorted(set(saved) - known) if isinstance(saved, dict) else []
+        raise CheckpointError(f"{where}: its config is not this fastres's (unknown keys {extra})")
+    return TrainConfig(**{**TrainConfig().to_dict(), **saved})
+
+
+def plan_resume(cfg: TrainConfig, given: frozenset[str], say: Callable[[str], None] = print) -> ResumePlan | None:
+    """The resume `cfg.resume` asks for, or None when it asks for none. Raises FastresError (one line)."""
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        if not cfg.name:
+            raise ConfigError("--resume auto needs --name NAME: the run folder OUT/NAME to continue, or to start")
+        run_dir = run_dir_of(cfg.out, cfg.name)
+        found = _newest_valid(run_dir, say) if run_dir.is_dir() else None
+        if found is None:
+            return ResumePlan(cfg, run_dir)  # nothing to continue: start OUT/NAME
+    else:
+        path = Path(cfg.resume).expanduser()
+        if path.is_dir():
+            run_dir, found = path, _newest_valid(path, say)
+            if found is None:
+                raise CheckpointError(f"--resume {cfg.resume}: no checkpoint that verifies in {path / CHECKPOINT_DIR}")
+        elif path.is_file():
+            found = (path, read_checkpoint_file(path))
+            run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+        else:
+            raise CheckpointError(f"--resume {cfg.resume}: no such checkpoint file or run folder")
+    checkpoint, state = found
+    saved = _saved_config(state, str(checkpoint))
+    values, changes = saved.to_dict(), {}
+    now = cfg.to_dict()
+    for key in sorted(given):
+        if now[key] == values[key]:
+            continue
+        if key not in MUTABLE:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"--resume: {flag} is {now[key]!r} on this command line but the run was started with "
+                f"{values[key]!r} ({checkpoint}); drop the flag to continue the run as it was, or start a new run"
+            )
+        if key not in ("resume",):
+            changes[key] = (values[key], now[key])
+        values[key] = now[key]
+    values["resume"] = cfg.resume
+    if cfg.resume == "auto":
+        values["out"], values["name"] = cfg.out, cfg.name
+    return ResumePlan(TrainConfig(**values).validate(), run_dir, checkpoint, state, changes)

@@ -1,0 +1,186 @@
+"""A run's parts, assembled once and released once: the Trainer's collaborators.
+
+`Run(cfg, plan)` builds, in this order, each part handed to the next: topology -> process
+groups -> stop signals -> run folder (locked by rank 0) -> dataset (listed once, checked by
+rank 0) -> loaders -> model -> its one flat layout (fastres.flat) -> reducer and optimizer on
+that layout -> schedule -> step guard -> checkpoints -> metrics log; then restores a
+checkpoint when `plan` (fastres.checkpoint.resume) holds one. `close()` releases whatever
+was built, in reverse, also when building failed half-way.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fastres import FastresError
+from fastres.badsamples import BadSampleLedger
+from fastres.checkpoint import restore_run, run_state
+from fastres.checkpoint.saver import Checkpointer
+from fastres.config import TrainConfig
+from fastres.data import check_dataset, make_loaders, open_dataset
+from fastres.data.builtin import ensure_builtin_dataset
+from fastres.data.loader import resolve_backend
+from fastres.distributed import Reducer, destroy, discover, init_distributed
+from fastres.distributed import collectives as coll
+from fastres.distributed.reducer import bucket_layout
+from fastres.execution import amp_dtype, pick_device, seed_all, use_channels_last
+from fastres.model import build_model
+from fastres.optim import build_optimizer
+from fastres.optim.schedule import run_schedule
+from fastres.preemption import StopSignals, die_with_parent
+from fastres.runlock import RunLock
+from fastres.runlog import MetricsLog, make_run_dir, write_config
+from fastres.stepguard import StepGuard
+
+__all__ = ["Run"]
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig, plan=None):
+        self.cfg, self.plan, self.t_start = cfg, plan, time.perf_counter()
+        self.groups = self.data = self.reducer = self.log = self.lock = self.stop = self.saver = self.tb = None
+        try:
+            self._set_up(cfg)
+        except BaseException:
+            self.close(error=True)
+            raise
+
+    def _set_up(self, cfg: TrainConfig) -> None:
+        self.topology = discover(virtual_nodes=cfg.virtual_nodes)
+        self.rank, self.world = self.topology.rank, self.topology.world_size
+        self.device = pick_device(cfg.device, self.topology)
+        self.amp = amp_dtype(cfg.precision, self.device)
+        self.channels_last = use_channels_last(cfg.channels_last, self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_all(cfg.seed)
+        if self.topology.distributed:
+            self.groups = init_distributed(self.topology, device=self.device, timeout=cfg.dist_timeout)
+            if not cfg.data and self.topology.physical_local_rank == 0:
+                ensure_builtin_dataset()  # one writer per machine; the others wait at the barrier
+            coll.checked("barrier after writing the built-in dataset", dist.barrier, group=self.groups.world)
+        if self.topology.launcher != "none":
+            die_with_parent()  # a launcher killed with SIGKILL leaves no rank training on
+        self.stop = StopSignals(self.groups)
+        dataset = open_dataset(cfg.data)  # listed once; the check and the loaders share the listing
+        check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
+        exclude = coll.rank0_first(self.groups, check)
+        self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
+        say, limit = self.say, cfg.max_bad_samples
+        limit = max(1, len(dataset.train or ()) // 1000) if limit is None else limit  # default: 0.1%
+        self.bad = BadSampleLedger(self.run_dir, limit, self.groups, self.rank == 0, self.write, say)
+        known = {"known_bad": frozenset(self.bad.known)} if self.bad.known else {}
+        self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
+                                 exclude=exclude, dataset=dataset, **known)  # fmt: skip
+        self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        # the model's one flat layout, handed to the reducer and the optimizer
+        self.layout = bucket_layout(self.model, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb)
+        if self.groups is not None:
+            caps = dict(algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb)
+            self.reducer = Reducer(self.layout, self.groups, wire_dtype=cfg.wire_dtype, **caps)
+            coll.broadcast_tensors(self.groups, [self.layout.params, *self.model.buffers()], "parameters and buffers")
+        self.optimizer = build_optimizer(cfg, self.model, self.layout)
+        self.fused = hasattr(self.optimizer, "layout")  # skips a non-finite step on the device
+        self.steps_per_epoch = len(self.data.train)
+        self.global_batch = cfg.batch_size * self.world
+        self.schedule = run_schedule(cfg, self.steps_per_epoch, self.global_batch)
+        self.guard = StepGuard(self.device, cfg.max_skipped_steps)
+        self.saver = Checkpointer(self.run_dir, keep=cfg.keep_checkpoints, every_steps=cfg.checkpoint_every,
+                                  every_minutes=cfg.checkpoint_minutes, writer=self.rank == 0, say=say)  # fmt: skip
+        self.step, self.best, self.last_val, self.attempt = 0, (float("-inf"), 0), None, 1
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.rank == 0 else None
+        if self.plan is not None and self.plan.state is not None:
+            self._resume(self.plan)
+        elif self.rank == 0:
+            self._write_config()
+        if cfg.tensorboard and self.rank == 0:
+            from fastres.tensorboard import TensorBoardWriter
+
+            self.tb = TensorBoardWriter(self.run_dir)
+
+    def _open_run_dir(self):
+        cfg, plan = self.cfg, self.plan
+        run_dir = plan.run_dir if plan else make_run_dir(cfg.out, cfg.name, cfg.arch)
+        if plan and plan.state is None:  # --resume auto with nothing to resume: start OUT/NAME
+            run_dir = make_run_dir(cfg.out, cfg.name, cfg.arch, exact=True)
+        self.lock = RunLock(run_dir)  # rank 0 holds it while the run lives
+        if self.lock.previous_holder:
+            self.say(f"fastres: took over the lock of {run_dir} from a job that is gone ({self.lock.previous_holder})")
+        return run_dir
+
+    def _write_config(self) -> None:
+        data, reducer, t = self.data, self.reducer, self.topology
+        facts = dict(dataset=str(data.root), classes=len(data.classes), train_images=data.train_size)
+        facts.update(val_images=data.val_size, backend=resolve_backend(self.cfg.backend), device=str(self.device))
+        facts.update(amp=str(self.amp), channels_last=self.channels_last, global_batch=self.global_batch)
+        facts.update(peak_lr=self.schedule.peak, ranks=self.world, launcher=t.launcher, topology=t.describe())
+        facts.update(allreduce=reducer.describe() if reducer else None)
+        write_config(self.run_dir, self.cfg.to_dict(), facts)
+
+    def _resume(self, plan) -> None:
+        state, where = plan.state, str(plan.checkpoint)
+        if list(state["classes"]) != list(self.data.classes):
+            saved, now = state["classes"], self.data.classes
+            raise FastresError(f"--resume {where}: the run was trained on classes {saved[:3]}... ({len(saved)}), "
+                               f"--data has {list(now[:3])}... ({len(now)}): not the same dataset")  # fmt: skip
+        where_kw = dict(steps_per_epoch=self.steps_per_epoch, rank=self.rank, world=self.world, where=where)
+        self.step = restore_run(state, self.model, self.optimizer, self.data.train, **where_kw)
+        extra = state.get("extra", {})
+        self.best, self.last_val = tuple(extra.get("best", self.best)), extra.get("val")
+        self.attempt = int(extra.get("attempt", 1)) + 1
+        self.write("resume", attempt=self.attempt, checkpoint=where, step=self.step, world_size=self.world,
+                    changed={k: list(v) for k, v in plan.changes.items()})  # fmt: skip
+
+    def checkpoint(self, best: bool = False, wait: bool = False) -> None:
+        """Checkpoint the current step: every rank's loader state gathered, rank 0 saves (in the background)."""
+        train = self.data.train
+        states = coll.gather_objects(self.groups, train.state_dict() if hasattr(train, "state_dict") else None,
+                                     "the data loaders' states")  # fmt: skip
+        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt)
+        kw = dict(step=self.step, steps_per_epoch=self.steps_per_epoch, config=self.cfg.to_dict(), extra=extra)
+        snapshot = lambda: run_state(self.model, self.optimizer, classes=self.data.classes, loader_states=states, **kw)
+        self.saver.save(snapshot, self.step, best=best, wait=wait)
+
+    def close(self, error: bool = False) -> None:
+        """Release everything (safe to call twice). error: leave the process groups without the closing
+        barrier (the other ranks may be gone)."""
+        for part in ("saver", "log", "tb"):
+            if getattr(self, part) is not None:
+                (getattr(self, part).finish if part == "saver" else getattr(self, part).close)()
+                setattr(self, part, None)
+        if self.reducer is not None:
+            self.reducer.remove()
+            self.reducer = None
+        if self.data is not None:
+            self.data.close()
+        if self.stop is not None:
+            self.stop.close()
+            self.stop = None
+        if self.groups is not None:
+            destroy(self.groups, barrier=not error)
+            self.groups = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def last_checkpoint(self) -> str:
+        newest = self.saver.newest() if self.saver else None
+        return f"the last checkpoint is {newest}" if newest else "no checkpoint was written yet"
+
+    def say(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    def write(self, kind: str, **fields) -> None:
+        if self.log is not None:  # rank 0
+            self.log.write(kind, **fields)
+        if self.tb is not None:
+            self.tb.write(kind, **fields)
