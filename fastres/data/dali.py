@@ -12,7 +12,37 @@ shorter side to size*256/224 -> center crop + normalise.
 
 The reader gets an explicit list of (file, label) from `scan_split` (classes sorted by
 name), so labels equal the PIL path's and files that the dataset checker found bad can be
-left out. DALI has no option to skip an undecodable file: it stops the run.
+left out.
+
+Undecodable files (fastres/data/bad.py). DALI has no option to skip a sample: a file it
+cannot decode fails the pipeline ("Critical error in pipeline ... Current pipeline object
+is no longer valid"). The loader then
+
+1. names the file: DALI 2.4's CPU decoder says "Failed to decode sample #3 : PATH" for a
+   JPEG libjpeg-turbo cannot decode (a bogus Huffman table, a cut stream) and its reader
+   "File mapping failed: PATH" for an empty file, so a path of the list is looked for in the
+   message first. For a file no decoder recognises, DALI says only "nvImageCodec failure:
+   '#4'": then the same pipeline is built again from the same state over stand-ins labelled
+   by their index (the reader's order depends on the list's length and seed, not on its
+   content) to learn which samples come next, and each of those is decoded alone with the
+   same decoder (batch 1, synchronous execution), which finds the one DALI fails on.
+   An error that names no file of the list and whose samples all decode is not a bad file:
+   it keeps its traceback;
+2. puts the substitute PNG (fastres.data.bad.substitute_image) at that file's index of the
+   list and rebuilds the pipeline from the DALI checkpoint taken after the last batch it
+   delivered (one `checkpoints()` call per batch: tens of microseconds, a few hundred bytes).
+   DALI's checkpoints restore the reader's position and every random generator, "the new
+   pipeline will produce exactly the same outputs as the old one would"
+   (docs.nvidia.com/deeplearning/dali, advanced_topics_checkpointing), so the batches that
+   follow are those of a run that had the substitute in its list from the start, which is
+   what a later attempt given `known_bad` builds;
+3. reports the file once through `take_new_bad()`.
+
+A JPEG whose entropy-coded data is corrupt (headers and end marker intact) usually decodes
+in DALI 2.4 on the CPU: libjpeg-turbo fails, and the fallback decoder fills what it cannot
+read, with a "Corrupt JPEG data" warning on stderr. Such a file is then not bad for DALI,
+though PIL refuses it. Webdataset shards cannot be rebuilt without a sample: there a decode
+failure is a one-line error that says to write the shards again (their writer checks files).
 
 Last-batch policy: train drops the incomplete last batch (every rank makes the same number
 of steps, as with the PIL path's drop_last); val uses PARTIAL with `pad_last_batch=True` and
@@ -30,6 +60,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 
 import torch
@@ -38,7 +69,7 @@ from fastres import FastresError
 from fastres.data.dataset import train_steps
 from fastres.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["dali_available", "DaliLoader", "train_pipeline", "val_pipeline"]
+__all__ = ["dali_available", "DaliLoader", "probe_pipeline", "train_pipeline", "val_pipeline"]
 
 _IMPORT_ERROR: Exception | None = None
 try:  # DALI is optional: the PIL backend works without it
@@ -163,12 +194,49 @@ def _define_pipelines():
         )
         return images, lab
 
-    return train_pipeline, val_pipeline
+    @pipeline_def
+    def probe_pipeline(files, crop, gpu, hw_decoder_load=0.65):
+        """Decode `files` in list order with the decoder of the train (crop) or val pipeline."""
+        jpegs = fn.readers.file(files=list(files), labels=[0] * len(files))[0]
+        kw = _decoder_kwargs(gpu, hw_decoder_load, (0, 0))
+        if crop:
+            return fn.decoders.image_random_crop(jpegs, output_type=types.RGB, **kw)
+        return fn.decoders.image(jpegs, output_type=types.RGB, **kw)
+
+    return train_pipeline, val_pipeline, probe_pipeline
 
 
-train_pipeline = val_pipeline = None
+train_pipeline = val_pipeline = probe_pipeline = None
 if _IMPORT_ERROR is None:
-    train_pipeline, val_pipeline = _define_pipelines()
+    train_pipeline, val_pipeline, probe_pipeline = _define_pipelines()
+
+
+def _dali_message(e: BaseException) -> str:
+    """The line of a DALI pipeline error that says what went wrong (after "encountered:")."""
+    text = str(e)
+    text = text.split("encountered:", 1)[1] if "encountered:" in text else text
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("C++ context", "Current pipeline", "Critical error")):
+            return line
+    return type(e).__name__
+
+
+def _paths_in(error: BaseException, names: set[str]) -> list[str]:
+    """The members of `names` that DALI's message names, in order of appearance."""
+    found: list[str] = []
+    for line in str(error).splitlines():
+        candidates = [m.group(0).rstrip(".,;)") for m in re.finditer(r"[^\s'\"]+", line)]
+        # a path with spaces: what follows "... : " or ": " to the end of the line
+        candidates += [line.split(sep, 1)[1].strip().strip("'\"") for sep in (" : ", ": ") if sep in line]
+        found += [c for c in candidates if c in names and c not in found]
+    return found
+
+
+def _reason(e: BaseException, path: str) -> str:
+    """Why DALI refused `path`, without the path or DALI's sample number."""
+    line = re.sub(r"sample #\d+", "sample", _dali_message(e).replace(path, "")).strip(" :")
+    return f"DALI: {line}" if line else "DALI cannot decode it"
 
 
 class DaliLoader:
@@ -201,6 +269,7 @@ class DaliLoader:
         crop_scale_min: float = 0.08,
         hw_decoder_load: float = 0.65,
         prealloc: tuple[int, int] = (0, 0),
+        known_bad: frozenset[str] | set[str] = frozenset(),
     ):
         _require_dali()
         if not 0 <= rank < world:
@@ -238,9 +307,22 @@ class DaliLoader:
         self._epoch_start: dict | None = None  # state at the start of the epoch being read
         self._iter = None
         self._checkpoint: str | None = None
+        self._substitute: str | None = None  # fastres.data.bad.substitute_image(), written on first need
+        self._reported: set[str] = set()  # files reported by take_new_bad (each once)
+        self._new_bad: list[tuple[str, str]] = []
+        if known_bad and self.labels is not None:
+            # Known from an earlier attempt: the substitute stands at their indices from the
+            # start, exactly where a file found bad now is put (see the module docstring).
+            known = frozenset(known_bad)
+            for i in [i for i, f in enumerate(self.files) if f in known]:
+                self.files[i] = self._substitute_path()
 
     # -- pipeline ---------------------------------------------------------------------------
-    def _build(self):
+    def _build(self, checkpoint: str | None = None, files=None, labels=None, size: int | None = None):
+        """The pipeline behind a DALI iterator, from `checkpoint` (else the loaded one, if any).
+
+        `files`, `labels`, `size` replace the loader's own (the stand-in twin of _next_samples):
+        none of them is part of DALI's state, so any checkpoint of this loader restores into it."""
         # Per-rank seeds: the ranks' augmentations and shuffles differ, and repeat run to run.
         seed = (self.seed * 1_000_003 + self.rank * 7919 + (0 if self.train else 1)) % (2**31 - 1)
         common = dict(
@@ -250,19 +332,20 @@ class DaliLoader:
             device_id=torch.cuda.current_device() if self.gpu else None,
             prefetch_queue_depth=self.prefetch,
             enable_checkpointing=True,
-            files=self.files,
-            labels=self.labels,
+            files=self.files if files is None else files,
+            labels=self.labels if labels is None else labels,
             shard_id=self.rank,
             num_shards=self.world,
-            size=self.size,
+            size=self.size if size is None else size,
             out_dtype=_dali_dtype(self.dtype),
             layout="HWC" if self.channels_last else "CHW",
             gpu=self.gpu,
             hw_decoder_load=self.hw_decoder_load,
             prealloc=self.prealloc,
         )
-        if self._checkpoint is not None:
-            common["checkpoint"] = self._checkpoint
+        checkpoint = self._checkpoint if checkpoint is None else checkpoint
+        if checkpoint is not None:
+            common["checkpoint"] = checkpoint
         if self.train:
             shuffle_seed = (self.seed * 1_000_003 + 17) % (2**31 - 1)  # the same on every rank
             pipe = train_pipeline(crop_scale_min=self.crop_scale_min, shuffle_seed=shuffle_seed, **common)
@@ -298,11 +381,22 @@ class DaliLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         it = self._iterator()
+        last = it.checkpoints()[0]  # DALI's state after the last batch taken from the pipeline
         if self.train:
-            self._epoch_start = {"dali": it.checkpoints()[0], "epochs_read": self._epochs_read}
+            self._epoch_start = {"dali": last, "epochs_read": self._epochs_read}
         skip, self._skip = self._skip, 0
-        for i, out in enumerate(it):
-            if i < skip:
+        taken = 0
+        while True:
+            try:
+                out = next(it)
+            except StopIteration:
+                break
+            except RuntimeError as e:  # DALI's "Critical error in pipeline": a bad file, or not
+                it = self._recover(e, last)
+                continue
+            last = it.checkpoints()[0]
+            taken += 1
+            if taken <= skip:
                 continue
             images, labels = out[0]["images"], out[0]["labels"]
             # The iterator reuses its output buffers: copy on the CPU (a GPU batch is consumed
@@ -318,6 +412,97 @@ class DaliLoader:
             yield images, labels
         self._epochs_read += 1
         self._epoch_start = None
+
+    def take_new_bad(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files found undecodable since the last call, each file once."""
+        new, self._new_bad = self._new_bad, []
+        return new
+
+    # -- undecodable files (module docstring) ---------------------------------------------------
+    def _substitute_path(self) -> str:
+        if self._substitute is None:
+            from fastres.data.bad import substitute_image
+
+            self._substitute = substitute_image()
+        return self._substitute
+
+    def _recover(self, error: RuntimeError, last: str):
+        """After a pipeline failure: substitute the bad file(s) and return a new iterator that
+        continues from `last`; re-raise `error` when it is not about a file of the list."""
+        self._iter = None  # "Current pipeline object is no longer valid"
+        if self.labels is None:  # webdataset shards: no list to put a substitute in
+            message = _dali_message(error)
+            if re.search(r"decod|nvImageCodec|File mapping", message, re.IGNORECASE):
+                raise FastresError(
+                    f"DALI cannot decode a sample of the shards in {self.files.folder} ({message}); write the "
+                    "shards again with python -m fastres.data shard, which checks every file it writes"
+                ) from None
+            raise error
+        bad = self._named_in(error)
+        if not bad:
+            bad = self._probe([self.files[i] for i in self._next_samples(last, self.prefetch + 1)])
+        bad = [(path, why) for path, why in bad if path != self._substitute]
+        if not bad:
+            raise error
+        for path, why in bad:
+            sub = self._substitute_path()
+            self.files = [sub if f == path else f for f in self.files]
+            if path not in self._reported:
+                self._reported.add(path)
+                self._new_bad.append((path, why))
+        self._iter = self._build(checkpoint=last)
+        return self._iter
+
+    def _named_in(self, error: BaseException) -> list[tuple[str, str]]:
+        """The files of the list that DALI's message names, with the reason it gives."""
+        names = set(self.files)
+        names.discard(self._substitute)
+        return [(path, _reason(error, path)) for path in _paths_in(error, names)]
+
+    def _next_samples(self, state: str, batches: int) -> list[int]:
+        """Indices into the list of the samples of the next `batches` batches from `state`."""
+        n = len(self.files)
+        twin = self._build(checkpoint=state, files=[self._substitute_path()] * n, labels=list(range(n)), size=8)
+        out: list[int] = []
+        for _ in range(batches):
+            try:
+                batch = next(twin)
+            except StopIteration:
+                break
+            out += batch[0]["labels"].reshape(-1).tolist()
+        return out
+
+    def _probe(self, paths: list[str]) -> list[tuple[str, str]]:
+        """The files among `paths` that this loader's decoder fails on, each decoded alone."""
+        bad: list[tuple[str, str]] = []
+        rest = list(dict.fromkeys(p for p in paths if p != self._substitute))
+        while rest:
+            pipe = probe_pipeline(
+                files=rest,
+                crop=self.train,
+                gpu=self.gpu,
+                hw_decoder_load=self.hw_decoder_load,
+                batch_size=1,
+                num_threads=1,
+                device_id=torch.cuda.current_device() if self.gpu else None,
+                prefetch_queue_depth=1,
+                exec_pipelined=False,  # run k decodes sample k, and fails for it
+                exec_async=False,
+            )
+            pipe.build()
+            failed = None
+            for k in range(len(rest)):
+                try:
+                    pipe.run()
+                except RuntimeError as e:
+                    named = _paths_in(e, set(rest[k:]))  # the reader reads ahead: trust a name
+                    path = named[0] if named else rest[k]
+                    bad.append((path, _reason(e, path)))
+                    failed = k
+                    break
+            del pipe
+            rest = [] if failed is None else [p for p in rest[failed:] if p != bad[-1][0]]
+        return bad
 
     def close(self) -> None:
         """Drop the pipeline (its threads and buffers go with it); a later epoch builds it again."""

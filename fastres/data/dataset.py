@@ -1,12 +1,13 @@
 """A run's dataset, found and listed once, then checked before training.
 
-    dataset = open_dataset(cfg.data)          # the built-in dataset when None; scans ROOT once
+    dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list)   # built-in when None; scans ROOT once
     bad = check_dataset(dataset, "header", skip_bad_files=False)   # rank 0, before training
     loaders = make_loaders(cfg, device, dataset=dataset, exclude=bad)
 
 `open_dataset` resolves the root (writing the built-in dataset on first use), tells an
 ImageNet-layout tree from a folder of webdataset shards, and lists the tree's files; the
-check and the loaders both use that one listing.
+check and the loaders both use that one listing. With `--train-list` / `--val-list`
+(fastres.data.lists) a split is the files its list names, with the tree's classes.
 
 `check_dataset` runs fastres.data.check over the listed files: DALI stops the run at the
 first file it cannot decode, so a bad file is found here, where the error can name it.
@@ -19,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastres.data.builtin import ensure_builtin_dataset
-from fastres.data.folder import DatasetError, FolderSplit, scan_imagenet
+from fastres.data.folder import (
+    DatasetError,
+    FolderSplit,
+    class_dirs,
+    existing_dir,
+    scan_imagenet,
+    scan_split,
+    split_folder,
+)
+from fastres.data.lists import split_from_list
 
 __all__ = ["CHECK_DEPTHS", "Dataset", "check_dataset", "is_shard_dir", "open_dataset", "train_steps"]
 
@@ -50,15 +60,38 @@ class Dataset:
         return self.train is None
 
 
-def open_dataset(data: str | None) -> Dataset:
+def open_dataset(data: str | None, train_list: str | None = None, val_list: str | None = None) -> Dataset:
     """The dataset at `data` (ROOT/train/<class>/*, ROOT/val/<class>/*, or shards), listed once.
 
-    None: the built-in dataset, written on first use under $FASTRES_DATA. Raises DatasetError
-    naming the first problem of the layout."""
+    None: the built-in dataset, written on first use under $FASTRES_DATA. `train_list` /
+    `val_list`: files of `relative/path label` lines (fastres.data.lists); a split with a list
+    is the files it names, relative to ROOT/train or ROOT/val, with the classes of the
+    folders of ROOT/train. Raises DatasetError naming the first problem of the layout or list."""
     root = Path(data).expanduser() if data else ensure_builtin_dataset()
     if is_shard_dir(root):
+        if train_list or val_list:
+            raise DatasetError(
+                f"--{'train' if train_list else 'val'}-list names files of an image tree, but --data {root} "
+                "holds webdataset shards"
+            )
         return Dataset(root, None, None)
-    train, val = scan_imagenet(root)
+    if not train_list and not val_list:
+        train, val = scan_imagenet(root)
+        return Dataset(root, train, val)
+    root = existing_dir(root, "--data ")
+    train_dir = split_folder(root, "train")
+    if train_list:
+        classes = tuple(class_dirs(train_dir))
+        if not classes:
+            raise DatasetError(f"{train_dir} has no class folders: --train-list labels are indices of its folders")
+        train = split_from_list(train_dir, classes, train_list, "--train-list")
+    else:
+        train = scan_split(train_dir)
+    val_dir = split_folder(root, "val")
+    if val_list:  # ROOT/val needs no class folders here: a flat folder with a list of labels will do
+        val = split_from_list(val_dir, train.classes, val_list, "--val-list")
+    else:
+        val = scan_split(val_dir, classes=train.classes)
     return Dataset(root, train, val)
 
 

@@ -10,13 +10,25 @@ same label to the same file. Validation must have the same class folders as trai
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastres import FastresError
 
-__all__ = ["IMG_EXTENSIONS", "FolderSplit", "DatasetError", "existing_dir", "scan_split", "scan_imagenet"]
+__all__ = [
+    "IMG_EXTENSIONS",
+    "FolderSplit",
+    "DatasetError",
+    "class_dirs",
+    "existing_dir",
+    "os_problem",
+    "split_folder",
+    "scan_split",
+    "scan_imagenet",
+]
 
 # Lower-case suffixes of the files read as images (ImageNet's own files end in .JPEG).
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -24,6 +36,8 @@ IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 class DatasetError(FastresError):
     """The dataset on disk does not have the layout or content fastres needs."""
+
+    shared = True  # every rank meets it: rank 0 says it
 
 
 @dataclass(frozen=True)
@@ -38,16 +52,45 @@ class FolderSplit:
         return len(self.samples)
 
 
-def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+def os_problem(path: str | os.PathLike, e: OSError, what: str = "") -> DatasetError:
+    """A DatasetError of one line for an OSError met while listing or reading `path`."""
+    what = f"{what} " if what else ""
+    if e.errno == errno.ELOOP:
+        return DatasetError(f"{what}{path} is a symbolic link loop")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return DatasetError(f"cannot read {what}{path}: permission denied")
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return DatasetError(f"{what}{path} does not exist")
+    return DatasetError(f"cannot read {what}{path}: {e.strerror or e}")
+
+
+def _entries(folder: Path, what: str = "") -> list[tuple[str, str, bool, bool]]:
+    """(name, path, is_dir, is_file) of a folder's entries; an unreadable folder or a symbolic
+    link loop is a DatasetError naming it (os.scandir and DirEntry.is_dir raise OSError)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as e:
+        raise os_problem(folder, e, what) from None
+    out = []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+            out.append((e.name, e.path, is_dir, not is_dir and e.is_file()))
+        except OSError as err:  # ELOOP: a link that points back at itself (dangling links are not files)
+            raise os_problem(e.path, err) from None
+    return out
+
+
+def class_dirs(split_dir: Path) -> list[str]:
+    """The class folder names of a split, sorted (hidden folders are not classes)."""
+    return sorted(name for name, _, is_dir, _ in _entries(split_dir) if is_dir and not name.startswith("."))
 
 
 def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = None) -> FolderSplit:
     """List the images of one split. With `classes`, the split must have exactly those folders."""
-    split_dir = Path(split_dir)
-    if not split_dir.is_dir():
-        raise DatasetError(f"dataset split folder {split_dir} does not exist")
-    found = tuple(_class_dirs(split_dir))
+    split_dir = existing_dir(split_dir, "dataset split folder ")
+    found = tuple(class_dirs(split_dir))
     if not found:
         raise DatasetError(f"{split_dir} has no class folders (expected {split_dir}/<class>/<image>.JPEG)")
     if classes is not None and found != classes:
@@ -66,7 +109,9 @@ def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = N
     empty: list[str] = []
     for label, name in enumerate(found):
         files = sorted(
-            e.path for e in os.scandir(split_dir / name) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS)
+            path
+            for entry, path, _, is_file in _entries(split_dir / name, "class folder")
+            if is_file and entry.lower().endswith(IMG_EXTENSIONS)
         )
         if not files:
             empty.append(name)
@@ -82,27 +127,45 @@ def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = N
 
 
 def existing_dir(root: str | os.PathLike, prefix: str = "") -> Path:
-    """ROOT as a Path, or DatasetError `<prefix>ROOT does not exist` / `is not a directory`."""
+    """ROOT as a Path, or DatasetError `<prefix>ROOT does not exist` / `is not a directory` /
+    `is a symbolic link loop` (Path.exists calls a loop missing)."""
     root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"{prefix}{root} does not exist")
-    if not root.is_dir():
+    try:
+        mode = os.stat(root).st_mode
+    except OSError as e:
+        raise os_problem(root, e, prefix.strip()) from None
+    if not stat.S_ISDIR(mode):
         raise DatasetError(f"{prefix}{root} is not a directory")
     return root
 
 
-def scan_imagenet(root: str | os.PathLike) -> tuple[FolderSplit, FolderSplit]:
-    """Scan ROOT/train and ROOT/val; raise DatasetError naming the first problem found."""
-    root = existing_dir(root, "--data ")
-    if not any(True for _ in os.scandir(root)):
+def scan_imagenet(root: str | os.PathLike, what: str = "--data") -> tuple[FolderSplit, FolderSplit]:
+    """Scan ROOT/train and ROOT/val; raise DatasetError naming the first problem found.
+
+    `what`: how the messages name ROOT (the flag or argument it came from)."""
+    root = existing_dir(root, f"{what} ")
+    if not _entries(root, what):
         raise DatasetError(
-            f"--data {root} is empty (expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG)"
+            f"{what} {root} is empty (expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG)"
         )
     for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise DatasetError(
-                f"--data {root} has no {split}/ folder (expected ImageNet layout: {root}/{split}/<class>/*.JPEG)"
-            )
+        split_folder(root, split, what)
     train = scan_split(root / "train")
     val = scan_split(root / "val", classes=train.classes)
     return train, val
+
+
+def split_folder(root: Path, split: str, what: str = "--data") -> Path:
+    """ROOT/<split>, which must be a folder (a symbolic link loop is named as one)."""
+    path = root / split
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise os_problem(path, e) from None
+        is_dir = False
+    if not is_dir:
+        raise DatasetError(
+            f"{what} {root} has no {split}/ folder (expected ImageNet layout: {root}/{split}/<class>/*.JPEG)"
+        )
+    return path

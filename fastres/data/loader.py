@@ -2,14 +2,44 @@
 
 Backends, under one contract (batches of (images, labels) on `device`, images normalised
 NCHW-shaped in the configured dtype and memory format, labels int64 from classes sorted by
-name, `set_epoch`, `__len__`, `num_samples`):
+name, `set_epoch`, `__len__`, `num_samples`, `take_new_bad`):
 
 - `dali`: NVIDIA DALI pipelines (fastres/data/dali.py), GPU decode on a GPU, CPU operators without.
 - `pytorch`: PIL decode in torch DataLoader workers (fastres/data/pil.py).
 - `synthetic`: random batches made once on the device; no decoding (benchmarks).
 - `auto`: `dali` where nvidia.dali imports, else `pytorch`.
 
-`exclude` names files to leave out (the bad files the dataset checker found).
+`exclude` names files to leave out (the bad files the dataset checker found, before training).
+
+Files that cannot be decoded during training (fastres/data/bad.py). The interface with the
+trainer:
+
+    loaders = make_loaders(cfg, device, ..., known_bad=frozenset(p for p, _ in read_bad_list(RUN/bad_files.txt)))
+    for images, labels in loaders.train:
+        ...
+        new = loaders.train.take_new_bad()   # [(path, reason)]: cheap, [] when nothing happened
+        # the trainer: append_bad_list(RUN/bad_files.txt, new), log each, count them, and stop with
+        # a clear message past cfg.max_bad_samples (None: max_bad_default(loaders.train_size))
+    ... validation ...; loaders.val.take_new_bad()
+
+- A file that fails to decode does not stop the run on any backend: its sample becomes the
+  substitute (a uniform image of the ImageNet mean colour rounded to 8 bits, (124, 116, 104):
+  within 0.01 of zero after normalisation; with the sample's own label) at the same position
+  of the same batch. The order of the other samples and the batch size are unchanged.
+- `known_bad`: files listed by earlier attempts (paths as the dataset lists them; matched
+  after os.path.abspath too). Loaders substitute them without decoding them, in the same
+  place and with the same bits as when a file is found bad now, so a resumed run sees
+  exactly the batches an uninterrupted run sees (within one backend: the PIL loader fills
+  the array directly, DALI decodes a PNG of that colour through its crop and resize).
+- `take_new_bad()` on the train and val loader of every backend: (path, reason) for the
+  files found bad since the last call on this process, each file once. Files in `known_bad`
+  are never reported again. The synthetic backend decodes nothing: always [].
+- PIL: the worker that meets the file returns the substitute and names the file with the
+  batch; DALI: the loader names the file from DALI's error (or finds it by decoding the next
+  samples one by one), rebuilds the pipeline with the substitute at its index of the file
+  list, restores DALI's checkpoint of the last batch it delivered and continues. No DALI
+  traceback reaches the user for a bad file. Webdataset shards cannot take a substitute: a
+  bad sample in a shard is a one-line error saying to write the shards again.
 """
 
 from __future__ import annotations
@@ -28,7 +58,16 @@ from fastres.data.folder import DatasetError, FolderSplit
 from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8
 from fastres.data.transforms import RandomResizedCropFlip, ResizeCenterCrop
 
-__all__ = ["Loaders", "DataConfig", "make_loaders", "BACKENDS", "SyntheticLoader", "resolve_backend", "train_steps"]
+__all__ = [
+    "Loaders",
+    "DataConfig",
+    "make_loaders",
+    "BACKENDS",
+    "SyntheticLoader",
+    "known_in",
+    "resolve_backend",
+    "train_steps",
+]
 
 
 class DataConfig(Protocol):
@@ -45,6 +84,8 @@ class DataConfig(Protocol):
     seed: int
     prefetch: int
     hw_decoder_load: float
+    train_list: str | None
+    val_list: str | None
 
 
 @dataclass
@@ -73,6 +114,15 @@ def _without(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:
     return FolderSplit(split.root, split.classes, kept)
 
 
+def known_in(split: FolderSplit, known_bad: frozenset[str]) -> frozenset[str]:
+    """The paths of `split` (as it lists them) that `known_bad` names, as given or by absolute
+    path (an earlier attempt may have spelt the dataset root differently)."""
+    if not known_bad:
+        return frozenset()
+    absolute = {os.path.abspath(p) for p in known_bad}
+    return frozenset(p for p, _ in split.samples if p in known_bad or os.path.abspath(p) in absolute)
+
+
 def _splits(cfg: DataConfig, dataset: Dataset, world: int, exclude: frozenset[str]) -> tuple[FolderSplit, FolderSplit]:
     train_split, val_split = _without(dataset.train, exclude), _without(dataset.val, exclude)
     if train_steps(len(train_split), world, cfg.batch_size) == 0:
@@ -92,6 +142,7 @@ def _pytorch_loaders(
     rank: int,
     world: int,
     exclude: frozenset[str] = frozenset(),
+    known_bad: frozenset[str] = frozenset(),
 ) -> Loaders:
     train_split, val_split = _splits(cfg, dataset, world, exclude)
     train_tf = RandomResizedCropFlip(cfg.image_size, scale=(cfg.crop_scale_min, 1.0))
@@ -106,7 +157,7 @@ def _pytorch_loaders(
     train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=rank, world=world)
     val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=rank, world=world)
     train = torch.utils.data.DataLoader(
-        ImageFolderDataset(train_split, train_tf),
+        ImageFolderDataset(train_split, train_tf, known_in(train_split, known_bad)),
         batch_size=cfg.batch_size,
         sampler=train_sampler,
         drop_last=True,
@@ -114,7 +165,7 @@ def _pytorch_loaders(
         **common,
     )
     val = torch.utils.data.DataLoader(
-        ImageFolderDataset(val_split, val_tf),
+        ImageFolderDataset(val_split, val_tf, known_in(val_split, known_bad)),
         batch_size=cfg.val_batch_size or cfg.batch_size,
         sampler=val_sampler,
         drop_last=False,
@@ -146,6 +197,7 @@ def _dali_loaders(
     rank: int,
     world: int,
     exclude: frozenset[str] = frozenset(),
+    known_bad: frozenset[str] = frozenset(),
 ) -> Loaders:
     from fastres.data.dali import DaliLoader, dali_threads
 
@@ -170,15 +222,18 @@ def _dali_loaders(
         if exclude:
             raise DatasetError(f"{root}: shards cannot leave files out; write them again without the bad files")
         classes = train_src.classes
+        known = frozenset()  # a shard's samples are not files: nothing to substitute by name
     else:
         train_src, val_src = _splits(cfg, dataset, world, exclude)
         classes = train_src.classes
+        known = known_in(train_src, known_bad) | known_in(val_src, known_bad)
         train_src, val_src = train_src.samples, val_src.samples
     if train_steps(len(train_src), world, cfg.batch_size) == 0:
         raise DatasetError(
             f"{root}/train has {len(train_src)} images, fewer than one global batch "
             f"({cfg.batch_size} x {world} processes): lower --batch-size"
         )
+    common["known_bad"] = known
     train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min, **common)
     val = DaliLoader(
         val_src, False, cfg.val_batch_size or cfg.batch_size, cfg.val_image_size or cfg.image_size, **common
@@ -219,6 +274,10 @@ class SyntheticLoader:
     def __len__(self) -> int:
         return self.steps
 
+    def take_new_bad(self) -> list[tuple[str, str]]:
+        """Nothing is decoded: no file is ever found bad."""
+        return []
+
     def __iter__(self):
         start, self._start = getattr(self, "_start", 0), 0
         for _ in range(start, self.steps):
@@ -234,6 +293,7 @@ def _synthetic_loaders(
     rank: int,
     world: int,
     exclude: frozenset[str] = frozenset(),
+    known_bad: frozenset[str] = frozenset(),
 ) -> Loaders:
     # The dataset's sizes and classes, so steps per epoch and the model's head match a real run.
     if dataset.shards:
@@ -285,15 +345,20 @@ def make_loaders(
     world: int = 1,
     exclude: frozenset[str] | set[str] = frozenset(),
     dataset: Dataset | None = None,
+    known_bad: frozenset[str] | set[str] = frozenset(),
 ) -> Loaders:
-    """Train and val loaders for `dataset` (by default `open_dataset(cfg.data)`: the built-in
-    dataset when cfg.data is None).
+    """Train and val loaders for `dataset` (by default `open_dataset(cfg.data, cfg.train_list,
+    cfg.val_list)`: the built-in dataset when cfg.data is None).
 
-    `exclude`: paths (as `scan_split` lists them) to leave out, e.g. the checker's bad files."""
+    `exclude`: paths (as `scan_split` lists them) to leave out, e.g. the checker's bad files.
+    `known_bad`: paths found undecodable by earlier attempts (RUN/bad_files.txt): substituted
+    without being decoded, as the module docstring says."""
     if cfg.backend not in BACKENDS:
         raise DatasetError(f"unknown data backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
-    dataset = open_dataset(cfg.data) if dataset is None else dataset
+    if dataset is None:
+        dataset = open_dataset(cfg.data, getattr(cfg, "train_list", None), getattr(cfg, "val_list", None))
     backend = resolve_backend(cfg.backend)
     if backend != "dali" and dataset.shards:
         raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")
-    return BACKENDS[backend](cfg, dataset, device, dtype, channels_last, rank, world, frozenset(exclude))
+    build = BACKENDS[backend]
+    return build(cfg, dataset, device, dtype, channels_last, rank, world, frozenset(exclude), frozenset(known_bad))

@@ -5,6 +5,12 @@ with the sample's index, so a batch depends on (seed, epoch, step) only, not on 
 worker processes there are or which of them decoded it. Samplers shard by rank the way
 DALI's reader does (rank r of w takes every w-th sample of the epoch's permutation), so
 the PIL and DALI backends split data between ranks alike.
+
+A file that cannot be decoded does not stop the run: the worker that meets it returns the
+substitute of fastres/data/bad.py (the mean colour, with the sample's label) in its place
+and names the file in a third element of the batch, which `DeviceLoader` collects for
+`take_new_bad()`. Files known bad from an earlier attempt (`known_bad`) get the same
+substitute without being opened, so both give bit-identical batches.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 from PIL import Image
 
 from fastres import FastresError
+from fastres.data.bad import substitute_array
 from fastres.data.folder import FolderSplit
 from fastres.data.transforms import normalize_batch
 
@@ -34,19 +41,36 @@ def load_rgb(path: str) -> Image.Image:
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """Items are (uint8 HWC array, label); indexed by (sample index, sample seed) pairs."""
+    """Items are (uint8 HWC array, label, bad); indexed by (sample index, sample seed) pairs.
 
-    def __init__(self, split: FolderSplit, transform):
+    `bad` is None, or (path, reason) when the file could not be decoded and the item holds
+    the substitute instead (`transform.size` a side). Files in `known_bad` (paths as the split
+    lists them) get the substitute without being opened, and bad None: they were reported
+    by the attempt that found them."""
+
+    def __init__(self, split: FolderSplit, transform, known_bad: frozenset[str] = frozenset()):
         self.samples = split.samples
         self.transform = transform
+        self.known_bad = frozenset(known_bad)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int, tuple[str, str] | None]:
         index, seed = key
         path, label = self.samples[index]
-        return self.transform(load_rgb(path), random.Random(seed)), label
+        if path in self.known_bad:
+            return substitute_array(self.transform.size), label, None
+        try:
+            img = load_rgb(path)
+        except FastresError as e:
+            # the sample's own seed drives nothing else: skipping its transform changes no other sample
+            return (
+                substitute_array(self.transform.size),
+                label,
+                (path, str(e).removeprefix(f"cannot decode image {path}: ")),
+            )
+        return self.transform(img, random.Random(seed)), label, None
 
 
 class ShardedSampler(torch.utils.data.Sampler):
@@ -89,10 +113,11 @@ class ShardedSampler(torch.utils.data.Sampler):
         return iter(list(zip(order[mine].tolist(), seeds[mine].tolist()))[self.start :])
 
 
-def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_uint8(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
+    """(uint8 NHWC images, int64 labels, [(path, reason) of the files found bad in this batch])."""
     images = torch.from_numpy(np.stack([b[0] for b in batch]))
     labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
-    return images, labels
+    return images, labels, [b[2] for b in batch if len(b) > 2 and b[2] is not None]
 
 
 class DeviceLoader:
@@ -111,6 +136,8 @@ class DeviceLoader:
         self.num_samples = num_samples  # samples this rank sees per epoch (padding included)
         self.steps = len(loader) if steps is None else min(steps, len(loader))  # batches per epoch
         self._start = 0  # first batch of the epoch to yield (set_epoch)
+        self._reported: set[str] = set()  # bad files reported by take_new_bad (each one once)
+        self._new_bad: list[tuple[str, str]] = []
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """The epoch to read, from batch `start_step` on (a run resumed mid-epoch: the batches
@@ -122,12 +149,23 @@ class DeviceLoader:
         return self.steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for step, (images, labels) in enumerate(self.loader, start=self._start):
+        for step, batch in enumerate(self.loader, start=self._start):
             if step == self.steps:
                 break  # fastres.data.loader.train_steps: every backend runs the same number of steps
+            images, labels = batch[0], batch[1]
+            for path, reason in batch[2] if len(batch) > 2 else ():
+                if path not in self._reported:
+                    self._reported.add(path)
+                    self._new_bad.append((path, reason))
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             yield normalize_batch(images, self.dtype, self.channels_last), labels
+
+    def take_new_bad(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files found undecodable in the batches yielded since the last
+        call, each file once per process (a worker finds it again every epoch; it is listed once)."""
+        new, self._new_bad = self._new_bad, []
+        return new
 
     def close(self) -> None:
         """Shut the worker processes down now (persistent workers otherwise live until collected)."""
