@@ -2,7 +2,7 @@
 
     python bench/bench_hosts.py             # 2 and 4 hosts x 2 ranks, 1 Gbit/s: bench/results/hosts-allreduce.json
     python bench/bench_hosts.py --hosts 4 --link-gbit 1 --reps 3
-    python bench/bench_hosts.py --train     # loss curves: 4 hosts x 1 rank vs 1 process: hosts-train.json
+    python bench/bench_hosts.py --train     # loss curves: 2 hosts x 2 ranks vs 1 process: hosts-train.json
 
 Each topology runs as one job of `python -m fastres.distributed.emulate` (K network
 namespaces on a bridge, each host's link shaped with tc `tbf` in both directions, Gloo over
@@ -24,8 +24,9 @@ those links, loopback inside a host), so the numbers are those of real processes
    all-reduce (the peer next to it in time, whatever else loads the box); each time is the
    slowest rank's, medians are reported.
 
-`--train`: `python -m fastres.train` on the built-in dataset across emulated hosts (K ranks of
-batch B/K) and as one process (batch B), same seed and global batch; writes both loss curves.
+`--train`: `python -m fastres.train` on the built-in dataset (150 train / 30 val images per
+class) across emulated hosts (K hosts x M ranks of batch B/(K M), the hierarchical all-reduce)
+and as one process (batch B), same seed, recipe and global batch; writes both loss curves.
 """
 
 from __future__ import annotations
@@ -69,12 +70,13 @@ def main() -> int:
     ap.add_argument("--hosts", default="2,4", help="comma-separated host counts, one emulation each (default 2,4)")
     ap.add_argument("--ranks-per-host", type=int, default=2)
     ap.add_argument("--link-gbit", type=float, default=1.0, help="each host link, Gbit/s each way")
+    ap.add_argument("--placement", default="block", help="ranks on hosts: block (default) or cyclic")
     ap.add_argument("--reps", type=int, default=3, help="timed steps per configuration")
     ap.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     ap.add_argument("--timeout", type=float, default=1500, help="seconds per emulated job")
     ap.add_argument("--train", action="store_true", help="the loss-curve run instead of the all-reduce timings")
-    ap.add_argument("--train-hosts", type=int, default=4)
-    ap.add_argument("--train-epochs", type=int, default=2)
+    ap.add_argument("--train-hosts", type=int, default=2, help="--train: emulated hosts (x --ranks-per-host)")
+    ap.add_argument("--train-epochs", type=int, default=6)
     ap.add_argument("--out", default=None, help="default: bench/results/hosts-allreduce.json (hosts-train.json)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--part", help=argparse.SUPPRESS)
@@ -84,12 +86,13 @@ def main() -> int:
     if args.train:
         return train_curves(args)
     out = Path(args.out or ROOT / "bench" / "results" / "hosts-allreduce.json")
-    result = {"bench": "bench/bench_hosts.py", "machine": machine(), "link_gbit": args.link_gbit, "topologies": {}}
+    result = {"bench": "bench/bench_hosts.py", "machine": machine(), "link_gbit": args.link_gbit,
+              "placement": args.placement, "topologies": {}}  # fmt: skip
     for k in [int(x) for x in args.hosts.split(",")]:
         with tempfile.TemporaryDirectory(prefix="fastres-bench-hosts-") as tmp:
             part = Path(tmp) / "part.json"
             cmd = [
-                *emulate_cmd(k, args.ranks_per_host, args.link_gbit, args.timeout),
+                *emulate_cmd(k, args.ranks_per_host, args.link_gbit, args.timeout, args.placement),
                 sys.executable, __file__, "--worker", "--part", str(part), "--reps", str(args.reps),
                 "--only", args.only,
             ]  # fmt: skip
@@ -98,7 +101,8 @@ def main() -> int:
             if code != 0 or not part.exists():
                 print(f"bench_hosts: the {k}-host job failed (exit {code})", file=sys.stderr)
                 return code or 1
-            result["topologies"][f"{k}x{args.ranks_per_host}"] = json.loads(part.read_text())
+            key = f"{k}x{args.ranks_per_host}" + ("" if args.placement == "block" else f"-{args.placement}")
+            result["topologies"][key] = json.loads(part.read_text())
     result["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -106,9 +110,10 @@ def main() -> int:
     return 0
 
 
-def emulate_cmd(hosts: int, ranks_per_host: int, link_gbit: float, timeout: float) -> list[str]:
+def emulate_cmd(hosts: int, ranks_per_host: int, link_gbit: float, timeout: float, placement="block") -> list[str]:
     return [sys.executable, "-m", "fastres.distributed.emulate", "--hosts", str(hosts), "--ranks-per-host",
-            str(ranks_per_host), "--link-gbit", str(link_gbit), "--timeout", str(timeout), "--"]  # fmt: skip
+            str(ranks_per_host), "--link-gbit", str(link_gbit), "--timeout", str(timeout), "--placement",
+            placement, "--"]  # fmt: skip
 
 
 def machine() -> dict:
@@ -321,27 +326,27 @@ def worker(args) -> int:
 
 
 def train_curves(args) -> int:
-    """fastres.train across K emulated hosts (1 rank each, batch B/K) and as one process (batch B)."""
+    """fastres.train across K emulated hosts x M ranks (batch B/(K M) each) and as one process (batch B)."""
     out = Path(args.out or ROOT / "bench" / "results" / "hosts-train.json")
-    k = args.train_hosts
+    k, m = args.train_hosts, args.ranks_per_host
     batch = 32
-    common = ["-m", "fastres.train", "--arch", "resnet18", "--image-size", "32", "--epochs",
-              str(args.train_epochs), "--workers", "0", "--threads", "1", "--no-progress", "--log-every", "5",
-              "--lr", "0.4", "--warmup-epochs", "0"]  # fmt: skip
+    # the built-in preset's recipe (48 px, crops of 25-100%, 1-epoch warm-up, cosine), on ResNet-18
+    common = ["-m", "fastres.train", "--config", "builtin", "--arch", "resnet18", "--epochs", str(args.train_epochs),
+              "--lr", "0.8", "--workers", "0", "--threads", "1", "--no-progress", "--log-every", "5"]  # fmt: skip
     runs = {}
     with tempfile.TemporaryDirectory(prefix="fastres-bench-train-") as tmp:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "FASTRES_DATA": str(Path(tmp) / "data")}
-        # the built-in dataset once, small: 60 train / 10 val images per class
         from fastres.data.builtin import ensure_builtin_dataset
 
-        data = ensure_builtin_dataset(Path(tmp) / "data", train_per_class=60, val_per_class=10, workers=2)
+        data = ensure_builtin_dataset(Path(tmp) / "data", train_per_class=150, val_per_class=30, workers=2)
         common += ["--data", str(data), "--out", tmp]
-        for name, cmd in (
-            ("1 process", [sys.executable, *common, "--batch-size", str(batch), "--name", "single"]),
+        for name, folder, cmd in (
+            ("1 process", "single", [sys.executable, *common, "--batch-size", str(batch), "--name", "single"]),
             (
-                f"{k} hosts x 1 rank",
-                [*emulate_cmd(k, 1, args.link_gbit, args.timeout), sys.executable, *common,
-                 "--batch-size", str(batch // k), "--name", "hosts"],
+                f"{k} hosts x {m} ranks",
+                "hosts",
+                [*emulate_cmd(k, m, args.link_gbit, args.timeout), sys.executable, *common,
+                 "--batch-size", str(batch // (k * m)), "--allreduce", "auto", "--name", "hosts"],
             ),
         ):  # fmt: skip
             t0 = time.perf_counter()
@@ -349,21 +354,29 @@ def train_curves(args) -> int:
             if proc.returncode != 0:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                 return proc.returncode
-            folder = Path(tmp) / ("single" if name == "1 process" else "hosts")
-            records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+            records = [json.loads(line) for line in (Path(tmp) / folder / "metrics.jsonl").read_text().splitlines()]
             runs[name] = {
                 "command": " ".join(cmd),
                 "seconds": time.perf_counter() - t0,
+                "allreduce": next((line for line in proc.stdout.splitlines() if "all-reduce" in line), None),
                 "train": [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"],
-                "val_top1": [r.get("top1") for r in records if r.get("kind") == "val"],
+                "val": [{k2: r.get(k2) for k2 in ("epoch", "loss", "top1")} for r in records if r.get("kind") == "val"],
             }
-            print(f"bench_hosts --train: {name}: {runs[name]['train']}", flush=True)
+            print(f"bench_hosts --train: {name}: {runs[name]['train']} val {runs[name]['val']}", flush=True)
     a, b = (runs[n]["train"] for n in runs)
     diffs = [abs(x[1] - y[1]) / abs(x[1]) for x, y in zip(a, b) if x[0] == y[0]]
     result = {
         "bench": "bench/bench_hosts.py --train",
         "machine": machine(),
-        "setup": {"hosts": k, "global_batch": batch, "link_gbit": args.link_gbit, "arch": "resnet18", "image_size": 32},
+        "setup": {
+            "hosts": k,
+            "ranks_per_host": m,
+            "global_batch": batch,
+            "link_gbit": args.link_gbit,
+            "arch": "resnet18",
+            "preset": "builtin",
+            "epochs": args.train_epochs,
+        },  # fmt: skip
         "runs": runs,
         "max_rel_loss_diff": max(diffs) if diffs else None,
         "mean_rel_loss_diff": statistics.mean(diffs) if diffs else None,
@@ -371,7 +384,7 @@ def train_curves(args) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}: mean relative loss difference {result['mean_rel_loss_diff']}")
+    print(f"wrote {out}: mean relative loss difference {result['mean_rel_loss_diff']:.3f}")
     return 0
 
 

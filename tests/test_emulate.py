@@ -273,25 +273,49 @@ GLOO = textwrap.dedent(
 
 @needs_emulation
 @pytest.mark.timeout(150)
-def test_gloo_groups_across_emulated_hosts(tmp_path):
+@pytest.mark.parametrize("placement", ["block", "cyclic"])
+def test_gloo_groups_across_emulated_hosts(tmp_path, placement):
+    """Block: host h runs ranks 2h, 2h+1; cyclic: host h runs h, h+2. Each rank's group and its peers."""
     before = machine_state()
     (tmp_path / "gloo.py").write_text(GLOO)
-    proc = emulate("--hosts", "2", "--ranks-per-host", "2", "--timeout", "100", "--",
+    proc = emulate("--hosts", "2", "--ranks-per-host", "2", "--placement", placement, "--timeout", "100", "--",
                    sys.executable, str(tmp_path / "gloo.py"), str(tmp_path), timeout=140)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = read_json_lines(tmp_path)
     assert sorted(ranks) == ["rank0", "rank1", "rank2", "rank3"]
+    where = {r: divmod(r, 2) if placement == "block" else (r % 2, r // 2) for r in range(4)}  # (host, local)
+    host_of = [f"fastres-h{where[r][0]}" for r in range(4)]
     for r in range(4):
         got = ranks[f"rank{r}"]
-        node, local = divmod(r, 2)
+        node, local = where[r]
+        intra = sorted(q for q in range(4) if where[q][0] == node)
+        inter = sorted(q for q in range(4) if where[q][1] == local)
         assert (got["node"], got["local"]) == (node, local)
-        assert got["hosts"] == ["fastres-h0", "fastres-h0", "fastres-h1", "fastres-h1"]
-        assert got["intra"] == [2 * node, 2 * node + 1] and got["inter"] == [local, 2 + local]
-        assert got["sums"] == {"world": 6.0, "intra": float(4 * node + 1), "inter": float(2 * local + 2)}
+        assert got["hosts"] == host_of
+        assert got["intra"] == intra and got["inter"] == inter
+        assert got["sums"] == {"world": 6.0, "intra": float(sum(intra)), "inter": float(sum(inter))}
         assert got["hierarchical"] is True
         other = f"198.18.0.{2 - node}"
         assert other in got["peers"], got["peers"]  # Gloo's pairs to the other host cross the emulated link
         assert all(p.startswith("198.18.0.") for p in got["peers"]), got["peers"]
+    assert_nothing_left(before)
+
+
+@needs_emulation
+@pytest.mark.timeout(60)
+def test_once_per_host_and_once_per_job_with_the_host_s_values(tmp_path):
+    before = machine_state()
+    line = 'echo "{host} {hosts} {name} {addr} {master} $(hostname)" > ' + str(tmp_path) + "/out{host}.txt"
+    proc = emulate("--hosts", "3", "--each", "host", "--", "sh", "-c", line)
+    assert proc.returncode == 0, proc.stderr
+    for h in range(3):
+        got = (tmp_path / f"out{h}.txt").read_text().split()
+        assert got == [str(h), "3", f"fastres-h{h}", f"198.18.0.{h + 1}", "198.18.0.1", f"fastres-h{h}"]
+    # the ssh stand-in runs a command on another host, as mpirun's daemons are started
+    proc = emulate(
+        "--hosts", "2", "--each", "job", "--", "sh", "-c", '"$FASTRES_EMU_RSH" fastres-h1 hostname; hostname'
+    )
+    assert proc.returncode == 0 and proc.stdout.split() == ["fastres-h1", "fastres-h0"], proc.stdout + proc.stderr
     assert_nothing_left(before)
 
 

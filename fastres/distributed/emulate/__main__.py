@@ -29,7 +29,7 @@ import sys
 
 from fastres import FastresError
 from fastres.distributed.emulate.network import EmulatedNetwork, sweep_stale
-from fastres.distributed.emulate.processes import EACH, run_on_hosts
+from fastres.distributed.emulate.processes import EACH, PLACEMENTS, run_on_hosts
 
 PROG = "python -m fastres.distributed.emulate"
 
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--each", choices=EACH, default="rank",
         help="rank: the command once per rank, torchrun's variables set (default); host: once per host; "
         "job: once, on the first host",
+    )  # fmt: skip
+    g.add_argument(
+        "--placement", choices=PLACEMENTS, default="block",
+        help="--each rank: block (host h runs ranks h*M..h*M+M-1, default) or cyclic (host h runs h, h+K, ...)",
     )  # fmt: skip
     g.add_argument("--port", type=int, default=29500, help="MASTER_PORT on the first host (default 29500)")
     g.add_argument("--timeout", type=float, default=900.0, help="seconds before the job is stopped (default 900)")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         net.open()
         say(f"{PROG}: {net.describe()}")
         return run_on_hosts(
-            net, cmd, each=args.each, ranks_per_host=args.ranks_per_host, port=args.port,
+            net, cmd, each=args.each, ranks_per_host=args.ranks_per_host, placement=args.placement, port=args.port,
             timeout=args.timeout, grace=args.grace, log_dir=args.log_dir, say=say,
         )  # fmt: skip
     except FastresError as e:

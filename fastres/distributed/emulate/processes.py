@@ -5,9 +5,10 @@
 `each="rank"` starts ranks_per_host processes per host with torchrun's variables (RANK,
 WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR = the first host,
 MASTER_PORT), the way srun or mpirun start plain processes, so `fastres.train` runs
-unchanged. `each="host"` starts the command once per host (for torchrun --nnodes, or a daemon
-per host) and `each="job"` once on the first host (for mpirun, which starts the others itself
-through the rsh agent in $FASTRES_EMU_RSH). In those two, `{host}`, `{hosts}`, `{name}`,
+unchanged; ranks are placed in blocks (host h: h*M ..) or cyclically (host h: h, h+K, ..).
+`each="host"` starts the command once per host (for torchrun --nnodes, or a daemon per host)
+and `each="job"` once on the first host (for mpirun, which starts the others itself through
+the rsh agent in $FASTRES_EMU_RSH). In those two, `{host}`, `{hosts}`, `{name}`,
 `{addr}` and `{master}` in the command are replaced by the host's index, the number of hosts,
 its name and address, and the first host's address. Every process gets GLOO_SOCKET_IFNAME=eth0
 (its host's link) and no other launcher's variables.
@@ -30,9 +31,18 @@ from pathlib import Path
 
 from fastres.distributed.emulate.network import EmulatedNetwork, EmulationError
 
-__all__ = ["EACH", "TIMED_OUT", "launcher_free_environ", "rank_variables", "run_on_hosts", "write_rsh_agent"]
+__all__ = [
+    "EACH",
+    "PLACEMENTS",
+    "TIMED_OUT",
+    "launcher_free_environ",
+    "rank_variables",
+    "run_on_hosts",
+    "write_rsh_agent",
+]
 
 EACH = ("rank", "host", "job")
+PLACEMENTS = ("block", "cyclic")
 TIMED_OUT = 124
 _LAUNCHER_NAMES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                    "MASTER_PORT", "GLOO_SOCKET_IFNAME", "TORCHELASTIC_RUN_ID"}  # fmt: skip
@@ -46,10 +56,16 @@ def launcher_free_environ(env: dict | None = None) -> dict:
     return {k: v for k, v in env.items() if k not in _LAUNCHER_NAMES and not k.startswith(_LAUNCHER_PREFIXES)}
 
 
-def rank_variables(net: EmulatedNetwork, host: int, local: int, ranks_per_host: int, port: int) -> dict:
-    """torchrun's variables for local rank `local` of emulated host `host` (block placement)."""
+def rank_variables(
+    net: EmulatedNetwork, host: int, local: int, ranks_per_host: int, port: int, placement: str = "block"
+) -> dict:
+    """torchrun's variables for local rank `local` of emulated host `host`.
+
+    placement "block": host h holds ranks h*M .. h*M+M-1 (torchrun, srun's default, mpirun --map-by slot);
+    "cyclic": host h holds ranks h, h+K, ... (srun --distribution=cyclic, mpirun --map-by node)."""
+    rank = host * ranks_per_host + local if placement == "block" else local * len(net.hosts) + host
     return {
-        "RANK": str(host * ranks_per_host + local),
+        "RANK": str(rank),
         "WORLD_SIZE": str(len(net.hosts) * ranks_per_host),
         "LOCAL_RANK": str(local),
         "LOCAL_WORLD_SIZE": str(ranks_per_host),
@@ -126,6 +142,7 @@ def run_on_hosts(
     *,
     each: str = "rank",
     ranks_per_host: int = 1,
+    placement: str = "block",
     port: int = 29500,
     timeout: float = 600.0,
     grace: float = 10.0,
@@ -141,6 +158,8 @@ def run_on_hosts(
         raise EmulationError(f"--each must be one of {', '.join(EACH)}, got {each!r}")
     if isinstance(ranks_per_host, bool) or not isinstance(ranks_per_host, int) or not 1 <= ranks_per_host <= 256:
         raise EmulationError(f"--ranks-per-host must be an integer in 1..256, got {ranks_per_host!r}")
+    if placement not in PLACEMENTS:
+        raise EmulationError(f"--placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if not 1 <= port <= 65535:
         raise EmulationError(f"--port must be in 1..65535, got {port!r}")
     if not timeout > 0:
@@ -166,8 +185,8 @@ def run_on_hosts(
         if each == "rank":
             for h in range(len(net.hosts)):
                 for l in range(ranks_per_host):
-                    e = {**common, **rank_variables(net, h, l, ranks_per_host, port), "FASTRES_EMU_HOST": str(h)}
-                    plan.append((f"rank{h * ranks_per_host + l}", h, e, list(cmd)))
+                    v = rank_variables(net, h, l, ranks_per_host, port, placement)
+                    plan.append((f"rank{v['RANK']}", h, {**common, **v, "FASTRES_EMU_HOST": str(h)}, list(cmd)))
         else:
             for h in range(len(net.hosts) if each == "host" else 1):
                 plan.append((f"host{h}", h, {**common, "FASTRES_EMU_HOST": str(h)}, _substitute(cmd, net, h)))
