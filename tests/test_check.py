@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fastres.data import DatasetError, open_dataset
 from fastres.data.builtin import ensure_builtin_dataset
 from fastres.data.check import check_files, check_tree, read_file_list, write_file_list
 from fastres.train import main
@@ -69,8 +71,77 @@ def tree_with_bad_files(base: Path) -> Path:
     return root
 
 
-def run_data_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastres.data", *args], capture_output=True, text=True, timeout=120)
+def run_data_cli(*args: str, drop_root_reads: bool = False) -> subprocess.CompletedProcess:
+    """`python -m fastres.data ARGS`. drop_root_reads: as root, without the capabilities that let
+    root read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so permissions apply to it."""
+
+    def drop():
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone from the process we exec
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    preexec = drop if drop_root_reads and os.geteuid() == 0 else None
+    return subprocess.run(
+        [sys.executable, "-m", "fastres.data", *args], capture_output=True, text=True, timeout=120, preexec_fn=preexec
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def data_cli_error(capsys, *args: str) -> str:
+    """`python -m fastres.data ARGS` in this process (an uncaught exception fails the test):
+    exit status 2 and one line on stderr."""
+    from fastres.data.__main__ import main as data_main
+
+    capsys.readouterr()
+    assert data_main(list(args)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="drops Linux capabilities when run as root")
+def test_class_folder_without_read_permission_is_one_line(tmp_path):
+    root = ensure_builtin_dataset(tmp_path, train_per_class=1, val_per_class=1, workers=1)
+    folder = root / "train" / "disc"
+    folder.chmod(0o000)
+    try:
+        line = one_line_error(run_data_cli("check", str(root), "--quiet", drop_root_reads=True))
+    finally:
+        folder.chmod(0o755)
+    assert line.endswith(f"cannot read class folder {folder}: permission denied")
+
+
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (lambda r: (r / "train" / "zebra").symlink_to(r / "train" / "zebra"), "train/zebra"),  # a class folder
+        (lambda r: (r / "val" / "ring" / "x.JPEG").symlink_to(r / "val" / "ring" / "x.JPEG"), "val/ring/x.JPEG"),
+        (lambda r: (r / "a").symlink_to(r / "b") or (r / "b").symlink_to(r / "a"), "a"),  # a loop of two, as ROOT
+    ],
+)
+def test_symbolic_link_loop_under_the_data_is_one_line(tmp_path, capsys, make, named):
+    root = ensure_builtin_dataset(tmp_path, train_per_class=1, val_per_class=1, workers=1)
+    make(root)
+    target = root / "a" if named == "a" else root
+    line = data_cli_error(capsys, "check", str(target), "--quiet")
+    assert line.endswith(f"{root / named} is a symbolic link loop")
+    if named != "a":
+        with pytest.raises(DatasetError, match=f"{root / named} is a symbolic link loop"):
+            open_dataset(str(root))
+
+
+def test_lists_naming_a_file_is_one_line(tmp_path, capsys):
+    root = ensure_builtin_dataset(tmp_path, train_per_class=1, val_per_class=1, workers=1)
+    (tmp_path / "lists").write_text("a file")
+    line = data_cli_error(capsys, "check", str(root), "--lists", str(tmp_path / "lists"), "--quiet")
+    assert line.endswith(f"--lists {tmp_path / 'lists'} is a file, not a directory")
 
 
 def test_cli_lists_bad_files_exits_1_and_writes_lists(tmp_path):

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from fastres.data.folder import DatasetError, FolderSplit, existing_dir, scan_imagenet, scan_split
+from fastres.data.folder import FolderSplit, existing_dir, scan_imagenet, scan_split
+from fastres.data.lists import parse_list
 
 __all__ = ["FileReport", "CheckReport", "check_file", "check_files", "check_tree", "write_file_list", "read_file_list"]
 
@@ -175,13 +176,6 @@ def write_file_list(split: FolderSplit, path: str | os.PathLike, exclude: frozen
 
 
 def read_file_list(path: str | os.PathLike, split_root: str | os.PathLike) -> list[tuple[str, int]]:
-    """(absolute path, label) pairs from a list written by `write_file_list`."""
-    out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        rel, _, label = line.rpartition(" ")
-        if not rel or not label.isdigit():
-            raise DatasetError(f"{path}:{n}: expected 'relative/path label', got {line!r}")
-        out.append((os.path.join(split_root, rel), int(label)))
-    return out
+    """(path under split_root, label) pairs from a list written by `write_file_list` (read as
+    fastres.data.lists reads --train-list; the files are not looked for)."""
+    return [(os.path.join(split_root, rel), label) for _, rel, label in parse_list(path)]

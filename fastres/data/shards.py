@@ -1,6 +1,6 @@
 """Webdataset tar shards of an ImageNet-layout tree, for DALI's `fn.readers.webdataset`.
 
-    python -m fastres.data shard ROOT OUT [--shard-size 1000]
+    python -m fastres.data shard ROOT OUT [--shard-size 1000] [--decode] [--skip-bad-files]
 
 writes, for each split,
 
@@ -13,8 +13,13 @@ writes, for each split,
 Few large files instead of 1.28 M small ones: sequential reads on network file systems.
 Training shards hold the samples in a seeded random order (DALI shuffles within a buffer
 only, so classes must already be mixed on disk); validation shards keep the folder order.
-Labels are those of `scan_split` (classes sorted by name), as on every other path; files
-the checker found bad can be left out (`exclude`).
+Labels are those of `scan_split` (classes sorted by name), as on every other path.
+
+A shard cannot take a substitute for a sample DALI fails to decode, so the command checks
+every file before writing (the header check; `--decode` decodes every pixel) and refuses,
+naming the bad files, or leaves them out with `--skip-bad-files` (`exclude` here). A write
+into a folder that holds shards of an earlier write removes the old manifest first (a
+half-written folder is never taken for shards) and the old shards it no longer names last.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from fastres.data.folder import DatasetError, FolderSplit, scan_imagenet
+from fastres.data.folder import DatasetError, FolderSplit, os_problem, scan_imagenet
 
-__all__ = ["write_shards", "read_manifest", "Shards"]
+__all__ = ["check_arguments", "write_shards", "read_manifest", "Shards"]
 
 MANIFEST = "manifest.json"
 
@@ -62,7 +68,11 @@ def write_split_shards(
 ) -> list[Path]:
     samples = [s for s in split.samples if s[0] not in exclude]
     order = np.random.default_rng(seed).permutation(len(samples)) if shuffle else np.arange(len(samples))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_problem(out, e, "OUT") from None
+    (out / MANIFEST).unlink(missing_ok=True)  # until the new one is written, this folder holds no shards
     shards, counts = [], []
     for first in range(0, len(samples), shard_size):
         tar_path = out / f"{name}-{len(shards):06d}.tar"
@@ -85,7 +95,25 @@ def write_split_shards(
         "shuffled": shuffle,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    # shards of an earlier, larger write: named like ours, not in the new manifest
+    ours = re.compile(rf"{re.escape(name)}-\d{{6}}\.(tar|idx)")
+    keep = {p.name for p in shards} | {p.with_suffix(".idx").name for p in shards}
+    for stale in out.iterdir():
+        if ours.fullmatch(stale.name) and stale.name not in keep:
+            stale.unlink()
     return shards
+
+
+def check_arguments(root: str | os.PathLike, out: str | os.PathLike, shard_size: int) -> Path:
+    """OUT as a Path, or a one-line DatasetError naming the argument that cannot work."""
+    if shard_size < 1:
+        raise DatasetError(f"--shard-size must be a positive integer, got {shard_size}")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"OUT {out} is not a directory")
+    if out.resolve() == Path(root).expanduser().resolve():
+        raise DatasetError(f"OUT {out} is ROOT: write the shards to another folder")
+    return out
 
 
 def write_shards(
@@ -94,11 +122,13 @@ def write_shards(
     shard_size: int = 1000,
     seed: int = 0,
     exclude: frozenset[str] = frozenset(),
+    splits: tuple[FolderSplit, FolderSplit] | None = None,
 ) -> dict[str, list[Path]]:
-    if shard_size < 1:
-        raise DatasetError(f"--shard-size must be a positive integer, got {shard_size}")
-    train, val = scan_imagenet(root)
-    out = Path(out)
+    """Shards of ROOT/train and ROOT/val under OUT, leaving out the files in `exclude` (this
+    function checks nothing: `python -m fastres.data shard` checks the files first). `splits`:
+    (train, val) as `scan_imagenet(root)` lists them, when the caller has them already."""
+    out = check_arguments(root, out, shard_size)
+    train, val = scan_imagenet(root, "ROOT") if splits is None else splits
     return {
         "train": write_split_shards(train, out / "train", "train", shard_size, True, seed, exclude),
         "val": write_split_shards(val, out / "val", "val", shard_size, False, seed, exclude),
