@@ -170,7 +170,9 @@ def dali_tree(trees, tmp_path) -> tuple[Path, dict[str, str]]:
     train = sorted((root / "train").rglob("*.JPEG"))
     Path(train[20]).write_text("this is not an image\n")
     Path(train[2]).write_bytes(b"")
-    paths.update(text=str(train[20]), empty=str(train[2]))
+    val = root / "val" / "c_eel" / "c_eel_2.JPEG"  # in the last batch of validation, which DALI pads
+    val.write_bytes(corrupt_huffman(val.read_bytes()))
+    paths.update(text=str(train[20]), empty=str(train[2]), val=str(val))
     return root, paths
 
 
@@ -188,28 +190,31 @@ def test_dali_never_stops_for_a_bad_file_and_reports_each_once(trees, tmp_path):
     assert {paths["huffman"], paths["text"], paths["empty"]} <= set(named) <= set(paths.values())
     assert "Failed to decode" in named[paths["huffman"]] and "File mapping" in named[paths["empty"]]
     assert all(why.startswith("DALI") for why in named.values())
-    assert set(p for p, _ in reported_val) <= {paths["val-scan"]}
+    assert paths["val"] in {p for p, _ in reported_val} <= {paths["val"], paths["val-scan"]}
     # same batches, same labels; the bad samples, and only they, differ from the good tree's
     assert len(train) == len(want_train) == 12 and len(torch.cat([y for _, y in val])) == 9
     changed = differing_samples(train, want_train)
     assert len(changed) == 2 * 4  # four bad files, in each of two epochs
     sub = [x for x in changed if (x - substitute_normalised(24)).abs().max() < 0.02]  # the mean colour
     assert len(sub) == 2 * len(named) and all(torch.equal(x, sub[0]) for x in sub)
-    assert len(differing_samples(val, want_val)) == 1
+    assert len(differing_samples(val, want_val)) == 2
 
 
-def test_dali_found_now_and_known_bad_give_bit_identical_batches(trees, tmp_path):
+@pytest.mark.parametrize("rank, world", [(0, 1), (1, 2)])
+def test_dali_found_now_and_known_bad_give_bit_identical_batches(trees, tmp_path, rank, world):
     pytest.importorskip("nvidia.dali")
     root, _ = dali_tree(trees, tmp_path)
     dataset = open_dataset(str(root))
+    cfg = cfg_for(root, backend="dali")
     found_train, found_val, reported, reported_val = run_epochs(
-        make_loaders(cfg_for(root, backend="dali"), CPU, dataset=dataset)
+        make_loaders(cfg, CPU, rank=rank, world=world, dataset=dataset), epochs=3
     )
     known = {p for p, _ in reported + reported_val}
+    assert len(known) >= 2
     for p in known:  # a known-bad file is never read: remove it
         Path(p).unlink()
-    loaders = make_loaders(cfg_for(root, backend="dali"), CPU, dataset=dataset, known_bad=known)
-    train, val, again, again_val = run_epochs(loaders)
+    loaders = make_loaders(cfg, CPU, rank=rank, world=world, dataset=dataset, known_bad=known)
+    train, val, again, again_val = run_epochs(loaders, epochs=3)
     assert again == [] and again_val == []
     assert_same(train, found_train)
     assert_same(val, found_val)
