@@ -250,6 +250,8 @@ class DaliLoader:
     `set_epoch`, `__len__` (steps per epoch) and `num_samples` (this rank's samples per
     epoch) mean what they mean for the PIL loader. `state_dict()` / `load_state_dict()`
     carry DALI's checkpoint, so a resumed run reads the same samples in the same order.
+    A file DALI cannot decode is replaced by the substitute and reported by `take_new_bad()`;
+    `known_bad` files stand as the substitute from the start (module docstring).
     """
 
     def __init__(
