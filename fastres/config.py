@@ -422,7 +422,9 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, froz
     explicit_preset = args.pop("config", None) is not None
     given = set(args) | (set(values) if explicit_preset else set())
     values.update(args)
-    return TrainConfig(**values).validate(), frozenset(given)
+    cfg = TrainConfig(**values)
+    # a resume is validated once merged with the run's saved config (fastres.checkpoint.resume)
+    return (cfg if cfg.resume is not None else cfg.validate()), frozenset(given)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

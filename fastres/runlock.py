@@ -1,8 +1,9 @@
 """One job per run folder: an exclusive lock on RUN/.lock, held by rank 0 while the run lives.
 
 The lock is `flock(2)` on an open file: the kernel releases it when the holding process ends,
-however it ends (SIGKILL included), so a lock left by a dead job is free and is taken over;
-the file keeps the holder's pid, host and start time, which the next holder reports. A second
+however it ends (SIGKILL included), so a lock left by a dead job is free and is taken over.
+The file holds the holder's pid, host and start time while it runs, and is emptied when the
+job ends in order: a name found in it by the next holder is a job that died, and is reported. A second
 job on a live run folder gets a one-line error naming the holder.
 """
 
@@ -55,5 +56,6 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # released in order: the next holder has no one to report
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None

@@ -91,6 +91,15 @@ def golden_data(tmp_path_factory) -> Path:
     return root
 
 
+def newest_checkpoint(run: Path) -> dict:
+    """The run's last checkpoint, however the checkpoint files are laid out."""
+    try:
+        from fastres.checkpoint import CheckpointStore
+    except ImportError:  # the layout before the checkpoint package: RUN/checkpoint.pt, a plain torch file
+        return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return CheckpointStore(run).newest_valid()[1]
+
+
 def _checksum(state: dict) -> list[float]:
     """(sum, sum of squares, sum of |x| weighted by position) over every parameter, in float64."""
     total = torch.zeros(3, dtype=torch.float64)
@@ -151,7 +160,7 @@ def test_golden_losses_and_parameters(golden_data, tmp_path, optimizer, capsys):
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if r["kind"] == "train"]
     assert len(losses) == STEPS, f"expected {STEPS} steps (80 images / batch {BATCH}), got {len(losses)}"
-    state = torch.load(next(run.glob("*.pt")), map_location="cpu", weights_only=False)["model"]
+    state = newest_checkpoint(run)["model"]
     checksum = _checksum(state)
     if os.environ.get("FASTRES_GOLDEN_PRINT"):
         print(f"\n{optimizer}: losses {losses!r}\n{optimizer}: checksum {checksum!r}")

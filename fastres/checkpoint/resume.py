@@ -86,7 +86,7 @@ def plan_resume(cfg: TrainConfig, given: frozenset[str], say: Callable[[str], No
         run_dir = run_dir_of(cfg.out, cfg.name)
         found = _newest_valid(run_dir, say) if run_dir.is_dir() else None
         if found is None:
-            return ResumePlan(cfg, run_dir)  # nothing to continue: start OUT/NAME
+            return ResumePlan(cfg.validate(), run_dir)  # nothing to continue: start OUT/NAME
     else:
         path = Path(cfg.resume).expanduser()
         if path.is_dir():

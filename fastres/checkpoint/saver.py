@@ -66,6 +66,8 @@ class Checkpointer:
         if not self.writer:
             return
         self._collect(self._saver.poll())
+        if self.failing:
+            return  # the run is stopping (every rank hears it at the next step): no more attempts
         t0 = time.perf_counter()
         state = snapshot()
         self.pause_seconds.append(time.perf_counter() - t0)
@@ -93,5 +95,6 @@ class Checkpointer:
             self.failures_in_a_row += 1
             older = self.newest()
             kept = f"the newest checkpoint is still {older}" if older else "no older checkpoint exists"
+            then = "the run stops" if self.failing else "retrying at the next interval"
             self.say(f"fastres: {r.error}; {kept}; failure {self.failures_in_a_row} of {self.max_failures} in a row "
-                     "before the run stops, retrying at the next interval")  # fmt: skip
+                     f"before the run stops, {then}")  # fmt: skip

@@ -1,0 +1,364 @@
+"""Preemption-safe runs, end to end with real processes and real signals.
+
+Every test runs `python -m fastres.train` as a child process (one, or two as srun/mpirun
+start them), signals it the way Slurm, Kubernetes or a user would, and checks what the run
+folder holds afterwards and what a resumed run computes. CPU training is bitwise
+deterministic on one machine, so a resumed run must log the same loss at every step as a run
+that was never stopped, and end with the same weights.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastres.checkpoint import CheckpointStore, read_checkpoint_file
+from fastres.data.builtin import ensure_builtin_dataset
+
+from multiproc import clean_environ, free_port, rank_env
+
+pytestmark = pytest.mark.timeout(600)
+
+# 40 train images, batch 8: 5 steps per epoch; every step logged
+TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--lr", "0.2",
+        "--warmup-epochs", "0", "--no-progress", "--log-every", "1", "--threads", "1", "--backend", "pytorch",
+        "--data-check", "none"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+
+
+def start(args: list[str], cwd: Path, env: dict | None = None, **kw) -> subprocess.Popen:
+    env = {**clean_environ(), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+
+
+def records(run: Path, kind: str | None = None) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    out = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in out if kind is None or r["kind"] == kind]
+
+
+def wait_until(pred, procs, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        dead = [p for p in procs if p.poll() is not None]
+        if dead:
+            out, err = dead[0].communicate()
+            raise AssertionError(f"exited {dead[0].returncode} before the condition: {err[-2000:]}")
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def losses(run: Path) -> dict[int, float]:
+    """step -> logged loss, over every attempt of the run."""
+    return {r["step"]: r["loss"] for r in records(run, "train")}
+
+
+def final_weights(run: Path) -> dict:
+    found = CheckpointStore(run).newest_valid()
+    assert found is not None
+    return found[1]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    la, lb = losses(a), losses(b)
+    assert sorted(la) == sorted(lb) and la == lb, {s: (la.get(s), lb.get(s)) for s in la if la.get(s) != lb.get(s)}
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa["step"] == wb["step"]
+    for key, value in wa["model"].items():
+        assert torch.equal(value, wb["model"][key]), key
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory) -> Path:
+    """An uninterrupted 3-epoch run: the reference of every resume below."""
+    out = tmp_path_factory.mktemp("straight")
+    proc = start(["--data", str(data), *TINY, "--epochs", "3", "--out", str(out), "--name", "run"], out)
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    return out / "run"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_mid_epoch_then_resume_auto_repeats_every_loss_bit_for_bit(data, straight, tmp_path, sig):
+    cmd = ["--data", str(data), *TINY, "--epochs", "3", "--out", str(tmp_path), "--name", "run", "--resume", "auto"]
+    run = tmp_path / "run"
+    proc = start(cmd, tmp_path)
+    wait_until(lambda: len(records(run, "train")) >= 7, [proc])  # step 7: inside the second epoch
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    stopped = read_checkpoint_file(CheckpointStore(run).paths()[0])
+    assert f"stopped by {signal.Signals(sig).name} after step {stopped['step']}" in lines[0], lines
+    assert stopped["step"] % 5 != 0, "the preemption checkpoint should be mid-epoch here"
+    assert "--resume auto --name run" in lines[0]
+
+    again = start(cmd, tmp_path)  # the same command: the job script, requeued
+    out, err = again.communicate(timeout=400)
+    assert again.returncode == 0, err[-3000:]
+    resumes = records(run, "resume")
+    assert len(resumes) == 1 and resumes[0]["step"] == stopped["step"] and resumes[0]["attempt"] == 2
+    assert_same_run(straight, run)
+
+
+def test_second_signal_exits_at_once(data, tmp_path):
+    run = tmp_path / "run"
+    proc = start(["--data", str(data), *TINY, "--epochs", "50", "--out", str(tmp_path), "--name", "run"], tmp_path)
+    wait_until(lambda: len(records(run, "train")) >= 1, [proc])
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+
+
+def launch_two(args: list[str], cwd: Path) -> list[subprocess.Popen]:
+    port = free_port()
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "fastres.train", *args],
+            cwd=cwd,
+            env=rank_env(r, 2, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in range(2)
+    ]
+
+
+@pytest.mark.slow
+def test_two_ranks_a_signal_to_one_rank_stops_both_at_one_step_and_resume_repeats_the_run(data, tmp_path):
+    cmd = ["--data", str(data), *TINY, "--batch-size", "4", "--epochs", "2", "--out", str(tmp_path),
+           "--dist-timeout", "60"]  # fmt: skip
+    straight = launch_two([*cmd, "--name", "straight"], tmp_path)
+    for p in straight:
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+    run = tmp_path / "cut"
+    cut_cmd = [*cmd, "--name", "cut", "--resume", "auto"]
+    procs = launch_two(cut_cmd, tmp_path)
+    wait_until(lambda: len(records(run, "train")) >= 3, procs)  # 5 steps per epoch (20 images per rank)
+    procs[1].send_signal(signal.SIGTERM)  # one rank only: the other learns it through the stop flags
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], errs
+    assert "stopped by SIGTERM" in errs[0] and errs[1].strip() == "", errs
+    again = launch_two(cut_cmd, tmp_path)
+    for p in again:
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+    assert_same_run(tmp_path / "straight", run)
+
+
+def test_a_flipped_byte_in_the_newest_checkpoint_is_named_and_the_older_one_used(data, tmp_path):
+    args = ["--data", str(data), *TINY, "--epochs", "1", "--out", str(tmp_path), "--name", "run",
+            "--checkpoint-every", "2"]  # fmt: skip
+    proc = start(args, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    store = CheckpointStore(tmp_path / "run")
+    newest, older = store.paths()[:2]
+    blob = bytearray(newest.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one bit, in the middle of the payload
+    newest.write_bytes(bytes(blob))
+    proc = start([*args[:-2], "--epochs", "2", "--resume", "auto"], tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"skipping checkpoint {newest.name}" in out and "SHA-256" in out, out
+    assert records(tmp_path / "run", "resume")[0]["checkpoint"] == str(older)
+
+
+def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "checkpoint.pt"
+    torch.save({"model": Evil()}, crafted)
+    # with fastres's header and a correct checksum too: weights_only still refuses to unpickle code
+    import hashlib
+    import io
+
+    from fastres.checkpoint.fileformat import MAGIC
+
+    buf = io.BytesIO()
+    torch.save({"model": Evil()}, buf)
+    payload = buf.getvalue()
+    disguised = tmp_path / "disguised.pt"
+    disguised.write_bytes(MAGIC + f"sha256 {hashlib.sha256(payload).hexdigest()} {len(payload)}\n".encode() + payload)
+    for path, why in ((crafted, "not a fastres checkpoint"), (disguised, "not loadable as data")):
+        proc = subprocess.run([sys.executable, "-m", "fastres.train", "--resume", str(path)], cwd=tmp_path,
+                              env=clean_environ(), capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and why in lines[0], proc.stderr
+        assert not marker.exists(), "loading the checkpoint ran code"
+
+
+def test_failed_checkpoint_writes_keep_the_older_ones_and_stop_after_three(data, tmp_path, capsys, monkeypatch):
+    from fastres.checkpoint import store
+    from fastres.train import main
+
+    real = store.write_bytes_atomic
+    writes = {"n": 0}
+
+    def disk_full_after_two(blob, path):
+        writes["n"] += 1
+        if writes["n"] > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(blob, path)
+
+    monkeypatch.setattr(store, "write_bytes_atomic", disk_full_after_two)
+    args = ["--data", str(data), *TINY, "--epochs", "3", "--out", str(tmp_path), "--name", "run",
+            "--checkpoint-every", "1"]  # fmt: skip
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    failures = [line for line in out.splitlines() if "No space left on device" in line]
+    assert len(failures) == 3 and "failure 1 of 3 in a row" in failures[0], out
+    assert "3 checkpoint writes in a row failed" in err and len(err.strip().splitlines()) == 1, err
+    kept = CheckpointStore(tmp_path / "run")
+    assert kept.steps() == [2, 1]  # the two that were written: intact and verified
+    for path in kept.paths():
+        read_checkpoint_file(path)
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))  # no partial file left behind
+
+
+def test_a_second_job_on_a_live_run_folder_is_refused(data, tmp_path):
+    cmd = ["--data", str(data), *TINY, "--epochs", "50", "--out", str(tmp_path), "--name", "run", "--resume", "auto"]
+    first = start(cmd, tmp_path)
+    try:
+        wait_until(lambda: len(records(tmp_path / "run", "train")) >= 1, [first])
+        second = subprocess.run([sys.executable, "-m", "fastres.train", *cmd], cwd=tmp_path, env=clean_environ(),
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        assert f"is in use by pid {first.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_lock_of_a_job_killed_with_sigkill_is_taken_over(tmp_path):
+    from fastres.runlock import RunLock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fastres.runlock import RunLock; "
+                               "RunLock(sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    from fastres.runlock import RunLockedError
+
+    with pytest.raises(RunLockedError, match=f"in use by pid {holder.pid}"):
+        RunLock(tmp_path)
+    holder.kill()  # SIGKILL: no clean-up; the kernel releases the flock
+    holder.wait()
+    lock = RunLock(tmp_path)
+    assert lock.previous_holder is not None and f"pid {holder.pid}" in lock.previous_holder
+    lock.release()
+
+
+@pytest.mark.slow
+def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(data, tmp_path):
+    run = tmp_path / "orphans"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "fastres.train", "--data", str(data), *TINY, "--batch-size", "4", "--epochs", "50", "--out", str(tmp_path),
+           "--name", "orphans", "--dist-timeout", "60"]  # fmt: skip
+    agent = subprocess.Popen(cmd, cwd=tmp_path, env={**clean_environ(), "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        wait_until(lambda: len(records(run, "train")) >= 2, [agent])
+        workers = subprocess.run(["pgrep", "-f", "--", "--name orphans"], capture_output=True, text=True).stdout.split()
+        workers = [int(w) for w in workers if int(w) != agent.pid]
+        assert len(workers) >= 2, workers
+        agent.kill()  # SIGKILL of the agent only: its workers live in their own session
+        agent.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), "ranks kept training after torchrun died"
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+    summary = records(run, "summary")
+    assert not summary, "an orphan finished the run"
+    assert CheckpointStore(run).newest_valid() is not None  # they stopped in a checkpoint
+
+
+def test_resume_checks_the_config_and_records_what_changed(data, tmp_path, capsys):
+    from fastres.train import main
+
+    base = ["--data", str(data), *TINY, "--out", str(tmp_path), "--name", "run"]
+    assert main([*base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    run = str(tmp_path / "run")
+    assert main(["--resume", run, "--lr", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr is 0.3 on this command line but the run was started with 0.2" in err, err
+    assert main(["--resume", run, "--optimizer", "lars"]) == 2
+    assert "--optimizer is 'lars' on this command line but the run was started with 'sgd'" in capsys.readouterr().err
+    assert main(["--resume", run]) == 0  # finished: says so, exits 0, appends nothing
+    assert "is finished" in capsys.readouterr().out
+    assert [r["kind"] for r in records(Path(run))].count("summary") == 1
+    assert main(["--resume", run, "--epochs", "2", "--log-every", "3"]) == 0
+    resume = records(Path(run), "resume")[-1]
+    assert resume["changed"] == {"epochs": [1, 2], "log_every": [1, 3]} and resume["world_size"] == 1
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(data, renamed)
+    (renamed / "train" / "arrow").rename(renamed / "train" / "zarrow")
+    (renamed / "val" / "arrow").rename(renamed / "val" / "zarrow")
+    assert main(["--resume", run, "--epochs", "3", "--data", str(renamed)]) == 2
+    assert "not the same dataset" in capsys.readouterr().err
+
+
+def test_progress_lines_in_a_log_file_and_bad_names_and_paths(data, tmp_path):
+    log = tmp_path / "job.err"
+    args = ["--data", str(data), *TINY, "--progress", "--progress-seconds", "0.01", "--epochs", "1",
+            "--out", str(tmp_path), "--name", "run"]  # fmt: skip
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, "-m", "fastres.train", *args], cwd=tmp_path, env=clean_environ(),
+                              stdout=subprocess.DEVNULL, stderr=f, timeout=300)  # fmt: skip
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert "\r" not in text and "epoch 1/1 step" in text and "ETA" in text, text[:2000]
+    for bad, message in (
+        (["--name", "../../x"], "must be a plain folder name inside --out"),
+        (["--out", str(log)], "is a file, not a folder"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "fastres.train", "--data", str(data), *TINY, "--epochs", "1",
+                               *bad], cwd=tmp_path, env=clean_environ(), capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path.parent / "x").exists()
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_checkpoint_files_follow_the_umask(tmp_path, mask, mode):
+    from fastres.checkpoint import write_checkpoint_file
+
+    old = os.umask(mask)
+    try:
+        write_checkpoint_file({"x": torch.zeros(2)}, tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == mode
