@@ -33,7 +33,7 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
 ]
-N = 25 * 2**20 // 4  # a 25 MiB fp32 bucket (DESIGN.md #4)
+N = 25 * 2**20 // 4  # a 25 MiB fp32 bucket (docs/design.md, decision 4)
 SCALE = 0.125  # 1 / world size
 NSEG = 40
 

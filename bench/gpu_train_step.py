@@ -8,7 +8,7 @@ cross-entropy with label smoothing 0.1, FusedLARS on the model's flat layout (wh
 Each step is timed in three parts with CUDA events on the stream (forward + loss, backward,
 optimizer step), without host syncs between steps; img/s over the timed steps, peak memory
 from torch's allocator. Prints one `FIGURES` line (bench/gpu_suite.sh collects it). Goals
-(DESIGN.md): NVIDIA's PyTorch reference reaches 2,470 img/s on an A100 with AMP; MLPerf-tuned
+(docs/design.md): NVIDIA's PyTorch reference reaches 2,470 img/s on an A100 with AMP; MLPerf-tuned
 code about 7,200 img/s on an H100.
 """
 

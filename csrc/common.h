@@ -1,7 +1,7 @@
 // common.h: what every fastres kernel file shares, compiled by the host compiler, nvcc and NVRTC.
 //
 // Defines:
-//   FASTRES_HD            inline on host and device (one source of the math, DESIGN.md #2)
+//   FASTRES_HD            inline on host and device (one source of the math, docs/design.md, decision 2)
 //   CEIL_DIV(a, b)        ceil(a / b) for non-negative integers, used for every grid
 //   DType                 dtype codes passed from fastres/ops.py (keep the two in step)
 //   sq(x)                 x * x, the per-element term of a squared norm

@@ -7,14 +7,14 @@
 //   lars_trust(...)      FASTRES_HD: the trust ratio of one segment
 //   StepCoefs, step_coefs(...)  FASTRES_HD: per-segment coefficients of the update
 //   momentum_update(...) FASTRES_HD: the per-element update, the one source of the math
-//                        (DESIGN.md #2): the CPU and CUDA kernels both call it
+//                        (docs/design.md, decision 2): the CPU and CUDA kernels both call it
 //   fused_step_cpu(...)  OpenMP: norms of w and g per chunk, trust per segment, update
 //   fused_step_cuda(...) (FASTRES_WITH_CUDA) two launches: per-chunk norms of w and g
 //                        (one pass), then the update, each block of which reduces its
 //                        segment's partials (deterministic, fixed order) to its trust ratio
 // Under NVRTC (fastres/rtc.py) only the FASTRES_HD parts are compiled.
 //
-// The math (DESIGN.md #5), per segment s in group k, for every element:
+// The math (docs/design.md, decision 5), per segment s in group k, for every element:
 //   wd    = hparams[k].wd if flags[s] & kSegDecay else 0
 //   trust = lars_trust(||w_s||^2, ||g_s||^2, wd, hparams[k].eta, eps)
 //           if (mode & kStepLars) and (flags[s] & kSegAdapt), else 1

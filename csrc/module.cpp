@@ -14,7 +14,7 @@
 //                                   fp32 <-> fp32/fp16/bf16 wire format of the all-reduce (wire.h)
 //
 // Every buffer is passed as an address (Python int, uintptr_t), never as a torch tensor:
-// the module does not link libtorch (DESIGN.md, decision 1). Errors: std::invalid_argument
+// the module does not link libtorch (docs/design.md, decision 1). Errors: std::invalid_argument
 // becomes ValueError, std::runtime_error (CUDA_CHECK) becomes RuntimeError.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

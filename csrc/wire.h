@@ -11,7 +11,7 @@
 //   wire_pack_cpu / wire_pack_cuda     dst[i] = wire(src[i] * scale)
 //   wire_unpack_cpu / wire_unpack_cuda dst[i] = float(src[i]) * scale (+ WireNorms)
 //
-// One source of the math (DESIGN.md #2): the conversions are integer bit manipulation, the
+// One source of the math (docs/design.md, decision 2): the conversions are integer bit manipulation, the
 // same code on the host and the device, so a CPU and a GPU pack the same bits (the CUDA
 // intrinsics would disagree on NaN: __float2bfloat16 gives the canonical 0x7FFF). On every
 // non-NaN input the results equal torch's `(src * scale).to(dtype)` and `src.float() * scale`

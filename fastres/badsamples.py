@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastres import FastresError
+from fastres.data import BAD_LIST, append_bad_list, read_bad_list
 from fastres.distributed import collectives as coll
 
 __all__ = ["BAD_FILES_NAME", "BadSampleLedger", "TooManyBadSamples", "read_bad_files"]
 
-BAD_FILES_NAME = "bad_files.txt"  # one `path<TAB>reason` per line
+BAD_FILES_NAME = BAD_LIST  # RUN/bad_files.txt (fastres.data.bad: one `path<TAB>reason` per line)
 
 
 class TooManyBadSamples(FastresError):
@@ -28,15 +29,7 @@ class TooManyBadSamples(FastresError):
 
 def read_bad_files(run_dir: Path) -> dict[str, str]:
     """path -> reason, from RUN/bad_files.txt (empty when there is none)."""
-    path = Path(run_dir) / BAD_FILES_NAME
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            file, _, why = line.partition("\t")
-            out[file] = why
-    return out
+    return dict(read_bad_list(Path(run_dir) / BAD_FILES_NAME))
 
 
 class BadSampleLedger:
@@ -54,8 +47,7 @@ class BadSampleLedger:
         }
         new = {p: why for p, why in sorted(found.items()) if p not in self.known}
         if new and self.writer:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.writelines(f"{p}\t{why}\n" for p, why in new.items())
+            append_bad_list(self.path, new.items())
             for p, why in new.items():
                 self.say(f"fastres: cannot decode {p} ({why}): training on with a neutral substitute; "
                          f"listed in {self.path}")  # fmt: skip

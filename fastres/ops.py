@@ -17,7 +17,7 @@ FASTRES_SYNC_CHECK=1 in the environment (before the first launch) makes every CU
 synchronise its stream and check for errors, naming the kernel: with CUDA_LAUNCH_BLOCKING=1
 and compute-sanitizer, the way to find the kernel behind an asynchronous CUDA error.
 
-`_C` does not link libtorch (DESIGN.md, decision 1): ops pass `t.data_ptr()` addresses and
+`_C` does not link libtorch (docs/design.md, decision 1): ops pass `t.data_ptr()` addresses and
 `torch.cuda.current_stream(device).cuda_stream`, and allocate every buffer a kernel needs,
 scratch included, with torch, so the extension never allocates device memory.
 

@@ -22,7 +22,7 @@ from fastres.badsamples import BadSampleLedger
 from fastres.checkpoint import restore_run, run_state
 from fastres.checkpoint.saver import Checkpointer
 from fastres.config import TrainConfig
-from fastres.data import check_dataset, make_loaders, open_dataset
+from fastres.data import check_dataset, make_loaders, max_bad_default, open_dataset
 from fastres.data.builtin import ensure_builtin_dataset
 from fastres.data.loader import resolve_backend
 from fastres.distributed import Reducer, destroy, discover, init_distributed
@@ -67,16 +67,15 @@ class Run:
         if self.topology.launcher != "none":
             die_with_parent()  # a launcher killed with SIGKILL leaves no rank training on
         self.stop = StopSignals(self.groups)
-        dataset = open_dataset(cfg.data)  # listed once; the check and the loaders share the listing
+        dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list)  # listed once, for the check and loaders
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)
         self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
         say, limit = self.say, cfg.max_bad_samples
-        limit = max(1, len(dataset.train or ()) // 1000) if limit is None else limit  # default: 0.1%
+        limit = max_bad_default(len(dataset.train or ())) if limit is None else limit
         self.bad = BadSampleLedger(self.run_dir, limit, self.groups, self.rank == 0, self.write, say)
-        known = {"known_bad": frozenset(self.bad.known)} if self.bad.known else {}
         self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
-                                 exclude=exclude, dataset=dataset, **known)  # fmt: skip
+                                 exclude=exclude, dataset=dataset, known_bad=frozenset(self.bad.known))  # fmt: skip
         self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -144,7 +144,7 @@ def test_extension_links_neither_libtorch_nor_dynamic_cudart():
     needed = elf_needed(native().__file__)
     assert any(n.startswith("libc.so") for n in needed), needed  # the parser sees entries
     bad = [n for n in needed if n.startswith(("libtorch", "libc10", "libcudart", "libcuda.", "libpython"))]
-    assert not bad, f"fastres._C must not depend on {bad} (DESIGN.md decision 1); it needs {needed}"
+    assert not bad, f"fastres._C must not depend on {bad} (docs/design.md, decision 1); it needs {needed}"
 
 
 def test_build_needs_no_torch():

@@ -116,7 +116,7 @@ def test_random_layouts_match_float64(device, seed):
 @pytest.mark.parametrize("device", DEVICES)
 def test_resnet50_layout_matches_float64(device):
     sizes = resnet50_param_sizes()
-    assert len(sizes) == 161 and sum(sizes) == 25_557_032  # DESIGN.md's numbers
+    assert len(sizes) == 161 and sum(sizes) == 25_557_032  # docs/design.md's numbers
     offsets = offsets_of(sizes)
     flat = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(5)).to(device)
     assert_close_to_reference(ops.segment_sq_norms(flat, offsets), flat, offsets)

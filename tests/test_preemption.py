@@ -362,3 +362,31 @@ def test_checkpoint_files_follow_the_umask(tmp_path, mask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "dali"])
+def test_a_jpeg_that_passes_the_header_check_but_cannot_be_decoded_never_stops_the_run(data, tmp_path, backend):
+    import shutil
+
+    from jpegs import corrupt_huffman
+
+    if backend == "dali":
+        pytest.importorskip("nvidia.dali")
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    bad = sorted((root / "train").rglob("*.JPEG"))[7]
+    bad.write_bytes(corrupt_huffman(bad.read_bytes()))  # header and end marker intact: the default check passes
+    args = ["--data", str(root), *TINY, "--backend", backend, "--data-check", "header", "--epochs", "1",
+            "--out", str(tmp_path), "--name", "run", "--resume", "auto"]  # fmt: skip
+    proc = start(args, tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and f"cannot decode {bad}" in out, out
+    run = tmp_path / "run"
+    listed = (run / "bad_files.txt").read_text()
+    assert str(bad) in listed and len(listed.strip().splitlines()) == 1
+    assert [r["path"] for r in records(run, "bad_file")] == [str(bad)]
+    again = start([*args[:-6], "--epochs", "2", *args[-6:]], tmp_path)  # a later attempt knows the file
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert len(records(run, "bad_file")) == 1 and "cannot decode" not in out  # substituted, not decoded again

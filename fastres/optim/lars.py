@@ -8,7 +8,7 @@ on CPU three OpenMP loops. lr, weight decay, momentum and eta are read from a sm
 tensor that `step()` refreshes from `param_groups` (a device-side fill when lr changed), so
 an LR schedule that writes group["lr"] each step costs no sync and no recompilation.
 
-The update (DESIGN.md #5), per tensor (segment), with wd = 0 for tensors without decay and
+The update (docs/design.md, decision 5), per tensor (segment), with wd = 0 for tensors without decay and
 trust = 1 for tensors without adaptation (by default: ndim <= 1, i.e. BN and biases):
 
     trust = eta * ||w|| / (||g|| + wd * ||w|| + eps), or 1 if ||w|| = 0 or ||g|| = 0
