@@ -173,7 +173,11 @@ def worker(args) -> int:
 
     # ---------------------------------------------------------------- 1. the link, and alpha/beta
     probe = torch.ones(8 * MB)  # 32 MB
-    peer = L  # the first rank of host 1
+    hosts = groups.hostnames
+    peer = next(r for r, h in enumerate(hosts) if h != hosts[0])  # the first rank on another host
+    # Gloo's ring runs in rank order: a host's link carries every ring edge leaving it for another host
+    # (block placement: one; cyclic: one per rank)
+    crossing = max(sum(1 for r in range(world) if hosts[r] == h and hosts[(r + 1) % world] != h) for h in set(hosts))
     link = []
     for _ in range(3):
         dist.barrier(group=w_all)
@@ -194,8 +198,8 @@ def worker(args) -> int:
         s = statistics.median(_time_once(lambda t=t: dist.all_reduce(t, group=w_all), w_all) for _ in range(3))
         calib.append({"bytes": nbytes, "seconds": s})
         say(f"  plain all_reduce {nbytes / 1024:8.0f} KB over {world} ranks: {s * 1e3:8.2f} ms")
-    # Gloo's ring over block placement: each host's link carries one ring edge; 2(N-1) steps
-    rows = [(2 * (world - 1), 2 * (world - 1) / world * c["bytes"], c["seconds"]) for c in calib]
+    # the ring model, 2(N-1) steps, `crossing` ring edges sharing each host's link
+    rows = [(2 * (world - 1), crossing * 2 * (world - 1) / world * c["bytes"], c["seconds"]) for c in calib]
     alpha, beta = fit_alpha_beta(rows)
     say(f"  fit: alpha {alpha * 1e6:.1f} us per step, beta -> {1 / beta * 8 / 1e9:.3f} Gbit/s per link")
 
@@ -299,7 +303,7 @@ def worker(args) -> int:
             if peer_name in rows_out:
                 row[f"vs_{peer_name.replace(' ', '_')}"] = row["median_s"] / rows_out[peer_name]["median_s"]
     if rank == 0:
-        link_bytes_flat = 2 * (world - 1) / world * numel * 4
+        link_bytes_flat = crossing * 2 * (world - 1) / world * numel * 4
         link_bytes_hier = 2 * (K - 1) / K * numel * 4  # L shards of 1/L, all L leaving through one link
         part = {
             "setup": {"hosts": K, "ranks_per_host": L, "world": world, "hostnames": sorted(set(groups.hostnames)),
@@ -308,10 +312,10 @@ def worker(args) -> int:
             "calibration": {
                 "plain_all_reduce": calib, "alpha_s": alpha, "beta_s_per_byte": beta,
                 "inter_node_gbps": 8 / beta / 1e9, "model": "ring: t = 2(N-1) alpha + 2(N-1)/N bytes beta",
-                "world": world, "hosts": K, "ranks_per_host": L,
+                "world": world, "hosts": K, "ranks_per_host": L, "ring_edges_per_link": crossing,
             },
             "link_bound_s": {
-                "flat ring (one ring edge per host link)": link_bytes_flat / (32 * MB / link_s),
+                f"flat ring ({crossing} ring edge(s) per host link)": link_bytes_flat / (32 * MB / link_s),
                 "hierarchical (L inter-node rings share the link)": link_bytes_hier / (32 * MB / link_s),
             },
             "compute_only_s": floor,
