@@ -390,3 +390,25 @@ def test_a_jpeg_that_passes_the_header_check_but_cannot_be_decoded_never_stops_t
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-3000:]
     assert len(records(run, "bad_file")) == 1 and "cannot decode" not in out  # substituted, not decoded again
+
+
+def test_a_save_killed_midway_leaves_the_old_checkpoint_and_its_leftover_is_removed(tmp_path, monkeypatch):
+    from fastres.checkpoint import fileformat
+    from fastres.checkpoint.saver import Checkpointer
+
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save({"w": torch.ones(3)}, 1)
+
+    def killed(src, dst):  # the process dies between the write and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileformat.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.save({"w": torch.zeros(3)}, 1)
+    monkeypatch.undo()
+    assert torch.equal(read_checkpoint_file(store.path_of(1))["w"], torch.ones(3))  # the old one, whole
+    leftover = store.dir / ".step-000000002.pt.abc123.tmp"  # what a SIGKILL during the write leaves
+    leftover.write_bytes(b"x" * 1000)
+    said = []
+    Checkpointer(tmp_path, keep=3, every_steps=None, every_minutes=None, writer=True, say=said.append)
+    assert not leftover.exists() and any("left by a save that was killed" in line for line in said)

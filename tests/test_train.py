@@ -100,6 +100,7 @@ def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
     run = tmp_path / "r"
     doc = yaml.safe_load((run / "config.yaml").read_text())
     assert doc["config"]["arch"] == "resnet18" and doc["config"]["epochs"] == 4
+    assert doc["backend"] in ("dali", "pytorch") and doc["launcher"] == "none" and doc["ranks"] == 1  # what ran
     assert doc["train_images"] == 40 and doc["classes"] == 10 and doc["peak_lr"] == pytest.approx(0.2 * 8 / 256)
     recs = records(run)
     train = [r for r in recs if r["kind"] == "train"]
