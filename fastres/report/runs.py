@@ -2,12 +2,13 @@
 
     run = read_run("runs/resnet50-20261123-101500")
     run.train, run.val          # records in step order, as the run's final model saw them
-    run.best(), run.final()     # (top-1, epoch) of the best and of the last validation
+    run.best(), run.final()     # (top-1, epoch) of the best validation; the last val record
 
 A run that was resumed logs again the steps after its checkpoint: each `resume` record drops
 the train and val records logged after the step it resumed from, so the history is the one
 that led to the final model (the records stay in metrics.jsonl). A line that is not JSON (a
-run killed in the middle of a write) is skipped and counted.
+run killed in the middle of a write) is skipped and counted; a whole record that the next
+attempt appended to it is kept.
 """
 
 from __future__ import annotations
@@ -102,6 +103,19 @@ def _num(value: Any) -> float | int | None:
     return value
 
 
+def _recover(line: str) -> dict[str, Any] | None:
+    """The whole record at the end of a damaged line: a run killed in the middle of a line leaves it
+    unfinished, and the next attempt's first record is appended to it."""
+    start = line.rfind('{"kind"', 1)
+    if start < 0:
+        return None
+    try:
+        rec = json.loads(line[start:])
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def _drop_after(records: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
     return [r for r in records if not (_num(r.get("step")) is not None and r["step"] > step)]
 
@@ -150,7 +164,9 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             rec = json.loads(line)
         except ValueError:
             run.malformed += 1
-            continue
+            rec = _recover(line)
+            if rec is None:
+                continue
         if not isinstance(rec, dict):
             run.malformed += 1
             continue

@@ -1,0 +1,43 @@
+"""One short real training run, shared by the tests of the after-training tools (report, eval, predict, export).
+
+    data, run = short_run(tmp_path_factory)    # the dataset root and RUN (config.yaml, metrics.jsonl,
+                                               # checkpoints/, best.pt), made once per pytest process
+
+`python -m fastres.train`'s own entry point on the built-in dataset's generator at 4 train and
+2 val images per class (real JPEGs): ResNet-18 at 32 px, batch 8, EPOCHS epochs. The settings
+make it learn its 40 training images quickly (no label smoothing, whole-image crops, a high
+learning rate), so a test can ask for better than chance on them; the 20 val images stay
+near chance, which no test relies on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastres.data.builtin import ensure_builtin_dataset
+from fastres.train import main
+
+EPOCHS = 10
+FLAGS = [
+    "--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--no-progress",
+    "--lr", "3.2", "--warmup-epochs", "0", "--label-smoothing", "0", "--crop-scale-min", "1.0",
+    "--epochs", str(EPOCHS), "--seed", "0", "--backend", "pytorch",
+]  # fmt: skip
+
+_MADE: dict[str, tuple[Path, Path]] = {}
+
+
+def short_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset root, run folder) of the shared run; trains it on the first call."""
+    if "run" not in _MADE:
+        data = ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+        out = tmp_path_factory.mktemp("runs")
+        assert main(["--data", str(data), *FLAGS, "--out", str(out), "--name", "short"]) == 0
+        _MADE["run"] = (data, out / "short")
+    return _MADE["run"]
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
