@@ -1,7 +1,7 @@
 // lars.h: fused momentum-SGD and LARS steps over a segmented flat buffer (segments.h).
 //
 // Defines:
-//   kStepLars, kStepLrAfterMomentum, kStepNesterov   mode bits of a step
+//   kStepLars, kStepLrAfterMomentum, kStepNesterov, kStepRmsprop   mode bits of a step
 //   kSegAdapt, kSegDecay                             per-segment flag bits
 //   kHparamStride                                    floats per group in `hparams`
 //   lars_trust(...)      FASTRES_HD: the trust ratio of one segment
@@ -25,7 +25,20 @@
 //   where a, b are the factors of g' and m above (torch's SGD nesterov for a = 1, b = lr).
 // lars_trust = eta * ||w|| / (||g|| + wd * ||w|| + eps), 1 where either norm is 0.
 //
-// `hparams` holds kHparamStride floats per group: lr, wd, mu, eta (on the kernel's device,
+// kStepRmsprop: RMSprop warm-up (Akiba, Suzuki & Fukuda 2017, arXiv:1711.04325, sec. 2.2):
+// the step blends RMSprop, with its own rate r, into momentum SGD. With
+// blend = alpha_RMSprop = 1 - alpha_SGD, beta = RMSprop's decay and v the per-element average
+// of squared gradients (`sq_avg`, one more flat buffer):
+//   v     = beta * v + (1 - beta) * g'^2
+//   c     = (1 - blend) * a + blend * r' / (sqrt(v) + rms_eps)
+//   m     = mu * m + c * g';  w = w - b * m   (nesterov: w = w - b * (c * g' + mu * m))
+// where a, b are the factors above and r' = r (MLPerf convention: the rate is inside the
+// momentum, as in the paper's formula), or r / lr with kStepLrAfterMomentum (0 while lr = 0),
+// so that both conventions take the same step at constant lr. Without kStepRmsprop, v is
+// neither read nor written and the step is the one above, bit for bit.
+//
+// `hparams` holds kHparamStride floats per group: lr, wd, mu, eta, then blend, r, beta,
+// rms_eps (read with kStepRmsprop only) (on the kernel's device,
 // written by the optimizer with device-side fills: no recompilation and no host sync when
 // the schedule changes lr). `seg_group` (int32, S) maps a segment to its group, `seg_flags`
 // (int32, S) holds its kSeg* bits. `found_inf` (fp32 address or 0): when it points to a
@@ -36,8 +49,9 @@
 // order of additions as the norm pass (so a cached norm has the bits of a fresh one), which
 // saves the next LARS step a read of w (7 -> 6 passes over the buffers). It must not alias
 // partials (CUDA blocks of one segment read partials while others write wsq_out): the
-// optimizer keeps two C-float buffers and swaps them each step. `trust_scratch` (CPU only):
-// scratch of 4 * S floats (the StepCoefs of each segment).
+// optimizer keeps two C-float buffers and swaps them each step. `sq_avg` (fp32, like w; 0
+// without kStepRmsprop): RMSprop's v. `trust_scratch` (CPU only): scratch of
+// kStepCoefsFloats * S floats (the StepCoefs of each segment).
 #pragma once
 
 #include "common.h"
@@ -53,6 +67,7 @@ enum StepMode : int {
   kStepLrAfterMomentum = 2,
   kStepNesterov = 4,
   kStepWNormCached = 8,  // partials[0, C) already hold this step's sum w^2 per chunk
+  kStepRmsprop = 16,     // RMSprop warm-up blend (needs sq_avg)
 };
 
 enum SegFlag : int {
@@ -60,7 +75,9 @@ enum SegFlag : int {
   kSegDecay = 2,
 };
 
-constexpr int kHparamStride = 4;  // lr, wd, mu, eta
+constexpr int kHparamStride = 8;  // lr, wd, mu, eta, rmsprop: blend, rate, beta, eps
+
+constexpr int kStepCoefsFloats = 8;  // sizeof(StepCoefs) / sizeof(float)
 
 FASTRES_HD float lars_trust(float w_sq, float g_sq, float wd, float eta, float eps) {
   const float wn = sqrtf(w_sq);
@@ -73,7 +90,13 @@ struct StepCoefs {
   float b;   // factor of the momentum (or nesterov term) in the weight update
   float wd;  // weight decay of the segment (0 without kSegDecay)
   float mu;  // momentum
+  // RMSprop warm-up (kStepRmsprop only; see the top of this file)
+  float blend;    // alpha_RMSprop
+  float rms_lr;   // r' (the RMSprop rate in the convention's units)
+  float beta;     // decay of v
+  float rms_eps;  // added to sqrt(v)
 };
+static_assert(sizeof(StepCoefs) == kStepCoefsFloats * sizeof(float), "StepCoefs: 8 floats");
 
 // w_sq, g_sq are read only when the segment is adapted.
 FASTRES_HD StepCoefs step_coefs(const float* hparams, int group, int flags, int mode, float w_sq,
@@ -91,6 +114,16 @@ FASTRES_HD StepCoefs step_coefs(const float* hparams, int group, int flags, int 
     k.a = h[0] * trust;
     k.b = 1.0f;
   }
+  k.blend = 0.0f;
+  k.rms_lr = 0.0f;
+  k.beta = 0.0f;
+  k.rms_eps = 1.0f;
+  if (mode & kStepRmsprop) {
+    k.blend = h[4];
+    k.rms_lr = (mode & kStepLrAfterMomentum) ? (h[0] > 0.0f ? h[5] / h[0] : 0.0f) : h[5];
+    k.beta = h[6];
+    k.rms_eps = h[7];
+  }
   return k;
 }
 
@@ -102,17 +135,29 @@ FASTRES_HD void momentum_update(float& w, float& m, float g, const StepCoefs& k)
   w = w - k.b * (kNesterov ? k.a * gd + k.mu * mn : mn);
 }
 
+// The step with the RMSprop warm-up blend (kStepRmsprop): v is the element of sq_avg.
+template <bool kNesterov>
+FASTRES_HD void rmsprop_blend_update(float& w, float& m, float& v, float g, const StepCoefs& k) {
+  const float gd = g + k.wd * w;
+  const float vn = k.beta * v + (1.0f - k.beta) * gd * gd;
+  const float c = (1.0f - k.blend) * k.a + k.blend * k.rms_lr / (sqrtf(vn) + k.rms_eps);
+  const float mn = k.mu * m + c * gd;
+  v = vn;
+  m = mn;
+  w = w - k.b * (kNesterov ? c * gd + k.mu * mn : mn);
+}
+
 #if !defined(__CUDACC_RTC__)
 void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
                     const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
                     const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
-                    float* trust_scratch, int num_threads);
+                    float* sq_avg, float* trust_scratch, int num_threads);
 
 #if defined(FASTRES_WITH_CUDA)
 void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
                      const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
                      const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
-                     int device, uintptr_t stream);
+                     float* sq_avg, int device, uintptr_t stream);
 #endif
 #endif  // !__CUDACC_RTC__
 

@@ -22,15 +22,23 @@ namespace {
 
 // The update of one chunk; returns sum(w_new^2) when kSq, in chunk_sq_sum's order of additions
 // (32 lanes, folded pairwise), so that a norm cached from here equals a fresh one bit for bit.
-template <bool kNesterov, bool kSq>
+// kRms: the RMSprop warm-up blend (kStepRmsprop), v = sq_avg + the chunk's start.
+template <bool kNesterov, bool kSq, bool kRms>
 FASTRES_CPU_CLONES float chunk_update(float* __restrict__ w, const float* __restrict__ g,
-                                      float* __restrict__ m, int64_t n, StepCoefs k) {
+                                      float* __restrict__ m, float* __restrict__ v, int64_t n,
+                                      StepCoefs k) {
   float acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
       float wi = w[i + j], mi = m[i + j];
-      momentum_update<kNesterov>(wi, mi, g[i + j], k);
+      if (kRms) {
+        float vi = v[i + j];
+        rmsprop_blend_update<kNesterov>(wi, mi, vi, g[i + j], k);
+        v[i + j] = vi;
+      } else {
+        momentum_update<kNesterov>(wi, mi, g[i + j], k);
+      }
       w[i + j] = wi;
       m[i + j] = mi;
       if (kSq) acc[j] += sq(wi);
@@ -38,7 +46,13 @@ FASTRES_CPU_CLONES float chunk_update(float* __restrict__ w, const float* __rest
   }
   for (int j = 0; i + j < n; ++j) {
     float wi = w[i + j], mi = m[i + j];
-    momentum_update<kNesterov>(wi, mi, g[i + j], k);
+    if (kRms) {
+      float vi = v[i + j];
+      rmsprop_blend_update<kNesterov>(wi, mi, vi, g[i + j], k);
+      v[i + j] = vi;
+    } else {
+      momentum_update<kNesterov>(wi, mi, g[i + j], k);
+    }
     w[i + j] = wi;
     m[i + j] = mi;
     if (kSq) acc[j] += sq(wi);
@@ -55,7 +69,7 @@ FASTRES_CPU_CLONES float chunk_update(float* __restrict__ w, const float* __rest
 void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
                     const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
                     const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
-                    float* trust_scratch, int num_threads) {
+                    float* sq_avg, float* trust_scratch, int num_threads) {
   const SegmentChunks t = segment_chunks_view(table, S, C);
   if (num_threads < 1) num_threads = 1;
   (void)num_threads;
@@ -77,7 +91,7 @@ void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, in
     }
     return;
   }
-  // Per-segment coefficients: 4 floats per segment in trust_scratch (a, b, wd, mu).
+  // Per-segment coefficients: kStepCoefsFloats floats per segment in trust_scratch.
   StepCoefs* coefs = reinterpret_cast<StepCoefs*>(trust_scratch);
   for (int64_t s = 0; s < S; ++s) {
     float wsq = 0.0f, gsq = 0.0f;
@@ -90,6 +104,7 @@ void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, in
     coefs[s] = step_coefs(hparams, seg_group[s], seg_flags[s], mode, wsq, gsq, eps);
   }
   const bool nesterov = (mode & kStepNesterov) != 0;
+  const bool rms = (mode & kStepRmsprop) != 0;
 #if defined(FASTRES_WITH_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (C >= 8)
 #endif
@@ -97,13 +112,22 @@ void fused_step_cpu(float* w, const float* g, float* m, const int64_t* table, in
     const int64_t b = t.chunk_begin[c], n = t.chunk_end[c] - b;
     const StepCoefs k = coefs[t.chunk_seg[c]];
     const bool want_sq = wsq_out != nullptr && lars && (seg_flags[t.chunk_seg[c]] & kSegAdapt);
+    float* v = rms ? sq_avg + b : nullptr;
     float wsq;
-    if (want_sq) {
-      wsq = nesterov ? chunk_update<true, true>(w + b, g + b, m + b, n, k)
-                     : chunk_update<false, true>(w + b, g + b, m + b, n, k);
+    if (rms) {
+      if (want_sq) {
+        wsq = nesterov ? chunk_update<true, true, true>(w + b, g + b, m + b, v, n, k)
+                       : chunk_update<false, true, true>(w + b, g + b, m + b, v, n, k);
+      } else {
+        wsq = nesterov ? chunk_update<true, false, true>(w + b, g + b, m + b, v, n, k)
+                       : chunk_update<false, false, true>(w + b, g + b, m + b, v, n, k);
+      }
+    } else if (want_sq) {
+      wsq = nesterov ? chunk_update<true, true, false>(w + b, g + b, m + b, v, n, k)
+                     : chunk_update<false, true, false>(w + b, g + b, m + b, v, n, k);
     } else {
-      wsq = nesterov ? chunk_update<true, false>(w + b, g + b, m + b, n, k)
-                     : chunk_update<false, false>(w + b, g + b, m + b, n, k);
+      wsq = nesterov ? chunk_update<true, false, false>(w + b, g + b, m + b, v, n, k)
+                     : chunk_update<false, false, false>(w + b, g + b, m + b, v, n, k);
     }
     if (wsq_out != nullptr) wsq_out[c] = wsq;
   }

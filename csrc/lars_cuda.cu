@@ -5,7 +5,8 @@
 //                         partials[C + c] = sum g^2 (one pass over w and g)
 //   fused_update_kernel   launch 2: one block per chunk; reduces its segment's partials in a
 //                         fixed order (every block of a segment gets the same bits), forms the
-//                         StepCoefs of lars.h, updates its chunk
+//                         StepCoefs of lars.h, updates its chunk (with the RMSprop warm-up
+//                         blend of lars.h under kStepRmsprop, reading and writing sq_avg)
 //   fused_step_cuda       host launcher on the caller's stream; no host sync, no allocation
 //
 // Loads: every chunk goes through cuda_common.cuh's chunk_visit_sq, split at w's first 16-byte
@@ -71,7 +72,7 @@ fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* _
                     const int32_t* __restrict__ seg_group, const int32_t* __restrict__ seg_flags,
                     const float* __restrict__ hparams, const float* __restrict__ found_inf,
                     int mode, float eps, const float* __restrict__ partials,
-                    float* __restrict__ wsq_out) {
+                    float* __restrict__ wsq_out, float* __restrict__ sq_avg) {
   const SegmentChunks t = segment_chunks_view(table, S, C);
   const int64_t c = blockIdx.x;
   const int64_t s = t.chunk_seg[c];
@@ -103,27 +104,57 @@ fused_update_kernel(float* __restrict__ w, const float* __restrict__ g, float* _
   const int head = static_cast<int>(head_of(pw, n));
   const bool gvec = aligned_to(pg + head, 16);
   const bool mvec = aligned_to(pm + head, 16);
-  const float acc = chunk_visit_sq(
-      pw, n,
-      [&](int i) {
-        float4 x = *reinterpret_cast<float4*>(pw + i);
-        float4 y = load4(pm + i, mvec);
-        const float4 d = load4(pg + i, gvec);
-        momentum_update<kNesterov>(x.x, y.x, d.x, k);
-        momentum_update<kNesterov>(x.y, y.y, d.y, k);
-        momentum_update<kNesterov>(x.z, y.z, d.z, k);
-        momentum_update<kNesterov>(x.w, y.w, d.w, k);
-        *reinterpret_cast<float4*>(pw + i) = x;
-        store4(pm + i, mvec, y);
-        return x;
-      },
-      [&](int i) {
-        float x = pw[i], y = pm[i];
-        momentum_update<kNesterov>(x, y, pg[i], k);
-        pw[i] = x;
-        pm[i] = y;
-        return x;
-      });
+  float acc;
+  if (mode & kStepRmsprop) {  // uniform across the grid; v vectorises where it is aligned like w
+    float* pv = sq_avg + b;
+    const bool vvec = aligned_to(pv + head, 16);
+    acc = chunk_visit_sq(
+        pw, n,
+        [&](int i) {
+          float4 x = *reinterpret_cast<float4*>(pw + i);
+          float4 y = load4(pm + i, mvec);
+          float4 v = load4(pv + i, vvec);
+          const float4 d = load4(pg + i, gvec);
+          rmsprop_blend_update<kNesterov>(x.x, y.x, v.x, d.x, k);
+          rmsprop_blend_update<kNesterov>(x.y, y.y, v.y, d.y, k);
+          rmsprop_blend_update<kNesterov>(x.z, y.z, v.z, d.z, k);
+          rmsprop_blend_update<kNesterov>(x.w, y.w, v.w, d.w, k);
+          *reinterpret_cast<float4*>(pw + i) = x;
+          store4(pm + i, mvec, y);
+          store4(pv + i, vvec, v);
+          return x;
+        },
+        [&](int i) {
+          float x = pw[i], y = pm[i], v = pv[i];
+          rmsprop_blend_update<kNesterov>(x, y, v, pg[i], k);
+          pw[i] = x;
+          pm[i] = y;
+          pv[i] = v;
+          return x;
+        });
+  } else {
+    acc = chunk_visit_sq(
+        pw, n,
+        [&](int i) {
+          float4 x = *reinterpret_cast<float4*>(pw + i);
+          float4 y = load4(pm + i, mvec);
+          const float4 d = load4(pg + i, gvec);
+          momentum_update<kNesterov>(x.x, y.x, d.x, k);
+          momentum_update<kNesterov>(x.y, y.y, d.y, k);
+          momentum_update<kNesterov>(x.z, y.z, d.z, k);
+          momentum_update<kNesterov>(x.w, y.w, d.w, k);
+          *reinterpret_cast<float4*>(pw + i) = x;
+          store4(pm + i, mvec, y);
+          return x;
+        },
+        [&](int i) {
+          float x = pw[i], y = pm[i];
+          momentum_update<kNesterov>(x, y, pg[i], k);
+          pw[i] = x;
+          pm[i] = y;
+          return x;
+        });
+  }
   if (wsq_out != nullptr) {
     const bool want_sq = (mode & kStepLars) && (flags & kSegAdapt);  // uniform across the block
     const float sum = want_sq ? block_sum_all(acc) : 0.0f;
@@ -138,7 +169,7 @@ FASTRES_KERNELS_END
 void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, int64_t S, int64_t C,
                      const int32_t* seg_group, const int32_t* seg_flags, const float* hparams,
                      const float* found_inf, int mode, float eps, float* partials, float* wsq_out,
-                     int device, uintptr_t stream) {
+                     float* sq_avg, int device, uintptr_t stream) {
   check_arg(C < (int64_t{1} << 31), "fused_step: too many chunks for one grid");
   if (C == 0) return;
   DeviceGuard guard(device);
@@ -151,10 +182,12 @@ void fused_step_cuda(float* w, const float* g, float* m, const int64_t* table, i
   // The update reads the partials of launch 1: same stream, so ordered after it.
   if (mode & kStepNesterov) {
     fused_update_kernel<true><<<grid, kChunkThreads, 0, st>>>(
-        w, g, m, table, S, C, seg_group, seg_flags, hparams, found_inf, mode, eps, partials, wsq_out);
+        w, g, m, table, S, C, seg_group, seg_flags, hparams, found_inf, mode, eps, partials, wsq_out,
+        sq_avg);
   } else {
     fused_update_kernel<false><<<grid, kChunkThreads, 0, st>>>(
-        w, g, m, table, S, C, seg_group, seg_flags, hparams, found_inf, mode, eps, partials, wsq_out);
+        w, g, m, table, S, C, seg_group, seg_flags, hparams, found_inf, mode, eps, partials, wsq_out,
+        sq_avg);
   }
   CUDA_CHECK_LAUNCH("fused_update_kernel", st);
 }

@@ -131,7 +131,7 @@ void check_sq_norms_args(int dtype, uintptr_t flat, uintptr_t table, int64_t S, 
 
 void check_step_args(uintptr_t w, uintptr_t g, uintptr_t m, uintptr_t table, int64_t S, int64_t C,
                      uintptr_t seg_group, uintptr_t seg_flags, uintptr_t hparams,
-                     uintptr_t partials, int mode) {
+                     uintptr_t partials, uintptr_t sq_avg, int mode) {
   check_arg(S >= 0 && C >= 0, "num_segments and num_chunks must be >= 0");
   check_arg(table != 0 && seg_group != 0 && seg_flags != 0 && hparams != 0,
             "table, seg_group, seg_flags, hparams: null address");
@@ -139,8 +139,11 @@ void check_step_args(uintptr_t w, uintptr_t g, uintptr_t m, uintptr_t table, int
   check_arg(!(mode & kStepLars) || C == 0 || partials != 0, "partials: null address");
   check_arg(w % 4 == 0 && g % 4 == 0 && m % 4 == 0,
             "params, grads, momentum: addresses must be 4-byte aligned");
-  check_arg((mode & ~(kStepLars | kStepLrAfterMomentum | kStepNesterov | kStepWNormCached)) == 0,
+  check_arg((mode & ~(kStepLars | kStepLrAfterMomentum | kStepNesterov | kStepWNormCached |
+                      kStepRmsprop)) == 0,
             "mode: unknown bits " + std::to_string(mode));
+  check_arg(!(mode & kStepRmsprop) || C == 0 || (sq_avg != 0 && sq_avg % 4 == 0),
+            "sq_avg: null or unaligned address with STEP_RMSPROP");
 }
 
 bool known_dtype(int dtype) { return dtype == kFloat32 || dtype == kFloat16 || dtype == kBFloat16; }
@@ -262,6 +265,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("STEP_LR_AFTER_MOMENTUM") = static_cast<int>(kStepLrAfterMomentum);
   m.attr("STEP_NESTEROV") = static_cast<int>(kStepNesterov);
   m.attr("STEP_W_NORM_CACHED") = static_cast<int>(kStepWNormCached);
+  m.attr("STEP_RMSPROP") = static_cast<int>(kStepRmsprop);
   m.attr("SEG_ADAPT") = static_cast<int>(kSegAdapt);
   m.attr("SEG_DECAY") = static_cast<int>(kSegDecay);
   m.attr("HPARAM_STRIDE") = kHparamStride;
@@ -269,41 +273,47 @@ PYBIND11_MODULE(_C, m) {
       "fused_step_cpu",
       [](uintptr_t w, uintptr_t g, uintptr_t mom, uintptr_t table, int64_t S, int64_t C,
          uintptr_t seg_group, uintptr_t seg_flags, uintptr_t hparams, uintptr_t found_inf,
-         int mode, float eps, uintptr_t partials, uintptr_t wsq_out, uintptr_t coefs,
-         int num_threads) {
-        check_step_args(w, g, mom, table, S, C, seg_group, seg_flags, hparams, partials, mode);
+         int mode, float eps, uintptr_t partials, uintptr_t wsq_out, uintptr_t sq_avg,
+         uintptr_t coefs, int num_threads) {
+        check_step_args(w, g, mom, table, S, C, seg_group, seg_flags, hparams, partials, sq_avg,
+                        mode);
         check_arg(S == 0 || coefs != 0, "coefs: null address");
         fused_step_cpu(as_ptr<float>(w), as_ptr<const float>(g), as_ptr<float>(mom),
                        as_ptr<const int64_t>(table), S, C, as_ptr<const int32_t>(seg_group),
                        as_ptr<const int32_t>(seg_flags), as_ptr<const float>(hparams),
                        as_ptr<const float>(found_inf), mode, eps, as_ptr<float>(partials),
-                       as_ptr<float>(wsq_out), as_ptr<float>(coefs), num_threads);
+                       as_ptr<float>(wsq_out), as_ptr<float>(sq_avg), as_ptr<float>(coefs),
+                       num_threads);
       },
       py::arg("params"), py::arg("grads"), py::arg("momentum"), py::arg("table"),
       py::arg("num_segments"), py::arg("num_chunks"), py::arg("seg_group"), py::arg("seg_flags"),
       py::arg("hparams"), py::arg("found_inf"), py::arg("mode"), py::arg("eps"),
-      py::arg("partials"), py::arg("wsq_out"), py::arg("coefs"), py::arg("num_threads"),
+      py::arg("partials"), py::arg("wsq_out"), py::arg("sq_avg"), py::arg("coefs"),
+      py::arg("num_threads"),
       py::call_guard<py::gil_scoped_release>(),
-      "Fused LARS / momentum-SGD step (lars.h); all addresses in host memory, found_inf may be 0.");
+      "Fused LARS / momentum-SGD step (lars.h); all addresses in host memory, found_inf and sq_avg "
+      "(RMSprop warm-up, STEP_RMSPROP) may be 0.");
 
 #if defined(FASTRES_WITH_CUDA)
   m.def(
       "fused_step_cuda",
       [](uintptr_t w, uintptr_t g, uintptr_t mom, uintptr_t table, int64_t S, int64_t C,
          uintptr_t seg_group, uintptr_t seg_flags, uintptr_t hparams, uintptr_t found_inf,
-         int mode, float eps, uintptr_t partials, uintptr_t wsq_out, int device,
-         uintptr_t stream) {
-        check_step_args(w, g, mom, table, S, C, seg_group, seg_flags, hparams, partials, mode);
+         int mode, float eps, uintptr_t partials, uintptr_t wsq_out, uintptr_t sq_avg,
+         int device, uintptr_t stream) {
+        check_step_args(w, g, mom, table, S, C, seg_group, seg_flags, hparams, partials, sq_avg,
+                        mode);
         fused_step_cuda(as_ptr<float>(w), as_ptr<const float>(g), as_ptr<float>(mom),
                         as_ptr<const int64_t>(table), S, C, as_ptr<const int32_t>(seg_group),
                         as_ptr<const int32_t>(seg_flags), as_ptr<const float>(hparams),
                         as_ptr<const float>(found_inf), mode, eps, as_ptr<float>(partials),
-                        as_ptr<float>(wsq_out), device, stream);
+                        as_ptr<float>(wsq_out), as_ptr<float>(sq_avg), device, stream);
       },
       py::arg("params"), py::arg("grads"), py::arg("momentum"), py::arg("table"),
       py::arg("num_segments"), py::arg("num_chunks"), py::arg("seg_group"), py::arg("seg_flags"),
       py::arg("hparams"), py::arg("found_inf"), py::arg("mode"), py::arg("eps"),
-      py::arg("partials"), py::arg("wsq_out"), py::arg("device"), py::arg("stream"),
+      py::arg("partials"), py::arg("wsq_out"), py::arg("sq_avg"), py::arg("device"),
+      py::arg("stream"),
       py::call_guard<py::gil_scoped_release>(),
       "Same as fused_step_cpu on `device`, launched on `stream`; two launches, no host sync.");
 #endif

@@ -53,6 +53,7 @@ from fastres.torch_ops import (
     STEP_LARS,
     STEP_LR_AFTER_MOMENTUM,
     STEP_NESTEROV,
+    STEP_RMSPROP,
     STEP_W_NORM_CACHED,
 )
 
@@ -72,6 +73,7 @@ __all__ = [
     "STEP_LARS",
     "STEP_LR_AFTER_MOMENTUM",
     "STEP_NESTEROV",
+    "STEP_RMSPROP",
     "STEP_W_NORM_CACHED",
     "SegmentChunks",
     "build_info",
@@ -232,6 +234,8 @@ def _rtc(file: str, device: torch.device, launches: list) -> None:
             typed = tuple(types[t](v) for t, v in args)
             rtc.launch(file, kernel, int(grid), int(block), typed, device.index, stream)
 
+
+STEP_COEFS_FLOATS = 8  # csrc/lars.h kStepCoefsFloats: the CPU kernel's per-segment scratch
 
 _RTC_THREADS = 256  # csrc/cuda_common.cuh kChunkThreads, segment_sq_norms_cuda.cuh, wire_cuda.cu
 _RTC_MAX_BLOCKS = 65535  # csrc/wire_cuda.cu kMaxBlocks
@@ -439,6 +443,7 @@ def fused_step(
     found_inf: torch.Tensor | None = None,
     partials: torch.Tensor | None = None,
     wsq_out: torch.Tensor | None = None,
+    sq_avg: torch.Tensor | None = None,
     path: str = "auto",
 ) -> str:
     """One fused LARS (mode & STEP_LARS) or momentum-SGD step over flat buffers, in place.
@@ -449,14 +454,18 @@ def fused_step(
     seg_group: int32, S: the hparams group of each segment (values in [0, G): not checked here,
                it would sync; fastres.optim builds it)
     seg_flags: int32, S: SEG_ADAPT | SEG_DECAY bits per segment
-    hparams:   fp32, G * HPARAM_STRIDE: lr, wd, mu, eta per group, on the device (device
-               scalars: the schedule fills them without a host sync)
+    hparams:   fp32, G * HPARAM_STRIDE: lr, wd, mu, eta, then the RMSprop warm-up's blend,
+               rate, beta, eps per group, on the device (device scalars: the schedule fills
+               them without a host sync)
     found_inf: optional fp32 scalar tensor on the device; nonzero makes the step a no-op
     partials:  optional fp32 scratch of 2 * C (allocated here if None); with mode bit
                STEP_W_NORM_CACHED its first C hold sum(w^2) per chunk, as written by the
                previous step's `wsq_out`
     wsq_out:   optional fp32, C: receives sum(w_new^2) per chunk (adapted segments; 0 for the
                others), or the carried-over norms on a found-inf step
+    sq_avg:    fp32 like params, needed with mode bit STEP_RMSPROP (RMSprop warm-up, Akiba et
+               al. 2017, sec. 2.2; formula in csrc/lars.h): RMSprop's average of g'^2, updated
+               in place (not on a found-inf step)
     path:      "auto" (see the module docstring), "native", "rtc" or "torch"
     Every buffer the kernel writes (params, momentum, partials, wsq_out) must be disjoint from
     every other one. The math is csrc/lars.h's. Two launches on a GPU (one without
@@ -506,12 +515,18 @@ def fused_step(
         _check_tensor("partials", partials, torch.float32)
         if partials.device != device or partials.numel() < 2 * C:
             raise ValueError(f"partials: expected >= {2 * C} fp32 elements on {device}")
+    if mode & STEP_RMSPROP:
+        _check_tensor("sq_avg", sq_avg, torch.float32)
+        if sq_avg.device != device or sq_avg.numel() < chunks.end:
+            raise ValueError(f"sq_avg: expected >= {chunks.end} fp32 elements on {device}")
+    else:
+        sq_avg = None  # neither read nor written
     if wsq_out is not None:
         _check_tensor("wsq_out", wsq_out, torch.float32)
         if wsq_out.device != device or wsq_out.numel() < C:
             raise ValueError(f"wsq_out: expected >= {C} fp32 elements on {device}")
     written = [("params", params), ("momentum", momentum)]
-    written += [(n, t) for n, t in (("partials", partials), ("wsq_out", wsq_out)) if t is not None]
+    written += [(n, t) for n, t in (("partials", partials), ("wsq_out", wsq_out), ("sq_avg", sq_avg)) if t is not None]
     read = [("grads", grads), ("hparams", hparams), ("seg_group", seg_group), ("seg_flags", seg_flags)]
     read += [("chunks", chunks.table)] + ([("found_inf", found_inf)] if found_inf is not None else [])
     _check_disjoint(written, read)
@@ -528,6 +543,7 @@ def fused_step(
             mode=mode,
             eps=eps,
             found_inf=found_inf,
+            sq_avg=sq_avg,
         )
         return taken
     if C == 0:
@@ -545,6 +561,7 @@ def fused_step(
         "found_inf": 0 if found_inf is None else found_inf.data_ptr(),
         "partials": partials.data_ptr(),
         "wsq_out": 0 if wsq_out is None else wsq_out.data_ptr(),
+        "sq_avg": 0 if sq_avg is None else sq_avg.data_ptr(),
     }
     if taken == "rtc":
         _check_grid("chunks", C)
@@ -555,7 +572,7 @@ def fused_step(
             args = [p["w"], p["g"], ("i32", mode), p["table"], *sizes, p["flags"], p["partials"]]
             launches.append(("chunk_norms_kernel", C, _RTC_THREADS, args))
         update = [p["w"], p["g"], p["m"], p["table"], *sizes, p["group"], p["flags"], p["hparams"], p["found_inf"]]
-        update += [("i32", mode), ("f32", eps), p["partials"], p["wsq_out"]]
+        update += [("i32", mode), ("f32", eps), p["partials"], p["wsq_out"], p["sq_avg"]]
         kernel = "fused_update_kernel<true>" if mode & STEP_NESTEROV else "fused_update_kernel<false>"
         launches.append((kernel, C, _RTC_THREADS, update))
         _rtc("lars_cuda.cu", device, launches)
@@ -575,8 +592,9 @@ def fused_step(
         float(eps),
         ptr["partials"],
         ptr["wsq_out"],
+        ptr["sq_avg"],
     )
-    coefs = torch.empty(4 * max(S, 1), dtype=torch.float32) if device.type == "cpu" else None
+    coefs = torch.empty(STEP_COEFS_FLOATS * max(S, 1), dtype=torch.float32) if device.type == "cpu" else None
     _launch(op, device, args, cpu_extra=() if coefs is None else (coefs.data_ptr(),))
     return taken
 

@@ -24,9 +24,9 @@ __all__ = ["fused_step_torch", "pack_wire_torch", "segment_sq_norms_torch", "unp
 
 # csrc/lars.h's mode and flag bits and hparams stride (fastres.ops re-exports them; tests
 # check they agree with fastres._C)
-STEP_LARS, STEP_LR_AFTER_MOMENTUM, STEP_NESTEROV, STEP_W_NORM_CACHED = 1, 2, 4, 8
+STEP_LARS, STEP_LR_AFTER_MOMENTUM, STEP_NESTEROV, STEP_W_NORM_CACHED, STEP_RMSPROP = 1, 2, 4, 8, 16
 SEG_ADAPT, SEG_DECAY = 1, 2
-HPARAM_STRIDE = 4  # per group: lr, wd, mu, eta
+HPARAM_STRIDE = 8  # per group: lr, wd, mu, eta; RMSprop warm-up: blend, rate, beta, eps
 
 
 def segment_sq_norms_torch(flat: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
@@ -73,6 +73,7 @@ def fused_step_torch(
     mode: int,
     eps: float = 0.0,
     found_inf: torch.Tensor | None = None,
+    sq_avg: torch.Tensor | None = None,
 ) -> None:
     """fastres.ops.fused_step in torch; `offsets` (int64, S + 1, on the host) replaces chunks.
 
@@ -106,13 +107,26 @@ def fused_step_torch(
     coefs = torch.stack([a, b, wd, mu], 1)  # S x 4
     a_e, b_e, wd_e, mu_e = torch.repeat_interleave(coefs, lengths, dim=0, output_size=hi - lo).unbind(1)
     gd = g + wd_e * w
+    if mode & STEP_RMSPROP:  # csrc/lars.h: the RMSprop warm-up blend (Akiba et al. 2017, sec. 2.2)
+        v = sq_avg[lo:hi]
+        blend, rate, beta, rms_eps = hparams.view(-1, HPARAM_STRIDE)[seg_group.long()][:, 4:].unbind(1)
+        if mode & STEP_LR_AFTER_MOMENTUM:
+            rate = torch.where(lr > 0, rate / torch.where(lr > 0, lr, torch.ones_like(lr)), torch.zeros_like(lr))
+        rms = torch.stack([blend, rate, beta, rms_eps], 1)
+        blend_e, rate_e, beta_e, reps_e = torch.repeat_interleave(rms, lengths, dim=0, output_size=hi - lo).unbind(1)
+        vn = beta_e * v + (1 - beta_e) * gd * gd
+        a_e = (1 - blend_e) * a_e + blend_e * rate_e / (vn.sqrt() + reps_e)
     mn = mu_e * m + a_e * gd
     step = a_e * gd + mu_e * mn if mode & STEP_NESTEROV else mn
     wn_ = w - b_e * step
     if found_inf is None:
         m.copy_(mn)
         w.copy_(wn_)
+        if mode & STEP_RMSPROP:
+            v.copy_(vn)
     else:
         skip = found_inf.reshape(()).to(dev) != 0
         m.copy_(torch.where(skip, m, mn))
         w.copy_(torch.where(skip, w, wn_))
+        if mode & STEP_RMSPROP:
+            v.copy_(torch.where(skip, v, vn))

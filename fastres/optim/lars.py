@@ -24,11 +24,13 @@ the momentum in units of a step). FusedSGD is the same step with trust = 1; its 
 torch's convention, so it is a drop-in for torch.optim.SGD(momentum=mu) (same state_dict
 keys: "momentum_buffer").
 
-RMSprop warm-up (Akiba et al. 2017; formula in fastres.optim.schedule): while the param
-groups' "rmsprop_blend" (alpha_RMSprop, set per step from schedule.rmsprop_warmup_blend) is
-above 0, the step first keeps v = beta * v + (1 - beta) * g^2 and feeds the kernel
-g_eff = (1 - blend + blend / (sqrt(v) + eps)) * g instead of g (a few torch ops over the flat
-buffers; one extra buffer). At blend 0 (the default) nothing of this runs.
+RMSprop warm-up (Akiba, Suzuki & Fukuda 2017, arXiv:1711.04325, sec. 2.2): while the param
+groups' "rmsprop_blend" (alpha_RMSprop = 1 - alpha_SGD, set each step from the schedule's
+`rmsprop_blend(step)`) is above 0, the fused step itself (mode bit ops.STEP_RMSPROP, csrc/lars.h)
+keeps RMSprop's v = beta * v + (1 - beta) * g'^2 in one more flat buffer and uses the
+per-element coefficient c = (1 - blend) * lr * trust + blend * r / (sqrt(v) + eps_rms) of g'
+in the momentum update, with r the group's "rmsprop_lr" (RMSprop's own rate; default: the
+group's lr). At blend 0 (the default) v is neither read nor written.
 
 Cached weight norms (LARS, native kernels): the update also sums w_new^2 per chunk, in the
 order of additions of the norm pass, so the next step reads only g in its norm pass (6
@@ -79,6 +81,7 @@ class _FusedMomentum(torch.optim.Optimizer):
         backend: str = "auto",
         rmsprop_beta: float = 0.99,
         rmsprop_eps: float = 1e-8,
+        rmsprop_lr: float | None = None,
     ):
         _check_hparam("lr", lr)
         _check_hparam("momentum", momentum, 0.0, 1.0)
@@ -89,8 +92,17 @@ class _FusedMomentum(torch.optim.Optimizer):
             raise ValueError(f"backend: must be auto, native, rtc or torch, got {backend!r}")
         _check_hparam("rmsprop_beta", rmsprop_beta, 0.0, 1.0)
         _check_hparam("rmsprop_eps", rmsprop_eps)
+        if rmsprop_lr is not None:
+            _check_hparam("rmsprop_lr", rmsprop_lr)
         defaults = dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, adapt=None, decay=None, rmsprop_blend=0.0
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            eta=eta,
+            adapt=None,
+            decay=None,
+            rmsprop_blend=0.0,
+            rmsprop_lr=rmsprop_lr,
         )
         self.rmsprop_beta, self.rmsprop_eps = float(rmsprop_beta), float(rmsprop_eps)
         self.rmsprop_sq_avg: torch.Tensor | None = None  # allocated by the first blended step
@@ -175,24 +187,49 @@ class _FusedMomentum(torch.optim.Optimizer):
         hp = self._hparams
         for k, g in enumerate(self.param_groups):
             where = f" (param group {k})"
+            base = k * ops.HPARAM_STRIDE
             lr = g["lr"]
-            vals = (g["weight_decay"], g["momentum"], g["eta"])
+            rate = g.get("rmsprop_lr")
+            vals = (
+                g["weight_decay"],
+                g["momentum"],
+                g["eta"],
+                float(g.get("rmsprop_blend", 0.0)),
+                rate,
+                self.rmsprop_beta,
+                self.rmsprop_eps,
+            )
             cached = self._hp_cache[k]
             if cached is None or cached[1] != vals:
                 _check_hparam("weight_decay", vals[0], where=where)
                 _check_hparam("momentum", vals[1], 0.0, 1.0, where=where)
                 _check_hparam("eta", vals[2], where=where)
-                for j, v in enumerate(vals):
-                    hp[k * ops.HPARAM_STRIDE + 1 + j].fill_(float(v))
+                _check_hparam("rmsprop_blend", vals[3], 0.0, 1.0 + 1e-12, where=where)
+                if rate is not None:
+                    _check_hparam("rmsprop_lr", rate, where=where)
+                for j, v in enumerate(vals[:3]):
+                    hp[base + 1 + j].fill_(float(v))
+                hp[base + 4].fill_(vals[3])
+                hp[base + 6].fill_(vals[5])
+                hp[base + 7].fill_(vals[6])
+                if rate is not None:
+                    hp[base + 5].fill_(float(rate))
+            rate_is_lr = rate is None
             if isinstance(lr, torch.Tensor) and lr.device.type == "cpu" and hp.device.type != "cpu":
                 # a host scalar: read it here (a CPU read, no device sync) and fill, as for a
                 # float; a copy_ from pageable host memory would block the host every step
-                hp[k * ops.HPARAM_STRIDE].fill_(float(lr))
+                hp[base].fill_(float(lr))
+                if rate_is_lr:
+                    hp[base + 5].fill_(float(lr))
             elif isinstance(lr, torch.Tensor):
-                hp[k * ops.HPARAM_STRIDE].copy_(lr.reshape(()))  # same device: no sync
-            elif cached is None or cached[0] != lr:
+                hp[base].copy_(lr.reshape(()))  # same device: no sync
+                if rate_is_lr:
+                    hp[base + 5].copy_(lr.reshape(()))
+            elif cached is None or cached[0] != lr or cached[1] != vals:
                 _check_hparam("lr", lr, where=where)
-                hp[k * ops.HPARAM_STRIDE].fill_(float(lr))
+                hp[base].fill_(float(lr))
+                if rate_is_lr:
+                    hp[base + 5].fill_(float(lr))
             self._hp_cache[k] = (None if isinstance(lr, torch.Tensor) else lr, vals)
 
     @torch.no_grad()
@@ -210,11 +247,15 @@ class _FusedMomentum(torch.optim.Optimizer):
         blends = {float(g.get("rmsprop_blend", 0.0)) for g in self.param_groups}
         if len(blends) != 1:
             raise ValueError(f"rmsprop_blend: must be the same in every param group, got {sorted(blends)}")
-        blend = blends.pop()
-        if blend != 0.0:
-            grads = self._rmsprop_warmup_grads(blend, found_inf)
+        mode = self.mode
+        sq_avg = None
+        if blends.pop() != 0.0:
+            mode |= ops.STEP_RMSPROP
+            if self.rmsprop_sq_avg is None:
+                self.rmsprop_sq_avg = torch.zeros_like(grads)
+            sq_avg = self.rmsprop_sq_avg
         args = (L.params, grads, self.momentum_buffer)
-        kw = dict(mode=self.mode, eps=self.eps, found_inf=found_inf)
+        kw = dict(mode=mode, eps=self.eps, found_inf=found_inf, sq_avg=sq_avg)
         if self._native and self.mode & ops.STEP_LARS:
             version = self._param_version()
             cur, nxt = self._partials
@@ -236,21 +277,6 @@ class _FusedMomentum(torch.optim.Optimizer):
         else:
             ops.fused_step(*args, L.chunks, self._seg_group, self._seg_flags, self._hparams, **kw, path=self._path)
         return loss
-
-    def _rmsprop_warmup_grads(self, blend: float, found_inf: torch.Tensor | None) -> torch.Tensor:
-        """g_eff of Akiba et al.'s RMSprop warm-up; updates v (not on a found-inf step)."""
-        _check_hparam("rmsprop_blend", blend, 0.0, 1.0 + 1e-12)
-        g = self.layout.grads
-        if self.rmsprop_sq_avg is None:
-            self.rmsprop_sq_avg = torch.zeros_like(g)
-        v = self.rmsprop_sq_avg
-        beta = self.rmsprop_beta
-        v_new = torch.addcmul(v * beta, g, g, value=1.0 - beta)
-        if found_inf is None:
-            v.copy_(v_new)
-        else:
-            v.copy_(torch.where(found_inf.reshape(()) != 0, v, v_new))
-        return g * ((1.0 - blend) + blend / (v.sqrt() + self.rmsprop_eps))
 
     def state_dict(self):
         sd = super().state_dict()
@@ -289,7 +315,7 @@ class FusedLARS(_FusedMomentum):
 
     FusedLARS(params, lr, momentum=0.9, weight_decay=0.0, eta=0.001, eps=0.0, *,
               nesterov=False, lr_inside_momentum=True, layout=None, backend="auto",
-              rmsprop_beta=0.99, rmsprop_eps=1e-8)
+              rmsprop_beta=0.99, rmsprop_eps=1e-8, rmsprop_lr=None)
 
     params: parameters, param groups (dicts; besides lr, momentum, weight_decay, eta they
     may set `adapt` and `decay` to True/False to override the ndim <= 1 default) or a
@@ -323,6 +349,7 @@ class FusedSGD(_FusedMomentum):
         backend: str = "auto",
         rmsprop_beta: float = 0.99,
         rmsprop_eps: float = 1e-8,
+        rmsprop_lr: float | None = None,
     ):
         super().__init__(
             params,
@@ -337,6 +364,7 @@ class FusedSGD(_FusedMomentum):
             backend=backend,
             rmsprop_beta=rmsprop_beta,
             rmsprop_eps=rmsprop_eps,
+            rmsprop_lr=rmsprop_lr,
         )
 
     def _default_decay(self) -> torch.Tensor:
