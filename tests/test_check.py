@@ -17,6 +17,8 @@ from fastres.data.builtin import ensure_builtin_dataset
 from fastres.data.check import check_files, check_tree, read_file_list, write_file_list
 from fastres.train import main
 
+import tiny
+
 BAD = {"truncated": "truncated", "zero": "zero bytes", "text": "not an image"}
 ODD = {"cmyk": "CMYK", "gray": "grayscale", "png": "PNG under a JPEG name", "strip": "extreme size"}
 
@@ -184,23 +186,7 @@ def test_file_list_round_trip(tmp_path):
     assert read_file_list(tmp_path / "t.txt", root / "train") == list(splits["train"].samples)
 
 
-TINY = [
-    "--arch",
-    "resnet18",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--workers",
-    "0",
-    "--epochs",
-    "1",
-    "--warmup-epochs",
-    "0",
-    "--no-progress",
-    "--backend",
-    "pytorch",
-]
+TINY = [*tiny.TINY, "--epochs", "1", "--backend", "pytorch"]
 
 
 def test_trainer_refuses_bad_files_before_training(tmp_path, capsys):

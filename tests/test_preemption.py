@@ -10,7 +10,6 @@ that was never stopped, and end with the same weights.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -24,14 +23,14 @@ import torch
 from fastres.checkpoint import CheckpointStore, read_checkpoint_file
 from fastres.data.builtin import ensure_builtin_dataset
 
+import tiny
 from multiproc import clean_environ, free_port, rank_env
+from tiny import records
 
 pytestmark = pytest.mark.timeout(600)
 
 # 40 train images, batch 8: 5 steps per epoch; every step logged
-TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--lr", "0.2",
-        "--warmup-epochs", "0", "--no-progress", "--log-every", "1", "--threads", "1", "--backend", "pytorch",
-        "--data-check", "none"]  # fmt: skip
+TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "1", "--threads", "1", "--backend", "pytorch", "--data-check", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +42,6 @@ def start(args: list[str], cwd: Path, env: dict | None = None, **kw) -> subproce
     env = {**clean_environ(), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
-
-
-def records(run: Path, kind: str | None = None) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    out = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in out if kind is None or r["kind"] == kind]
 
 
 def wait_until(pred, procs, seconds: float = 240) -> None:

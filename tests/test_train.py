@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,25 +15,11 @@ import yaml
 from fastres.data.builtin import ensure_builtin_dataset
 from fastres.train import main
 
+import tiny
 from multiproc import clean_environ, free_port, rank_env
+from tiny import one_line_error, records
 
-TINY = [
-    "--arch",
-    "resnet18",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--workers",
-    "0",
-    "--lr",
-    "0.2",
-    "--warmup-epochs",
-    "0",
-    "--no-progress",
-    "--log-every",
-    "2",
-]
+TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +56,7 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, make_args, message)
     (tmp_path / "noclass" / "val").mkdir()
     proc = run_cli(*make_args(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert message in lines[0] and "Traceback" not in proc.stderr
+    assert message in one_line_error(proc.stderr)
     assert not (tmp_path / "runs").exists()  # nothing started
 
 
@@ -88,10 +71,6 @@ def newest(run_dir: Path) -> dict:
 
 def has_checkpoint(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("step-*.pt")) if (run_dir / "checkpoints").is_dir() else False
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
@@ -365,8 +344,7 @@ def test_inconsistent_launcher_environment_is_one_line_exit_2(tmp_path, env, mes
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert message in one_line_error(proc.stderr)
     assert not (tmp_path / "runs").exists()
 
 
