@@ -13,6 +13,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -41,7 +42,8 @@ class ToolParser(argparse.ArgumentParser):
 
 
 def run_tool(module: str, body: Callable[[], int]) -> int:
-    """body()'s exit status; a FastresError becomes one line on stderr and status 2, Ctrl-C status 130."""
+    """body()'s exit status; a FastresError becomes one line on stderr and status 2, Ctrl-C status 130,
+    a closed pipe on stdout status 1 without a traceback."""
     try:
         return body()
     except FastresError as e:
@@ -50,3 +52,8 @@ def run_tool(module: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog_name(module)}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader left (`... | head`): stop quietly; Python would print a traceback at exit
+        # while flushing stdout again, so point stdout at /dev/null first
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
