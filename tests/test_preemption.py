@@ -403,3 +403,11 @@ def test_a_save_killed_midway_leaves_the_old_checkpoint_and_its_leftover_is_remo
     said = []
     Checkpointer(tmp_path, keep=3, every_steps=None, every_minutes=None, writer=True, say=said.append)
     assert not leftover.exists() and any("left by a save that was killed" in line for line in said)
+
+
+def test_an_error_every_rank_shares_is_printed_once_by_rank_0(data, tmp_path):
+    procs = launch_two(["--data", str(data), *TINY, "--lr", "inf", "--out", str(tmp_path)], tmp_path)
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert "--lr must be a finite number in [0, 100], got inf" in tiny.one_line_error(errs[0])
+    assert errs[1].strip() == "", errs[1]
