@@ -42,9 +42,15 @@ __all__ = [
     "parse_args",
     "parse_command_line",
     "build_parser",
+    "launch_world_size",
+    "print_schedule_requested",
 ]
 
 PRESET_DIR = Path(__file__).parent / "configs"
+
+LR_UNITS = ("per-256", "absolute")
+MOMENTUM_CONVENTIONS = ("auto", "mlperf", "torch")
+BN_EVAL = ("running", "batch")
 
 # The valid values of each choice key, owned by the module that implements them.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -57,6 +63,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "allreduce": ALGORITHMS,
     "wire_dtype": tuple(WIRE_DTYPES),
+    "lr_unit": LR_UNITS,
+    "momentum_convention": MOMENTUM_CONVENTIONS,
+    "bn_eval": BN_EVAL,
 }
 
 # Allowed ranges of the numeric keys: (low, high, high excluded). NaN and infinities never pass.
@@ -77,6 +86,20 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "weight_decay": (0, 1, False),
     "label_smoothing": (0, 1, True),
     "warmup_epochs": (0, 100_000, False),
+    "global_batch": (1, 1 << 24, False),
+    "accumulate": (1, 1024, False),
+    "warmup_start": (0, 1, False),
+    "poly_power": (0, 100, False),
+    "end_lr": (0, 100, False),
+    "lars_eps": (0, 1, False),
+    "rmsprop_lr": (0, 100, False),
+    "rmsprop_center": (0, 100_000, False),
+    "rmsprop_period": (0, 100_000, False),
+    "rmsprop_beta": (0, 1, True),
+    "rmsprop_eps": (0, 1, False),
+    "target_top1": (0, 100, False),
+    "bn_group": (1, 1 << 16, False),
+    "train_images": (1, 1 << 40, False),
     "threads": (1, 1024, False),
     "seed": (0, 2**31 - 1, False),
     "virtual_nodes": (1, 1024, False),
@@ -111,25 +134,62 @@ HELP: dict[str, dict[str, str]] = {
         "train_list": "train only on the files this list names: `relative/path label` lines, relative to "
         "ROOT/train (the format `python -m fastres.data check --lists` writes, DALI's file_list)",
         "val_list": "validate only on the files this list names (same format, relative to ROOT/val)",
+        "train_images": "training images per epoch that --print-schedule assumes; none: ImageNet's 1,281,167 "
+        "(training itself counts its dataset)",
     },
     "model": {
         "arch": "ResNet depth (v1.5: the stride in the 3x3 convolution)",
+        "zero_init_last_gamma": "start the last BN gamma of each residual block at 0 (Goyal et al. 2017, sec. 5.1); "
+        "--no-zero-init-last-gamma starts it at 1",
+        "bn_eval": "BN statistics for validation: running (the moving averages) or batch (no moving averages: "
+        "statistics of training batches, averaged over the processes, recomputed before each validation; "
+        "Akiba et al. 2017)",
+        "bn_group": "processes whose BN statistics are computed together (SyncBN over groups of this many "
+        "consecutive ranks; 1: each process alone), for small per-process batches",
     },
     "optimisation": {
         "epochs": "passes over the training set",
-        "batch_size": "images per process per step; the global batch is this times the number of processes",
+        "batch_size": "images per process per step; the global batch is this times the number of processes times "
+        "--accumulate",
+        "global_batch": "images per optimizer step over all processes; sets --batch-size to this / (processes x "
+        "--accumulate), an error if that does not divide; none: --batch-size decides",
+        "accumulate": "forward/backward passes whose gradients are summed before each optimizer step (a small "
+        "machine runs a large global batch)",
         "val_batch_size": "images per process per validation step; none: --batch-size",
-        "lr": "peak learning rate per 256 images: the run uses lr x global batch / 256 (Goyal et al. 2017)",
+        "lr": "peak learning rate, in the unit of --lr-unit: per 256 images (the run uses lr x global batch / 256, "
+        "Goyal et al. 2017) or absolute",
+        "lr_unit": "unit of --lr and --end-lr: per-256 (scaled linearly with the global batch) or absolute",
         "momentum": "momentum coefficient, in [0, 1)",
         "nesterov": "Nesterov momentum",
         "optimizer": "sgd (torch.optim.SGD), fused-sgd (fastres FusedSGD: one fused kernel over the flat layout), "
-        "lars (fastres FusedLARS, MLPerf convention)",
+        "lars (fastres FusedLARS, MLPerf convention), rmsprop-warmup (FusedSGD starting as RMSprop and blending "
+        "into momentum SGD, Akiba et al. 2017)",
+        "momentum_convention": "where the lr enters the momentum: mlperf (m = mu m + lr g; w -= m), torch "
+        "(m = mu m + g; w -= lr m), auto (mlperf for lars and rmsprop-warmup, torch for sgd and fused-sgd); "
+        "sgd allows torch only",
         "lars_eta": "LARS trust coefficient eta (You et al. 2017; MLPerf uses 0.001)",
+        "lars_eps": "LARS epsilon: trust = eta ||w|| / (||g|| + wd ||w|| + eps)",
+        "rmsprop_lr": "RMSprop's own learning rate in the RMSprop warm-up (absolute, not scaled with the batch); "
+        "needed with --optimizer rmsprop-warmup",
+        "rmsprop_center": "epoch at which the RMSprop warm-up is half RMSprop, half SGD",
+        "rmsprop_period": "epochs over which the RMSprop warm-up turns into SGD (pure SGD from centre + period/2)",
+        "rmsprop_beta": "RMSprop's decay of the average of squared gradients, in [0, 1)",
+        "rmsprop_eps": "added to RMSprop's root mean square",
         "weight_decay": "L2 weight decay on conv and fc weights (BN parameters and biases get none)",
         "label_smoothing": "label smoothing of the cross-entropy loss, in [0, 1)",
-        "schedule": "learning-rate decay after warm-up: cosine, poly (power 2), step (x0.1 at 1/3, 2/3, 8/9 of "
-        "training), constant",
-        "warmup_epochs": "epochs of linear warm-up from 0 to the peak learning rate (may be fractional)",
+        "schedule": "learning-rate decay after warm-up: cosine, poly (power --poly-power), step (x --factors, "
+        "default x0.1 each, at --milestones, default 1/3, 2/3, 8/9 of training), piecewise (lr x --factors from "
+        "each of --milestones), constant",
+        "milestones": "epochs at which step and piecewise schedules change the lr, comma-separated (e.g. 30,60,80); "
+        "none: 1/3, 2/3, 8/9 of training (step)",
+        "factors": "lr as a fraction of the peak before the first milestone and from each one on, comma-separated, "
+        "one more than --milestones; none: 1, 0.1, 0.01, ... (step)",
+        "poly_power": "power of the poly decay",
+        "end_lr": "lr at the end of a cosine or poly decay, in the unit of --lr-unit; none: 0",
+        "warmup_epochs": "epochs of linear warm-up to the peak learning rate (may be fractional)",
+        "warmup_start": "first lr of the warm-up as a fraction of the peak (Goyal et al. 2017 at 8K: 0.1 / 3.2 = "
+        "0.03125)",
+        "target_top1": "stop once validation top-1 reaches this percentage; none: train every epoch",
     },
     "precision and devices": {
         "device": "auto (CUDA where available), cpu or cuda; several processes take one GPU each",
@@ -191,21 +251,42 @@ class TrainConfig:
     max_bad_samples: int | None = None  # undecodable samples met in training before the run stops; None: 0.1%
     train_list: str | None = None  # file of `relative/path label` lines (DALI file_list) naming the train files
     val_list: str | None = None  # the same for the val files
+    train_images: int | None = None  # --print-schedule's images per epoch; None: ImageNet's 1,281,167
     # model
     arch: str = "resnet50"
+    zero_init_last_gamma: bool = True  # Goyal et al. 2017, sec. 5.1
+    bn_eval: str = "running"  # running (moving averages) or batch (Akiba et al. 2017: none)
+    bn_group: int = 1  # SyncBN over groups of this many ranks; 1: none
     # optimisation
     epochs: int = 90
-    batch_size: int = 256  # images per process per step
+    batch_size: int = 256  # images per process per forward/backward pass
+    global_batch: int | None = None  # images per optimizer step over all processes; sets batch_size
+    accumulate: int = 1  # forward/backward passes per optimizer step
     val_batch_size: int | None = None  # None: batch_size
     lr: float = 0.1  # peak lr per 256 images; scaled linearly with the global batch (Goyal et al.)
+    lr_unit: str = "per-256"  # per-256 (scaled with the global batch) or absolute
     momentum: float = 0.9
     nesterov: bool = False
-    optimizer: str = "sgd"  # sgd (torch), lars (fastres FusedLARS, MLPerf convention), fused-sgd (fastres FusedSGD)
+    optimizer: str = "sgd"  # sgd (torch), lars (fastres FusedLARS, MLPerf convention), fused-sgd (fastres FusedSGD),
+    # rmsprop-warmup (FusedSGD with Akiba et al.'s RMSprop warm-up)
+    momentum_convention: str = "auto"  # mlperf, torch, auto (mlperf for lars/rmsprop-warmup, else torch)
     lars_eta: float = 0.001  # LARS trust coefficient (You et al. 2017; MLPerf 0.001)
+    lars_eps: float = 0.0  # LARS epsilon in the trust ratio's denominator
+    rmsprop_lr: float | None = None  # RMSprop warm-up: RMSprop's own (absolute) rate
+    rmsprop_center: float = 10.0  # RMSprop warm-up: centre, epochs (Akiba et al. 2017, sec. 2.2)
+    rmsprop_period: float = 5.0  # RMSprop warm-up: period, epochs (Akiba et al. 2017, sec. 2.2)
+    rmsprop_beta: float = 0.99  # RMSprop warm-up: decay of v
+    rmsprop_eps: float = 1e-8  # RMSprop warm-up: added to sqrt(v)
     weight_decay: float = 1e-4  # on conv/fc weights only: BN and bias tensors (ndim <= 1) get none
     label_smoothing: float = 0.1
-    schedule: str = "cosine"  # lr decay after warm-up: cosine, poly, step, constant
-    warmup_epochs: float = 5.0  # linear warm-up from 0 to the peak lr
+    schedule: str = "cosine"  # lr decay after warm-up: cosine, poly, step, piecewise, constant
+    milestones: list[float] | None = None  # step, piecewise: epochs where the lr changes
+    factors: list[float] | None = None  # step, piecewise: lr / peak before and from each milestone
+    poly_power: float = 2.0
+    end_lr: float | None = None  # final lr of cosine/poly, in lr_unit; None: 0
+    warmup_epochs: float = 5.0  # linear warm-up to the peak lr
+    warmup_start: float = 0.0  # first warm-up lr as a fraction of the peak
+    target_top1: float | None = None  # stop at this val top-1 (%); None: train every epoch
     # execution
     device: str = "auto"  # auto (cuda if available), cpu, cuda
     precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
@@ -255,6 +336,40 @@ class TrainConfig:
         need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs={self.epochs}]")
         need(self.checkpoint_minutes is None or self.checkpoint_minutes > 0, "checkpoint_minutes", "> 0")
         need(self.progress_seconds > 0, "progress_seconds", "> 0")
+        need(self.poly_power > 0, "poly_power", "> 0")
+        need(self.rmsprop_period > 0, "rmsprop_period", "> 0 epochs")
+        for key in ("milestones", "factors"):
+            values = getattr(self, key)
+            ok = values is None or all(math.isfinite(v) and 0 <= v <= (self.epochs if key == "milestones" else 100)
+                                       for v in values)  # fmt: skip
+            need(ok, key, "none or comma-separated numbers in " + (f"[0, epochs={self.epochs}]" if key == "milestones"
+                                                                  else "[0, 100]"))  # fmt: skip
+        if self.milestones is not None:
+            need(all(a < b for a, b in zip(self.milestones, self.milestones[1:])), "milestones", "increasing")
+        if self.schedule == "piecewise":
+            need(self.factors is not None, "factors", "given with --schedule piecewise")
+        if self.factors is not None:
+            n = len(self.milestones) if self.milestones is not None else (3 if self.schedule == "step" else 0)
+            need(len(self.factors) == n + 1, "factors", f"{n + 1} numbers (one more than the {n} milestones)")
+        if self.optimizer == "rmsprop-warmup":
+            need(self.rmsprop_lr is not None, "rmsprop_lr", "set with --optimizer rmsprop-warmup")
+        if self.optimizer == "sgd":
+            need(self.momentum_convention != "mlperf", "momentum_convention", "torch or auto with --optimizer sgd "
+                 "(torch.optim.SGD; fused-sgd takes mlperf)")  # fmt: skip
+        return self
+
+    def resolve_batch(self, world: int) -> TrainConfig:
+        """With `global_batch` set: batch_size = global_batch / (world x accumulate), or a
+        ConfigError naming both flags when that does not divide."""
+        if self.global_batch is None:
+            return self
+        share = world * self.accumulate
+        if self.global_batch % share:
+            raise ConfigError(
+                f"--global-batch {self.global_batch} is not divisible by {world} processes x --accumulate "
+                f"{self.accumulate} = {share}"
+            )
+        self.batch_size = self.global_batch // share
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,12 +391,22 @@ def _field_types() -> dict[str, tuple[type, bool]]:
     return out
 
 
+def _is_list(tp) -> bool:
+    return typing.get_origin(tp) is list
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
     tp, optional = _field_types()[key]
     if value is None:
         if optional:
             return None
         raise ConfigError(f"{source}: {key} cannot be null")
+    if _is_list(tp):
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return [float(v) for v in value]
+        raise ConfigError(f"{source}: {key} must be a list of numbers{' or null' if optional else ''}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -345,7 +470,17 @@ def _parse_optional(tp: type):
     return parse
 
 
+def _number_list(text: str) -> list[float]:
+    """`30,60,80` -> [30.0, 60.0, 80.0] (argparse calls a ValueError here an invalid value)."""
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+_number_list.__name__ = "comma-separated number list"
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_num(v) for v in value)
     return "none" if value is None else str(value)
 
 
@@ -373,6 +508,13 @@ def build_parser(
         help=f"preset name ({', '.join(preset_names())}) or YAML file of config keys; without --config and --data "
         "the preset builtin applies",
     )
+    parser.add_argument(
+        "--print-schedule",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the lr, momentum and batch of every epoch (for the global batch of --global-batch, else of "
+        "this launch; for --train-images images per epoch) and exit, touching no data and no device",
+    )
     types_ = _field_types()
     for title, keys in HELP.items():
         group = parser.add_argument_group(title)
@@ -383,6 +525,15 @@ def build_parser(
             if tp is bool:
                 group.add_argument(
                     flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+                )
+            elif _is_list(tp):
+                group.add_argument(
+                    flag,
+                    dest=key,
+                    type=_parse_optional(_number_list) if optional else _number_list,
+                    default=argparse.SUPPRESS,
+                    metavar="X,Y,...",
+                    help=text,
                 )
             else:
                 group.add_argument(
@@ -420,11 +571,43 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, froz
     source = f"those of preset {preset_arg}" if preset_arg else "the ResNet-50 ImageNet recipe's (no preset)"
     args = vars(build_parser(defaults=values, defaults_from=source).parse_args(argv))
     explicit_preset = args.pop("config", None) is not None
+    args.pop("print_schedule", None)  # fastres.train's: see print_schedule_requested
+    if "batch_size" in args and "global_batch" not in args and values.get("global_batch") is not None:
+        values["global_batch"] = None  # a --batch-size flag overrides a preset's global batch
     given = set(args) | (set(values) if explicit_preset else set())
     values.update(args)
     cfg = TrainConfig(**values)
-    # a resume is validated once merged with the run's saved config (fastres.checkpoint.resume)
-    return (cfg if cfg.resume is not None else cfg.validate()), frozenset(given)
+    if cfg.resume is not None:  # validated once merged with the run's saved config (fastres.checkpoint.resume)
+        return cfg, frozenset(given)
+    cfg.validate()
+    if "batch_size" in args and "global_batch" in args and cfg.global_batch is not None:
+        world = launch_world_size()
+        if cfg.batch_size * world * cfg.accumulate != cfg.global_batch:
+            raise ConfigError(
+                f"--batch-size {cfg.batch_size} x {world} processes x --accumulate {cfg.accumulate} is not "
+                f"--global-batch {cfg.global_batch}: give one of the two"
+            )
+    return cfg.resolve_batch(launch_world_size()), frozenset(given)
+
+
+def launch_world_size() -> int:
+    """The number of processes the launcher says this run has (1 without a launcher)."""
+    import os
+
+    from fastres.distributed.launcher import read_launcher
+
+    try:
+        return read_launcher(os.environ).world
+    except FastresError:
+        return 1  # the trainer reports a malformed launcher environment itself
+
+
+def print_schedule_requested(argv: list[str] | None = None) -> bool:
+    """True when the command line asks for --print-schedule."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--print-schedule", action="store_true")
+    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return known.print_schedule
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

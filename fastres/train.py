@@ -21,13 +21,17 @@
     # 32 machines x 8 GPUs (Slurm; srun -N32 --ntasks-per-node 8 works the same without torchrun):
     # reduce-scatter in the node, all-reduce across nodes, all-gather in the node, bf16 on the wire
     torchrun --nnodes 32 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
-        -m fastres.train --data /data/imagenet --config resnet50-goyal --wire-dtype bf16
+        -m fastres.train --data /data/imagenet --config goyal-8k --wire-dtype bf16
 
     # the hierarchical path on one CPU box: 4 processes as 2 virtual nodes of 2
     torchrun --standalone --nproc-per-node 4 -m fastres.train --virtual-nodes 2 --threads 1
 
 `--lr` is the peak learning rate per 256 images, scaled linearly with the global batch
-(Goyal et al. 2017). Run `python -m fastres.train --help` for every flag. Bad flags, data
+(Goyal et al. 2017), or absolute with `--lr-unit absolute`. `--print-schedule` prints a
+recipe's lr, momentum and batch per epoch and exits, touching no data and no device:
+
+    python -m fastres.train --config goyal-8k --print-schedule
+ Run `python -m fastres.train --help` for every flag. Bad flags, data
 folders or checkpoints end with a one-line error and exit status 2.
 """
 
@@ -49,9 +53,20 @@ def _rank() -> int:
         return 0
 
 
+def _schedule_table(cfg) -> str:
+    """--print-schedule: the recipe's lr, momentum and batch per epoch, for the global batch of
+    --global-batch (else this launch's: batch x processes x --accumulate) and --train-images
+    (else ImageNet's) images per epoch."""
+    from fastres.config import launch_world_size
+    from fastres.optim.schedule import IMAGENET_TRAIN_IMAGES, schedule_table
+
+    global_batch = cfg.global_batch or cfg.batch_size * launch_world_size() * cfg.accumulate
+    return schedule_table(cfg, global_batch, cfg.train_images or IMAGENET_TRAIN_IMAGES)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fastres.checkpoint.resume import plan_resume
-    from fastres.config import parse_command_line
+    from fastres.config import parse_command_line, print_schedule_requested
     from fastres.preemption import Preempted, exit_status
     from fastres.trainer import Trainer
 
@@ -59,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     say = print if rank == 0 else (lambda *a, **k: None)
     try:
         cfg, given = parse_command_line(argv)
+        if print_schedule_requested(argv):  # no data, no device, no run folder
+            print(_schedule_table(cfg), flush=True)
+            return 0
         plan = plan_resume(cfg, given, say=say)
         if plan is not None and plan.finished:
             say(f"fastres: run {plan.run_dir} is finished ({plan.cfg.epochs} epochs, checkpoint {plan.checkpoint}); "

@@ -29,7 +29,7 @@ def test_flags_override_the_preset():
 
 
 def test_shipped_presets_all_load_and_validate():
-    assert {"builtin", "resnet50-goyal"} <= set(preset_names())
+    assert {"builtin", "goyal-8k", "pfn-32k", "mlperf-lars-3k", "mlperf-lars-32k"} <= set(preset_names())
     for name in preset_names():
         TrainConfig(**load_preset(name)).validate()
 
@@ -113,7 +113,7 @@ def test_choice_lists_come_from_the_modules_that_implement_them():
     assert CHOICES["wire_dtype"] == tuple(WIRE_DTYPES) and CHOICES["backend"] == tuple(BACKENDS)
     with pytest.raises(ConfigError, match="--virtual-nodes must be an integer in"):
         parse_args(["--virtual-nodes", "0"])
-    with pytest.raises(ConfigError, match="--optimizer must be one of sgd, fused-sgd, lars, got 'adam'"):
+    with pytest.raises(ConfigError, match="--optimizer must be one of sgd, fused-sgd, lars, rmsprop-warmup, got 'adam'"):
         TrainConfig(optimizer="adam").validate()  # a preset file goes through validate(), not argparse
 
 
@@ -135,10 +135,13 @@ def test_help_explains_every_flag_in_groups_with_units(capsys, monkeypatch):
     text = help_text(capsys, monkeypatch)
     for title in ("data:", "model:", "optimisation:", "precision and devices:", "distributed:", "run:"):
         assert title in text
-    assert "--lr FLOAT peak learning rate per 256 images: the run uses lr x global batch / 256" in text
+    assert "--lr FLOAT peak learning rate, in the unit of --lr-unit: per 256 images (the run uses lr x global" in text
+    assert "--global-batch INT images per optimizer step over all processes" in text
+    assert "--milestones X,Y,... epochs at which step and piecewise schedules change the lr" in text
+    assert "--print-schedule print the lr, momentum and batch of every epoch" in text
     assert "--batch-size INT images per process per step" in text
     assert "--backend {auto,dali,pytorch,synthetic}" in text and "--wire-dtype {fp32,bf16,fp16}" in text
-    assert "--optimizer {sgd,fused-sgd,lars}" in text and "--allreduce {auto,flat,hierarchical}" in text
+    assert "--optimizer {sgd,fused-sgd,lars,rmsprop-warmup}" in text and "--allreduce {auto,flat,hierarchical}" in text
 
 
 def test_help_shows_the_defaults_of_the_preset_in_use(capsys, monkeypatch):
@@ -147,7 +150,8 @@ def test_help_shows_the_defaults_of_the_preset_in_use(capsys, monkeypatch):
     assert "--epochs INT passes over the training set (default: 10)" in builtin
     recipe = help_text(capsys, monkeypatch, "--data", "/x")
     assert "--epochs INT passes over the training set (default: 90)" in recipe
-    goyal = help_text(capsys, monkeypatch, "--config", "resnet50-goyal")
-    assert "Defaults shown are those of preset resnet50-goyal" in goyal
+    goyal = help_text(capsys, monkeypatch, "--config", "goyal-8k")
+    assert "Defaults shown are those of preset goyal-8k" in goyal
     per_process = "--batch-size INT images per process per step; the global batch is this times the number of processes"
-    assert f"{per_process} (default: 32)" in goyal
+    assert f"{per_process} times --accumulate (default: 32)" in goyal
+    assert "(default: 30,60,80)" in goyal and "--global-batch INT" in goyal and "(default: 8192)" in goyal

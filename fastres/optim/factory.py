@@ -3,6 +3,12 @@
     sgd        torch.optim.SGD (foreach): the reference peer
     fused-sgd  fastres FusedSGD: the same update as one fused kernel over the flat layout
     lars       fastres FusedLARS: layer-wise adaptive rate scaling (You et al. 2017), MLPerf's convention
+    rmsprop-warmup  fastres FusedSGD with the RMSprop warm-up of Akiba et al. 2017 (sec. 2.2) in its
+               fused step; the trainer sets each group's "rmsprop_blend" from the schedule
+
+`momentum_convention` (mlperf: lr inside the momentum; torch: lr after it; auto: mlperf for
+lars and rmsprop-warmup, torch for sgd and fused-sgd, which is what each did before the key
+existed). torch.optim.SGD has only torch's.
 
 Weight decay goes on conv/fc weights only: BN parameters and biases (ndim <= 1) get none,
 as in Goyal et al. 2017 and MLPerf's LARS reference. The learning rate starts at 0: the
@@ -20,7 +26,7 @@ from fastres.flat import FlatParams
 
 __all__ = ["OPTIMIZERS", "OptimConfig", "build_optimizer", "param_groups"]
 
-OPTIMIZERS = ("sgd", "fused-sgd", "lars")
+OPTIMIZERS = ("sgd", "fused-sgd", "lars", "rmsprop-warmup")
 
 
 class OptimConfig(Protocol):
@@ -31,6 +37,8 @@ class OptimConfig(Protocol):
     nesterov: bool
     weight_decay: float
     lars_eta: float
+    # read with getattr and these defaults where absent: lars_eps 0, momentum_convention auto,
+    # rmsprop_lr, rmsprop_beta 0.99, rmsprop_eps 1e-8
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -49,12 +57,29 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, layout: FlatParams | Non
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     groups = param_groups(model, cfg.weight_decay)
+    convention = getattr(cfg, "momentum_convention", "auto")
+    if convention == "auto":
+        convention = "mlperf" if cfg.optimizer in ("lars", "rmsprop-warmup") else "torch"
+    inside = convention == "mlperf"
     if cfg.optimizer == "lars":
         from fastres.optim.lars import FusedLARS
 
-        return FusedLARS(groups, lr=0.0, momentum=cfg.momentum, eta=cfg.lars_eta, nesterov=cfg.nesterov, layout=layout)
-    if cfg.optimizer == "fused-sgd":
+        return FusedLARS(groups, lr=0.0, momentum=cfg.momentum, eta=cfg.lars_eta, eps=getattr(cfg, "lars_eps", 0.0),
+                         nesterov=cfg.nesterov, lr_inside_momentum=inside, layout=layout)  # fmt: skip
+    if cfg.optimizer in ("fused-sgd", "rmsprop-warmup"):
         from fastres.optim.lars import FusedSGD
 
-        return FusedSGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, layout=layout)
-    return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+        kw = {}
+        if cfg.optimizer == "rmsprop-warmup":
+            if getattr(cfg, "rmsprop_lr", None) is None:
+                raise ValueError("rmsprop_lr: rmsprop-warmup needs RMSprop's own rate")
+            kw = dict(
+                rmsprop_lr=cfg.rmsprop_lr,
+                rmsprop_beta=getattr(cfg, "rmsprop_beta", 0.99),
+                rmsprop_eps=getattr(cfg, "rmsprop_eps", 1e-8),
+            )
+        return FusedSGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, lr_inside_momentum=inside,
+                        layout=layout, **kw)  # fmt: skip
+    if not inside:
+        return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    raise ValueError("momentum_convention: torch.optim.SGD (optimizer sgd) has only the torch convention")

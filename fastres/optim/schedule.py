@@ -1,33 +1,44 @@
-"""Learning-rate schedules as pure functions of the step: no state, nothing to checkpoint.
+"""Learning-rate (and momentum, and RMSprop warm-up) schedules as pure functions of the step.
+
+No state, nothing to checkpoint. The trainer calls `run_schedule(cfg, steps_per_epoch,
+global_batch)` once, then each optimizer step `schedule(step)` for the lr and, where it
+exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
 
     lr(step) = warm-up(step) for step < warmup_steps, then decay(step)
 
-- Linear scaling rule (Goyal et al. 2017, section 2.1): `scaled_lr(base, global_batch)` =
-  base * global_batch / 256, where `base` is the lr per 256 images.
-- Linear warm-up from `warmup_start` x peak to the peak over `warmup_steps` (Goyal et al.'s
-  "gradual warm-up", 5 epochs in their 8K-batch run).
-- Decays after warm-up, over the remaining steps, t in [0, 1]:
+- Linear scaling rule (Goyal et al. 2017, sec. 2.1): `scaled_lr(base, global_batch)` =
+  base * global_batch / 256, where `base` is the lr per 256 images (`lr_unit: per-256`);
+  `lr_unit: absolute` takes `lr` as the peak itself (MLPerf configs state absolute values).
+- Linear warm-up from `warmup_start` x peak to the peak over `warmup_steps` (Goyal et al.
+  sec. 2.2, "gradual warm-up": from eta = 0.1 to 3.2 at 8K over 5 epochs, i.e. a start of
+  1/32 of the peak there):
+      lr(step) = peak * (s + (1 - s) * (step + 1) / W)      for step < W
+  (step W - 1 reaches the peak; s = warmup_start, W = warmup_steps). `warmup_kind="hold-linear"`
+  holds s x peak for the first `hold` fraction of the warm-up and ramps only then; it is
+  fastres's own shape (not Preferred Networks' "slow-start": that is the piecewise schedule
+  below) and no preset uses it.
+- Decays after warm-up, over the remaining steps, t in [0, 1], end = end lr / peak:
   `cosine`: peak * (end + (1 - end) * (1 + cos(pi t)) / 2) (Loshchilov & Hutter 2017);
-  `poly`: peak * (end + (1 - end) * (1 - t)^2) (MLPerf's ResNet-50 LARS reference, power 2);
-  `step`: peak * 0.1^k after each of `milestones` (fractions of training; He et al. 2016:
-  epochs 30, 60, 80 of 90); `constant`.
-- Warm-up shapes (`warmup_kind`): `linear` (above), and `slow-start`, after Preferred
-  Networks' slow-start schedule (Akiba, Suzuki & Fukuda 2017, "Extremely Large Minibatch SGD:
-  Training ResNet-50 on ImageNet in 15 Minutes", arXiv:1711.04325, section 2): the lr is held
-  at the low start value for the first `slow_start_hold` fraction of the warm-up, where the
-  large-batch optimisation is least stable, and only then rises linearly to the peak:
-      lr(step) = peak * s                                    for step < h = hold * W
-      lr(step) = peak * (s + (1 - s) * (step + 1 - h) / (W - h))   for h <= step < W
-  (s = warmup_start, W = warmup_steps). The hold and start fraction are parameters, not the
-  paper's constants.
-- RMSprop warm-up (Akiba et al. 2017, section 2, same paper): the optimiser starts as RMSprop
-  and blends into momentum SGD; `rmsprop_warmup_blend(epoch, center, period)` gives the
-  RMSprop share alpha_RMSprop = 1 - alpha_SGD with
-      alpha_SGD = clip((epoch - center) / period + 1/2, 0, 1)
-  and fastres.optim's FusedSGD/FusedLARS apply, per element,
-      v = beta * v + (1 - beta) * g^2
-      g_eff = (alpha_SGD + alpha_RMSprop / (sqrt(v) + eps)) * g
-  before their momentum update (param group key "rmsprop_blend" = alpha_RMSprop).
+  `poly`:   peak * (end + (1 - end) * (1 - t)^power) (MLPerf's ResNet-50 LARS reference: power 2,
+            end lr 1e-4);
+  `step`, `piecewise`: peak * factors[k] from milestone k on (milestones in steps; `step`'s
+            factors default to 0.1^k and its milestones to 1/3, 2/3, 8/9 of training: He et al.
+            2016's epochs 30, 60, 80 of 90). Preferred Networks' schedule (Akiba, Suzuki &
+            Fukuda 2017, arXiv:1711.04325, sec. 2.3) is piecewise: factors 0.5, 0.075, 0.01,
+            0.001 of the linearly scaled lr from epochs 0, 40, 70, 85;
+  `constant`.
+  During a warm-up, `step`/`piecewise` ramp to peak * factors[0].
+- RMSprop warm-up (Akiba et al. 2017, sec. 2.2): the optimizer starts as RMSprop and turns
+  into momentum SGD; `rmsprop_warmup_blend(epoch, center, period)` is alpha_RMSprop =
+  1 - alpha_SGD, with alpha_SGD exponential, then linear, in the epoch (centre 10, period 5
+  epochs in the paper):
+      x = (epoch - center) / period
+      alpha_SGD = exp(2x) / 2        for x < 0
+      alpha_SGD = min(1, 1/2 + x)    for x >= 0
+  The two pieces meet at the centre at 1/2 with equal slope (1 / period); pure SGD from
+  center + period / 2 on. The centre and period are the paper's; the exponential's rate is
+  fastres's reading of its description (unconfirmed). The fused step applies the blend
+  (csrc/lars.h; formula in fastres.optim.lars).
 """
 
 from __future__ import annotations
@@ -35,15 +46,36 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SCHEDULES", "WARMUPS", "scaled_lr", "LRSchedule", "rmsprop_warmup_blend", "run_schedule"]
+__all__ = [
+    "SCHEDULES",
+    "WARMUPS",
+    "IMAGENET_TRAIN_IMAGES",
+    "scaled_lr",
+    "peak_lr",
+    "LRSchedule",
+    "rmsprop_warmup_blend",
+    "run_schedule",
+    "schedule_rows",
+    "schedule_table",
+]
 
-SCHEDULES = ("cosine", "poly", "step", "constant")
-WARMUPS = ("linear", "slow-start")
+SCHEDULES = ("cosine", "poly", "step", "piecewise", "constant")
+WARMUPS = ("linear", "hold-linear")
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
 
 
 def scaled_lr(lr_per_256: float, global_batch: int) -> float:
     """Goyal et al.'s linear scaling rule: the peak lr grows with the global batch."""
     return lr_per_256 * global_batch / 256
+
+
+def peak_lr(lr: float, lr_unit: str, global_batch: int) -> float:
+    """The run's peak lr: `lr` itself (absolute) or scaled from per 256 images (per-256)."""
+    if lr_unit == "absolute":
+        return float(lr)
+    if lr_unit == "per-256":
+        return scaled_lr(lr, global_batch)
+    raise ValueError(f"lr_unit: must be per-256 or absolute, got {lr_unit!r}")
 
 
 @dataclass(frozen=True)
@@ -52,11 +84,18 @@ class LRSchedule:
     total_steps: int
     warmup_steps: int = 0
     kind: str = "cosine"
-    end_factor: float = 0.0  # final lr as a fraction of the peak
+    end_factor: float = 0.0  # final lr as a fraction of the peak (cosine, poly)
     warmup_start: float = 0.0  # first warm-up lr as a fraction of the peak
-    milestones: tuple[float, ...] = (1 / 3, 2 / 3, 8 / 9)  # `step`: fractions of total_steps
-    warmup_kind: str = "linear"  # linear, slow-start (Akiba et al. 2017)
-    slow_start_hold: float = 0.5  # slow-start: fraction of the warm-up held at warmup_start x peak
+    milestones: tuple[float, ...] = (1 / 3, 2 / 3, 8 / 9)  # step: fractions of total_steps
+    warmup_kind: str = "linear"  # linear, hold-linear
+    hold: float = 0.5  # hold-linear: fraction of the warm-up held at warmup_start x peak
+    milestone_steps: tuple[int, ...] | None = None  # step, piecewise: milestones in steps (overrides milestones)
+    factors: tuple[float, ...] | None = None  # step, piecewise: lr / peak from each milestone on
+    power: float = 2.0  # poly
+    base_momentum: float = 0.9  # momentum(step): constant
+    steps_per_epoch: int = 1  # for rmsprop_blend (epochs)
+    rmsprop_center: float | None = None  # RMSprop warm-up centre in epochs; None: off
+    rmsprop_period: float = 5.0  # RMSprop warm-up period in epochs
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
@@ -67,47 +106,132 @@ class LRSchedule:
             )
         if self.warmup_kind not in WARMUPS:
             raise ValueError(f"unknown warm-up {self.warmup_kind!r}; choose one of {', '.join(WARMUPS)}")
-        if not 0 <= self.slow_start_hold < 1:
-            raise ValueError(f"slow_start_hold must be in [0, 1), got {self.slow_start_hold}")
+        if not 0 <= self.hold < 1:
+            raise ValueError(f"hold must be in [0, 1), got {self.hold}")
+        n = len(self.milestone_steps if self.milestone_steps is not None else self.milestones)
+        if self.kind == "piecewise" and self.factors is None:
+            raise ValueError("piecewise: needs factors (one more than milestones)")
+        if self.factors is not None and len(self.factors) != n + 1:
+            raise ValueError(f"factors: need {n + 1} (one more than the {n} milestones), got {len(self.factors)}")
+        if self.power <= 0:
+            raise ValueError(f"power must be > 0, got {self.power}")
+        if self.rmsprop_center is not None and self.rmsprop_period <= 0:
+            raise ValueError(f"rmsprop_period must be > 0, got {self.rmsprop_period}")
+
+    def _factor(self, step: int) -> float:
+        if self.milestone_steps is not None:
+            passed = sum(step >= m for m in self.milestone_steps)
+        else:
+            passed = sum(step >= m * self.total_steps for m in self.milestones)
+        return self.factors[passed] if self.factors is not None else 0.1**passed
 
     def __call__(self, step: int) -> float:
         """The lr to use for optimizer step `step` (0-based)."""
         if step < self.warmup_steps:
             frac = (step + 1) / self.warmup_steps
-            if self.warmup_kind == "slow-start":
-                hold = int(self.slow_start_hold * self.warmup_steps)
+            if self.warmup_kind == "hold-linear":
+                hold = int(self.hold * self.warmup_steps)
                 frac = 0.0 if step < hold else (step + 1 - hold) / (self.warmup_steps - hold)
-            return self.peak * (self.warmup_start + (1 - self.warmup_start) * frac)
+            target = self.peak * (self._factor(0) if self.kind in ("step", "piecewise") else 1.0)
+            return target * (self.warmup_start + (1 - self.warmup_start) * frac)
+        if self.kind in ("step", "piecewise"):
+            return self.peak * self._factor(step)
         decay_steps = self.total_steps - self.warmup_steps
         t = min(1.0, (step - self.warmup_steps) / decay_steps) if decay_steps else 1.0
         end = self.end_factor
         if self.kind == "cosine":
             return self.peak * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t)))
         if self.kind == "poly":
-            return self.peak * (end + (1 - end) * (1 - t) ** 2)
-        if self.kind == "step":
-            passed = sum(step >= m * self.total_steps for m in self.milestones)
-            return self.peak * 0.1**passed
+            return self.peak * (end + (1 - end) * (1 - t) ** self.power)
         return self.peak
+
+    def momentum(self, step: int) -> float:
+        """The momentum for step `step`: constant in every schedule fastres ships."""
+        return self.base_momentum
+
+    def rmsprop_blend(self, step: int) -> float:
+        """alpha_RMSprop for step `step` (0 when the RMSprop warm-up is off)."""
+        if self.rmsprop_center is None:
+            return 0.0
+        return rmsprop_warmup_blend(step / self.steps_per_epoch, self.rmsprop_center, self.rmsprop_period)
 
 
 def rmsprop_warmup_blend(epoch: float, center: float = 10.0, period: float = 5.0) -> float:
     """alpha_RMSprop = 1 - alpha_SGD of Akiba et al.'s RMSprop warm-up at `epoch` (fractional).
 
-    alpha_SGD = clip((epoch - center) / period + 1/2, 0, 1): pure RMSprop until
-    center - period / 2, pure momentum SGD from center + period / 2. Defaults are ours.
-    """
+    alpha_SGD = exp(2x) / 2 for x = (epoch - center) / period < 0, else min(1, 1/2 + x)
+    (module docstring; centre 10 and period 5 epochs are the paper's, sec. 2.2)."""
     if period <= 0:
         raise ValueError(f"period must be > 0, got {period}")
-    alpha_sgd = min(1.0, max(0.0, (epoch - center) / period + 0.5))
+    x = (epoch - center) / period
+    alpha_sgd = 0.5 * math.exp(2 * x) if x < 0 else min(1.0, 0.5 + x)
     return 1.0 - alpha_sgd
 
 
 def run_schedule(cfg, steps_per_epoch: int, global_batch: int) -> LRSchedule:
-    """A training run's schedule from its config (lr per 256 images, epochs, warm-up epochs, kind)."""
+    """A training run's schedule from its config.
+
+    steps_per_epoch: optimizer steps per epoch; global_batch: images per optimizer step over
+    all processes (with gradient accumulation: batch_size x processes x accumulate)."""
+    lr_unit = getattr(cfg, "lr_unit", "per-256")
+    peak = peak_lr(cfg.lr, lr_unit, global_batch)
+    end_lr = getattr(cfg, "end_lr", None)
+    end_factor = 0.0
+    if end_lr is not None and peak > 0:
+        end_factor = peak_lr(end_lr, lr_unit, global_batch) / peak
+    milestones = getattr(cfg, "milestones", None)
+    factors = getattr(cfg, "factors", None)
+    rmsprop = getattr(cfg, "optimizer", "") == "rmsprop-warmup"
     return LRSchedule(
-        peak=scaled_lr(cfg.lr, global_batch),
+        peak=peak,
         total_steps=cfg.epochs * steps_per_epoch,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         kind=cfg.schedule,
+        end_factor=end_factor,
+        warmup_start=getattr(cfg, "warmup_start", 0.0),
+        milestone_steps=None if milestones is None else tuple(round(e * steps_per_epoch) for e in milestones),
+        factors=None if factors is None else tuple(factors),
+        power=getattr(cfg, "poly_power", 2.0),
+        base_momentum=cfg.momentum,
+        steps_per_epoch=steps_per_epoch,
+        rmsprop_center=getattr(cfg, "rmsprop_center", 10.0) if rmsprop else None,
+        rmsprop_period=getattr(cfg, "rmsprop_period", 5.0),
     )
+
+
+def schedule_rows(cfg, global_batch: int, train_images: int) -> list[dict]:
+    """One row per epoch: the lr, momentum (and RMSprop blend) at the epoch's first step,
+    for `train_images` images per epoch at `global_batch` images per optimizer step."""
+    steps_per_epoch = max(1, train_images // global_batch)
+    schedule = run_schedule(cfg, steps_per_epoch, global_batch)
+    rows = []
+    for epoch in range(cfg.epochs):
+        step = epoch * steps_per_epoch
+        rows.append(
+            dict(
+                epoch=epoch,
+                step=step,
+                lr=schedule(step),
+                momentum=schedule.momentum(step),
+                batch=global_batch,
+                rmsprop_blend=schedule.rmsprop_blend(step),
+            )
+        )
+    return rows
+
+
+def schedule_table(cfg, global_batch: int, train_images: int) -> str:
+    """`python -m fastres.train --print-schedule`: a header line, then one line per epoch."""
+    rows = schedule_rows(cfg, global_batch, train_images)
+    steps = max(1, train_images // global_batch)
+    head = (
+        f"# {cfg.epochs} epochs x {steps} steps ({train_images:,} images, global batch {global_batch:,}), "
+        f"optimizer {cfg.optimizer}, schedule {cfg.schedule}; lr at each epoch's first step"
+    )
+    lines = [head, f"{'epoch':>5} {'step':>9} {'lr':>12} {'momentum':>8} {'batch':>7} {'rmsprop_blend':>13}"]
+    for r in rows:
+        lines.append(
+            f"{r['epoch']:>5} {r['step']:>9} {r['lr']:>12.6g} {r['momentum']:>8.4g} {r['batch']:>7} "
+            f"{r['rmsprop_blend']:>13.4g}"
+        )
+    return "\n".join(lines)
