@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from emulated import EMULATE, WHY_NOT, assert_nothing_left, machine_state
 from slurm_cluster import SlurmCluster
 
 from fastres.data.builtin import ensure_builtin_dataset
 
+from emulated import EMULATE, WHY_NOT, assert_nothing_left, machine_state
 from multiproc import clean_environ
 
 TRAIN = ["-m", "fastres.train", "--arch", "resnet18", "--image-size", "32", "--batch-size", "4", "--epochs", "1",
@@ -33,6 +34,11 @@ needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+
+
+def one_line_errors(text: str) -> list[str]:
+    """fastres.train's one-line errors in a job's output (rank 0 says a shared one; others name their rank)."""
+    return [line for line in text.splitlines() if re.match(r"python -m fastres\.train: error( \(rank \d+\))?: ", line)]
 
 
 def check_run(run: Path, ranks: int, launcher: str) -> None:
@@ -75,7 +81,7 @@ def mpirun_on_hosts(hosts: int, per_host: int, args: list[str], master: bool) ->
 @pytest.mark.skipif(WHY_NOT is not None, reason=f"emulated hosts: {WHY_NOT}")
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_mpirun_across_emulated_hosts_trains_and_without_master_addr_every_rank_says_why(tiny_data, tmp_path):
+def test_mpirun_across_emulated_hosts_trains_and_without_master_addr_the_job_says_why(tiny_data, tmp_path):
     before = machine_state()
     args = [*TRAIN, "--data", str(tiny_data), "--out", str(tmp_path), "--name", "mpi-hosts"]
     run = [*EMULATE, "--hosts", "2", "--each", "job", "--timeout", "300", "--"]
@@ -84,12 +90,14 @@ def test_mpirun_across_emulated_hosts_trains_and_without_master_addr_every_rank_
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "hierarchical all-reduce over 2 nodes x 2 ranks" in proc.stdout, proc.stdout[-2000:]
     check_run(tmp_path / "mpi-hosts", 4, "openmpi")
-    # two hosts and no MASTER_ADDR: no default to guess, so each of the 4 ranks ends with one line naming it
+    # two hosts and no MASTER_ADDR: no default to guess, so the job ends with one line naming it (per rank that speaks)
     proc = subprocess.run([*run, *mpirun_on_hosts(2, 2, args[:-2] + ["--name", "x"], master=False)], cwd=tmp_path,
                           env=clean_environ(), capture_output=True, text=True, timeout=200)  # fmt: skip
     assert proc.returncode != 0
-    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "python -m fastres.train: error:" in line]
-    assert len(errors) == 4 and all("MASTER_ADDR is not set: 4 ranks need a rendezvous address" in e for e in errors)
+    errors = one_line_errors(proc.stdout + proc.stderr)
+    assert 1 <= len(errors) <= 4 and all(
+        "MASTER_ADDR is not set: 4 ranks need a rendezvous address" in e for e in errors
+    )
     assert_nothing_left(before)
 
 
@@ -123,10 +131,12 @@ def test_srun_trains_with_slurm_s_own_variables(slurm, tiny_data, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_srun_with_a_bad_flag_ends_every_task_with_one_line(slurm, tmp_path):
+def test_srun_with_a_bad_flag_ends_the_job_with_one_line(slurm, tmp_path):
     cmd = ["srun", "-n", "2", "--time", "2", sys.executable, "-m", "fastres.train", "--batch-size", "0"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=slurm.env(clean_environ()), capture_output=True, text=True,
                           timeout=100)  # fmt: skip
     assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("python -m fastres.train: error:")]
-    assert len(errors) == 2 and all("--batch-size must be a positive integer, got 0" in e for e in errors), proc.stderr
+    errors = one_line_errors(proc.stderr)
+    assert 1 <= len(errors) <= 2 and all("--batch-size must be a positive integer, got 0" in e for e in errors), (
+        proc.stderr
+    )
