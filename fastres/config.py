@@ -340,10 +340,9 @@ class TrainConfig:
         need(self.rmsprop_period > 0, "rmsprop_period", "> 0 epochs")
         for key in ("milestones", "factors"):
             values = getattr(self, key)
-            ok = values is None or all(math.isfinite(v) and 0 <= v <= (self.epochs if key == "milestones" else 100)
-                                       for v in values)  # fmt: skip
-            need(ok, key, "none or comma-separated numbers in " + (f"[0, epochs={self.epochs}]" if key == "milestones"
-                                                                  else "[0, 100]"))  # fmt: skip
+            high = 100_000 if key == "milestones" else 100  # a milestone after the last epoch never applies
+            ok = values is None or all(math.isfinite(v) and 0 <= v <= high for v in values)
+            need(ok, key, f"none or comma-separated numbers in [0, {_num(high)}]")
         if self.milestones is not None:
             need(all(a < b for a, b in zip(self.milestones, self.milestones[1:])), "milestones", "increasing")
         if self.schedule == "piecewise":

@@ -188,10 +188,13 @@ ARCHS: dict[str, Callable[..., ResNet]] = {
 }
 
 
-def build_model(arch: str, num_classes: int) -> ResNet:
-    """Build one of `ARCHS` by name; the error lists the names that exist."""
+def build_model(arch: str, num_classes: int, zero_init_last_gamma: bool = True) -> ResNet:
+    """Build one of `ARCHS` by name; the error lists the names that exist.
+
+    zero_init_last_gamma: the last BN gamma of each residual block starts at 0 (Goyal et al.
+    2017, sec. 5.1; the default) or at 1 like every other gamma (NVIDIA's MLPerf runs)."""
     try:
         factory = ARCHS[arch]
     except KeyError:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}") from None
-    return factory(num_classes=num_classes)
+    return factory(num_classes=num_classes, zero_init_residual=zero_init_last_gamma)

@@ -113,7 +113,7 @@ def test_choice_lists_come_from_the_modules_that_implement_them():
     assert CHOICES["wire_dtype"] == tuple(WIRE_DTYPES) and CHOICES["backend"] == tuple(BACKENDS)
     with pytest.raises(ConfigError, match="--virtual-nodes must be an integer in"):
         parse_args(["--virtual-nodes", "0"])
-    with pytest.raises(ConfigError, match="--optimizer must be one of sgd, fused-sgd, lars, rmsprop-warmup, got 'adam'"):
+    with pytest.raises(ConfigError, match="--optimizer must be one of sgd, fused-sgd, lars, rmsprop-warmup, got"):
         TrainConfig(optimizer="adam").validate()  # a preset file goes through validate(), not argparse
 
 
