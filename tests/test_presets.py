@@ -1,0 +1,159 @@
+"""The recipe presets: each parses, prints its schedule without data or device, and steps.
+
+goyal-8k runs 3 steps through `fastres.train.main` on the built-in data scaled down (every
+key it sets is one the trainer honours today: schedule keys through run_schedule, optimizer
+keys through build_optimizer). pfn-32k and the MLPerf presets set keys that the trainer does
+not wire yet (the RMSprop blend per step, BN without moving averages, the target accuracy,
+zero-init off), so their 3 steps run here through build_model / build_optimizer /
+run_schedule, the pieces the trainer calls, with the per-step calls a trainer makes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastres import train
+from fastres.config import TrainConfig, load_preset, parse_args
+from fastres.model import build_model
+from fastres.optim import build_optimizer
+from fastres.optim.schedule import run_schedule
+
+RECIPES = {"goyal-8k": (8192, 90), "pfn-32k": (32768, 90), "mlperf-lars-3k": (3264, 37), "mlperf-lars-32k": (33280, 58)}
+
+
+@pytest.fixture(autouse=True)
+def _single_process(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+                "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_each_preset_parses_and_prints_its_schedule(name, capsys):
+    global_batch, epochs = RECIPES[name]
+    cfg = parse_args(["--config", name])
+    assert (cfg.global_batch, cfg.epochs, cfg.batch_size) == (global_batch, epochs, global_batch)  # one process
+    assert train.main(["--config", name, "--print-schedule"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out[1].split()
+    assert header[:5] == ["epoch", "step", "lr", "momentum", "batch"]
+    rows = [line.split() for line in out[2:]]
+    assert len(rows) == epochs and [int(r[0]) for r in rows] == list(range(epochs))
+    assert {int(r[4]) for r in rows} == {global_batch}
+    steps = 1_281_167 // global_batch
+    sched = run_schedule(cfg, steps, global_batch)
+    for r in rows:
+        assert float(r[2]) == pytest.approx(sched(int(r[0]) * steps), rel=1e-5)
+        assert float(r[3]) == pytest.approx(cfg.momentum)
+
+
+def test_print_schedule_follows_global_batch_train_images_and_the_launch(capsys, monkeypatch):
+    assert train.main(["--config", "goyal-8k", "--print-schedule", "--global-batch", "1024", "--train-images",
+                       "10240"]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert "10 steps" in out[0] and out[2].split()[4] == "1024"
+    assert float(out[7].split()[2]) == pytest.approx(0.1 * 1024 / 256)  # epoch 5: the peak
+    # no --global-batch: the launch's, batch x processes x accumulate
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    for var, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "4"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", "29500")):  # fmt: skip
+        monkeypatch.setenv(var, value)
+    assert train.main(["--config", "goyal-8k", "--print-schedule", "--batch-size", "16", "--accumulate", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[4] == str(16 * 4 * 2)
+
+
+def test_goyal_8k_runs_3_steps_on_the_builtin_data_scaled_down(tmp_path, capsys):
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    argv = ["--config", "goyal-8k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
+            "--batch-size", "13", "--workers", "0", "--epochs", "1", "--warmup-epochs", "0.5", "--device", "cpu",
+            "--out", str(tmp_path / "runs"), "--name", "g", "--no-progress", "--log-every", "1"]  # fmt: skip
+    assert train.main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "runs" / "g" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2, 3]  # 40 images at 13 per step
+    # the lr of each step is the preset's schedule: warm-up from 1/32 of the peak, Nesterov SGD
+    sched = run_schedule(parse_args(argv), 3, 13)
+    assert [r["lr"] for r in steps] == pytest.approx([sched(i) for i in range(3)])
+    assert steps[0]["lr"] == pytest.approx(0.1 * 13 / 256 * (0.03125 + (1 - 0.03125) * 1 / 2))
+    assert all(math.isfinite(r["loss"]) for r in steps)
+
+
+def _three_steps(name: str, **over):
+    cfg = TrainConfig(**{**load_preset(name), **over}).validate()
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, zero_init_last_gamma=cfg.zero_init_last_gamma)
+    last_gammas = torch.cat([m.last_bn().weight.detach().clone() for m in model.modules() if hasattr(m, "last_bn")])
+    opt = build_optimizer(cfg, model)
+    sched = run_schedule(cfg, steps_per_epoch=3, global_batch=cfg.global_batch)
+    start = opt.layout.params.clone() if hasattr(opt, "layout") else None
+    losses = []
+    for step in range(3):
+        x = torch.randn(8, 3, 32, 32)
+        y = torch.randint(0, 10, (8,))
+        for g in opt.param_groups:  # what the trainer does each step
+            g["lr"] = sched(step)
+            g["momentum"] = sched.momentum(step)
+            g["rmsprop_blend"] = sched.rmsprop_blend(step)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return cfg, last_gammas, opt, sched, start, losses
+
+
+@pytest.mark.parametrize("name", ["pfn-32k", "mlperf-lars-3k", "mlperf-lars-32k"])
+def test_the_other_presets_step_3_times_through_the_trainers_pieces(name):
+    warmup = min(1, load_preset(name).get("warmup_epochs", 0))
+    cfg, last_gammas, opt, sched, start, losses = _three_steps(name, epochs=2, warmup_epochs=warmup)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(start, opt.layout.params)
+    # Goyal et al. sec. 5.1 starts the last gamma of each block at 0; NVIDIA's MLPerf runs at 1
+    assert torch.equal(last_gammas, torch.full_like(last_gammas, 0.0 if cfg.zero_init_last_gamma else 1.0))
+    assert cfg.zero_init_last_gamma == (name == "pfn-32k")
+    if name == "pfn-32k":
+        assert sched.rmsprop_blend(0) > 0.98 and opt.rmsprop_sq_avg is not None and opt.rmsprop_sq_avg.abs().sum() > 0
+        assert opt.mode & 2 == 0  # MLPerf convention: the rates inside the momentum
+    else:
+        assert type(opt).__name__ == "FusedLARS" and opt.eps == cfg.lars_eps
+
+
+def _error_of(argv, capsys) -> str:
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_input_gets_one_line_errors(capsys, monkeypatch):
+    assert "--config nope: no such preset; shipped presets: builtin, goyal-8k" in _error_of(
+        ["--config", "nope", "--print-schedule"], capsys
+    )
+    assert "--accumulate must be an integer in [1, 1024], got 0" in _error_of(
+        ["--config", "goyal-8k", "--accumulate", "0", "--print-schedule"], capsys
+    )
+    assert "--factors must be 4 numbers" in _error_of(
+        ["--config", "goyal-8k", "--factors", "1,0.1", "--print-schedule"], capsys
+    )
+    assert "--rmsprop-lr must be set with --optimizer rmsprop-warmup" in _error_of(
+        ["--config", "builtin", "--optimizer", "rmsprop-warmup", "--print-schedule"], capsys
+    )
+    assert "--momentum-convention must be torch or auto with --optimizer sgd" in _error_of(
+        ["--config", "builtin", "--momentum-convention", "mlperf", "--print-schedule"], capsys
+    )
+    for var, value in (("RANK", "0"), ("WORLD_SIZE", "3"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "3"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):  # fmt: skip
+        monkeypatch.setenv(var, value)
+    assert "--global-batch 8192 is not divisible by 3 processes x --accumulate 1 = 3" in _error_of(
+        ["--config", "goyal-8k", "--print-schedule"], capsys
+    )
+    assert "--batch-size 8 x 3 processes x --accumulate 1 is not --global-batch 48" in _error_of(
+        ["--config", "goyal-8k", "--batch-size", "8", "--global-batch", "48", "--print-schedule"], capsys
+    )
