@@ -174,3 +174,97 @@ def test_bad_names_and_sizes_are_errors():
         build_model("resnet51", 10)
     with pytest.raises(ValueError, match="num_classes"):
         resnet50(num_classes=0)
+
+
+# ------------------------------------------------------------------ recipes' BN pieces (fastres.bn)
+
+
+def test_zero_init_of_the_last_gamma_is_switchable():
+    on, off = build_model("resnet50", 10), build_model("resnet50", 10, zero_init_last_gamma=False)
+    for model, want in ((on, 0.0), (off, 1.0)):
+        last = [m.last_bn().weight for m in model.modules() if isinstance(m, Bottleneck)]
+        assert len(last) == 16 and all(torch.all(g == want) for g in last)
+    assert torch.all(off.layer1[0].bn1.weight == 1) and torch.all(on.layer1[0].bn1.weight == 1)
+
+
+def _bn_stats_reference(model, batches):
+    """float64: mean and population variance of the stem BN's input over all batches together."""
+    x = torch.cat([model.conv1(b).double() for b in batches])
+    return x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+
+
+def test_bn_statistics_for_evaluation_pool_batches_and_ranks():
+    from fastres.bn import recompute_bn_statistics
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=5)
+    gen = torch.Generator().manual_seed(1)
+    mine = [torch.randn(4, 3, 32, 32, generator=gen) for _ in range(2)]
+    other = [torch.randn(4, 3, 32, 32, generator=gen) * 2 + 1 for _ in range(3)]
+    with torch.no_grad():
+        want_mean, want_var = _bn_stats_reference(model, mine + other)
+    # rank "other" first, recording what it would contribute; then this rank adds it: a SUM all-reduce
+    sent = []
+    recompute_bn_statistics(model, other, all_reduce=lambda t: sent.append(t.clone()))
+    queue = iter(sent)
+    model.eval()
+    assert recompute_bn_statistics(model, mine, all_reduce=lambda t: t.add_(next(queue))) == 2
+    assert not model.training  # mode restored
+    torch.testing.assert_close(model.bn1.running_mean.double(), want_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.bn1.running_var.double(), want_var, rtol=1e-5, atol=1e-6)
+    alone = resnet18(num_classes=5)
+    alone.load_state_dict(model.state_dict())
+    recompute_bn_statistics(alone, mine, all_reduce=lambda t: None)
+    assert not torch.allclose(alone.bn1.running_mean, model.bn1.running_mean)  # the other rank's images count
+
+
+def test_bn_rank_groups():
+    from fastres.bn import bn_rank_groups
+
+    assert bn_rank_groups(8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert bn_rank_groups(3, 1) == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="bn_group: 3 must be >= 1 and divide the 8 processes"):
+        bn_rank_groups(8, 3)
+
+
+def _group_bn_worker() -> dict:
+    import torch.distributed as dist
+
+    from fastres.bn import convert_bn_groups
+    from fastres.distributed import discover, init_distributed
+
+    init_distributed(discover(), backend="gloo", timeout=60)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        model[0].bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
+    weight = model[0].weight
+    model = convert_bn_groups(model, 2, world, rank)
+    assert model[0].weight is weight  # the same Parameter: a flat layout built after still holds it
+    x = (torch.randn(2 + rank, 3, 4, 4, generator=torch.Generator().manual_seed(rank)) * (1 + rank)).requires_grad_()
+    y = model(x)
+    (y * torch.arange(y.numel()).view_as(y).float().sin()).sum().backward()
+    return {"x": x.detach(), "y": y.detach(), "gx": x.grad, "gw": weight.grad, "rm": model[0].running_mean}
+
+
+def test_bn_groups_compute_statistics_over_the_group_against_float64_bn():
+    from multiproc import check_ok, run_ranks
+
+    results = check_ok(run_ranks(_group_bn_worker, 2, timeout=120))
+    xs = [r["x"].double().requires_grad_() for r in results]
+    w = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.0, -1.0, 3.0], dtype=torch.float64)
+    x = torch.cat(xs)
+    y = torch.nn.functional.batch_norm(x, None, None, w, b, training=True, eps=1e-5)
+    ys = torch.split(y, [len(t) for t in xs])
+    loss = sum((yy * torch.arange(yy.numel()).view_as(yy).double().sin()).sum() for yy in ys)
+    loss.backward()
+    for r, yy, xx in zip(results, ys, xs):
+        torch.testing.assert_close(r["y"].double(), yy.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(r["gx"].double(), xx.grad, rtol=1e-4, atol=1e-5)
+    # the gradient of gamma is per rank here (the reducer sums it); together they make the whole one
+    torch.testing.assert_close(sum(r["gw"].double() for r in results), w.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0]["rm"], results[1]["rm"])  # same statistics on both ranks
+    torch.testing.assert_close(results[0]["rm"].double(), 0.1 * x.detach().mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
