@@ -364,6 +364,7 @@ def test_constants_agree_with_native():
         ops.STEP_W_NORM_CACHED,
     )
     assert (_C.SEG_ADAPT, _C.SEG_DECAY, _C.HPARAM_STRIDE) == (ops.SEG_ADAPT, ops.SEG_DECAY, ops.HPARAM_STRIDE)
+    assert _C.STEP_RMSPROP == ops.STEP_RMSPROP
 
 
 def test_lr_as_device_tensor():

@@ -119,6 +119,15 @@ def test_hold_linear_warmup_holds_then_ramps():
         LRSchedule(1.0, 10, 0, kind="step", milestone_steps=(3, 6), factors=(1.0, 0.1))
 
 
+def test_piecewise_and_step_from_config_keys():
+    cfg = TrainConfig(epochs=10, warmup_epochs=0, schedule="piecewise", factors=[0.5]).validate()
+    s = run_schedule(cfg, 10, 256)
+    assert {s(i) for i in range(100)} == {0.05}  # no milestones: one piece
+    cfg = TrainConfig(epochs=9, warmup_epochs=0, schedule="step", factors=[1, 0.5, 0.25, 0.125]).validate()
+    s = run_schedule(cfg, 10, 256)  # default milestones: epochs 3, 6, 8
+    assert [s(29), s(30), s(60), s(80)] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+
+
 def test_schedule_rows_one_per_epoch_at_its_first_step():
     rows = schedule_rows(preset("goyal-8k"), 8192, 1_281_167)
     assert len(rows) == 90 and [r["step"] for r in rows[:3]] == [0, 156, 312]

@@ -189,7 +189,9 @@ def run_schedule(cfg, steps_per_epoch: int, global_batch: int) -> LRSchedule:
         kind=cfg.schedule,
         end_factor=end_factor,
         warmup_start=getattr(cfg, "warmup_start", 0.0),
-        milestone_steps=None if milestones is None else tuple(round(e * steps_per_epoch) for e in milestones),
+        milestone_steps=tuple(round(e * steps_per_epoch) for e in milestones)
+        if milestones is not None
+        else (() if cfg.schedule == "piecewise" else None),  # step: 1/3, 2/3, 8/9 of training
         factors=None if factors is None else tuple(factors),
         power=getattr(cfg, "poly_power", 2.0),
         base_momentum=cfg.momentum,
