@@ -137,6 +137,4 @@ def test_srun_with_a_bad_flag_ends_the_job_with_one_line(slurm, tmp_path):
                           timeout=100)  # fmt: skip
     assert proc.returncode != 0
     errors = one_line_errors(proc.stderr)
-    assert 1 <= len(errors) <= 2 and all("--batch-size must be a positive integer, got 0" in e for e in errors), (
-        proc.stderr
-    )
+    assert 1 <= len(errors) <= 2 and all("--batch-size" in e and "got 0" in e for e in errors), proc.stderr
