@@ -95,8 +95,8 @@ def _three_steps(name: str, **over):
     start = opt.layout.params.clone() if hasattr(opt, "layout") else None
     losses = []
     for step in range(3):
-        x = torch.randn(8, 3, 32, 32)
-        y = torch.randint(0, 10, (8,))
+        x = torch.randn(4, 3, 16, 16)
+        y = torch.randint(0, 10, (4,))
         for g in opt.param_groups:  # what the trainer does each step
             g["lr"] = sched(step)
             g["momentum"] = sched.momentum(step)
