@@ -22,7 +22,7 @@ def _why_not() -> str | None:
     why = missing_requirements()
     if why:
         return why
-    probe = f"{PREFIX}-probe-{os.getpid()}"
+    probe = f"{PREFIX}-{os.getpid()}-probe"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"cannot create a network namespace here: {made.stderr.strip()}"
@@ -51,10 +51,23 @@ def machine_state() -> dict:
     }
 
 
+def _left_behind(names: list[str]) -> list[str]:
+    """Names of emulations that are over: their owner is gone, or it is this process (the emulation ran in
+    it and was closed). A live owner is an emulation still running, another test's or another user's."""
+    out = []
+    for name in names:
+        owner = name[len(PREFIX) + 1 :].split("-")[0]
+        if not owner.isdigit() or int(owner) == os.getpid() or not os.path.exists(f"/proc/{owner}"):
+            out.append(name)
+    return out
+
+
 def assert_nothing_left(before: dict) -> None:
     after = machine_state()
-    assert after["namespaces"] == [], f"namespaces left behind: {after['namespaces']}"
-    assert after["etc_netns"] == [], f"/etc/netns folders left behind: {after['etc_netns']}"
+    left = _left_behind(after["namespaces"])
+    assert left == [], f"namespaces left behind: {left}"
+    left = _left_behind(after["etc_netns"])
+    assert left == [], f"/etc/netns folders left behind: {left}"
     assert after["links"] == before["links"], f"links changed: {before['links']} -> {after['links']}"
     assert after["qdiscs"] == before["qdiscs"], f"qdiscs changed: {before['qdiscs']} -> {after['qdiscs']}"
 

@@ -147,7 +147,8 @@ def test_both_directions_of_each_link_are_shaped_and_removed():
             q = net.qdiscs(h)
             assert "tbf" in q["egress"] and "rate 2500Mbit" in q["egress"], q
             assert "tbf" in q["ingress"] and "rate 2500Mbit" in q["ingress"], q
-        assert sorted(machine_state()["namespaces"]) == sorted([net.switch, *(h.namespace for h in net.hosts)])
+        ours = [n for n in machine_state()["namespaces"] if n.startswith(net.tag + "-")]
+        assert sorted(ours) == sorted([net.switch, *(h.namespace for h in net.hosts)])
     assert_nothing_left(before)
 
 
@@ -241,7 +242,7 @@ def test_a_killed_emulation_takes_its_ranks_along_and_cleanup_removes_its_namesp
         assert not [p for p in ranks if _alive(p)], "ranks outlived their emulation (PR_SET_PDEATHSIG)"
         assert set(names) <= set(machine_state()["namespaces"])  # left behind, as SIGKILL must
         done = emulate("--cleanup")
-        assert done.returncode == 0 and f"removed {len(names)} stale namespaces" in done.stderr, done.stderr
+        assert done.returncode == 0 and all(n in done.stderr for n in names), done.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
