@@ -22,7 +22,7 @@ from slurm_cluster import SlurmCluster
 from fastres.data.builtin import ensure_builtin_dataset
 
 from emulated import EMULATE, WHY_NOT, assert_nothing_left, machine_state
-from multiproc import clean_environ
+from multiproc import clean_environ, free_port
 
 TRAIN = ["-m", "fastres.train", "--arch", "resnet18", "--image-size", "32", "--batch-size", "4", "--epochs", "1",
          "--workers", "0", "--threads", "1", "--no-progress", "--log-every", "1", "--dist-timeout", "120",
@@ -57,7 +57,8 @@ def test_mpirun_on_one_host_trains_without_master_addr(tiny_data, tmp_path):
     """mpirun -np 2 with no -x MASTER_ADDR: every rank is on this host, so they meet on 127.0.0.1."""
     cmd = [*MPIRUN, "-np", "2", sys.executable, *TRAIN, "--data", str(tiny_data), "--out", str(tmp_path),
            "--name", "mpi"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=clean_environ(), capture_output=True, text=True, timeout=280)
+    env = {**clean_environ(), "MASTER_PORT": str(free_port())}  # a port of its own on this shared host
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("fastres: done: 1 epochs") == 1  # rank 0 speaks for the job
     check_run(tmp_path / "mpi", 2, "openmpi")
@@ -122,8 +123,8 @@ def test_srun_trains_with_slurm_s_own_variables(slurm, tiny_data, tmp_path):
     """srun -n 2: SLURM_PROCID/NTASKS/LOCALID/TASKS_PER_NODE from slurmd, the rendezvous host from the node list."""
     cmd = ["srun", "-n", "2", "--time", "5", sys.executable, *TRAIN, "--data", str(tiny_data), "--out", str(tmp_path),
            "--name", "slurm"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm.env(clean_environ()), capture_output=True, text=True,
-                          timeout=280)  # fmt: skip
+    env = slurm.env({**clean_environ(), "MASTER_PORT": str(free_port())})  # srun passes the environment on
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + slurm.logs()[-3000:]
     assert proc.stdout.count("fastres: done: 1 epochs") == 1
     check_run(tmp_path / "slurm", 2, "slurm")
