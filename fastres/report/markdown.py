@@ -27,13 +27,15 @@ _NOT_SETTINGS = ("started", "name", "out")
 
 
 def flat_config(run: Run) -> dict[str, Any]:
-    """The run's config keys, then the facts config.yaml records beside them (dataset, ranks, versions, ...);
-    a fact with a config key's name is shown as run.<key>."""
-    flat = {k: v for k, v in run.config.items() if k not in _NOT_SETTINGS}
-    for key, value in run.doc.items():
-        if key == "config" or key in _NOT_SETTINGS:
-            continue
-        flat[f"run.{key}" if key in flat else key] = value
+    """The run's config keys and the facts config.yaml records beside them (dataset, ranks, versions, ...).
+    A fact named like a config key is what the setting resolved to (global_batch, channels_last): it
+    takes the plain name, and the setting as given is shown as config.<key>."""
+    facts = {k: v for k, v in run.doc.items() if k != "config" and k not in _NOT_SETTINGS}
+    flat = {}
+    for key, value in run.config.items():
+        if key not in _NOT_SETTINGS:
+            flat[f"config.{key}" if key in facts else key] = value
+    flat.update(facts)
     return flat
 
 
