@@ -193,7 +193,8 @@ HELP: dict[str, dict[str, str]] = {
     },
     "precision and devices": {
         "device": "auto (CUDA where available), cpu or cuda; several processes take one GPU each",
-        "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, or bf16 (autocast)",
+        "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16 (autocast, CPU or GPU), or fp16 "
+        "(autocast with dynamic loss scaling; a step whose scaled gradients overflow is skipped)",
         "channels_last": "NHWC memory format for the model and batches; default: on CUDA only",
         "threads": "torch intra-op threads per process on the CPU; none: torch's default",
         "seed": "seed of the initialisation, the data order and the augmentations",

@@ -21,7 +21,7 @@ from fastres.distributed import Topology, cuda_device
 __all__ = ["DEVICES", "PRECISIONS", "amp_dtype", "autocast", "pick_device", "seed_all", "use_channels_last"]
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # fp16: autocast + dynamic loss scaling (fastres.amp)
 
 
 def pick_device(want: str, topology: Topology) -> torch.device:
@@ -38,11 +38,14 @@ def pick_device(want: str, topology: Topology) -> torch.device:
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32: `auto` is bf16 on CUDA and fp32 on the CPU."""
+    """The autocast dtype, or None for fp32: `auto` is bf16 on CUDA and fp32 on the CPU; bf16 and fp16
+    work on either (bf16 is fast on CPUs with native bf16, e.g. AVX-512 BF16 or AMX)."""
     if precision not in PRECISIONS:
         raise FastresError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16  # the trainer adds a LossScaler: fp16 gradients underflow without one
     return None
 
 

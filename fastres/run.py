@@ -18,7 +18,9 @@ import torch.distributed as dist
 from torch import nn
 
 from fastres import FastresError
+from fastres.amp import LossScaler
 from fastres.badsamples import BadSampleLedger
+from fastres.bn import convert_bn_groups
 from fastres.checkpoint import restore_run, run_state
 from fastres.checkpoint.saver import Checkpointer
 from fastres.config import TrainConfig
@@ -76,7 +78,10 @@ class Run:
         self.bad = BadSampleLedger(self.run_dir, limit, self.groups, self.rank == 0, self.write, say)
         self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
                                  exclude=exclude, dataset=dataset, known_bad=frozenset(self.bad.known))  # fmt: skip
-        self.model = build_model(cfg.arch, len(self.data.classes)).to(self.device)
+        if self.world % cfg.bn_group:
+            raise FastresError(f"--bn-group {cfg.bn_group} must divide the {self.world} processes")
+        model = build_model(cfg.arch, len(self.data.classes), zero_init_last_gamma=cfg.zero_init_last_gamma)
+        self.model = convert_bn_groups(model.to(self.device), cfg.bn_group, self.world, self.rank)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -88,8 +93,12 @@ class Run:
             coll.broadcast_tensors(self.groups, [self.layout.params, *self.model.buffers()], "parameters and buffers")
         self.optimizer = build_optimizer(cfg, self.model, self.layout)
         self.fused = hasattr(self.optimizer, "layout")  # skips a non-finite step on the device
-        self.steps_per_epoch = len(self.data.train)
-        self.global_batch = cfg.batch_size * self.world
+        self.steps_per_epoch = len(self.data.train) // cfg.accumulate  # optimizer steps
+        if self.steps_per_epoch == 0:
+            raise FastresError(f"--accumulate {cfg.accumulate}: an epoch has only {len(self.data.train)} batches "
+                               "per process: lower --accumulate or --batch-size")  # fmt: skip
+        self.global_batch = cfg.batch_size * self.world * cfg.accumulate  # images per optimizer step
+        self.scaler = LossScaler(self.device) if self.amp == torch.float16 else None
         self.schedule = run_schedule(cfg, self.steps_per_epoch, self.global_batch)
         self.guard = StepGuard(self.device, cfg.max_skipped_steps)
         self.saver = Checkpointer(self.run_dir, keep=cfg.keep_checkpoints, every_steps=cfg.checkpoint_every,
@@ -135,6 +144,8 @@ class Run:
         extra = state.get("extra", {})
         self.best, self.last_val = tuple(extra.get("best", self.best)), extra.get("val")
         self.attempt = int(extra.get("attempt", 1)) + 1
+        if self.scaler is not None and "loss_scaler" in extra:
+            self.scaler.load_state_dict(extra["loss_scaler"])
         self.write("resume", attempt=self.attempt, checkpoint=where, step=self.step, world_size=self.world,
                     changed={k: list(v) for k, v in plan.changes.items()})  # fmt: skip
 
@@ -144,6 +155,8 @@ class Run:
         states = coll.gather_objects(self.groups, train.state_dict() if hasattr(train, "state_dict") else None,
                                      "the data loaders' states")  # fmt: skip
         extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt)
+        if self.scaler is not None:
+            extra["loss_scaler"] = self.scaler.state_dict()
         kw = dict(step=self.step, steps_per_epoch=self.steps_per_epoch, config=self.cfg.to_dict(), extra=extra)
         snapshot = lambda: run_state(self.model, self.optimizer, classes=self.data.classes, loader_states=states, **kw)
         self.saver.save(snapshot, self.step, best=best, wait=wait)

@@ -15,12 +15,14 @@ is replaced and listed (fastres.badsamples). However `fit()` ends, the run is re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
 import torch
 
 from fastres import FastresError
+from fastres.bn import recompute_bn_statistics
 from fastres.config import TrainConfig
 from fastres.distributed import collectives as coll
 from fastres.execution import autocast
@@ -48,38 +50,68 @@ class Trainer:
         self.progress = Progress(cfg.progress and self.run.rank == 0, cfg.progress_seconds)
 
     def train_epoch(self, epoch: int, start: int = 0) -> float:
-        """This rank's share of one epoch, from batch `start` on; returns the seconds spent."""
-        run = self.run
+        """This rank's share of one epoch, from optimizer step `start` on; returns the seconds spent."""
+        run, acc = self.run, self.cfg.accumulate
         run.model.train()
-        run.data.train.set_epoch(epoch, start)
+        run.data.train.set_epoch(epoch, start * acc)
         self.progress.start_epoch(epoch, self.cfg.epochs, run.steps_per_epoch, start)
         t0 = t_log = time.perf_counter()
-        seen = 0
-        for i, (images, labels) in enumerate(run.data.train, start=start):
-            lr = run.schedule(run.step)
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(run.device, run.amp):
+        seen, loss_sum = 0, None
+        for i, (images, labels) in enumerate(run.data.train, start=start * acc):
+            if i == run.steps_per_epoch * acc:
+                break  # batches that make no whole optimizer step
+            last_pass = i % acc == acc - 1
+            if i % acc == 0:
+                lr = self._set_hyperparameters()
+                run.layout.zero_grad()  # in place: .grad stay views of the flat buffer
+            with self._sync_unless(last_pass), autocast(run.device, run.amp):
                 loss = run.criterion(run.model(images), labels)
-            run.layout.zero_grad()  # in place: .grad stay views of the flat buffer
-            loss.backward()  # with several ranks, buckets are sent as they fill
+                scaled = loss / acc if acc > 1 else loss
+                (run.scaler.scale(scaled) if run.scaler else scaled).backward()  # buckets leave as they fill
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            if not last_pass:
+                continue
             if run.reducer is not None:
                 run.reducer.wait()  # the mean gradient over all ranks
-            bad = run.guard.check(run.layout.grads)  # a NaN/Inf on any rank reached every rank's sum
+            # a NaN/Inf on any rank reached every rank's sum: all skip the same steps
+            bad = run.scaler.unscale_(run.layout.grads) != 0 if run.scaler else run.guard.check(run.layout.grads)
             if run.fused:
                 run.optimizer.step(found_inf=bad)  # a no-op on the device when bad: no host sync
             elif not bad.item():  # torch's SGD cannot skip on the device (a sync on GPUs)
                 run.optimizer.step()
-            run.guard.add(loss, bad)
-            run.step, seen = run.step + 1, seen + 1
-            logged = (i + 1) % self.cfg.log_every == 0 or i + 1 == run.steps_per_epoch
+            if run.scaler is not None:
+                run.scaler.update()
+            run.guard.add(loss_sum / acc, bad)
+            run.step, seen, loss_sum, j = run.step + 1, seen + 1, None, i // acc
+            if self.cfg.bn_eval == "batch" and j + 1 == run.steps_per_epoch:
+                self.last_batch = images.clone()  # the BN statistics of validation (--bn-eval batch)
+            logged = (j + 1) % self.cfg.log_every == 0 or j + 1 == run.steps_per_epoch
             if logged:
                 loss_now, ips = self._log_train(epoch, lr, seen * run.global_batch / (time.perf_counter() - t_log))
                 seen, t_log = 0, time.perf_counter()
             self.progress.update(loss_now if logged else None, ips if logged else None, lr)
-            self._after_step(last_of_epoch=i + 1 == run.steps_per_epoch)
+            self._after_step(last_of_epoch=j + 1 == run.steps_per_epoch)
         self.progress.end_epoch()
         return time.perf_counter() - t0
+
+    def _set_hyperparameters(self) -> float:
+        """This step's lr (and momentum, RMSprop warm-up share) from the schedule, into every param group."""
+        run = self.run
+        lr = run.schedule(run.step)
+        momentum, blend = run.schedule.momentum(run.step), run.schedule.rmsprop_blend(run.step)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+            if "momentum" in group:
+                group["momentum"] = momentum
+            if "rmsprop_blend" in group:
+                group["rmsprop_blend"] = blend
+        return lr
+
+    def _sync_unless(self, last_pass: bool):
+        """Gradient accumulation: the passes before the last one of a step only accumulate."""
+        if last_pass or self.run.reducer is None:
+            return contextlib.nullcontext()
+        return self.run.reducer.no_sync()
 
     def _log_train(self, epoch: int, lr: float, ips: float) -> tuple[float | None, float]:
         """A log step (syncs the device): the window's mean loss, skipped steps, bad samples."""
@@ -144,12 +176,16 @@ class Trainer:
         if run.reducer is not None:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
         top1 = top5 = float("nan")
+        done = run.step // run.steps_per_epoch
         for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
+            done = epoch + 1
             start = run.step - epoch * run.steps_per_epoch
             seconds = self.train_epoch(epoch, start)
             train_seconds += seconds
             images += (run.steps_per_epoch - start) * run.global_batch
             coll.check_weights_agree(run.groups, run.layout.params, f"after epoch {epoch + 1}")
+            if cfg.bn_eval == "batch":  # no moving averages: the last batch's statistics, pooled over ranks
+                recompute_bn_statistics(run.model, [self.last_batch], run.groups.world if run.groups else None)
             coll.broadcast_tensors(run.groups, list(run.model.buffers()), "BN statistics")  # validate/save rank 0's
             top1, top5, n = self.validate()
             run.last_val = dict(epoch=epoch + 1, top1=top1, top5=top5)
@@ -160,8 +196,12 @@ class Trainer:
             run.checkpoint(best=better, wait=epoch + 1 == cfg.epochs)
             run.say(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n} images), "
                     f"train {seconds:.1f}s")  # fmt: skip
+            if cfg.target_top1 is not None and top1 >= cfg.target_top1:
+                run.say(f"fastres: reached the target top-1 {cfg.target_top1}% after epoch {epoch + 1}; stopping")
+                run.write("target", epoch=epoch + 1, top1=top1, target=cfg.target_top1)
+                break  # the epoch's checkpoint is written
         total = time.perf_counter() - run.t_start
         ips = images / max(train_seconds, 1e-9)
-        record = dict(epochs=cfg.epochs, top1=top1, top5=top5, train_seconds=train_seconds, total_seconds=total)
+        record = dict(epochs=done, top1=top1, top5=top5, train_seconds=train_seconds, total_seconds=total)
         run.write("summary", **record, img_per_s=ips, best_top1=run.best[0], best_epoch=run.best[1])
-        return Summary(cfg.epochs, top1, top5, train_seconds, total, ips, run.run_dir, run.rank)
+        return Summary(done, top1, top5, train_seconds, total, ips, run.run_dir, run.rank)
