@@ -42,15 +42,20 @@ def test_eval_reproduces_the_accuracy_the_run_logged(trained):
     assert best.top1 == summary["best_top1"] == logged_val(run, summary["best_epoch"])["top1"]
 
 
-def _eval_rank(run: str, data: str) -> tuple[float, float, int, int]:
-    result = evaluate(run, data, device="cpu", workers=0, say=lambda _: None)
+def _eval_rank(run: str, data: str, backend: str) -> tuple[float, float, int, int]:
+    # the test's ranks are daemon processes, which may not start DataLoader workers (DALI's are threads)
+    workers = 0 if backend == "pytorch" else 1
+    result = evaluate(run, data, device="cpu", backend=backend, workers=workers, say=lambda _: None)
     return result.top1, result.top5, result.images, result.rank
 
 
-def test_distributed_eval_counts_every_image_once(trained):
+@pytest.mark.parametrize("backend", ["pytorch", "dali"])
+def test_distributed_eval_counts_every_image_once(trained, backend):
+    if backend == "dali":
+        pytest.importorskip("nvidia.dali", reason="DALI is not installed")
     data, run = trained
-    one = evaluate(run, data, workers=0, say=lambda _: None)
-    results = check_ok(run_ranks(_eval_rank, world=2, args=(str(run), str(data)), timeout=180))
+    one = evaluate(run, data, backend=backend, workers=0 if backend == "pytorch" else 1, say=lambda _: None)
+    results = check_ok(run_ranks(_eval_rank, world=2, args=(str(run), str(data), backend), timeout=180))
     assert [r[3] for r in results] == [0, 1]
     for top1, top5, images, _rank in results:  # each rank holds the sum over both ranks' shares
         assert (top1, top5, images) == (one.top1, one.top5, one.images) and images == 20
