@@ -1,8 +1,9 @@
-"""Top-1 and top-5 of a trained model on a validation tree: `python -m fastres.eval CHECKPOINT_OR_RUN --data ROOT`.
+"""Top-1 and top-5 of a trained model on a validation tree: `python -m fastres.eval CHECKPOINT_OR_RUN [--data ROOT]`.
 
     python -m fastres.eval runs/resnet50-20261123-101500 --data /data/imagenet          # the run's newest checkpoint
     python -m fastres.eval runs/resnet50-20261123-101500 --best --data /data/imagenet   # its best.pt
     python -m fastres.eval runs/r/checkpoints/step-000450450.pt --data /data/imagenet/val
+    python -m fastres.eval runs/r                     # on the dataset the run trained on
     torchrun --standalone --nproc-per-node 8 -m fastres.eval runs/r --data /data/imagenet  # 8 GPUs
 
 The model, the class names and the crop size are the checkpoint's; the images go through
@@ -95,6 +96,15 @@ def open_val_split(data: str | Path, classes: tuple[str, ...]) -> FolderSplit:
     return split
 
 
+def _run_dataset(cfg: dict) -> Path:
+    """The dataset the run trained on: its --data, else the built-in dataset (written if missing)."""
+    if cfg.get("data"):
+        return Path(cfg["data"])
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    return ensure_builtin_dataset()
+
+
 def _prepare(data: str, classes: tuple[str, ...], depth: str, skip_bad: bool, say) -> tuple[FolderSplit, int]:
     """Rank 0's listing of the split, without the bad files when asked (the other ranks get it)."""
     split = open_val_split(data, classes)
@@ -141,7 +151,7 @@ def _val_loader(
 
 def evaluate(
     target: str | Path,
-    data: str | Path,
+    data: str | Path | None,
     *,
     best: bool = False,
     device: str = "auto",
@@ -155,8 +165,9 @@ def evaluate(
     dist_timeout: float = 1800.0,
     say=print,
 ) -> EvalResult:
-    """Top-1/top-5 of the checkpoint at `target` (a file or a run folder) on the split at `data`,
-    on this process or on every process of a torchrun/srun/mpirun job (counts summed over ranks).
+    """Top-1/top-5 of the checkpoint at `target` (a file or a run folder) on the split at `data` (None:
+    the run's own dataset), on this process or on every process of a torchrun/srun/mpirun job (counts
+    summed over ranks).
 
     None for precision, backend, batch_size, workers, image_size: the run's own settings."""
     if data_check not in CHECK_DEPTHS:
@@ -181,7 +192,7 @@ def evaluate(
             model = model.to(memory_format=torch.channels_last)
 
         def prepare():
-            return _prepare(str(data), loaded.classes, data_check, skip_bad_files, say0)
+            return _prepare(str(data or _run_dataset(cfg)), loaded.classes, data_check, skip_bad_files, say0)
 
         split, skipped = coll.rank0_first(groups, prepare)
         chosen = resolve_backend(backend or cfg.get("backend", "auto"))
@@ -236,10 +247,10 @@ def build_parser() -> ToolParser:
     )
     p.add_argument(
         "--data",
-        required=True,
         metavar="ROOT",
-        help="ImageNet-layout tree (ROOT/val/<class>/*) or one "
-        "split folder (ROOT/<class>/*) whose class folders are the checkpoint's classes",
+        help="ImageNet-layout tree (ROOT/val/<class>/*) or one split folder (ROOT/<class>/*) whose class folders "
+        "are the checkpoint's classes (default: the dataset the run trained on; the built-in one when it had "
+        "no --data)",
     )
     p.add_argument(
         "--best",

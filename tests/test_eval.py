@@ -35,6 +35,8 @@ def test_eval_reproduces_the_accuracy_the_run_logged(trained):
     last = logged_val(run, state["epoch"])
     assert (newest.top1, newest.top5, newest.images) == (last["top1"], last["top5"], last["images"])
     assert newest.checkpoint.val == {"epoch": last["epoch"], "top1": last["top1"], "top5": last["top5"]}
+    own = evaluate(run, None, say=lambda _: None)  # no --data: the dataset the run trained on
+    assert own.val_dir == data / "val" and (own.top1, own.top5, own.images) == (newest.top1, newest.top5, 20)
 
     best = evaluate(run, data, best=True, say=lambda _: None)
     summary = records(run, "summary")[-1]
