@@ -139,3 +139,63 @@ def test_srun_with_a_bad_flag_ends_the_job_with_one_line(slurm, tmp_path):
     assert proc.returncode != 0
     errors = one_line_errors(proc.stderr)
     assert 1 <= len(errors) <= 2 and all("--batch-size" in e and "got 0" in e for e in errors), proc.stderr
+
+
+def job_state(slurm, job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm.env({})).stdout
+    m = re.search(r"JobState=(\w+)", out)
+    return m.group(1) if m else "UNKNOWN"
+
+
+def wait_job(slurm, job: str, states: tuple[str, ...], seconds: float = 240) -> str:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = job_state(slurm, job)
+        if state in states:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} still {job_state(slurm, job)} after {seconds} s:\n{slurm.logs()[-3000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_slurm_preemption_checkpoints_requeues_and_ends_as_an_uninterrupted_job(slurm, tiny_data, tmp_path):
+    """sbatch a job script that always runs the same command with --resume auto; scancel --signal=TERM
+    stops its step in a checkpoint; scontrol requeue runs the script again; the run continues and
+    ends with every loss and weight of a job that was never stopped."""
+    import time
+
+    from test_preemption import assert_same_run
+
+    from tiny import records
+
+    args = [*TRAIN, "--batch-size", "8", "--epochs", "3", "--backend", "pytorch", "--data-check", "none",
+            "--data", str(tiny_data), "--out", str(tmp_path)]  # fmt: skip
+    env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run([sys.executable, *args, "--name", "straight"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    command = " ".join([sys.executable, *args, "--name", "job", "--resume", "auto"])
+    submit = subprocess.run(["sbatch", "--parsable", "--requeue", "--time", "10", "--chdir", str(tmp_path),
+                             "--output", str(tmp_path / "job-%j.out"), "--wrap", f"srun {command}"],
+                            cwd=tmp_path, env=slurm.env(env), capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    run = tmp_path / "job"
+    deadline = time.monotonic() + 240
+    while len(records(run, "train")) < 7 and time.monotonic() < deadline:  # inside the second epoch
+        time.sleep(0.2)
+    assert len(records(run, "train")) >= 7, slurm.logs()[-3000:]
+    subprocess.run(["scancel", "--signal=TERM", job], env=slurm.env({}), check=True, timeout=30)
+    wait_job(slurm, job, ("FAILED", "COMPLETED", "CANCELLED"))
+    out = "".join(p.read_text() for p in tmp_path.glob("job-*.out"))
+    assert "stopped by SIGTERM after step" in out, out[-3000:]
+    first = records(run, "train")[-1]["step"]
+    subprocess.run(["scontrol", "requeue", job], env=slurm.env({}), check=True, timeout=30)
+    time.sleep(1)
+    assert wait_job(slurm, job, ("COMPLETED", "FAILED"), seconds=400) == "COMPLETED", slurm.logs()[-3000:]
+    resumes = records(run, "resume")
+    assert len(resumes) == 1 and resumes[0]["step"] == first
+    assert_same_run(tmp_path / "straight", run)
