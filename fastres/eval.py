@@ -268,7 +268,7 @@ def build_parser() -> ToolParser:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16 (default: the run's)",
+        help="autocast precision: auto (bf16 on CUDA, fp32 on the CPU) or one named (default: the run's)",
     )
     p.add_argument(
         "--backend",

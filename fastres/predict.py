@@ -98,11 +98,21 @@ def build_parser() -> ToolParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (every image file under them)")
     p.add_argument("--best", action="store_true", help="with a run folder: use RUN/best.pt (the best val top-1)")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="classes shown per image, most probable first")
     p.add_argument(
-        "--batch-size", type=int, default=32, metavar="N", help="images classified together (memory, not results)"
+        "--top", type=int, default=5, metavar="K", help="classes shown per image, most probable first (default: 5)"
     )
-    p.add_argument("--device", default="auto", help="auto (a GPU where torch sees one, else the CPU), cpu, cuda[:N]")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="images classified together: memory, not results (default: 32)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N (default: auto)",
+    )
     p.add_argument(
         "--json", action="store_true", help='one JSON object per image: {"image", "top": [{"class", "probability"}]}'
     )
