@@ -12,6 +12,7 @@ from fastres import FastresError
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install fastres[tensorboard])")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from trained import records, short_run  # noqa: E402
 
 from fastres.tensorboard import TENSORBOARD_DIR, TensorBoardWriter, tag_of  # noqa: E402
 
@@ -103,3 +104,13 @@ def test_without_tensorboard_one_line_says_how_to_install(tmp_path, monkeypatch)
         TensorBoardWriter(tmp_path)
     assert str(e.value) == "--tensorboard needs the tensorboard package: pip install fastres[tensorboard]"
     assert not (tmp_path / TENSORBOARD_DIR).exists()
+
+
+def test_a_real_run_with_tensorboard_has_its_metrics_as_events(tmp_path_factory):
+    _data, run = short_run(tmp_path_factory)
+    acc = read_events(run)
+    for kind, field, tag in (("val", "top1", "val/top1"), ("val", "top5", "val/top5"), ("train", "lr", "train/lr")):
+        want = [(r["step"], pytest.approx(r[field], rel=1e-6)) for r in records(run, kind)]
+        assert [(s, v) for s, v, _ in scalars(acc, tag)] == want, tag
+    want = [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in records(run, "train") if r["loss"] is not None]
+    assert [(s, v) for s, v, _ in scalars(acc, "train/loss")] == want

@@ -7,11 +7,13 @@
 2 val images per class (real JPEGs): ResNet-18 at 32 px, batch 8, EPOCHS epochs. The settings
 make it learn its 40 training images quickly (no label smoothing, whole-image crops, a high
 learning rate), so a test can ask for better than chance on them; the 20 val images stay
-near chance, which no test relies on.
+near chance, which no test relies on. Where tensorboard is installed the run also writes its
+TensorBoard events (--tensorboard).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +26,9 @@ FLAGS = [
     "--lr", "3.2", "--warmup-epochs", "0", "--label-smoothing", "0", "--crop-scale-min", "1.0",
     "--epochs", str(EPOCHS), "--seed", "0", "--backend", "pytorch",
 ]  # fmt: skip
+
+if importlib.util.find_spec("tensorboard") is not None:
+    FLAGS.append("--tensorboard")  # RUN/tensorboard, read back by tests/test_tensorboard.py
 
 _MADE: dict[str, tuple[Path, Path]] = {}
 
