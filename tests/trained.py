@@ -8,7 +8,8 @@
 make it learn its 40 training images quickly (no label smoothing, whole-image crops, a high
 learning rate), so a test can ask for better than chance on them; the 20 val images stay
 near chance, which no test relies on. Where tensorboard is installed the run also writes its
-TensorBoard events (--tensorboard).
+TensorBoard events (--tensorboard). One torch thread: on a box shared with other jobs, two
+threads that wait for each other's cores take several times as long.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ EPOCHS = 10
 FLAGS = [
     "--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--no-progress",
     "--lr", "3.2", "--warmup-epochs", "0", "--label-smoothing", "0", "--crop-scale-min", "1.0",
-    "--epochs", str(EPOCHS), "--seed", "0", "--backend", "pytorch",
+    "--epochs", str(EPOCHS), "--seed", "0", "--backend", "pytorch", "--threads", "1",
 ]  # fmt: skip
 
 if importlib.util.find_spec("tensorboard") is not None:
