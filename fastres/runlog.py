@@ -122,7 +122,11 @@ class MetricsLog:
 
     def __init__(self, path: Path):
         self.path = path
-        self._f = open(path, "a", buffering=1)
+        # a run killed mid-record left a partial last line: the next record starts a line of its own
+        cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self._f = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+        if cut:
+            self._f.write("\n")
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"kind": kind, "time": round(_dt.datetime.now().timestamp(), 3), **fields}

@@ -411,3 +411,20 @@ def test_an_error_every_rank_shares_is_printed_once_by_rank_0(data, tmp_path):
     assert [p.returncode for p in procs] == [2, 2], errs
     assert "--lr must be a finite number in [0, 100], got inf" in tiny.one_line_error(errs[0])
     assert errs[1].strip() == "", errs[1]
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_checkpoints(data, tmp_path):
+    # scancel and Ctrl-C signal every process of the job, DataLoader workers included
+    run = tmp_path / "run"
+    args = ["--data", str(data), *TINY, "--workers", "2", "--epochs", "50", "--out", str(tmp_path), "--name", "run"]
+    proc = start(args, tmp_path, start_new_session=True)
+    try:
+        wait_until(lambda: len(records(run, "train")) >= 2, [proc])
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped by SIGTERM" in tiny.one_line_error(err)
+    assert CheckpointStore(run).newest_valid() is not None

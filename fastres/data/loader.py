@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,17 @@ def _splits(cfg: DataConfig, dataset: Dataset, world: int, exclude: frozenset[st
     return train_split, val_split
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM, SIGINT and SIGUSR1 to the training process.
+
+    Slurm's scancel and Ctrl-C signal every process of the job or terminal, workers included;
+    a worker that died of it would make the DataLoader raise in the training process before
+    it could checkpoint. The training process stops its workers itself, and a worker exits
+    on its own when the training process is gone (torch's worker watchdog)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _pytorch_loaders(
     cfg: DataConfig,
     dataset: Dataset,
@@ -153,6 +165,7 @@ def _pytorch_loaders(
         collate_fn=collate_uint8,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals if workers else None,
     )
     train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=rank, world=world)
     val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=rank, world=world)
