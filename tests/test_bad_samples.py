@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from jpegs import corrupt_huffman, corrupt_scan, write_tree
 from PIL import Image
 
 from fastres.data import append_bad_list, max_bad_default, open_dataset, read_bad_list
@@ -23,6 +22,8 @@ from fastres.data.bad import SUBSTITUTE_RGB, substitute_image
 from fastres.data.check import check_file
 from fastres.data.loader import make_loaders
 from fastres.data.transforms import normalize_batch
+
+from jpegs import corrupt_huffman, corrupt_scan, write_tree
 
 CPU = torch.device("cpu")
 

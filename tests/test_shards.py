@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from jpegs import corrupt_scan, write_tree
 
 pytest.importorskip("nvidia.dali")  # the shards' index files are made with DALI's wds2idx
