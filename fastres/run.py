@@ -184,6 +184,8 @@ class Run:
             self.lock = None
 
     def last_checkpoint(self) -> str:
+        if self.saver is not None:
+            self.saver.finish()  # a write in flight counts once it is on disk
         newest = self.saver.newest() if self.saver else None
         return f"the last checkpoint is {newest}" if newest else "no checkpoint was written yet"
 

@@ -520,7 +520,8 @@ def step_inputs(device="cpu", lengths=(5, 4097, 0, 300, 17)):
         chunks=ops.segment_chunks(offsets, device),
         seg_group=torch.zeros(S, dtype=torch.int32, device=device),
         seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device=device),
-        hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01], device=device),
+        # one group: lr, wd, mu, eta, then the rest of the group's HPARAM_STRIDE slots (unused here)
+        hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01] + [0.0] * (ops.HPARAM_STRIDE - 4), device=device),
     )
 
 
@@ -541,7 +542,7 @@ def test_fused_step_rejects_overlapping_buffers():
     cases = [
         (dict(momentum=big[: n + 1], params=big[n:]), r"params: overlaps momentum"),
         (dict(grads=x["params"]), r"params: overlaps grads"),
-        (dict(hparams=x["momentum"][:4]), r"momentum: overlaps hparams"),
+        (dict(hparams=x["momentum"][: ops.HPARAM_STRIDE]), r"momentum: overlaps hparams"),
     ]
     for change, match in cases:
         with pytest.raises(ValueError, match=match):

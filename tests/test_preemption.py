@@ -272,8 +272,9 @@ def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(data, tmp_path
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
            "fastres.train", "--data", str(data), *TINY, "--batch-size", "4", "--epochs", "50", "--out", str(tmp_path),
            "--name", "orphans", "--dist-timeout", "60"]  # fmt: skip
+    log = open(tmp_path / "job.log", "w")  # noqa: SIM115 - the job's output, for the failure message
     agent = subprocess.Popen(cmd, cwd=tmp_path, env={**clean_environ(), "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         wait_until(lambda: len(records(run, "train")) >= 2, [agent])
         workers = subprocess.run(["pgrep", "-f", "--", "--name orphans"], capture_output=True, text=True).stdout.split()
@@ -288,9 +289,11 @@ def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(data, tmp_path
     finally:
         if agent.poll() is None:
             os.killpg(agent.pid, signal.SIGKILL)
+        log.close()
     summary = records(run, "summary")
     assert not summary, "an orphan finished the run"
-    assert CheckpointStore(run).newest_valid() is not None  # they stopped in a checkpoint
+    output = (tmp_path / "job.log").read_text()[-3000:]
+    assert CheckpointStore(run).newest_valid() is not None, output  # they stopped in a checkpoint
 
 
 def test_resume_checks_the_config_and_records_what_changed(data, tmp_path, capsys):

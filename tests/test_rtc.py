@@ -174,7 +174,7 @@ def test_rtc_fused_step_equals_torch_and_native(mode):
             chunks=ops.segment_chunks(offsets, "cuda"),
             seg_group=torch.zeros(S, dtype=torch.int32, device="cuda"),
             seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device="cuda"),
-            hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01], device="cuda"),
+            hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01] + [0.0] * (ops.HPARAM_STRIDE - 4), device="cuda"),
         )
 
     a, b = inputs(), inputs()

@@ -65,7 +65,7 @@ class Checkpointer:
         self._last_time = time.monotonic()
         if not self.writer:
             return
-        self._collect(self._saver.poll())
+        self._collect(self._saver.wait())  # one write at a time: the previous one's outcome first
         if self.failing:
             return  # the run is stopping (every rank hears it at the next step): no more attempts
         t0 = time.perf_counter()
