@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from fastres.checkpoint.fileformat import read_checkpoint_file  # noqa: E402
 from fastres.checkpoint.state import run_state  # noqa: E402
@@ -41,6 +41,8 @@ from fastres.checkpoint.store import BackgroundSaver, CheckpointStore  # noqa: E
 from fastres.model import resnet50  # noqa: E402
 from fastres.optim import FusedLARS  # noqa: E402
 from fastres.progress import Progress  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 
 def checkpoint_pause(out: Path, rounds: int) -> dict:
@@ -137,12 +139,7 @@ def main() -> None:
         pause = checkpoint_pause(Path(tmp), args.rounds)
         logs = log_bytes(args.log_seconds, Path(tmp))
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },  # fmt: skip
+        "machine": describe(),
         "command": "python bench/bench_checkpoint.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "checkpoint_pause": pause,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,12 +36,15 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from fastres.data.builtin import CLASSES, ensure_builtin_dataset, render_image  # noqa: E402
 from fastres.data.dali import DaliLoader  # noqa: E402
 from fastres.data.folder import scan_split  # noqa: E402
 from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8  # noqa: E402
 from fastres.data.transforms import RandomResizedCropFlip  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -135,14 +137,9 @@ def main() -> None:
     decode_rate_one_core(paths[:32])  # warm the page cache
     one_core = max(decode_rate_one_core(paths) for _ in range(2))
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "dali": __import__("nvidia.dali", fromlist=["__version__"]).__version__,
-            "pillow": Image.__version__,
-        },
+        "machine": describe(
+            dali=__import__("nvidia.dali", fromlist=["__version__"]).__version__, pillow=Image.__version__
+        ),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "imagenet_like": {"images": len(paths), "size": "500x375 / 375x500", "quality": 90},
         "ceiling_pil_decode_one_core_img_s": one_core,
