@@ -1,9 +1,10 @@
 """Run folders: what a run leaves behind so it can be read, compared and resumed.
 
-<out>/<name>/config.yaml     resolved config + fastres/torch versions, git revision, host
-<out>/<name>/metrics.jsonl   one JSON object per line: train records every log_every steps,
-                             a val record per epoch, a summary record at the end
-<out>/<name>/checkpoint.pt   latest checkpoint (see fastres.checkpoint)
+<out>/<name>/config.yaml       resolved config, what ran (backend, launcher, ranks), versions, git revision, host
+<out>/<name>/metrics.jsonl     one JSON object per line: train records every log_every steps, a val
+                               record per epoch, resume / bad_file / target records, a summary at the end
+<out>/<name>/checkpoints/      the newest checkpoints, <out>/<name>/best.pt the best val top-1
+                               (fastres.checkpoint); bad_files.txt (fastres.badsamples); .lock (fastres.runlock)
 """
 
 from __future__ import annotations
