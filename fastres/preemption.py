@@ -100,9 +100,9 @@ class StopSignals:
 
     def poll(self, save_due: bool = False, abort: bool = False) -> Verdict:
         """Once per step on every rank: what every rank agrees to do after this step."""
-        mine = torch.tensor([self.signum, int(save_due), int(abort)], dtype=torch.int64)
         if self._group is None:
             return Verdict(self.signum, save_due, abort)
+        mine = torch.tensor([self.signum, int(save_due), int(abort)], dtype=torch.int64)
         agreed = Verdict()
         if self._pending is not None:
             values, work = self._pending

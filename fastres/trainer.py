@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import time
 
 import torch
@@ -33,8 +34,6 @@ from fastres.run import Run
 from fastres.runlog import Summary
 
 __all__ = ["Summary", "Trainer", "TrainingDiverged"]
-
-_SIGNAL_NAMES = {2: "SIGINT", 10: "SIGUSR1", 15: "SIGTERM"}
 
 
 class TrainingDiverged(FastresError, FloatingPointError):
@@ -136,7 +135,7 @@ class Trainer:
                                f"so that no more work goes unsaved; {run.last_checkpoint()}")  # fmt: skip
         if verdict.signum:
             run.checkpoint(wait=True)
-            name = _SIGNAL_NAMES.get(verdict.signum, f"signal {verdict.signum}")
+            name = signal.Signals(verdict.signum).name  # the signal every rank agreed on (one of preemption.SIGNALS)
             how = f"--resume auto --name {self.cfg.name}" if self.cfg.name else f"--resume {run.run_dir}"
             raise Preempted(f"stopped by {name} after step {run.step}; checkpoint {run.saver.newest()}; "
                             f"continue with the same command and {how}", verdict.signum)  # fmt: skip

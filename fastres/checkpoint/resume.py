@@ -63,10 +63,6 @@ def run_dir_of(out: str, name: str) -> Path:
     return Path(out).expanduser() / check_name(name)
 
 
-def _newest_valid(run_dir: Path, say: Callable[[str], None]) -> tuple[Path, dict[str, Any]] | None:
-    return CheckpointStore(run_dir).newest_valid(say)
-
-
 def _saved_config(state: dict[str, Any], where: str) -> TrainConfig:
     saved = state.get("config")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -84,13 +80,13 @@ def plan_resume(cfg: TrainConfig, given: frozenset[str], say: Callable[[str], No
         if not cfg.name:
             raise ConfigError("--resume auto needs --name NAME: the run folder OUT/NAME to continue, or to start")
         run_dir = run_dir_of(cfg.out, cfg.name)
-        found = _newest_valid(run_dir, say) if run_dir.is_dir() else None
+        found = CheckpointStore(run_dir).newest_valid(say) if run_dir.is_dir() else None
         if found is None:
             return ResumePlan(cfg.validate(), run_dir)  # nothing to continue: start OUT/NAME
     else:
         path = Path(cfg.resume).expanduser()
         if path.is_dir():
-            run_dir, found = path, _newest_valid(path, say)
+            run_dir, found = path, CheckpointStore(path).newest_valid(say)
             if found is None:
                 raise CheckpointError(f"--resume {cfg.resume}: no checkpoint that verifies in {path / CHECKPOINT_DIR}")
         elif path.is_file():
