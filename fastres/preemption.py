@@ -17,9 +17,12 @@ small tensor that is max-reduced over a Gloo group of its own; the reduction iss
 step i is read after step i + 1, so it never stalls the step, and every rank reads the same
 value at the same step. A single process reads its own flag.
 
-Orphans: under a launcher (torchrun, srun, mpirun) a rank asks the kernel for SIGTERM when
-its parent dies (`PR_SET_PDEATHSIG`), so SIGKILL of the launcher still ends every rank in a
-checkpoint instead of leaving them training on.
+Orphans: under a launcher (torchrun, srun, mpirun) a rank asks the kernel for a signal of its
+own (`PARENT_DIED`, a real-time signal) when its parent dies (`PR_SET_PDEATHSIG`), so SIGKILL
+of the launcher still ends every rank in a checkpoint instead of leaving them training on. It
+is not SIGTERM because the kernel may deliver it more than once (once per thread that holds
+the request), and a second SIGTERM means "exit at once": repeats of `PARENT_DIED` are ignored,
+and the run stops as for SIGTERM (status 143).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ import torch.distributed as dist
 from fastres import FastresError
 from fastres.distributed.collectives import checked
 
-__all__ = ["SIGNALS", "Preempted", "StopSignals", "Verdict", "die_with_parent", "exit_status"]
+__all__ = ["PARENT_DIED", "SIGNALS", "Preempted", "StopSignals", "Verdict", "die_with_parent", "exit_status"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+PARENT_DIED = signal.SIGRTMIN + 2 if hasattr(signal, "SIGRTMIN") else None  # Linux; clear of glibc's own
 _PR_SET_PDEATHSIG = 1
 
 
@@ -49,25 +53,30 @@ class Preempted(FastresError):
         super().__init__(message)
         self.signum = signum
 
+    def _handle_parent_death(self, signum, frame) -> None:
+        self.parent_died = True  # repeats (one per thread that asked) change nothing
+        if not self.signum:
+            self.signum = signal.SIGTERM
+
 
 def exit_status(signum: int) -> int:
     """The shell's convention for a process ended by a signal."""
     return 128 + signum
 
 
-def die_with_parent() -> bool:
-    """Ask Linux for SIGTERM when the parent process dies; True when that is now in force."""
+def die_with_parent(signum: int) -> bool:
+    """Ask Linux for signal `signum` when the parent process dies (0: none); True when that is now in force."""
     if not sys.platform.startswith("linux"):
         return False
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
             return False
     except (OSError, AttributeError):
         return False
-    if os.getppid() != parent:  # the parent died before the request: act now
-        os.kill(os.getpid(), signal.SIGTERM)
+    if signum and os.getppid() != parent:  # the parent died before the request: act now
+        os.kill(os.getpid(), signum)
     return True
 
 
@@ -79,8 +88,12 @@ class Verdict:
 
 
 class StopSignals:
-    def __init__(self, groups=None):
+    """`follow_parent`: stop as for SIGTERM when the parent process (the launcher) dies."""
+
+    def __init__(self, groups=None, follow_parent: bool = False):
         self.signum = 0
+        self.parent_died = False
+        self._following = False
         self._previous = {}
         self._group = None
         self._pending: tuple[torch.Tensor, object] | None = None
@@ -92,11 +105,20 @@ class StopSignals:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: signals stay with whoever has them
                 break
+        else:
+            if follow_parent and PARENT_DIED is not None:
+                self._previous[PARENT_DIED] = signal.signal(PARENT_DIED, self._handle_parent_death)
+                self._following = die_with_parent(PARENT_DIED)  # after the handler: a dead parent is seen at once
 
     def _handle(self, signum, frame) -> None:
         if self.signum:
             os._exit(exit_status(signum))  # the second signal: at once
         self.signum = signum
+
+    def _handle_parent_death(self, signum, frame) -> None:
+        self.parent_died = True  # repeats (one per thread that asked) change nothing
+        if not self.signum:
+            self.signum = signal.SIGTERM
 
     def poll(self, save_due: bool = False, abort: bool = False) -> Verdict:
         """Once per step on every rank: what every rank agrees to do after this step."""
@@ -119,6 +141,8 @@ class StopSignals:
             except RuntimeError:
                 pass  # a peer that is gone: leaving anyway
             self._pending = None
+        if self._following:  # no signal of ours once our handler is gone
+            self._following = not die_with_parent(0)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

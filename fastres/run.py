@@ -34,7 +34,7 @@ from fastres.execution import amp_dtype, pick_device, seed_all, use_channels_las
 from fastres.model import build_model
 from fastres.optim import build_optimizer
 from fastres.optim.schedule import run_schedule
-from fastres.preemption import StopSignals, die_with_parent
+from fastres.preemption import StopSignals
 from fastres.runlock import RunLock
 from fastres.runlog import MetricsLog, make_run_dir, write_config
 from fastres.stepguard import StepGuard
@@ -66,9 +66,8 @@ class Run:
             if not cfg.data and self.topology.physical_local_rank == 0:
                 ensure_builtin_dataset()  # one writer per machine; the others wait at the barrier
             coll.checked("barrier after writing the built-in dataset", dist.barrier, group=self.groups.world)
-        if self.topology.launcher != "none":
-            die_with_parent()  # a launcher killed with SIGKILL leaves no rank training on
-        self.stop = StopSignals(self.groups)
+        # under a launcher: one killed with SIGKILL leaves no rank training on
+        self.stop = StopSignals(self.groups, follow_parent=self.topology.launcher != "none")
         dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list)  # listed once, for the check and loaders
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)

@@ -136,6 +136,8 @@ class Trainer:
         if verdict.signum:
             run.checkpoint(wait=True)
             name = signal.Signals(verdict.signum).name  # the signal every rank agreed on (one of preemption.SIGNALS)
+            if run.stop.parent_died:
+                name = "the death of the launcher (parent process)"
             how = f"--resume auto --name {self.cfg.name}" if self.cfg.name else f"--resume {run.run_dir}"
             raise Preempted(f"stopped by {name} after step {run.step}; checkpoint {run.saver.newest()}; "
                             f"continue with the same command and {how}", verdict.signum)  # fmt: skip

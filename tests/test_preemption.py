@@ -294,6 +294,24 @@ def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(data, tmp_path
     assert not summary, "an orphan finished the run"
     output = (tmp_path / "job.log").read_text()[-3000:]
     assert CheckpointStore(run).newest_valid() is not None, output  # they stopped in a checkpoint
+    assert "stopped by the death of the launcher (parent process) after step" in output, output
+
+
+def test_the_parent_death_signal_repeated_stops_once_and_never_exits_at_once():
+    # The kernel sends the parent-death signal once per thread that asked for it; only a
+    # second SIGTERM/SIGINT/SIGUSR1 means "exit now".
+    from fastres.preemption import PARENT_DIED, StopSignals
+
+    stop = StopSignals(follow_parent=True)
+    try:
+        assert stop.poll().signum == 0
+        for _ in range(3):
+            os.kill(os.getpid(), PARENT_DIED)
+            time.sleep(0.01)  # the Python-level handler runs between bytecodes
+        assert stop.parent_died and stop.poll().signum == signal.SIGTERM
+    finally:
+        stop.close()
+    assert signal.getsignal(PARENT_DIED) == signal.SIG_DFL
 
 
 def test_resume_checks_the_config_and_records_what_changed(data, tmp_path, capsys):
