@@ -196,6 +196,8 @@ HELP: dict[str, dict[str, str]] = {
         "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16 (autocast, CPU or GPU), or fp16 "
         "(autocast with dynamic loss scaling; a step whose scaled gradients overflow is skipped)",
         "channels_last": "NHWC memory format for the model and batches; default: on CUDA only",
+        "compile": "run the model's forward and backward through torch.compile (inductor); the first steps "
+        "compile for a minute or more",
         "threads": "torch intra-op threads per process on the CPU; none: torch's default",
         "seed": "seed of the initialisation, the data order and the augmentations",
     },
@@ -292,6 +294,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda if available), cpu, cuda
     precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
     channels_last: bool | None = None  # None: on for cuda, off for cpu
+    compile: bool = False  # torch.compile the model for training and validation
     threads: int | None = None  # torch intra-op threads on cpu; None: torch's default
     seed: int = 0
     # distributed (start one process per GPU or CPU share with torchrun, srun or mpirun: fastres.distributed)

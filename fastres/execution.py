@@ -18,7 +18,16 @@ import torch
 from fastres import FastresError
 from fastres.distributed import Topology, cuda_device
 
-__all__ = ["DEVICES", "PRECISIONS", "amp_dtype", "autocast", "pick_device", "seed_all", "use_channels_last"]
+__all__ = [
+    "DEVICES",
+    "PRECISIONS",
+    "amp_dtype",
+    "autocast",
+    "cpu_has_native_bf16",
+    "pick_device",
+    "seed_all",
+    "use_channels_last",
+]
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # fp16: autocast + dynamic loss scaling (fastres.amp)
@@ -47,6 +56,17 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16":
         return torch.float16  # the trainer adds a LossScaler: fp16 gradients underflow without one
     return None
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX), so that oneDNN's bf16 kernels
+    beat fp32; None where that cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def use_channels_last(setting: bool | None, device: torch.device) -> bool:

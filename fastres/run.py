@@ -30,7 +30,7 @@ from fastres.data.loader import resolve_backend
 from fastres.distributed import Reducer, destroy, discover, init_distributed
 from fastres.distributed import collectives as coll
 from fastres.distributed.reducer import bucket_layout
-from fastres.execution import amp_dtype, pick_device, seed_all, use_channels_last
+from fastres.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
 from fastres.model import build_model
 from fastres.optim import build_optimizer
 from fastres.optim.schedule import run_schedule
@@ -57,6 +57,9 @@ class Run:
         self.rank, self.world = self.topology.rank, self.topology.world_size
         self.device = pick_device(cfg.device, self.topology)
         self.amp = amp_dtype(cfg.precision, self.device)
+        if self.amp == torch.bfloat16 and self.device.type == "cpu" and cpu_has_native_bf16() is False:
+            self.say("fastres: warning: this CPU has no native bf16 (no AVX-512 BF16 or AMX in /proc/cpuinfo): bf16 "
+                     "autocast is emulated and may be slower than --precision fp32")  # fmt: skip
         self.channels_last = use_channels_last(cfg.channels_last, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -83,6 +86,8 @@ class Run:
         self.model = convert_bn_groups(model.to(self.device), cfg.bn_group, self.world, self.rank)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # what the loop calls: the model, or its compiled form (same parameters, same state_dict)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         # the model's one flat layout, handed to the reducer and the optimizer
         self.layout = bucket_layout(self.model, self.groups, algorithm=cfg.allreduce, bucket_cap_mb=cfg.bucket_cap_mb)

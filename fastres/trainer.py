@@ -64,7 +64,7 @@ class Trainer:
                 lr = self._set_hyperparameters()
                 run.layout.zero_grad()  # in place: .grad stay views of the flat buffer
             with self._sync_unless(last_pass), autocast(run.device, run.amp):
-                loss = run.criterion(run.model(images), labels)
+                loss = run.criterion(run.forward(images), labels)
                 scaled = loss / acc if acc > 1 else loss
                 (run.scaler.scale(scaled) if run.scaler else scaled).backward()  # buckets leave as they fill
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
@@ -152,7 +152,7 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.int64, device=run.device)  # top-1 hits, top-5 hits, images
         for images, labels in run.data.val:
             with autocast(run.device, run.amp):
-                logits = run.model(images)
+                logits = run.forward(images)
             totals[:2] += accuracy_counts(logits.float(), labels)
             totals[2] += labels.numel()
         run.bad.drain(run.data.val)

@@ -115,3 +115,18 @@ def test_unscale_divides_by_the_scale_in_one_pass():
     assert g.tolist() == [1.0, -2.0, 0.5]
     with pytest.raises(ValueError, match="growth_factor"):
         LossScaler(growth_factor=1.0)
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [("fpu sse2 avx512f avx512_bf16 avx512_vnni", True), ("fpu sse2 amx_tile amx_bf16", True),
+     ("fpu sse2 avx2 avx512f", False), (None, False)],
+)  # fmt: skip
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    from fastres.execution import cpu_has_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    lines = ["processor\t: 0", "model name\t: x"] + ([f"flags\t\t: {flags}"] if flags is not None else [])
+    info.write_text("\n".join(lines) + "\n")
+    assert cpu_has_native_bf16(str(info)) is native
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None

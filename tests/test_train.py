@@ -402,3 +402,25 @@ def test_fit_releases_loader_workers_and_the_log_when_it_raises(tiny_data, tmp_p
     else:
         assert run.data.train._iter is None  # the DALI pipeline dropped
     assert not multiprocessing.active_children(), multiprocessing.active_children()  # no worker left behind
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager_and_saves_the_plain_model(tiny_data, tmp_path):
+    # --compile: torch.compile (inductor) runs forward and backward; the parameters, the
+    # checkpoint and its keys are the model's own, and the losses are eager's up to rounding
+    from torch._dynamo.utils import counters
+
+    losses, graphs = {}, {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        counters.clear()
+        args = ["--data", str(tiny_data), *TINY, "--epochs", "1", "--out", str(tmp_path), "--name", name, *extra]
+        assert main(args) == 0
+        losses[name] = [r["loss"] for r in records(tmp_path / name, "train")]
+        graphs[name] = counters["stats"]["unique_graphs"]
+    assert graphs == {"eager": 0, "compiled": graphs["compiled"]} and graphs["compiled"] >= 1  # dynamo traced it
+    assert len(losses["eager"]) == 3
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+    eager, compiled = newest(tmp_path / "eager"), newest(tmp_path / "compiled")
+    assert list(compiled["model"]) == list(eager["model"])  # no "_orig_mod." prefix
+    for key, value in eager["model"].items():
+        assert torch.allclose(compiled["model"][key].float(), value.float(), rtol=1e-2, atol=1e-4), key

@@ -39,6 +39,7 @@ MUTABLE = frozenset({
     "max_bad_samples", "epochs", "val_batch_size", "threads", "virtual_nodes", "allreduce", "bucket_cap_mb",
     "dist_timeout", "out", "name", "log_every", "progress", "resume", "checkpoint_every", "checkpoint_minutes",
     "keep_checkpoints", "progress_seconds", "max_skipped_steps", "tensorboard", "target_top1", "train_images",
+    "compile",
 })  # fmt: skip
 
 
