@@ -23,6 +23,7 @@ import sys
 import torch
 
 from fastres import nvrtc, ops, paths, rtc
+from fastres.execution import cpu_has_native_bf16
 
 __all__ = ["collect", "main", "render"]
 
@@ -60,6 +61,7 @@ def _torch() -> dict:
         "cuda": torch.version.cuda,  # the CUDA torch was built with, None for a CPU build
         "cuda_available": torch.cuda.is_available(),
         "device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "cpu_native_bf16": cpu_has_native_bf16(),  # --precision bf16 on the CPU: fast, or emulated
     }
 
 
@@ -202,6 +204,9 @@ def render(r: dict) -> str:
     item("torch", f"{t['version']} ({'CUDA ' + t['cuda'] if t['cuda'] else 'CPU build'})")
     d = r["driver"]
     item("driver", f"supports CUDA {_cuda(d['cuda'])}" if d["cuda"] else f"none: {d['why']}")
+    bf16 = {True: "native (AVX-512 BF16 or AMX): --precision bf16 is fast here", None: "unknown (no /proc/cpuinfo)",
+            False: "not native: bf16 autocast on the CPU is emulated, often slower than fp32"}  # fmt: skip
+    item("CPU bf16", bf16[t["cpu_native_bf16"]])
     item("GPUs torch sees", t["device_count"])
     for g in r["gpus"]:
         cc = ".".join(str(x) for x in g["capability"])

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,8 @@ def test_torch_driver_and_gpu_facts(report):
     t = report["torch"]
     assert t["version"] == torch.__version__ and t["cuda"] == torch.version.cuda
     assert t["cuda_available"] == torch.cuda.is_available()
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
+    assert t["cpu_native_bf16"] == (None if flags is None else ("avx512_bf16" in flags or "amx_bf16" in flags))
     assert report["driver"]["cuda"] == paths.driver_version()
     gpus = [torch.cuda.get_device_properties(i) for i in range(t["device_count"])]
     assert t["device_count"] == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
@@ -142,6 +145,9 @@ def test_report_of_other_machines():
     old = paths.Probe(**{**machine.__dict__, "driver": 12040, "rtc": paths.Rtc(False, "CuPy is not importable")})
     text = doctor.render(doctor.collect(old))
     assert "driver                supports CUDA 12.4" in text
+    for native, says in ((True, "native (AVX-512 BF16 or AMX)"), (False, "not native: bf16 autocast on the CPU is")):
+        r["torch"]["cpu_native_bf16"] = native
+        assert f"CPU bf16              {says}" in doctor.render(r)
     assert "torch fallback: the driver supports CUDA 12.4, but fastres._C links the CUDA 13.0 runtime" in text
     no_native = paths.Probe(native=False)
     assert doctor.collect(no_native)["paths"]["cpu"]["fused_step"]["path"] == "torch"
