@@ -200,13 +200,18 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @needs_emulation
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
 def test_ctrl_c_and_sigterm_stop_the_job_and_remove_everything(sig, code):
     before = machine_state()
+    # started as a shell starts a background job: SIGINT ignored, which the emulation must override
     proc = subprocess.Popen([*EMULATE, "--hosts", "2", "--", "sleep", "60"], stderr=subprocess.PIPE, text=True,
-                            env=clean_environ())  # fmt: skip
+                            env=clean_environ(), preexec_fn=_ignore_sigint)  # fmt: skip
     try:
         names = wait_for_namespaces(proc.pid, 3, proc)
         ranks = [int(p) for n in names for p in subprocess.run(["ip", "netns", "pids", n], capture_output=True,

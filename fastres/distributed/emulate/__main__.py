@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if not cmd:
         say(f"{PROG}: error: no command to run: put it after -- (see --help)")
         return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a job started in the background inherits it ignored, and the emulation must
+    # still stop and remove its namespaces when one arrives (kill -INT, Ctrl-C after fg)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stopped)
     net = None
     try:
