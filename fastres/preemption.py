@@ -53,11 +53,6 @@ class Preempted(FastresError):
         super().__init__(message)
         self.signum = signum
 
-    def _handle_parent_death(self, signum, frame) -> None:
-        self.parent_died = True  # repeats (one per thread that asked) change nothing
-        if not self.signum:
-            self.signum = signal.SIGTERM
-
 
 def exit_status(signum: int) -> int:
     """The shell's convention for a process ended by a signal."""

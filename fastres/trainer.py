@@ -177,8 +177,8 @@ class Trainer:
         if run.reducer is not None:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
         top1 = top5 = float("nan")
-        done = run.step // run.steps_per_epoch
-        for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
+        done = run.step // run.steps_per_epoch  # epochs finished before this attempt
+        for epoch in range(done, cfg.epochs):
             done = epoch + 1
             start = run.step - epoch * run.steps_per_epoch
             seconds = self.train_epoch(epoch, start)
