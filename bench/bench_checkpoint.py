@@ -14,7 +14,7 @@
    Context: one ResNet-50 training step (batch 16 at 64 px, fp32) on this machine.
 2. Log bytes per hour with stderr redirected to a file (a batch system's log): tqdm's bar,
    driven as fastres drove it before (one update per step, a postfix every 20 steps),
-   against fastres.progress.Progress's line every 30 s, both over `--log-seconds` of a
+   against fastres.run.progress.Progress's line every 30 s, both over `--log-seconds` of a
    simulated 5 steps/s job, scaled to an hour.
 """
 
@@ -40,7 +40,7 @@ from fastres.checkpoint.state import run_state  # noqa: E402
 from fastres.checkpoint.store import BackgroundSaver, CheckpointStore  # noqa: E402
 from fastres.model import resnet50  # noqa: E402
 from fastres.optim import FusedLARS  # noqa: E402
-from fastres.progress import Progress  # noqa: E402
+from fastres.run.progress import Progress  # noqa: E402
 
 from machine import describe  # noqa: E402
 
@@ -122,7 +122,7 @@ def log_bytes(seconds: float, out: Path) -> dict:
         "measured_seconds": seconds,
         "bytes_per_hour": {
             "before: tqdm bar into a file": old_path.stat().st_size * scale,
-            "fastres.progress: a line every 30 s": new_path.stat().st_size * scale,
+            "fastres.run.progress: a line every 30 s": new_path.stat().st_size * scale,
         },  # fmt: skip
     }
 

@@ -5,10 +5,10 @@
 One pytest-benchmark group per device:
   fastres FusedLARS            csrc/lars.h: norms of w and g, then the fused update (no sync)
   fastres FusedSGD             the same kernel without the norm pass
-  ..., run-time compiled       (GPU with CuPy) the same kernels compiled with NVRTC (fastres.rtc)
+  ..., run-time compiled       (GPU with CuPy) the same kernels compiled with NVRTC (fastres.kernels.rtc)
   torch SGD fused=True         torch.optim.SGD(momentum=0.9, fused=True): the peer to match
   foreach LARS (timm-style)    plain PyTorch with torch._foreach_* ops, trust ratios on the device
-  FusedLARS torch fallback     fastres.optim.lars_reference
+  FusedLARS torch fallback     FusedLARS(backend="torch"): fastres.kernels.torch_ops
   ceiling: copy_               a copy moving as many bytes as a momentum-SGD step (read w, g, m;
                                write w, m: 5 x 102 MB), measured in the same run
 A LARS step moves 6 x 102 MB (its norm pass reads g once more; the norms of w come from the
@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastres import ops, rtc
+from fastres.kernels import ops, rtc
 from fastres.model import resnet50
 from fastres.optim import FusedLARS, FusedSGD
 

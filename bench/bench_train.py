@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fastres.data.builtin import ensure_builtin_dataset  # noqa: E402
-from fastres.execution import cpu_has_native_bf16  # noqa: E402
+from fastres.run.execution import cpu_has_native_bf16  # noqa: E402
 
 from machine import describe  # noqa: E402
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastres import ops, rtc
+from fastres.kernels import ops, rtc
 
 from timing import time_kernel
 

@@ -5,7 +5,7 @@
 
 What a one-GPU machine can run of the GPU reducer: Gloo moves CUDA tensors through host
 memory, so the reducer's CUDA side runs for real: the pack and unpack kernels of the bf16
-wire (fastres.ops on the GPU) and the stream handling (each bucket's collective waited for,
+wire (fastres.kernels.ops on the GPU) and the stream handling (each bucket's collective waited for,
 and its unpack run, on the stream the bucket was packed on; the caller's stream ordered after
 them by events). Backward runs on a side stream, not the default one, and the reduced
 gradients are read on it right after `wait()`: an unpack left on another stream would race.

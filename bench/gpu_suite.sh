@@ -97,7 +97,7 @@ build() {
   set -e
   $PY -m pip install --no-build-isolation --no-deps $BUILD_NATIVE "$ROOT" -v 2>&1 | grep -E "fastres:|Successfully|error" || true
   cd "$OUT" # never the repository root: its fastres/ would shadow the installed package
-  $PY -c "import fastres.ops as o; i = o.build_info(); assert i['cuda'], i; print('FIGURES _C:', i['cuda_archs'], 'CUDA', i['cuda_version'])"
+  $PY -c "import fastres.kernels.ops as o; i = o.build_info(); assert i['cuda'], i; print('FIGURES _C:', i['cuda_archs'], 'CUDA', i['cuda_version'])"
 }
 
 doctor() {
@@ -190,7 +190,7 @@ rtc() {
   set -e
   FASTRES_CUDA=OFF $PY -m pip install --no-build-isolation --no-deps $BUILD_RTC "$ROOT" -v 2>&1 | grep -E "fastres:|Successfully" || true
   cd "$OUT"
-  $PY -c "import fastres.ops as o; assert not o.build_info()['cuda'], 'the FASTRES_CUDA=OFF build has CUDA kernels'"
+  $PY -c "import fastres.kernels.ops as o; assert not o.build_info()['cuda'], 'the FASTRES_CUDA=OFF build has CUDA kernels'"
   $PY -m fastres.doctor | tee doctor-rtc.txt
   grep -q "cuda:0 fused_step     run-time compiled" doctor-rtc.txt
   cd "$ROOT"

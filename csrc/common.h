@@ -3,10 +3,10 @@
 // Defines:
 //   FASTRES_HD            inline on host and device (one source of the math, docs/design.md, decision 2)
 //   CEIL_DIV(a, b)        ceil(a / b) for non-negative integers, used for every grid
-//   DType                 dtype codes passed from fastres/ops.py (keep the two in step)
+//   DType                 dtype codes passed from fastres/kernels/ops.py (keep the two in step)
 //   sq(x)                 x * x, the per-element term of a squared norm
 //   int64_t, ...          under NVRTC, which has no C++ standard library: the fixed-width types
-//                         the kernels use (fastres/rtc.py compiles the .cu files at run time)
+//                         the kernels use (fastres/kernels/rtc.py compiles the .cu files at run time)
 // Host only (not under NVRTC):
 //   check_arg(...)        throws std::invalid_argument (pybind11 -> ValueError)
 //   CUDA_CHECK(call)      throws std::runtime_error with file and line (-> RuntimeError);
@@ -44,7 +44,7 @@ typedef unsigned long long uintptr_t;
 
 namespace fastres {
 
-// dtype codes: fastres/ops.py has the same table (_DTYPE_CODES).
+// dtype codes: fastres/kernels/ops.py has the same table (_DTYPE_CODES).
 enum DType : int {
   kFloat32 = 0,
   kFloat16 = 1,

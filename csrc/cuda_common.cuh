@@ -25,7 +25,7 @@
 
 // Kernels sit in an anonymous namespace under nvcc (a kernel defined in a header that two .cu
 // files include must not give two external host stubs), and in fastres::rtc under NVRTC, whose
-// output must hold them as visible entries: fastres/rtc.py finds them by the lowered names of
+// output must hold them as visible entries: fastres/kernels/rtc.py finds them by the lowered names of
 // name expressions such as "fastres::rtc::fused_update_kernel<true>" (NVRTC guide, "Accessing
 // Lowered Names").
 #if defined(__CUDACC_RTC__)

@@ -12,7 +12,7 @@
 //   fused_step_cuda(...) (FASTRES_WITH_CUDA) two launches: per-chunk norms of w and g
 //                        (one pass), then the update, each block of which reduces its
 //                        segment's partials (deterministic, fixed order) to its trust ratio
-// Under NVRTC (fastres/rtc.py) only the FASTRES_HD parts are compiled.
+// Under NVRTC (fastres/kernels/rtc.py) only the FASTRES_HD parts are compiled.
 //
 // The math (docs/design.md, decision 5), per segment s in group k, for every element:
 //   wd    = hparams[k].wd if flags[s] & kSegDecay else 0

@@ -11,7 +11,7 @@
 //
 // Loads: every chunk goes through cuda_common.cuh's chunk_visit_sq, split at w's first 16-byte
 // boundary: a scalar head of at most 3 elements, float4s, a scalar tail. g and m take float4
-// loads too where they are 16-byte aligned at the same element (always, on fastres/flat.py's
+// loads too where they are 16-byte aligned at the same element (always, on fastres/kernels/flat.py's
 // layout: segments start on 16-element boundaries), else scalar loads inside the same loop, so
 // a segment that starts anywhere still runs vectorised. The norm pass sums w^2 over exactly
 // that traversal, and so does the update over w_new: a cached norm has the bits of a fresh one.
@@ -20,7 +20,7 @@
 // two launches.
 //
 // One source for nvcc and NVRTC: under NVRTC (__CUDACC_RTC__) only the kernels are compiled,
-// and fastres/rtc.py launches them with the same grids as fused_step_cuda below (coupled).
+// and fastres/kernels/rtc.py launches them with the same grids as fused_step_cuda below (coupled).
 #include "common.h"
 #include "cuda_common.cuh"
 #include "lars.h"

@@ -1,4 +1,4 @@
-// module.cpp: the pybind11 module fastres._C. Reached only through fastres/ops.py.
+// module.cpp: the pybind11 module fastres._C. Reached only through fastres/kernels/ops.py.
 //
 // Defines (Python names):
 //   build_info()                    dict: what this build holds (cuda, cuda_archs, openmp, ...)

@@ -18,7 +18,7 @@
 //
 // All buffers are given as addresses: flat (fp32, `dtype` must be kFloat32), the chunk
 // table (int64, segments.h), partials (fp32, C) and out (fp32, S), all on the device that
-// runs the kernel. The caller allocates them (fastres/ops.py, with torch).
+// runs the kernel. The caller allocates them (fastres/kernels/ops.py, with torch).
 #pragma once
 
 #include <cstdint>

@@ -10,7 +10,7 @@
 // (segments start anywhere, so a chunk's start is only 4-byte aligned in general).
 //
 // One source for nvcc and NVRTC: under NVRTC (__CUDACC_RTC__) only the kernels are compiled,
-// and fastres/rtc.py launches them with the same grids as the launcher below (coupled).
+// and fastres/kernels/rtc.py launches them with the same grids as the launcher below (coupled).
 #include "common.h"
 #include "cuda_common.cuh"
 #include "segment_sq_norms_cuda.cuh"

@@ -20,7 +20,7 @@
 //   [S+1, S+1+C)          chunk_begin:     first element of chunk c in the flat buffer
 //   [S+1+C, S+1+2C)       chunk_end:       one past its last element
 //   [S+1+2C, S+1+3C)      chunk_seg:       the segment chunk c belongs to
-// Couplings: fastres/ops.py allocates the buffer with this size and moves it to the device
+// Couplings: fastres/kernels/ops.py allocates the buffer with this size and moves it to the device
 // of the flat buffer; the stage-1 kernels write one partial per chunk, in chunk order, and
 // the stage-2 kernels read them back through seg_first_chunk. A fused LARS update reads
 // chunk_seg to find the trust ratio of its chunk.

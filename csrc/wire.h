@@ -151,7 +151,7 @@ FASTRES_HD float from_wire(typename WireType<D>::type h) {
 
 // Per-segment sums of squares of unpack's result (segments.h chunk table, on the device that
 // runs the kernel). The chunks cover dst[lo, hi) exactly (lo = offsets[0], hi = offsets[S]:
-// fastres/ops.py passes them from SegmentChunks' host copy, so the launcher needs no sync);
+// fastres/kernels/ops.py passes them from SegmentChunks' host copy, so the launcher needs no sync);
 // partials: C floats of scratch, out: S floats.
 struct WireNorms {
   const int64_t* table = nullptr;  // nullptr: no norms

@@ -19,7 +19,7 @@
 // segment_sq_norms(dst) on the GPU bit for bit (tests/test_wire.py checks it).
 //
 // One source for nvcc and NVRTC: under NVRTC (__CUDACC_RTC__) only the kernels are compiled,
-// and fastres/rtc.py launches them with the same grids as the launchers below (coupled).
+// and fastres/kernels/rtc.py launches them with the same grids as the launchers below (coupled).
 #include "common.h"
 #include "cuda_common.cuh"
 #include "segment_sq_norms_cuda.cuh"

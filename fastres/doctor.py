@@ -6,9 +6,9 @@
 The first thing to run when fastres is slow or a GPU op warns (the way torch.utils.collect_env
 and DeepSpeed's ds_report are): the native module's build (CPU/OpenMP, CUDA architectures and
 runtime), torch and the driver, each GPU with its compute capability and memory, NCCL, DALI
-and whether it sees the GPU, CuPy and NVRTC, and for every op of fastres.ops the path it takes
+and whether it sees the GPU, CuPy and NVRTC, and for every op of fastres.kernels.ops the path it takes
 on each device (native CPU, native CUDA, run-time compiled, torch fallback) with the reason:
-the same decision fastres.ops makes (fastres.paths), not a second opinion. Nothing here
+the same decision fastres.kernels.ops makes (fastres.kernels.paths), not a second opinion. Nothing here
 launches a kernel or allocates GPU memory.
 """
 
@@ -22,8 +22,8 @@ import sys
 
 import torch
 
-from fastres import nvrtc, ops, paths, rtc
-from fastres.execution import cpu_has_native_bf16
+from fastres.kernels import nvrtc, ops, paths, rtc
+from fastres.run.execution import cpu_has_native_bf16
 
 __all__ = ["collect", "main", "render"]
 
@@ -126,7 +126,7 @@ def _paths(probe: paths.Probe) -> dict:
 
 
 def collect(probe: paths.Probe | None = None) -> dict:
-    """Every fact of the report, as plain data. `probe`: the one fastres.ops uses (default), or
+    """Every fact of the report, as plain data. `probe`: the one fastres.kernels.ops uses (default), or
     an injected one (tests)."""
     probe = probe if probe is not None else ops._probe()
     st = rtc.status()
@@ -236,7 +236,7 @@ def render(r: dict) -> str:
     else:
         item("NVRTC (ctypes)", f"no: {v['why']}")
 
-    section("paths of fastres.ops (native CPU | native CUDA | run-time compiled | torch fallback)")
+    section("paths of fastres.kernels.ops (native CPU | native CUDA | run-time compiled | torch fallback)")
     for device, row in r["paths"].items():
         for op, ch in row.items():
             item(f"{device} {op}", f"{ch['label']}: {ch['reason']}")

@@ -30,15 +30,15 @@ from pathlib import Path
 
 import torch
 
-from fastres.cli import ToolParser, run_tool
 from fastres.data.dataset import CHECK_DEPTHS
 from fastres.data.folder import DatasetError, FolderSplit, existing_dir, scan_split
 from fastres.data.loader import resolve_backend
 from fastres.distributed import collectives as coll
 from fastres.distributed import destroy, discover, init_distributed
-from fastres.execution import DEVICES, PRECISIONS, amp_dtype, autocast, pick_device, use_channels_last
-from fastres.loading import Loaded, find_checkpoint, load_model
-from fastres.metrics import accuracy_counts
+from fastres.run.execution import DEVICES, PRECISIONS, amp_dtype, autocast, pick_device, use_channels_last
+from fastres.run.metrics import accuracy_counts
+from fastres.tools.cli import ToolParser, run_tool
+from fastres.tools.loading import Loaded, find_checkpoint, load_model
 
 __all__ = ["EvalResult", "evaluate", "main", "open_val_split"]
 

@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 
 from fastres import FastresError
-from fastres.cli import ToolParser, run_tool
 from fastres.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fastres.loading import Loaded, load_model
 from fastres.model import build_model
+from fastres.tools.cli import ToolParser, run_tool
+from fastres.tools.loading import Loaded, load_model
 
 __all__ = ["FORMATS", "ExportResult", "export", "main"]
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from fastres import FastresError
-from fastres.cli import ToolParser, prog_name, run_tool
 from fastres.data.folder import IMG_EXTENSIONS
 from fastres.data.pil import load_rgb
-from fastres.loading import Loaded, load_model, preprocess, tool_device
+from fastres.tools.cli import ToolParser, prog_name, run_tool
+from fastres.tools.loading import Loaded, load_model, preprocess, tool_device
 
 __all__ = ["Prediction", "expand_inputs", "main", "predict"]
 

@@ -65,10 +65,10 @@ def _schedule_table(cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastres.checkpoint.resume import plan_resume
     from fastres.config import parse_command_line, print_schedule_requested
-    from fastres.preemption import Preempted, exit_status
-    from fastres.trainer import Trainer
+    from fastres.run.preemption import Preempted, exit_status
+    from fastres.run.resume import plan_resume
+    from fastres.run.trainer import Trainer
 
     rank = _rank()
     say = print if rank == 0 else (lambda *a, **k: None)

@@ -1,4 +1,4 @@
-"""fastres.amp.LossScaler against torch.amp.GradScaler over a sequence of steps with overflows.
+"""fastres.optim.amp.LossScaler against torch.amp.GradScaler over a sequence of steps with overflows.
 
 The same model, data and optimizer update (momentum SGD, torch's convention) run twice: with
 torch.optim.SGD under GradScaler, and with FusedSGD over its flat buffer under LossScaler
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from fastres.amp import LossScaler
 from fastres.optim import FusedSGD
+from fastres.optim.amp import LossScaler
 
 OVERFLOW_STEPS = {2, 3, 9}  # steps whose gradient holds an Inf (or NaN)
 
@@ -123,7 +123,7 @@ def test_unscale_divides_by_the_scale_in_one_pass():
      ("fpu sse2 avx2 avx512f", False), (None, False)],
 )  # fmt: skip
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
-    from fastres.execution import cpu_has_native_bf16
+    from fastres.run.execution import cpu_has_native_bf16
 
     info = tmp_path / "cpuinfo"
     lines = ["processor\t: 0", "model name\t: x"] + ([f"flags\t\t: {flags}"] if flags is not None else [])

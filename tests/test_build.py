@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fastres import ops
+from fastres.kernels import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,15 +82,15 @@ def test_cuda_device_count_is_zero_without_a_driver():
     if not _libcuda_loadable():
         assert n == 0 and v == 0
     elif native().build_info()["cuda"]:
-        from fastres import paths
+        from fastres.kernels import paths
 
         assert v == paths.driver_version()  # the runtime's answer and libcuda's agree
 
 
 def test_kernel_sources_are_installed_next_to_the_module():
-    # fastres.rtc compiles them at run time where the build has no CUDA kernels: a wheel must
+    # fastres.kernels.rtc compiles them at run time where the build has no CUDA kernels: a wheel must
     # carry them (CMakeLists.txt installs them into fastres/csrc)
-    from fastres import rtc
+    from fastres.kernels import rtc
 
     installed = Path(native().__file__).parent / "csrc"
     for file in rtc.KERNELS:
@@ -103,7 +103,7 @@ def test_imports_and_runs_on_cpu_without_a_visible_gpu(tmp_path):
     # visible (and here, in CI, with no driver at all): cudart is static and loads libcuda
     # only when first asked.
     code = (
-        "import fastres._C as C, torch, fastres.ops as ops\n"
+        "import fastres._C as C, torch, fastres.kernels.ops as ops\n"
         "assert C.cuda_device_count() == 0\n"
         "out = ops.segment_sq_norms(torch.ones(5), torch.tensor([0, 2, 5]))\n"
         "assert out.tolist() == [2.0, 3.0], out\n"

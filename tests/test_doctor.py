@@ -2,7 +2,7 @@
 
 The command runs in a fresh process (as a user runs it), and what it says is compared with
 what this process finds by other means: the loaded fastres._C, torch, libcuda, DALI, CuPy,
-the NVRTC library, and fastres.ops' own path choice. Reports for machines this one is not (an
+the NVRTC library, and fastres.kernels.ops' own path choice. Reports for machines this one is not (an
 old driver, an unbuilt architecture, no CuPy) come from injected probes.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastres import doctor, nvrtc, ops, paths, rtc
+from fastres import doctor
+from fastres.kernels import nvrtc, ops, paths, rtc
 
 
 def run_doctor(*args: str) -> subprocess.CompletedProcess:

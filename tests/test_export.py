@@ -17,8 +17,8 @@ from trained import short_run
 from fastres.checkpoint import write_checkpoint_file
 from fastres.config import TrainConfig
 from fastres.export import main as export_main
-from fastres.loading import load_model, preprocess
 from fastres.model import resnet50
+from fastres.tools.loading import load_model, preprocess
 
 
 # -- torchvision's ResNet, as torchvision/models/resnet.py defines it (v1.5: stride in the 3x3) ---------

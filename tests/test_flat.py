@@ -1,4 +1,4 @@
-"""Tests of fastres.flat: the flat layout of parameters, gradients and momentum."""
+"""Tests of fastres.kernels.flat: the flat layout of parameters, gradients and momentum."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from fastres import ops
-from fastres.flat import ALIGN, FlatParams
+from fastres.kernels import ops
+from fastres.kernels.flat import ALIGN, FlatParams
 from fastres.model import resnet50
 
 

@@ -14,10 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from fastres import ops
+from fastres.kernels import ops
 from fastres.model import resnet50
 from fastres.optim import FusedLARS, FusedSGD
-from fastres.optim.lars_reference import fused_step_torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
@@ -252,16 +251,17 @@ def test_found_inf_step_changes_nothing(device):
     opt.step(found_inf=torch.tensor(1, dtype=torch.int32, device=device))  # int flag
     assert torch.equal(opt.layout.params, w1) and torch.equal(opt.momentum_buffer, m1)
     # the torch fallback honours the flag too
-    fused_step_torch(
+    ops.fused_step(
         opt.layout.params,
         opt.layout.grads,
         opt.momentum_buffer,
-        opt.layout.offsets,
+        opt.layout.chunks,
         opt._seg_group,
         opt._seg_flags,
         opt._hparams,
         mode=opt.mode,
         found_inf=flag,
+        path="torch",
     )
     assert torch.equal(opt.layout.params, w1) and torch.equal(opt.momentum_buffer, m1)
 

@@ -176,7 +176,7 @@ def test_bad_names_and_sizes_are_errors():
         resnet50(num_classes=0)
 
 
-# ------------------------------------------------------------------ recipes' BN pieces (fastres.bn)
+# ------------------------------------------------------------------ recipes' BN pieces (fastres.model.bn)
 
 
 def test_zero_init_of_the_last_gamma_is_switchable():
@@ -194,7 +194,7 @@ def _bn_stats_reference(model, batches):
 
 
 def test_bn_statistics_for_evaluation_pool_batches_and_ranks():
-    from fastres.bn import recompute_bn_statistics
+    from fastres.model.bn import recompute_bn_statistics
 
     torch.manual_seed(0)
     model = resnet18(num_classes=5)
@@ -219,7 +219,7 @@ def test_bn_statistics_for_evaluation_pool_batches_and_ranks():
 
 
 def test_bn_rank_groups():
-    from fastres.bn import bn_rank_groups
+    from fastres.model.bn import bn_rank_groups
 
     assert bn_rank_groups(8, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert bn_rank_groups(3, 1) == [[0], [1], [2]]
@@ -230,8 +230,8 @@ def test_bn_rank_groups():
 def _group_bn_worker() -> dict:
     import torch.distributed as dist
 
-    from fastres.bn import convert_bn_groups
     from fastres.distributed import discover, init_distributed
+    from fastres.model.bn import convert_bn_groups
 
     init_distributed(discover(), backend="gloo", timeout=60)
     rank, world = dist.get_rank(), dist.get_world_size()

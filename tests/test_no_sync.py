@@ -14,7 +14,7 @@ import contextlib
 import pytest
 import torch
 
-from fastres import ops
+from fastres.kernels import ops
 from fastres.optim import FusedLARS, FusedSGD
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,4 @@
-"""Tests of fastres.ops: segment_sq_norms against float64 torch, its checks and its paths.
+"""Tests of fastres.kernels.ops: segment_sq_norms against float64 torch, its checks and its paths.
 
 Run with plain `pytest` from the repository root, after `pip install .`: `python -m pytest`
 would put the repository root on sys.path, and its fastres/ (no built _C) would shadow the
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastres import ops, paths, torch_ops
+from fastres.kernels import ops, paths, torch_ops
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
@@ -458,7 +458,9 @@ def test_one_warning_per_device_and_reason(injected):
         assert ops._pick_path(CUDA0, "wire_pack", "torch") == "torch"  # asked for: no warning
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1, messages
-    assert messages[0].startswith("fastres.ops on cuda:0 (segment_sq_norms first): the driver supports CUDA 12.8")
+    assert messages[0].startswith(
+        "fastres.kernels.ops on cuda:0 (segment_sq_norms first): the driver supports CUDA 12.8"
+    )
     assert "Running the slower torch versions" in messages[0] and "python -m fastres.doctor" in messages[0]
     assert caught[0].category is RuntimeWarning
     assert not ops.has_kernel("fused_step", CUDA0) and ops.has_kernel("fused_step", "cpu")
@@ -611,7 +613,7 @@ def test_source_tree_without_native_module_imports_then_explains():
     if list((root / "fastres").glob("_C*")):
         pytest.skip("this source tree holds a built _C (in-place build)")
     code = (
-        "import torch, fastres.ops as ops\n"
+        "import torch, fastres.kernels.ops as ops\n"
         "if ops.native_available():\n"
         "    print('NATIVE', ops._C.__file__)\n"
         "    raise SystemExit\n"
@@ -631,7 +633,7 @@ def test_source_tree_without_native_module_imports_then_explains():
 # ----------------------------------------------------------------------------- FASTRES_SYNC_CHECK
 
 _BAD_LAUNCH = """
-import torch, fastres.ops as ops
+import torch, fastres.kernels.ops as ops
 chunks = ops.segment_chunks(torch.tensor([0, 100_000], dtype=torch.int64), "cuda")
 out = torch.empty(1, device="cuda")
 partials = torch.empty(chunks.num_chunks, device="cuda")

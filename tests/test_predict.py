@@ -13,8 +13,8 @@ import pytest
 from trained import short_run
 
 from fastres.eval import evaluate
-from fastres.loading import load_model
 from fastres.predict import predict
+from fastres.tools.loading import load_model
 
 
 @pytest.fixture(scope="module")

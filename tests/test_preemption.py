@@ -249,13 +249,13 @@ def test_a_second_job_on_a_live_run_folder_is_refused(data, tmp_path):
 
 
 def test_the_lock_of_a_job_killed_with_sigkill_is_taken_over(tmp_path):
-    from fastres.runlock import RunLock
+    from fastres.run.runlock import RunLock
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fastres.runlock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fastres.run.runlock import RunLock; "
                                "RunLock(sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert holder.stdout.readline().strip() == "locked"
-    from fastres.runlock import RunLockedError
+    from fastres.run.runlock import RunLockedError
 
     with pytest.raises(RunLockedError, match=f"in use by pid {holder.pid}"):
         RunLock(tmp_path)
@@ -300,7 +300,7 @@ def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(data, tmp_path
 def test_the_parent_death_signal_repeated_stops_once_and_never_exits_at_once():
     # The kernel sends the parent-death signal once per thread that asked for it; only a
     # second SIGTERM/SIGINT/SIGUSR1 means "exit now".
-    from fastres.preemption import PARENT_DIED, StopSignals
+    from fastres.run.preemption import PARENT_DIED, StopSignals
 
     stop = StopSignals(follow_parent=True)
     try:

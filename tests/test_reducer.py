@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fastres.distributed.reducer import CollectiveError, Reducer, bucket_layout, plan_buckets
-from fastres.flat import ALIGN, FlatParams
+from fastres.kernels.flat import ALIGN, FlatParams
 
 from multiproc import RankError, check_ok, run_ranks
 

@@ -1,7 +1,7 @@
-"""Tests of the run-time compiled path: csrc/*_cuda.cu through NVRTC (fastres.nvrtc, fastres.rtc).
+"""Tests of the run-time compiled path: csrc/*_cuda.cu through NVRTC (fastres.kernels.nvrtc, fastres.kernels.rtc).
 
 On every machine, GPU or not: each kernel source compiles with NVRTC to PTX for sm_80 and
-sm_90 and holds every kernel fastres.rtc launches, so a change that breaks run-time
+sm_90 and holds every kernel fastres.kernels.rtc launches, so a change that breaks run-time
 compilation fails CI (NVRTC needs no GPU; the `test` extra installs the nvidia-cuda-nvrtc
 wheel). With a GPU and CuPy: the run-time compiled kernels against float64, the CPU kernels
 and fastres._C's own CUDA kernels.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastres import nvrtc, ops, rtc
+from fastres.kernels import nvrtc, ops, rtc
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["compute_80", "compute_90"]
@@ -56,7 +56,7 @@ def test_every_kernel_of_the_sources_is_listed():
         listed = {re.sub(r"<.*>$", "", e.split("::")[-1]) for e in exprs}
         assert defined == listed, f"{file}: defined {sorted(defined)}, listed {sorted(listed)}"
     on_disk = {p.name for p in (ROOT / "csrc").glob("*_cuda.cu")}
-    assert on_disk == set(rtc.KERNELS), "every csrc/*_cuda.cu is a source of fastres.rtc"
+    assert on_disk == set(rtc.KERNELS), "every csrc/*_cuda.cu is a source of fastres.kernels.rtc"
 
 
 def test_sources_are_inlined_and_installed():
@@ -91,7 +91,7 @@ def test_missing_nvrtc_says_how_to_get_it(monkeypatch):
 
 
 def test_unknown_source_is_named():
-    with pytest.raises(ValueError, match=r"file: not a kernel source of fastres.rtc"):
+    with pytest.raises(ValueError, match=r"file: not a kernel source of fastres.kernels.rtc"):
         rtc.kernel_source("module.cpp")
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("tensorboard", reason="the tensorboard extra is not installe
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from trained import records, short_run  # noqa: E402
 
-from fastres.tensorboard import TENSORBOARD_DIR, TensorBoardWriter, tag_of  # noqa: E402
+from fastres.run.tensorboard import TENSORBOARD_DIR, TensorBoardWriter, tag_of  # noqa: E402
 
 T0 = 1_790_000_000.0
 

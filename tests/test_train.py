@@ -98,7 +98,7 @@ def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars", "fused-sgd"])
 def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monkeypatch, capsys, optimizer):
-    from fastres.trainer import Trainer
+    from fastres.run.trainer import Trainer
 
     common = [
         "--data",
@@ -351,7 +351,7 @@ def test_inconsistent_launcher_environment_is_one_line_exit_2(tmp_path, env, mes
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(tiny_data, tmp_path, capsys, monkeypatch):
     from torch import nn
 
-    from fastres import trainer as trainer_module
+    from fastres.run import trainer as trainer_module
 
     real = nn.CrossEntropyLoss.forward
     calls = {"n": 0}
@@ -380,7 +380,7 @@ def test_fit_releases_loader_workers_and_the_log_when_it_raises(tiny_data, tmp_p
     import multiprocessing
 
     from fastres.config import parse_args
-    from fastres.trainer import Trainer
+    from fastres.run.trainer import Trainer
 
     if backend == "dali":
         pytest.importorskip("nvidia.dali")

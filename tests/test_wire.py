@@ -1,4 +1,4 @@
-"""Tests of fastres.ops.pack_wire / unpack_wire (csrc/wire.h): the all-reduce's wire format.
+"""Tests of fastres.kernels.ops.pack_wire / unpack_wire (csrc/wire.h): the all-reduce's wire format.
 
 References are independent of the kernels: torch's `(src * scale).to(dtype)` and
 `src.float() * scale`, compared bit for bit through int views (NaN compared as NaN: torch's
@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from fastres import ops
+from fastres.kernels import ops
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 WIRE = [torch.float32, torch.float16, torch.bfloat16]
@@ -282,7 +282,7 @@ def test_unpack_norms_exact_on_small_integers():
 
 _PATHS_SCRIPT = r"""
 import sys, torch
-from fastres import ops
+from fastres.kernels import ops
 x = torch.load(sys.argv[1])
 h = torch.empty(x.numel(), dtype=torch.float16)
 ops.pack_wire(x, h, 1 / 3)

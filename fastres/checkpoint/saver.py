@@ -6,7 +6,7 @@
 
 Checkpoints are taken at every epoch's end, every `every_steps` steps and every
 `every_minutes` minutes (rank 0's clock decides; all ranks learn it through
-fastres.preemption, so the loader states they gather agree). Rank 0 copies the state to
+fastres.run.preemption, so the loader states they gather agree). Rank 0 copies the state to
 host memory (the training pause), and a thread serialises and writes it
 (fastres.checkpoint.store) while training goes on. A failed write is one line with the path
 and the system's reason; the older checkpoints stay valid, the next interval tries again,

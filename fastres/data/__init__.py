@@ -1,9 +1,10 @@
-"""fastres's data layer: ImageNet-layout datasets, the built-in dataset, the check, and the loaders.
+"""fastres.data: ImageNet-layout datasets, the built-in dataset, the check, and the loaders (DALI, PIL,
+synthetic); imports no other fastres package. `python -m fastres.data` is its command (check, shard).
 
-The data layer knows nothing of models or optimizers. A run opens its dataset once
-(`open_dataset`: lists the files), checks it (`check_dataset`), then makes its loaders
-(`make_loaders(..., dataset=)`) from the same listing. Files that fail to decode during
-training are substituted and reported (fastres/data/bad.py, `take_new_bad` on the loaders).
+A run opens its dataset once (`open_dataset`: lists the files), checks it (`check_dataset`),
+then makes its loaders (`make_loaders(..., dataset=)`) from the same listing. Files that fail to
+decode during training are substituted and reported (fastres/data/bad.py, `take_new_bad` on the
+loaders).
 """
 
 from fastres.data.bad import BAD_LIST, append_bad_list, max_bad_default, read_bad_list

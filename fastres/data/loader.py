@@ -61,6 +61,7 @@ from fastres.data.transforms import RandomResizedCropFlip, ResizeCenterCrop
 
 __all__ = [
     "Loaders",
+    "LoaderOptions",
     "DataConfig",
     "make_loaders",
     "BACKENDS",
@@ -106,6 +107,39 @@ class Loaders:
                 close()
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """What every backend builds its train and val loaders from, resolved once by make_loaders."""
+
+    cfg: DataConfig
+    dataset: Dataset
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    rank: int = 0
+    world: int = 1
+    exclude: frozenset[str] = frozenset()  # paths to leave out (the checker's bad files)
+    known_bad: frozenset[str] = frozenset()  # paths earlier attempts found undecodable: substituted
+
+    @property
+    def val_batch_size(self) -> int:
+        return self.cfg.val_batch_size or self.cfg.batch_size
+
+    @property
+    def val_image_size(self) -> int:
+        return self.cfg.val_image_size or self.cfg.image_size
+
+    def train_steps(self, images: int) -> int:
+        """Steps per epoch over `images` training images, or a DatasetError when there is not one global batch."""
+        steps = train_steps(images, self.world, self.cfg.batch_size)
+        if steps == 0:
+            raise DatasetError(
+                f"{self.dataset.root}/train has {images} images, fewer than one global batch "
+                f"({self.cfg.batch_size} x {self.world} processes): lower --batch-size"
+            )
+        return steps
+
+
 def _without(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:
     if not exclude:
         return split
@@ -124,14 +158,10 @@ def known_in(split: FolderSplit, known_bad: frozenset[str]) -> frozenset[str]:
     return frozenset(p for p, _ in split.samples if p in known_bad or os.path.abspath(p) in absolute)
 
 
-def _splits(cfg: DataConfig, dataset: Dataset, world: int, exclude: frozenset[str]) -> tuple[FolderSplit, FolderSplit]:
-    train_split, val_split = _without(dataset.train, exclude), _without(dataset.val, exclude)
-    if train_steps(len(train_split), world, cfg.batch_size) == 0:
-        raise DatasetError(
-            f"{dataset.root}/train has {len(train_split)} images, fewer than one global batch "
-            f"({cfg.batch_size} x {world} processes): lower --batch-size"
-        )
-    return train_split, val_split
+def _splits(opts: LoaderOptions) -> tuple[FolderSplit, FolderSplit]:
+    train_split = _without(opts.dataset.train, opts.exclude)
+    opts.train_steps(len(train_split))
+    return train_split, _without(opts.dataset.val, opts.exclude)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -145,30 +175,21 @@ def ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _pytorch_loaders(
-    cfg: DataConfig,
-    dataset: Dataset,
-    device: torch.device,
-    dtype: torch.dtype,
-    channels_last: bool,
-    rank: int,
-    world: int,
-    exclude: frozenset[str] = frozenset(),
-    known_bad: frozenset[str] = frozenset(),
-) -> Loaders:
-    train_split, val_split = _splits(cfg, dataset, world, exclude)
+def _pytorch_loaders(opts: LoaderOptions) -> Loaders:
+    cfg, world, known_bad = opts.cfg, opts.world, opts.known_bad
+    train_split, val_split = _splits(opts)
     train_tf = RandomResizedCropFlip(cfg.image_size, scale=(cfg.crop_scale_min, 1.0))
-    val_tf = ResizeCenterCrop(cfg.val_image_size or cfg.image_size)
+    val_tf = ResizeCenterCrop(opts.val_image_size)
     workers = min(cfg.workers, os.cpu_count() or 1)
     common = dict(
         num_workers=workers,
         collate_fn=collate_uint8,
-        pin_memory=device.type == "cuda",
+        pin_memory=opts.device.type == "cuda",
         persistent_workers=workers > 0,
         worker_init_fn=ignore_stop_signals if workers else None,
     )
-    train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=rank, world=world)
-    val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=rank, world=world)
+    train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=opts.rank, world=world)
+    val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=opts.rank, world=world)
     train = torch.utils.data.DataLoader(
         ImageFolderDataset(train_split, train_tf, known_in(train_split, known_bad)),
         batch_size=cfg.batch_size,
@@ -179,78 +200,58 @@ def _pytorch_loaders(
     )
     val = torch.utils.data.DataLoader(
         ImageFolderDataset(val_split, val_tf, known_in(val_split, known_bad)),
-        batch_size=cfg.val_batch_size or cfg.batch_size,
+        batch_size=opts.val_batch_size,
         sampler=val_sampler,
         drop_last=False,
         **common,
     )
+    on_device = dict(device=opts.device, dtype=opts.dtype, channels_last=opts.channels_last)
+    steps = opts.train_steps(len(train_split))
     return Loaders(
-        train=DeviceLoader(
-            train,
-            device,
-            dtype,
-            channels_last,
-            len(train_sampler),
-            steps=train_steps(len(train_split), world, cfg.batch_size),
-        ),
-        val=DeviceLoader(val, device, dtype, channels_last, len(val_sampler)),
+        train=DeviceLoader(train, num_samples=len(train_sampler), steps=steps, **on_device),
+        val=DeviceLoader(val, num_samples=len(val_sampler), **on_device),
         classes=train_split.classes,
-        root=dataset.root,
+        root=opts.dataset.root,
         train_size=len(train_split),
         val_size=len(val_split),
     )
 
 
-def _dali_loaders(
-    cfg: DataConfig,
-    dataset: Dataset,
-    device: torch.device,
-    dtype: torch.dtype,
-    channels_last: bool,
-    rank: int,
-    world: int,
-    exclude: frozenset[str] = frozenset(),
-    known_bad: frozenset[str] = frozenset(),
-) -> Loaders:
+def _dali_loaders(opts: LoaderOptions) -> Loaders:
     from fastres.data.dali import DaliLoader, dali_threads
 
+    cfg, world = opts.cfg, opts.world
     common = dict(
-        device=device,
-        dtype=dtype,
-        channels_last=channels_last,
-        rank=rank,
+        device=opts.device,
+        dtype=opts.dtype,
+        channels_last=opts.channels_last,
+        rank=opts.rank,
         world=world,
         seed=cfg.seed,
         threads=dali_threads(cfg.workers),
         prefetch=getattr(cfg, "prefetch", 2),
         hw_decoder_load=getattr(cfg, "hw_decoder_load", 0.65),
     )
-    root = dataset.root
-    if dataset.shards:  # webdataset shards written by `python -m fastres.data shard`
+    root = opts.dataset.root
+    if opts.dataset.shards:  # webdataset shards written by `python -m fastres.data shard`
         from fastres.data.shards import Shards
 
         train_src, val_src = Shards(root / "train"), Shards(root / "val")
         if train_src.classes != val_src.classes:
             raise DatasetError(f"{root}: train and val shards have different classes")
-        if exclude:
+        if opts.exclude:
             raise DatasetError(f"{root}: shards cannot leave files out; write them again without the bad files")
         classes = train_src.classes
         known = frozenset()  # a shard's samples are not files: nothing to substitute by name
     else:
-        train_src, val_src = _splits(cfg, dataset, world, exclude)
+        train_src, val_src = _splits(opts)
         classes = train_src.classes
-        known = known_in(train_src, known_bad) | known_in(val_src, known_bad)
+        known = known_in(train_src, opts.known_bad) | known_in(val_src, opts.known_bad)
         train_src, val_src = train_src.samples, val_src.samples
-    if train_steps(len(train_src), world, cfg.batch_size) == 0:
-        raise DatasetError(
-            f"{root}/train has {len(train_src)} images, fewer than one global batch "
-            f"({cfg.batch_size} x {world} processes): lower --batch-size"
-        )
+    opts.train_steps(len(train_src))
     common["known_bad"] = known
     train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min, **common)
-    val = DaliLoader(
-        val_src, False, cfg.val_batch_size or cfg.batch_size, cfg.val_image_size or cfg.image_size, **common
-    )
+    val = DaliLoader(val_src, False, opts.val_batch_size, opts.val_image_size, **common)
     return Loaders(train=train, val=val, classes=classes, root=root, train_size=len(train_src), val_size=len(val_src))
 
 
@@ -297,27 +298,19 @@ class SyntheticLoader:
             yield self.images, self.labels
 
 
-def _synthetic_loaders(
-    cfg: DataConfig,
-    dataset: Dataset,
-    device: torch.device,
-    dtype: torch.dtype,
-    channels_last: bool,
-    rank: int,
-    world: int,
-    exclude: frozenset[str] = frozenset(),
-    known_bad: frozenset[str] = frozenset(),
-) -> Loaders:
+def _synthetic_loaders(opts: LoaderOptions) -> Loaders:
+    cfg, dataset, rank, world = opts.cfg, opts.dataset, opts.rank, opts.world
     # The dataset's sizes and classes, so steps per epoch and the model's head match a real run.
     if dataset.shards:
         raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")
-    train_split, val_split = _splits(cfg, dataset, world, exclude)
-    vb = cfg.val_batch_size or cfg.batch_size
+    train_split, val_split = _splits(opts)
+    vb = opts.val_batch_size
     val_n = len(range(rank, len(val_split), world))
-    common = dict(classes=len(train_split.classes), device=device, dtype=dtype, channels_last=channels_last)
+    common = dict(classes=len(train_split.classes), device=opts.device, dtype=opts.dtype)
+    common["channels_last"] = opts.channels_last
     return Loaders(
         train=SyntheticLoader(
-            train_steps(len(train_split), world, cfg.batch_size),
+            opts.train_steps(len(train_split)),
             cfg.batch_size,
             cfg.image_size,
             seed=cfg.seed * 1_000_003 + rank,
@@ -326,7 +319,7 @@ def _synthetic_loaders(
         val=SyntheticLoader(
             math.ceil(val_n / vb),
             vb,
-            cfg.val_image_size or cfg.image_size,
+            opts.val_image_size,
             seed=cfg.seed * 1_000_003 + rank + 1,
             **common,
         ),
@@ -373,5 +366,6 @@ def make_loaders(
     backend = resolve_backend(cfg.backend)
     if backend != "dali" and dataset.shards:
         raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")
-    build = BACKENDS[backend]
-    return build(cfg, dataset, device, dtype, channels_last, rank, world, frozenset(exclude), frozenset(known_bad))
+    where = dict(dtype=dtype, channels_last=channels_last, rank=rank, world=world)
+    opts = LoaderOptions(cfg, dataset, device, exclude=frozenset(exclude), known_bad=frozenset(known_bad), **where)
+    return BACKENDS[backend](opts)

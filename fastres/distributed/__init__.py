@@ -1,20 +1,20 @@
-"""fastres.distributed: multi-process training on torch.distributed (NCCL on GPUs, Gloo on CPU).
+"""fastres.distributed: multi-process training on torch.distributed (NCCL on GPUs, Gloo on CPU); imports
+fastres.kernels only.
 
   launcher      where this process sits, as torchrun / Slurm / Open MPI / MPICH variables say
   topology      Topology: rank, node, local rank after the virtual-node split (FASTRES_VIRTUAL_NODES)
   groups        init_distributed / destroy: the default group and the intra- and inter-node groups
-  reducer       Reducer: the bucketed gradient all-reduce over slices of fastres.flat's gradient
+  reducer       Reducer: the bucketed gradient all-reduce over slices of fastres.kernels.flat's gradient
                 buffer, flat or hierarchical, overlapped with backward
   collectives   the job's other collectives (broadcasts, sums, the weight-agreement check), one-line failures
   errors        TopologyError, DistTimeoutError, CollectiveError
 
     topology = discover()                       # from the launcher's environment
     groups = init_distributed(topology)         # several ranks: the default group and its subgroups
-    reducer = Reducer(layout, groups)           # layout: the model's fastres.flat.FlatParams
+    reducer = Reducer(layout, groups)           # layout: the model's fastres.kernels.flat.FlatParams
     ...
     destroy(groups)
 
-Layering: distributed imports flat and ops, never the trainer, the data or the optimizers.
 """
 
 from fastres.distributed.errors import CollectiveError, DistTimeoutError, TopologyError

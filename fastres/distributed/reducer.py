@@ -10,7 +10,7 @@
         reducer.wait()                                     # all gradients averaged over the ranks
         optimizer.step()
 
-Buckets are slices of fastres.flat's gradient buffer, in backward order: the parameters are
+Buckets are slices of fastres.kernels.flat's gradient buffer, in backward order: the parameters are
 laid out in registration order and gradients arrive roughly in reverse, so a bucket is a run
 of consecutive segments counted from the end. The first bucket holds about
 `first_bucket_mb` (1 MB: it fills early in backward, so communication starts at once), the
@@ -38,7 +38,7 @@ Algorithms (per bucket):
                 one node (or one rank per node) hierarchical is flat: no extra collectives.
 
 Gradients are pre-divided by the world size (so the sum is the mean and fp16 sums do not
-overflow). The wire dtype may be bf16 or fp16: fastres.ops.pack_wire scales and casts a
+overflow). The wire dtype may be bf16 or fp16: fastres.kernels.ops.pack_wire scales and casts a
 bucket into a staging buffer in one pass, the collectives run on it, and ops.unpack_wire
 writes the fp32 result back. A NaN or Inf in any rank's gradient reaches every rank (a sum
 keeps it), so the optimizer's found-inf check sees it on all of them.
@@ -74,10 +74,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastres import ops
 from fastres.distributed.collectives import cause
 from fastres.distributed.errors import CollectiveError
-from fastres.flat import ALIGN, FlatParams
+from fastres.kernels import ops
+from fastres.kernels.flat import ALIGN, FlatParams
 
 __all__ = ["ALGORITHMS", "WIRE_DTYPES", "CollectiveError", "Reducer", "bucket_layout", "plan_buckets"]
 
@@ -220,7 +220,7 @@ def bucket_layout(
 class Reducer:
     """Averages a model's gradients over the ranks, bucket by bucket, during backward.
 
-    layout:         the model's fastres.flat.FlatParams (from `bucket_layout`: buckets padded
+    layout:         the model's fastres.kernels.flat.FlatParams (from `bucket_layout`: buckets padded
                     to equal shards; any other layout works, through staging buffers)
     groups:         fastres.distributed.groups.ProcessGroups; None: the default process group as
                     one node (flat), or nothing to do when torch.distributed is not initialised
@@ -249,7 +249,7 @@ class Reducer:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if not isinstance(layout, FlatParams):
             raise TypeError(
-                f"layout: expected a fastres.flat.FlatParams (from bucket_layout(model, groups)), "
+                f"layout: expected a fastres.kernels.flat.FlatParams (from bucket_layout(model, groups)), "
                 f"got {type(layout).__name__}"
             )
         first_cap, cap = _caps(first_bucket_mb, bucket_cap_mb)

@@ -1,4 +1,11 @@
-"""fastres's optimizers, the optimizer factory, and learning-rate schedules."""
+"""fastres.optim: the optimizers (FusedLARS, FusedSGD, the RMSprop warm-up), fp16 loss scaling, the optimizer
+factory and the learning-rate schedules; imports fastres.kernels only.
+
+  lars            FusedLARS, FusedSGD: one fused step over the flat layout
+  amp             LossScaler: dynamic loss scaling on the flat gradient buffer
+  factory         build_optimizer: the config's optimizer over the model's parameter groups
+  schedule        warm-up, decay and momentum per step; --print-schedule's table
+"""
 
 from fastres.optim.factory import OPTIMIZERS, build_optimizer, param_groups
 from fastres.optim.lars import FusedLARS, FusedSGD

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from fastres.flat import FlatParams
+from fastres.kernels.flat import FlatParams
 
 __all__ = ["OPTIMIZERS", "OptimConfig", "build_optimizer", "param_groups"]
 

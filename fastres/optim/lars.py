@@ -1,7 +1,7 @@
 """FusedLARS and FusedSGD: one fused step for all of a model's tensors, no host sync.
 
 A naive LARS (apex's LARC) loops in Python over ResNet-50's 161 tensors and syncs the host
-for every trust ratio. Here parameters, gradients and momentum live in fastres.flat buffers
+for every trust ratio. Here parameters, gradients and momentum live in fastres.kernels.flat buffers
 and a step is one call into fastres._C (csrc/lars.h): on a GPU two launches (squared norms
 of w and g per chunk; the update, which forms each segment's trust ratio on the device),
 on CPU three OpenMP loops. lr, weight decay, momentum and eta are read from a small device
@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import torch
 
-from fastres import ops
-from fastres.flat import FlatParams
+from fastres.kernels import ops
+from fastres.kernels.flat import FlatParams
 
 __all__ = ["FusedLARS", "FusedSGD"]
 
@@ -64,7 +64,11 @@ def _check_hparam(name: str, value, low: float = 0.0, high: float | None = None,
 
 
 class _FusedMomentum(torch.optim.Optimizer):
+    """The one signature and step of FusedLARS and FusedSGD; the subclasses set only what differs:
+    whether the trust ratio applies (`_lars`), the default convention and weight-decay default."""
+
     _lars = True
+    _lr_inside_momentum = True  # the convention when lr_inside_momentum is not given
 
     def __init__(
         self,
@@ -76,13 +80,17 @@ class _FusedMomentum(torch.optim.Optimizer):
         eps: float = 0.0,
         *,
         nesterov: bool = False,
-        lr_inside_momentum: bool = True,
+        lr_inside_momentum: bool | None = None,
         layout: FlatParams | None = None,
         backend: str = "auto",
         rmsprop_beta: float = 0.99,
         rmsprop_eps: float = 1e-8,
         rmsprop_lr: float | None = None,
     ):
+        if lr_inside_momentum is None:
+            lr_inside_momentum = self._lr_inside_momentum
+        if not self._lars:
+            eta = eps = 0.0  # no trust ratio: eta and eps take no part
         _check_hparam("lr", lr)
         _check_hparam("momentum", momentum, 0.0, 1.0)
         _check_hparam("weight_decay", weight_decay)
@@ -319,11 +327,11 @@ class FusedLARS(_FusedMomentum):
 
     params: parameters, param groups (dicts; besides lr, momentum, weight_decay, eta they
     may set `adapt` and `decay` to True/False to override the ndim <= 1 default) or a
-    model's parameters. `layout`: the model's fastres.flat.FlatParams when it has one (the
+    model's parameters. `layout`: the model's fastres.kernels.flat.FlatParams when it has one (the
     trainer builds one per model and hands it to the reducer and here); without it the
-    parameters are moved into a new layout. backend: passed to fastres.ops.fused_step as its
+    parameters are moved into a new layout. backend: passed to fastres.kernels.ops.fused_step as its
     path: "auto" (fastres._C's kernel where it runs, else the run-time compiled one, else
-    torch), "native" (fastres._C), "rtc" (CuPy/NVRTC) or "torch" (fastres.torch_ops).
+    torch), "native" (fastres._C), "rtc" (CuPy/NVRTC) or "torch" (fastres.kernels.torch_ops).
     """
 
     _lars = True
@@ -332,40 +340,15 @@ class FusedLARS(_FusedMomentum):
 class FusedSGD(_FusedMomentum):
     """Momentum SGD as one fused step (FusedLARS with trust = 1). Default convention torch's
     (lr_inside_momentum=False): a drop-in for torch.optim.SGD(momentum=mu, weight_decay=wd)
-    with decay on every tensor unless a group sets `decay`/its weight_decay to 0."""
+    with decay on every tensor unless a group sets `decay`/its weight_decay to 0.
+
+    FusedSGD(params, lr, momentum=0.9, weight_decay=0.0, *, nesterov=False, lr_inside_momentum=False,
+             layout=None, backend="auto", rmsprop_beta=0.99, rmsprop_eps=1e-8, rmsprop_lr=None)
+
+    The arguments are FusedLARS's; eta and eps, which only the trust ratio uses, are ignored."""
 
     _lars = False
-
-    def __init__(
-        self,
-        params,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        *,
-        nesterov: bool = False,
-        lr_inside_momentum: bool = False,
-        layout: FlatParams | None = None,
-        backend: str = "auto",
-        rmsprop_beta: float = 0.99,
-        rmsprop_eps: float = 1e-8,
-        rmsprop_lr: float | None = None,
-    ):
-        super().__init__(
-            params,
-            lr,
-            momentum,
-            weight_decay,
-            eta=0.0,
-            eps=0.0,
-            nesterov=nesterov,
-            lr_inside_momentum=lr_inside_momentum,
-            layout=layout,
-            backend=backend,
-            rmsprop_beta=rmsprop_beta,
-            rmsprop_eps=rmsprop_eps,
-            rmsprop_lr=rmsprop_lr,
-        )
+    _lr_inside_momentum = False
 
     def _default_decay(self) -> torch.Tensor:
         # SGD: weight decay wherever a group asks for it (torch's semantics), unless overridden

@@ -1,4 +1,5 @@
-"""Reports of finished (or running) runs: plots and a report.md from run folders. `python -m fastres.report`.
+"""fastres.report: plots and a report.md from run folders, finished or running (`python -m fastres.report`);
+reads the run folder's files, imports fastres.tools only.
 
 runs      a run folder read back (config.yaml, metrics.jsonl), resumes applied
 plots     the PNG figures (matplotlib), several runs overlaid

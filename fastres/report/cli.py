@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 from fastres import FastresError
-from fastres.cli import ToolParser, run_tool
 from fastres.report.markdown import write_markdown
 from fastres.report.plots import plot_runs
 from fastres.report.runs import read_runs
+from fastres.tools.cli import ToolParser, run_tool
 
 __all__ = ["build_parser", "main", "write_report"]
 

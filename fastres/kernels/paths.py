@@ -1,4 +1,4 @@
-"""fastres.paths: which implementation an op runs on a device, and why.
+"""fastres.kernels.paths: which implementation an op runs on a device, and why.
 
     probe = Probe.of(_C)                        # what this process can do (drivers, GPUs, CuPy)
     choice = choose("fused_step", torch.device("cuda", 0), probe)
@@ -7,8 +7,8 @@
 Paths:
   cpu    fastres._C's C++/OpenMP kernel (CPU tensors)
   cuda   fastres._C's CUDA kernel (native CUDA)
-  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.rtc)
-  torch  the torch version of the op (fastres.torch_ops)
+  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.kernels.rtc)
+  torch  the torch version of the op (fastres.kernels.torch_ops)
 
 The native CUDA kernels are chosen only where they can run. fastres._C links the CUDA
 runtime statically (CMakeLists.txt), so the driver must support that runtime's major
@@ -61,7 +61,7 @@ class Gpu:
 
 @dataclasses.dataclass(frozen=True)
 class Rtc:
-    """The CuPy path's means (fastres.rtc.status): whether CuPy and its NVRTC load, the CUDA
+    """The CuPy path's means (fastres.kernels.rtc.status): whether CuPy and its NVRTC load, the CUDA
     runtime CuPy links (statically: it needs a driver of that major version, as fastres._C
     does), and the architectures its NVRTC compiles for."""
 
@@ -105,7 +105,7 @@ class Probe:
     @classmethod
     def of(cls, C) -> Probe:
         """The probe of this process, for the loaded fastres._C `C` (or None)."""
-        from fastres import rtc
+        from fastres.kernels import rtc
 
         info = C.build_info() if C is not None else {}
         gpus = []

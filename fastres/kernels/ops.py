@@ -1,15 +1,15 @@
-"""fastres.ops: the only door to the native kernels (`fastres._C`).
+"""fastres.kernels.ops: the only door to the native kernels (`fastres._C`).
 
 Each op checks its tensors (device, dtype, contiguity, sizes, overlaps; messages name the
-argument), then picks a path (fastres.paths says which and why; `python -m fastres.doctor`
+argument), then picks a path (fastres.kernels.paths says which and why; `python -m fastres.doctor`
 prints it for every op and device):
 
   cpu    `_C`'s C++/OpenMP kernel, for CPU tensors
   cuda   `_C`'s CUDA kernel on the tensor's device and current stream (no host sync), where
          the driver supports the linked CUDA runtime and the build holds code for the GPU
-  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.rtc),
+  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.kernels.rtc),
          where the native ones cannot run and CuPy is installed (`pip install fastres[gpu]`)
-  torch  the torch version of the op (fastres.torch_ops): slower
+  torch  the torch version of the op (fastres.kernels.torch_ops): slower
 A GPU op that does not get the native CUDA kernel warns once, saying why. `path=` on
 `fused_step` forces one ("native", "rtc", "torch"; FusedLARS's `backend=` passes it on).
 
@@ -39,14 +39,25 @@ Ops
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 
 import torch
 
-from fastres import paths, torch_ops
-from fastres.torch_ops import (
+from fastres.kernels import paths, torch_ops
+from fastres.kernels.checks import (
+    WIRE_DTYPES,
+    SegmentChunks,
+    StepOperands,
+    check_chunks_on,
+    check_end,
+    check_flat,
+    check_grid,
+    check_wire_pair,
+    check_wire_tensor,
+    host_offsets,
+)
+from fastres.kernels.torch_ops import (
     HPARAM_STRIDE,
     SEG_ADAPT,
     SEG_DECAY,
@@ -201,7 +212,7 @@ def _pick_path(device: torch.device, op: str, path: str = "auto") -> str:
         )
         _warn_once(
             (str(device), choice.path, choice.reason),
-            f"fastres.ops on {device} ({op} first): {choice.reason}. Running {runs}; "
+            f"fastres.kernels.ops on {device} ({op} first): {choice.reason}. Running {runs}; "
             "`python -m fastres.doctor` says more.",
         )
     return choice.path
@@ -221,11 +232,11 @@ def _launch(op: str, device: torch.device, args: tuple, cpu_extra: tuple = ()) -
 
 def _rtc(file: str, device: torch.device, launches: list) -> None:
     """Run `launches`, (kernel, grid, block, args) with args as (C type, value) pairs, from
-    fastres.rtc's module of `file` on `device`'s current stream: the host launchers of
+    fastres.kernels.rtc's module of `file` on `device`'s current stream: the host launchers of
     csrc/*_cuda.cu, mirrored (coupled: the same kernels, grids and order)."""
     import numpy as np
 
-    from fastres import rtc
+    from fastres.kernels import rtc
 
     types = {"p": np.uint64, "i64": np.int64, "i32": np.int32, "f32": np.float32}
     with torch.cuda.device(device):
@@ -247,81 +258,6 @@ def _rtc_grid_for(n: int) -> int:
     return min(max(-(-quads // _RTC_THREADS), 1), _RTC_MAX_BLOCKS)
 
 
-def _check_grid(what: str, n: int) -> None:
-    if n >= 1 << 31:
-        raise ValueError(f"{what}: too many for one grid ({n})")
-
-
-def _check_disjoint(written: list, others: list) -> None:
-    """Every (name, tensor) in `written` must share no byte with any other buffer: the
-    kernels take them as __restrict__ pointers, and the result of an overlap is undefined."""
-    spans = [(name, t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for name, t in written + others]
-    for i, (name, a0, a1) in enumerate(spans[: len(written)]):
-        for j, (other, b0, b1) in enumerate(spans):
-            if j != i and a0 < b1 and b0 < a1 and a1 > a0 and b1 > b0:
-                raise ValueError(f"{name}: overlaps {other}; the kernel needs them in disjoint memory")
-
-
-# ----------------------------------------------------------------------------- argument checks
-
-
-def _check_tensor(name: str, t, dtype: torch.dtype, ndim: int = 1) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
-    if t.dim() != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {tuple(t.shape)}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: expected a contiguous tensor (stride {t.stride()})")
-
-
-def _host_offsets(offsets: torch.Tensor) -> torch.Tensor:
-    """Checked int64 offsets on the host (copies, and syncs, when they live on a GPU)."""
-    _check_tensor("offsets", offsets, torch.int64)
-    if offsets.numel() < 1:
-        raise ValueError("offsets: expected at least one element (S + 1 segment boundaries)")
-    host = offsets.detach().to("cpu").contiguous()
-    if int(host[0]) < 0:
-        raise ValueError(f"offsets: offsets[0] must be >= 0, got {int(host[0])}")
-    if host.numel() > 1:
-        bad = torch.nonzero(host[1:] < host[:-1])
-        if bad.numel():
-            i = int(bad[0, 0])
-            raise ValueError(
-                f"offsets: must be nondecreasing, but offsets[{i}]={int(host[i])} > offsets[{i + 1}]={int(host[i + 1])}"
-            )
-    return host
-
-
-def _check_flat(flat) -> None:
-    _check_tensor("flat", flat, torch.float32)
-    if flat.data_ptr() % 4:
-        raise ValueError("flat: data pointer is not 4-byte aligned")
-
-
-# ----------------------------------------------------------------------------- segment ops
-
-
-@dataclasses.dataclass(frozen=True)
-class SegmentChunks:
-    """The chunk table of a segment layout (csrc/segments.h), on the device of the kernels.
-
-    Build it once per layout with `segment_chunks` and pass it where ops take `offsets`:
-    the ops then do no host work and, on a GPU, no host sync.
-    """
-
-    table: torch.Tensor  # int64, segments.h layout, on `device`
-    offsets: torch.Tensor  # int64 host copy of the offsets, S + 1
-    num_segments: int  # S
-    num_chunks: int  # C
-    end: int  # offsets[-1]: a flat buffer needs at least this many elements
-
-    @property
-    def device(self) -> torch.device:
-        return self.table.device
-
-
 def segment_chunks(offsets: torch.Tensor, device: torch.device | str | None = None) -> SegmentChunks:
     """Chunk table for `offsets` (int64, S + 1, nondecreasing, offsets[0] >= 0) on `device`.
 
@@ -330,7 +266,7 @@ def segment_chunks(offsets: torch.Tensor, device: torch.device | str | None = No
     `device` (default: the device of `offsets`).
     """
     C = _native()
-    host = _host_offsets(offsets)
+    host = host_offsets(offsets)
     S = host.numel() - 1
     num_chunks = C.segment_chunk_count(host.data_ptr(), S)
     table = torch.empty(C.segment_chunk_table_size(S, num_chunks), dtype=torch.int64)
@@ -355,7 +291,7 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks, 
     differentiable. `path`: "auto", or forced: "native", "rtc", "torch" (module docstring).
     """
     op = "segment_sq_norms"
-    _check_flat(flat)
+    check_flat(flat)
     if isinstance(offsets, SegmentChunks):
         chunks = offsets
     else:
@@ -365,22 +301,22 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks, 
     path = _pick_path(flat.device, op, path)
 
     if path == "torch":
-        host = chunks.offsets if chunks is not None else _host_offsets(offsets)
-        _check_end(int(host[-1]), flat)
+        host = chunks.offsets if chunks is not None else host_offsets(offsets)
+        check_end(int(host[-1]), flat)
         return torch_ops.segment_sq_norms_torch(flat, host)
 
     if chunks is None:
         chunks = segment_chunks(offsets, flat.device)
     else:
-        _check_chunks_on("offsets", chunks, "flat", flat)
-    _check_end(chunks.end, flat)
+        check_chunks_on("offsets", chunks, "flat", flat)
+    check_end(chunks.end, flat)
     S, C = chunks.num_segments, chunks.num_chunks
     out = torch.empty(S, dtype=torch.float32, device=flat.device)
     if S == 0:
         return out
     partials = torch.empty(C, dtype=torch.float32, device=flat.device)  # stage-1 scratch
     if path == "rtc":
-        _check_grid("segments and chunks", max(S, C))
+        check_grid("segments and chunks", max(S, C))
         table = ("p", chunks.table.data_ptr())
         stage1 = [("p", flat.data_ptr()), table, ("i64", S), ("i64", C), ("p", partials.data_ptr())]
         stage2 = [("p", partials.data_ptr()), table, ("i64", S), ("i64", C), ("p", out.data_ptr())]
@@ -401,23 +337,9 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks, 
     return out
 
 
-def _check_chunks_on(arg: str, chunks: SegmentChunks, name: str, t: torch.Tensor) -> None:
-    """The chunk table passed as `arg` must be on the device of tensor `name`."""
-    if chunks.device != t.device:
-        raise ValueError(
-            f"{arg}: chunk table is on {chunks.device} but {name} is on {t.device}; "
-            f"build it with segment_chunks(offsets, {name}.device)"
-        )
-
-
-def _check_end(end: int, flat: torch.Tensor) -> None:
-    if end > flat.numel():
-        raise ValueError(f"offsets: offsets[-1]={end} is beyond the end of flat (numel {flat.numel()})")
-
-
 # ----------------------------------------------------------------------------- fused step
 
-# Mode and flag bits, hparams stride: csrc/lars.h, through fastres.torch_ops (tests check they
+# Mode and flag bits, hparams stride: csrc/lars.h, through fastres.kernels.torch_ops (tests check they
 # agree with _C).
 
 
@@ -429,24 +351,12 @@ def has_kernel(op: str, device: torch.device | str) -> bool:
     return path_for(op, device).path in ("cpu", "cuda")
 
 
-def fused_step(
-    params: torch.Tensor,
-    grads: torch.Tensor,
-    momentum: torch.Tensor,
-    chunks: SegmentChunks,
-    seg_group: torch.Tensor,
-    seg_flags: torch.Tensor,
-    hparams: torch.Tensor,
-    *,
-    mode: int,
-    eps: float = 0.0,
-    found_inf: torch.Tensor | None = None,
-    partials: torch.Tensor | None = None,
-    wsq_out: torch.Tensor | None = None,
-    sq_avg: torch.Tensor | None = None,
-    path: str = "auto",
-) -> str:
+def fused_step(*operands, path: str = "auto", **named) -> str:
     """One fused LARS (mode & STEP_LARS) or momentum-SGD step over flat buffers, in place.
+
+    fused_step(params, grads, momentum, chunks, seg_group, seg_flags, hparams, *, mode, eps=0.0,
+               found_inf=None, partials=None, wsq_out=None, sq_avg=None, path="auto")
+    (the operands are fastres.kernels.checks.StepOperands's, checked there once for every path)
 
     params, grads, momentum: fp32, 1-D, contiguous, same device, numel >= chunks.end,
                pairwise disjoint
@@ -469,102 +379,37 @@ def fused_step(
     path:      "auto" (see the module docstring), "native", "rtc" or "torch"
     Every buffer the kernel writes (params, momentum, partials, wsq_out) must be disjoint from
     every other one. The math is csrc/lars.h's. Two launches on a GPU (one without
-    STEP_LARS), no host sync. The torch path (fastres.torch_ops.fused_step_torch) computes the
+    STEP_LARS), no host sync. The torch path (fastres.kernels.torch_ops.fused_step_torch) computes the
     weight norms afresh and leaves `partials` and `wsq_out` alone: do not cache norms there.
     Returns the path taken ("cpu", "cuda", "rtc" or "torch").
     """
     op = "fused_step"
-    for name, t in (("params", params), ("grads", grads), ("momentum", momentum)):
-        _check_tensor(name, t, torch.float32)
-    if not isinstance(chunks, SegmentChunks):
-        raise TypeError(f"chunks: expected SegmentChunks, got {type(chunks).__name__}")
-    device = params.device
-    for name, t in (("grads", grads), ("momentum", momentum)):
-        if t.device != device:
-            raise ValueError(f"{name}: on {t.device} but params is on {device}")
-    for name, t in (("params", params), ("grads", grads), ("momentum", momentum)):
-        if t.numel() < chunks.end:
-            raise ValueError(f"{name}: numel {t.numel()} is less than the layout's end {chunks.end}")
-    S, C = chunks.num_segments, chunks.num_chunks
-    for name, t, dt in (
-        ("seg_group", seg_group, torch.int32),
-        ("seg_flags", seg_flags, torch.int32),
-        ("hparams", hparams, torch.float32),
-    ):
-        _check_tensor(name, t, dt)
-    if seg_group.numel() != S or seg_flags.numel() != S:
-        raise ValueError(
-            f"seg_group, seg_flags: expected {S} elements (one per segment), got "
-            f"{seg_group.numel()} and {seg_flags.numel()}"
-        )
-    if hparams.numel() == 0 or hparams.numel() % HPARAM_STRIDE:
-        raise ValueError(f"hparams: expected a multiple of {HPARAM_STRIDE} elements, got {hparams.numel()}")
-    for name, t in (("chunks", chunks.table), ("seg_group", seg_group), ("seg_flags", seg_flags), ("hparams", hparams)):
-        if t.device != device:
-            raise ValueError(f"{name}: on {t.device} but params is on {device}")
-    if found_inf is not None:
-        if not isinstance(found_inf, torch.Tensor) or found_inf.numel() != 1:
-            raise ValueError("found_inf: expected a 1-element tensor")
-        if found_inf.device != device:
-            raise ValueError(f"found_inf: on {found_inf.device} but params is on {device}")
-        if found_inf.dtype != torch.float32 or not found_inf.is_contiguous():
-            found_inf = found_inf.to(torch.float32).contiguous()  # device-side cast, no sync
-    if mode & STEP_W_NORM_CACHED and partials is None:
-        raise ValueError("partials: STEP_W_NORM_CACHED needs the partials holding the cached norms")
-    if partials is not None:
-        _check_tensor("partials", partials, torch.float32)
-        if partials.device != device or partials.numel() < 2 * C:
-            raise ValueError(f"partials: expected >= {2 * C} fp32 elements on {device}")
-    if mode & STEP_RMSPROP:
-        _check_tensor("sq_avg", sq_avg, torch.float32)
-        if sq_avg.device != device or sq_avg.numel() < chunks.end:
-            raise ValueError(f"sq_avg: expected >= {chunks.end} fp32 elements on {device}")
-    else:
-        sq_avg = None  # neither read nor written
-    if wsq_out is not None:
-        _check_tensor("wsq_out", wsq_out, torch.float32)
-        if wsq_out.device != device or wsq_out.numel() < C:
-            raise ValueError(f"wsq_out: expected >= {C} fp32 elements on {device}")
-    written = [("params", params), ("momentum", momentum)]
-    written += [(n, t) for n, t in (("partials", partials), ("wsq_out", wsq_out), ("sq_avg", sq_avg)) if t is not None]
-    read = [("grads", grads), ("hparams", hparams), ("seg_group", seg_group), ("seg_flags", seg_flags)]
-    read += [("chunks", chunks.table)] + ([("found_inf", found_inf)] if found_inf is not None else [])
-    _check_disjoint(written, read)
+    s = StepOperands(*operands, **named)
+    device, mode, S, C = s.params.device, s.mode, s.chunks.num_segments, s.chunks.num_chunks
     taken = _pick_path(device, op, path)
     if taken == "torch":
-        torch_ops.fused_step_torch(
-            params,
-            grads,
-            momentum,
-            chunks.offsets,
-            seg_group,
-            seg_flags,
-            hparams,
-            mode=mode,
-            eps=eps,
-            found_inf=found_inf,
-            sq_avg=sq_avg,
-        )
+        torch_ops.fused_step_torch(s)
         return taken
     if C == 0:
         return taken
+    partials = s.partials
     if partials is None:
         partials = torch.empty(2 * C if mode & STEP_LARS else 1, dtype=torch.float32, device=device)
     ptr = {
-        "w": params.data_ptr(),
-        "g": grads.data_ptr(),
-        "m": momentum.data_ptr(),
-        "table": chunks.table.data_ptr(),
-        "group": seg_group.data_ptr(),
-        "flags": seg_flags.data_ptr(),
-        "hparams": hparams.data_ptr(),
-        "found_inf": 0 if found_inf is None else found_inf.data_ptr(),
+        "w": s.params.data_ptr(),
+        "g": s.grads.data_ptr(),
+        "m": s.momentum.data_ptr(),
+        "table": s.chunks.table.data_ptr(),
+        "group": s.seg_group.data_ptr(),
+        "flags": s.seg_flags.data_ptr(),
+        "hparams": s.hparams.data_ptr(),
+        "found_inf": 0 if s.found_inf is None else s.found_inf.data_ptr(),
         "partials": partials.data_ptr(),
-        "wsq_out": 0 if wsq_out is None else wsq_out.data_ptr(),
-        "sq_avg": 0 if sq_avg is None else sq_avg.data_ptr(),
+        "wsq_out": 0 if s.wsq_out is None else s.wsq_out.data_ptr(),
+        "sq_avg": 0 if s.sq_avg is None else s.sq_avg.data_ptr(),
     }
     if taken == "rtc":
-        _check_grid("chunks", C)
+        check_grid("chunks", C)
         p = {k: ("p", v) for k, v in ptr.items()}
         sizes = [("i64", S), ("i64", C)]
         launches = []
@@ -572,7 +417,7 @@ def fused_step(
             args = [p["w"], p["g"], ("i32", mode), p["table"], *sizes, p["flags"], p["partials"]]
             launches.append(("chunk_norms_kernel", C, _RTC_THREADS, args))
         update = [p["w"], p["g"], p["m"], p["table"], *sizes, p["group"], p["flags"], p["hparams"], p["found_inf"]]
-        update += [("i32", mode), ("f32", eps), p["partials"], p["wsq_out"], p["sq_avg"]]
+        update += [("i32", mode), ("f32", s.eps), p["partials"], p["wsq_out"], p["sq_avg"]]
         kernel = "fused_update_kernel<true>" if mode & STEP_NESTEROV else "fused_update_kernel<false>"
         launches.append((kernel, C, _RTC_THREADS, update))
         _rtc("lars_cuda.cu", device, launches)
@@ -589,7 +434,7 @@ def fused_step(
         ptr["hparams"],
         ptr["found_inf"],
         int(mode),
-        float(eps),
+        float(s.eps),
         ptr["partials"],
         ptr["wsq_out"],
         ptr["sq_avg"],
@@ -600,31 +445,6 @@ def fused_step(
 
 
 # ----------------------------------------------------------------------------- wire format
-
-_WIRE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _check_wire_tensor(name: str, t, dtypes: tuple[torch.dtype, ...]) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in dtypes:
-        allowed = " or ".join(str(d) for d in dtypes)
-        raise TypeError(f"{name}: expected dtype {allowed}, got {t.dtype}")
-    _check_tensor(name, t, t.dtype)
-
-
-def _check_wire_pair(src: torch.Tensor, dst: torch.Tensor, n: int, scale) -> float:
-    """Same device; disjoint, or the same address with an fp32 wire; a real scale."""
-    if dst.device != src.device:
-        raise ValueError(f"dst: on {dst.device} but src is on {src.device}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale: expected a float, got {type(scale).__name__}")
-    if n:
-        a, b = src.data_ptr(), dst.data_ptr()
-        overlap = a < b + n * dst.element_size() and b < a + n * src.element_size()
-        if overlap and not (a == b and src.dtype == dst.dtype == torch.float32):
-            raise ValueError("dst: overlaps src; only an fp32 wire may run in place (src and dst the same memory)")
-    return float(scale)
 
 
 def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0, *, path: str = "auto") -> None:
@@ -641,12 +461,12 @@ def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0, *, path:
     `path`: "auto", or forced: "native", "rtc", "torch" (module docstring).
     """
     op = "wire_pack"
-    _check_wire_tensor("src", src, (torch.float32,))
-    _check_wire_tensor("dst", dst, _WIRE_DTYPES)
+    check_wire_tensor("src", src, (torch.float32,))
+    check_wire_tensor("dst", dst, WIRE_DTYPES)
     n = src.numel()
     if dst.numel() < n:
         raise ValueError(f"dst: numel {dst.numel()} is less than src's {n}")
-    scale = _check_wire_pair(src, dst, n, scale)
+    scale = check_wire_pair(src, dst, n, scale)
     path = _pick_path(src.device, op, path)
     if n == 0:
         return
@@ -684,16 +504,16 @@ def unpack_wire(
     "rtc", "torch" (module docstring).
     """
     op = "wire_unpack"
-    _check_wire_tensor("src", src, _WIRE_DTYPES)
-    _check_wire_tensor("dst", dst, (torch.float32,))
+    check_wire_tensor("src", src, WIRE_DTYPES)
+    check_wire_tensor("dst", dst, (torch.float32,))
     n = dst.numel()
     if src.numel() < n:
         raise ValueError(f"src: numel {src.numel()} is less than dst's {n}")
-    scale = _check_wire_pair(src, dst, n, scale)
+    scale = check_wire_pair(src, dst, n, scale)
     if chunks is not None:
         if not isinstance(chunks, SegmentChunks):
             raise TypeError(f"chunks: expected SegmentChunks, got {type(chunks).__name__}")
-        _check_chunks_on("chunks", chunks, "dst", dst)
+        check_chunks_on("chunks", chunks, "dst", dst)
         if chunks.end > n:
             raise ValueError(f"chunks: end {chunks.end} is beyond the end of dst (numel {n})")
     path = _pick_path(dst.device, op, path)
@@ -727,7 +547,7 @@ def _rtc_unpack(src: torch.Tensor, dst: torch.Tensor, scale: float, chunks: Segm
     out = None
     if chunks is not None:
         S, C = chunks.num_segments, chunks.num_chunks
-        _check_grid("segments and chunks", max(S, C))
+        check_grid("segments and chunks", max(S, C))
         out = torch.empty(S, dtype=torch.float32, device=dst.device)
         partials = torch.empty(max(C, 1), dtype=torch.float32, device=dst.device)
         lo, hi = (int(chunks.offsets[0]), chunks.end) if C else (0, 0)

@@ -1,16 +1,16 @@
 """The training loop: data -> forward -> loss -> backward/reduce -> step -> log, validation every epoch.
 
 `Trainer(cfg, plan).fit()` is everything `python -m fastres.train` does after parsing flags
-(`plan`: the resume fastres.checkpoint.resume chose, or None). Its collaborators (loaders,
+(`plan`: the resume fastres.run.resume chose, or None). Its collaborators (loaders,
 model, flat layout, reducer, optimizer, schedule, checkpoints, log) are assembled by
 fastres.run.Run and handed over; this file is the loop. Losses stay device tensors and the
 host synchronises only on log steps (`--log-every`).
 
 Faults (README, "When things go wrong"): a signal ends the run in a checkpoint of the step
-every rank agreed on (fastres.preemption); checkpoints are also taken every
+every rank agreed on (fastres.run.preemption); checkpoints are also taken every
 `--checkpoint-every` steps / `--checkpoint-minutes`, in the background; a step whose
-gradients hold NaN/Inf is skipped on every rank (fastres.stepguard); an undecodable sample
-is replaced and listed (fastres.badsamples). However `fit()` ends, the run is released.
+gradients hold NaN/Inf is skipped on every rank (fastres.run.stepguard); an undecodable sample
+is replaced and listed (fastres.run.badsamples). However `fit()` ends, the run is released.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import time
 import torch
 
 from fastres import FastresError
-from fastres.bn import recompute_bn_statistics
 from fastres.config import TrainConfig
 from fastres.distributed import collectives as coll
-from fastres.execution import autocast
-from fastres.metrics import accuracy_counts
-from fastres.preemption import Preempted
-from fastres.progress import Progress
-from fastres.run import Run
-from fastres.runlog import Summary
+from fastres.model.bn import recompute_bn_statistics
+from fastres.run.execution import autocast
+from fastres.run.metrics import accuracy_counts
+from fastres.run.parts import Run
+from fastres.run.preemption import Preempted
+from fastres.run.progress import Progress
+from fastres.run.runlog import Summary
 
 __all__ = ["Summary", "Trainer", "TrainingDiverged"]
 

@@ -4,7 +4,7 @@
 <out>/<name>/metrics.jsonl     one JSON object per line: train records every log_every steps, a val
                                record per epoch, resume / bad_file / target records, a summary at the end
 <out>/<name>/checkpoints/      the newest checkpoints, <out>/<name>/best.pt the best val top-1
-                               (fastres.checkpoint); bad_files.txt (fastres.badsamples); .lock (fastres.runlock)
+                               (fastres.checkpoint); bad_files.txt (fastres.run.badsamples); .lock (fastres.run.runlock)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 
     tensorboard --logdir runs                # every run folder under runs/, side by side
 
-`write` takes exactly what fastres.runlog.MetricsLog writes (the record's kind and fields) and
+`write` takes exactly what fastres.run.runlog.MetricsLog writes (the record's kind and fields) and
 maps each number to a tag; the x axis is the record's optimizer `step`, TensorBoard's wall
 time the record's `time` when it has one:
 
@@ -89,7 +89,7 @@ class TensorBoardWriter:
         self._step = 0
 
     def write(self, kind: str, **fields: Any) -> None:
-        """One metrics.jsonl record: its kind and fields (fastres.runlog.MetricsLog.write's arguments)."""
+        """One metrics.jsonl record: its kind and fields (fastres.run.runlog.MetricsLog.write's arguments)."""
         if self._writer is None:
             raise ValueError("TensorBoardWriter.write after close()")
         walltime = _number(fields.get("time")) or time.time()

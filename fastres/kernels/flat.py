@@ -1,11 +1,11 @@
-"""fastres.flat: one flat memory layout for a model's parameters, gradients and momentum.
+"""fastres.kernels.flat: one flat memory layout for a model's parameters, gradients and momentum.
 
     layout = FlatParams(model.parameters())      # or FlatParams(model)
     layout.params    fp32 buffer; every parameter's .data is a view of it
     layout.grads     fp32 buffer; every parameter's .grad is a view of it
     layout.new_buffer()   a zeroed buffer of the same layout (momentum, ...)
     layout.offsets   int64, S + 1: segment s is buffer[offsets[s]:offsets[s+1]]
-    layout.chunks    the chunk table (fastres.ops.segment_chunks), built once
+    layout.chunks    the chunk table (fastres.kernels.ops.segment_chunks), built once
 
 Segment s holds parameter s (`layout.sizes[s]` elements from `offsets[s]`) and the zero
 padding up to the next ALIGN-element boundary, so every segment, and every chunk of the
@@ -40,7 +40,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from fastres import ops
+from fastres.kernels import ops
 
 __all__ = ["ALIGN", "FlatParams"]
 

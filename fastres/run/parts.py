@@ -2,9 +2,9 @@
 
 `Run(cfg, plan)` builds, in this order, each part handed to the next: topology -> process
 groups -> stop signals -> run folder (locked by rank 0) -> dataset (listed once, checked by
-rank 0) -> loaders -> model -> its one flat layout (fastres.flat) -> reducer and optimizer on
+rank 0) -> loaders -> model -> its one flat layout (fastres.kernels.flat) -> reducer and optimizer on
 that layout -> schedule -> step guard -> checkpoints -> metrics log; then restores a
-checkpoint when `plan` (fastres.checkpoint.resume) holds one. `close()` releases whatever
+checkpoint when `plan` (fastres.run.resume) holds one. `close()` releases whatever
 was built, in reverse, also when building failed half-way.
 """
 
@@ -18,9 +18,6 @@ import torch.distributed as dist
 from torch import nn
 
 from fastres import FastresError
-from fastres.amp import LossScaler
-from fastres.badsamples import BadSampleLedger
-from fastres.bn import convert_bn_groups
 from fastres.checkpoint import restore_run, run_state
 from fastres.checkpoint.saver import Checkpointer
 from fastres.config import TrainConfig
@@ -30,14 +27,17 @@ from fastres.data.loader import resolve_backend
 from fastres.distributed import Reducer, destroy, discover, init_distributed
 from fastres.distributed import collectives as coll
 from fastres.distributed.reducer import bucket_layout
-from fastres.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
 from fastres.model import build_model
+from fastres.model.bn import convert_bn_groups
 from fastres.optim import build_optimizer
+from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
-from fastres.preemption import StopSignals
-from fastres.runlock import RunLock
-from fastres.runlog import MetricsLog, make_run_dir, write_config
-from fastres.stepguard import StepGuard
+from fastres.run.badsamples import BadSampleLedger
+from fastres.run.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
+from fastres.run.preemption import StopSignals
+from fastres.run.runlock import RunLock
+from fastres.run.runlog import MetricsLog, make_run_dir, write_config
+from fastres.run.stepguard import StepGuard
 
 __all__ = ["Run"]
 
@@ -114,7 +114,7 @@ class Run:
         elif self.rank == 0:
             self._write_config()
         if cfg.tensorboard and self.rank == 0:
-            from fastres.tensorboard import TensorBoardWriter
+            from fastres.run.tensorboard import TensorBoardWriter
 
             self.tb = TensorBoardWriter(self.run_dir)
 

@@ -1,7 +1,7 @@
-"""fastres.rtc: fastres's CUDA kernels compiled at run time, for installs without nvcc.
+"""fastres.kernels.rtc: fastres's CUDA kernels compiled at run time, for installs without nvcc.
 
 Most users install with pip on machines without nvcc: their fastres._C has C++ kernels only.
-When such an install meets a GPU and CuPy (`pip install fastres[gpu]`), fastres.ops compiles
+When such an install meets a GPU and CuPy (`pip install fastres[gpu]`), fastres.kernels.ops compiles
 the kernels of the very same csrc/*_cuda.cu files with NVRTC through CuPy's `RawModule` at
 first use, and launches them on torch's current stream. The .cu files are written for both
 compilers: under NVRTC (`__CUDACC_RTC__`) only their kernels are compiled, without the host
@@ -19,7 +19,7 @@ includes are inlined here rather than passed as -I, which CuPy's key would not s
 compiles for the device's own architecture (a cubin where its NVRTC knows the architecture),
 so no PTX JIT by the driver is involved.
 
-The host launchers of csrc/*_cuda.cu are mirrored by fastres.ops (grids and launch order):
+The host launchers of csrc/*_cuda.cu are mirrored by fastres.kernels.ops (grids and launch order):
 coupled, change them together. FASTRES_SYNC_CHECK=1 synchronises and checks after each launch
 here too. Arguments are passed as numpy scalars of the kernels' exact C types (CuPy's
 RawKernel documentation: Python ints would not say their width).
@@ -71,13 +71,13 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 def source_dir() -> Path:
     """The folder holding the kernel sources: the copy installed next to fastres._C
     (fastres/csrc in a wheel), else the repository's csrc/ (source tree, editable install)."""
-    here = Path(__file__).resolve().parent
-    for d in (here / "csrc", here.parent / "csrc"):
+    package = Path(__file__).resolve().parent.parent  # fastres/
+    for d in (package / "csrc", package.parent / "csrc"):
         if (d / "cuda_common.cuh").is_file():
             return d
     raise FileNotFoundError(
-        f"fastres.rtc: the CUDA kernel sources are neither in {here / 'csrc'} (installed by `pip install .`) "
-        f"nor in {here.parent / 'csrc'} (a source tree)"
+        f"fastres.kernels.rtc: the CUDA kernel sources are neither in {package / 'csrc'} (installed by "
+        f"`pip install .`) nor in {package.parent / 'csrc'} (a source tree)"
     )
 
 
@@ -94,7 +94,7 @@ def kernel_source(file: str) -> str:
         seen.add(name)
         path = root / name
         if not path.is_file():
-            raise FileNotFoundError(f"fastres.rtc: {path} (included from the kernel sources) does not exist")
+            raise FileNotFoundError(f"fastres.kernels.rtc: {path} (included from the kernel sources) does not exist")
         out = [f'#line 1 "{name}"']
         for n, line in enumerate(path.read_text().splitlines(), start=1):
             m = _INCLUDE.match(line)
@@ -108,7 +108,7 @@ def kernel_source(file: str) -> str:
         return out
 
     if file not in KERNELS:
-        raise ValueError(f"file: not a kernel source of fastres.rtc ({', '.join(KERNELS)}), got {file!r}")
+        raise ValueError(f"file: not a kernel source of fastres.kernels.rtc ({', '.join(KERNELS)}), got {file!r}")
     return "\n".join(expand(file)) + "\n"
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from fastres.checkpoint.fileformat import CheckpointError, read_checkpoint_file
 from fastres.checkpoint.store import CHECKPOINT_DIR, CheckpointStore
 from fastres.config import ConfigError, TrainConfig
-from fastres.runlog import check_name
+from fastres.run.runlog import check_name
 
 __all__ = ["MUTABLE", "ResumePlan", "plan_resume", "run_dir_of"]
 

@@ -1,16 +1,16 @@
-"""fastres.torch_ops: every op of fastres.ops written with plain torch ops (the torch path).
+"""fastres.kernels.torch_ops: every op of fastres.kernels.ops written with plain torch ops (the torch path).
 
     segment_sq_norms_torch(flat, host_offsets)
-    fused_step_torch(params, grads, momentum, host_offsets, seg_group, seg_flags, hparams, *, mode, eps, found_inf)
+    fused_step_torch(operands)              (a checked fastres.kernels.checks.StepOperands)
     pack_wire_torch(src, dst, scale), unpack_wire_torch(src, dst, scale)
 
-fastres.ops runs these where no kernel can: a tensor on a device fastres has no kernel for,
+fastres.kernels.ops runs these where no kernel can: a tensor on a device fastres has no kernel for,
 a GPU whose driver or architecture the native kernels do not serve and no CuPy to compile
 them at run time, or when asked (`path="torch"`, FusedLARS(backend="torch")). They are the
 same math as csrc/ (lars.h, wire.h), over whole buffers, with no host sync where the native
 path has none; slower, and they allocate temporaries of the buffers' size. Tests use them as
-a second implementation next to the float64 references. Below fastres.ops: imports no other
-part of fastres, so ops (which knows no optimizer) can use them.
+a second implementation next to the float64 references. Below fastres.kernels.ops and checks:
+imports no other part of fastres (StepOperands only for its annotation).
 
 The fused step: per-segment norms with torch._foreach_norm, per-segment coefficients
 expanded to elements with repeat_interleave (output_size given: no host sync).
@@ -18,11 +18,16 @@ expanded to elements with repeat_interleave (output_size given: no host sync).
 
 from __future__ import annotations
 
+import typing
+
 import torch
+
+if typing.TYPE_CHECKING:
+    from fastres.kernels.checks import StepOperands
 
 __all__ = ["fused_step_torch", "pack_wire_torch", "segment_sq_norms_torch", "unpack_wire_torch"]
 
-# csrc/lars.h's mode and flag bits and hparams stride (fastres.ops re-exports them; tests
+# csrc/lars.h's mode and flag bits and hparams stride (fastres.kernels.ops re-exports them; tests
 # check they agree with fastres._C)
 STEP_LARS, STEP_LR_AFTER_MOMENTUM, STEP_NESTEROV, STEP_W_NORM_CACHED, STEP_RMSPROP = 1, 2, 4, 8, 16
 SEG_ADAPT, SEG_DECAY = 1, 2
@@ -61,23 +66,14 @@ def unpack_wire_torch(src: torch.Tensor, dst: torch.Tensor, scale: float) -> Non
 
 
 @torch.no_grad()
-def fused_step_torch(
-    params: torch.Tensor,
-    grads: torch.Tensor,
-    momentum: torch.Tensor,
-    offsets: torch.Tensor,
-    seg_group: torch.Tensor,
-    seg_flags: torch.Tensor,
-    hparams: torch.Tensor,
-    *,
-    mode: int,
-    eps: float = 0.0,
-    found_inf: torch.Tensor | None = None,
-    sq_avg: torch.Tensor | None = None,
-) -> None:
-    """fastres.ops.fused_step in torch; `offsets` (int64, S + 1, on the host) replaces chunks.
+def fused_step_torch(s: StepOperands) -> None:
+    """fastres.kernels.ops.fused_step in torch, on operands already checked (kernels.checks.StepOperands).
 
-    The weight norms are always computed afresh (STEP_W_NORM_CACHED has no meaning here)."""
+    The weight norms are always computed afresh (STEP_W_NORM_CACHED has no meaning here), and
+    `partials` and `wsq_out` are left alone."""
+    params, grads, momentum, offsets = s.params, s.grads, s.momentum, s.chunks.offsets
+    seg_group, seg_flags, hparams, mode, eps = s.seg_group, s.seg_flags, s.hparams, s.mode, s.eps
+    found_inf, sq_avg = s.found_inf, s.sq_avg
     bounds = offsets.tolist()
     S = len(bounds) - 1
     if S == 0 or bounds[-1] == bounds[0]:

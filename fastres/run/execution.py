@@ -4,7 +4,7 @@
     amp = amp_dtype("auto", device)            # bf16 autocast on CUDA, fp32 (None) on CPU
     with autocast(device, amp): ...
 
-Choices (the config's `--device`, `--precision`) are listed here, where they are implemented.
+The choices of `--device` and `--precision` are listed in fastres.config (a layer below this one).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fastres import FastresError
+from fastres.config import DEVICES, PRECISIONS
 from fastres.distributed import Topology, cuda_device
 
 __all__ = [
@@ -28,9 +29,6 @@ __all__ = [
     "seed_all",
     "use_channels_last",
 ]
-
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # fp16: autocast + dynamic loss scaling (fastres.amp)
 
 
 def pick_device(want: str, topology: Topology) -> torch.device:

@@ -1,4 +1,4 @@
-"""fastres.nvrtc: NVRTC called through ctypes, to compile CUDA source to PTX on any machine.
+"""fastres.kernels.nvrtc: NVRTC called through ctypes, to compile CUDA source to PTX on any machine.
 
     lib = nvrtc.load()                      # Nvrtc, or NvrtcUnavailable saying where it looked
     lib.version()                           # (13, 0)
@@ -8,7 +8,7 @@
 NVRTC needs no GPU and no driver: it turns source into PTX in the calling process (NVRTC
 guide, "Introduction"). That is what lets CI, which has neither, check on every run that
 fastres's kernel sources still compile at run time (tests/test_rtc.py), and what
-`python -m fastres.doctor` reports. The GPU path itself goes through CuPy (fastres.rtc), whose
+`python -m fastres.doctor` reports. The GPU path itself goes through CuPy (fastres.kernels.rtc), whose
 `compile_using_nvrtc` asks the CUDA runtime for the device first and so cannot serve here.
 
 Where the library is looked for, in order: $FASTRES_NVRTC (a path to libnvrtc.so*), the

@@ -1,0 +1,40 @@
+"""fastres.config: the one typed training config: its keys, presets and flags (above data, model, optim and
+distributed, whose choices it lists; below the run machinery and the commands).
+
+  keys      TrainConfig (types, defaults), the choices and ranges of each key, the checks, ConfigError
+  help      one --help sentence per key
+  presets   the shipped presets (presets/*.yaml) and YAML files of config keys
+  flags     the command line: parse_command_line, build_parser, --print-schedule
+
+Unknown keys and wrong types are errors that name the key; the resolved config is written
+into the run folder and every checkpoint.
+"""
+
+from fastres.config.flags import (
+    build_parser,
+    launch_world_size,
+    parse_args,
+    parse_command_line,
+    print_schedule_requested,
+)
+from fastres.config.help import HELP
+from fastres.config.keys import CHOICES, DEVICES, PRECISIONS, RANGES, ConfigError, TrainConfig
+from fastres.config.presets import PRESET_DIR, load_preset, preset_names
+
+__all__ = [
+    "CHOICES",
+    "DEVICES",
+    "HELP",
+    "PRECISIONS",
+    "PRESET_DIR",
+    "RANGES",
+    "ConfigError",
+    "TrainConfig",
+    "build_parser",
+    "launch_world_size",
+    "load_preset",
+    "parse_args",
+    "parse_command_line",
+    "preset_names",
+    "print_schedule_requested",
+]

@@ -1,0 +1,11 @@
+"""fastres.kernels: the native kernels (fastres._C) behind one door, the path each op takes on each device,
+and the flat memory layout they run over; the lowest layer: imports nothing of fastres but FastresError.
+
+  ops        the only door to the kernels: checks tensors, picks native CPU/CUDA, run-time compiled or torch
+  checks     the argument checks every path of an op shares
+  paths      which implementation an op runs on a device, and why
+  rtc        the CUDA kernels compiled at run time (NVRTC through CuPy), for installs without nvcc
+  nvrtc      NVRTC through ctypes: CUDA source to PTX on any machine
+  torch_ops  every op written with plain torch ops (the torch path, and the tests' second opinion)
+  flat       one flat buffer for parameters, gradients and momentum (params and .grad are views)
+"""

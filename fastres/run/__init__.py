@@ -1,0 +1,17 @@
+"""fastres.run: one training run's machinery (the loop, its parts assembled once, signals, NaN steps, bad
+samples, the run folder, its lock and logs, resume); imports the config and every layer below it, never a
+command.
+
+  trainer      Trainer: the loop (data -> forward -> loss -> backward/reduce -> step -> log), validation
+  parts        Run: the trainer's collaborators, assembled once and released once
+  resume       --resume auto|PATH: which checkpoint, which config, what changed between attempts
+  execution    device, precision (autocast), memory format, seeds
+  preemption   signals -> a checkpoint at the step every rank agrees on; the parent-death watch
+  stepguard    NaN/Inf steps: found on the device, skipped on every rank, counted
+  badsamples   undecodable samples met in training: pooled over ranks, listed, bounded
+  runlog       the run folder: config.yaml, metrics.jsonl, the summary
+  runlock      one job per run folder
+  progress     a bar on a terminal, a line every N seconds in a log file
+  metrics      top-k counts, kept on the device
+  tensorboard  the metrics as TensorBoard scalars
+"""
