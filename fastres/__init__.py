@@ -10,9 +10,12 @@ kernels (`fastres._C`) are reached only through `fastres.kernels.ops`, which rep
 missing build when a kernel is first needed.
 """
 
+import argparse
+import difflib
 import importlib
 import importlib.abc
 import importlib.util
+import typing
 
 __version__ = "0.1.0"
 
@@ -26,6 +29,37 @@ class FastresError(Exception):
     """
 
     shared = False
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every fastres command's flag parser: a usage error is one line naming the flag, with exit
+    status 2; long flags are never abbreviated (`--epoch 3` is not taken for `--epochs`); an
+    unknown flag gets the nearest known ones ("did you mean --epochs?")."""
+
+    def __init__(self, *args, **kw):
+        kw["allow_abbrev"] = False
+        super().__init__(*args, **kw)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self.suggest(extras)}")
+        return ns
+
+    def suggest(self, extras: list[str]) -> str:
+        """'; did you mean --epochs?' for the first unknown long flag close to a known one (subcommands' too)."""
+        subs = [a.choices.values() for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers = [self, *(p for group in subs for p in group)]
+        known = sorted({s for p in parsers for a in p._actions for s in a.option_strings if s.startswith("--")})
+        for arg in extras:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=2, cutoff=0.6)
+                if close:
+                    return f"; did you mean {' or '.join(close)}?"
+        return ""
 
 
 # Import paths that earlier releases documented, kept working after their modules moved into

@@ -14,7 +14,6 @@ launches a kernel or allocates GPU memory.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -22,6 +21,7 @@ import sys
 
 import torch
 
+import fastres
 from fastres.kernels import nvrtc, ops, paths, rtc
 from fastres.run.execution import cpu_has_native_bf16
 
@@ -246,7 +246,7 @@ def render(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = fastres.ArgumentParser(
         prog="python -m fastres.doctor", description="Say what this install of fastres can do, and why."
     )
     parser.add_argument("--json", action="store_true", help="print the facts as JSON instead of a report")

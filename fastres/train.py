@@ -31,7 +31,9 @@
 recipe's lr, momentum and batch per epoch and exits, touching no data and no device:
 
     python -m fastres.train --config goyal-8k --print-schedule
- Run `python -m fastres.train --help` for every flag. Bad flags, data
+
+`--print-config` prints the resolved config, every value with where it came from (preset,
+default, flag), and exits. Run `python -m fastres.train --help` for every flag. Bad flags, data
 folders or checkpoints end with a one-line error and exit status 2.
 """
 
@@ -64,8 +66,17 @@ def _schedule_table(cfg) -> str:
     return schedule_table(cfg, global_batch, cfg.train_images or IMAGENET_TRAIN_IMAGES)
 
 
+def _print(text: str) -> int:
+    """Print and return 0; a reader that went away (`... | head`) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    from fastres.config import parse_command_line, print_schedule_requested
+    from fastres.config import print_config_requested, print_schedule_requested, resolve_command_line
     from fastres.run.preemption import Preempted, exit_status
     from fastres.run.resume import plan_resume
     from fastres.run.trainer import Trainer
@@ -73,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     rank = _rank()
     say = print if rank == 0 else (lambda *a, **k: None)
     try:
-        cfg, given = parse_command_line(argv)
-        if print_schedule_requested(argv):  # no data, no device, no run folder
-            print(_schedule_table(cfg), flush=True)
-            return 0
+        resolved = resolve_command_line(argv)
+        cfg, given = resolved.cfg, resolved.given
+        if print_config_requested(argv):  # no data, no device, no run folder
+            return _print(resolved.describe())
+        if print_schedule_requested(argv):
+            return _print(_schedule_table(cfg))
         plan = plan_resume(cfg, given, say=say)
         if plan is not None and plan.finished:
             say(f"fastres: run {plan.run_dir} is finished ({plan.cfg.epochs} epochs, checkpoint {plan.checkpoint}); "

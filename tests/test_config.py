@@ -146,12 +146,88 @@ def test_help_explains_every_flag_in_groups_with_units(capsys, monkeypatch):
 
 def test_help_shows_the_defaults_of_the_preset_in_use(capsys, monkeypatch):
     builtin = help_text(capsys, monkeypatch)  # no --data, no --config: the builtin preset
-    assert "Defaults shown are those of preset builtin" in builtin
-    assert "--epochs INT passes over the training set (default: 10)" in builtin
+    assert "Defaults shown are those of preset builtin, which applies without --data and --config" in builtin
+    assert "--epochs INT passes over the training set (default: 10, preset builtin; with --data: 90)" in builtin
+    assert "(default: 1.0, preset builtin; with --data: 5.0)" in builtin  # --warmup-epochs
+    assert "on CUDA only, not on the CPU (default: True, preset builtin; with --data: none)" in builtin
+    assert "--momentum FLOAT momentum coefficient, in [0, 1) (default: 0.9)" in builtin  # the same either way
     recipe = help_text(capsys, monkeypatch, "--data", "/x")
     assert "--epochs INT passes over the training set (default: 90)" in recipe
+    assert "Defaults shown are the ResNet-50 ImageNet recipe's" in recipe and ", preset builtin" not in recipe
     goyal = help_text(capsys, monkeypatch, "--config", "goyal-8k")
     assert "Defaults shown are those of preset goyal-8k" in goyal
     per_process = "--batch-size INT images per process per step; the global batch is this times the number of processes"
-    assert f"{per_process} times --accumulate (default: 32)" in goyal
-    assert "(default: 30,60,80)" in goyal and "--global-batch INT" in goyal and "(default: 8192)" in goyal
+    assert f"{per_process} times --accumulate (default: 32, preset goyal-8k)" in goyal
+    assert "(default: 30,60,80, preset goyal-8k)" in goyal and "--global-batch INT" in goyal
+    assert "(default: 8192, preset goyal-8k)" in goyal and "; with --data:" not in goyal
+
+
+def test_an_error_about_a_value_not_given_says_where_it_came_from(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        parse_args(["--data", str(tmp_path), "--epochs", "3"])  # the recipe's 5 warm-up epochs
+    assert str(e.value) == (
+        "--warmup-epochs must be in [0, epochs=3], got 5.0 (the ResNet-50 ImageNet recipe's default, not a flag: "
+        "give --warmup-epochs to change it)"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_args(["--config", "builtin", "--epochs", "1", "--warmup-epochs", "2"])
+    assert str(e.value) == "--warmup-epochs must be in [0, epochs=1], got 2.0"  # given: nothing to add
+
+
+def test_print_config_names_the_source_of_every_value(tmp_path):
+    import yaml
+
+    from fastres.config import resolve_command_line
+
+    flags = ["--config", "goyal-8k", "--data", str(tmp_path / "d" / ".." / "d"), "--epochs", "10", "--lr", "0.2"]
+    resolved = resolve_command_line(flags)
+    text = resolved.describe()
+    lines = {ln.split(":")[0]: ln for ln in text.splitlines() if not ln.startswith("#")}
+    assert lines["epochs"].endswith("# the command line") and lines["arch"].endswith("# preset goyal-8k")
+    assert lines["prefetch"].endswith("# the ResNet-50 ImageNet recipe's default")
+    assert lines["batch_size"].endswith("# --global-batch 8192 / (1 process x --accumulate 1)")  # derived
+    # as YAML it is the resolved config itself, paths absolute
+    assert yaml.safe_load(text) == resolved.cfg.to_dict()
+    assert resolved.cfg.data == str((tmp_path / "d").resolve())
+
+
+def test_print_config_of_the_command_prints_and_exits_without_touching_data(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FASTRES_DATA", str(tmp_path / "never-written"))
+    out = subprocess.run(
+        [sys.executable, "-m", "fastres.train", "--print-config", "--epochs", "2"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "epochs: 2" in out.stdout and "# preset builtin (no --data, no --config)" in out.stdout
+    assert not (tmp_path / "never-written").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, suggestion",
+    [("--epoch", "did you mean --epochs"), ("--epcohs", "did you mean --epochs"), ("--batch", "--batch-size")],
+)
+def test_long_flags_are_never_abbreviated_and_unknown_ones_get_a_suggestion(capsys, flag, suggestion):
+    with pytest.raises(SystemExit) as e:
+        parse_args([flag, "3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"unrecognized arguments: {flag} 3" in err[0] and suggestion in err[0], err
+
+
+def test_an_unknown_yaml_key_gets_a_suggestion(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nwarmup_epoch: 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'warmup_epoch'; did you mean 'warmup_epochs'"):
+        parse_args(["--config", str(bad)])
+
+
+def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "lists").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_args(["--data", "data", "--train-list", "lists/train.txt"])
+    assert cfg.data == str(tmp_path.resolve() / "data")
+    assert cfg.train_list == str(tmp_path.resolve() / "lists" / "train.txt")

@@ -4,18 +4,22 @@ distributed, whose choices it lists; below the run machinery and the commands).
   keys      TrainConfig (types, defaults), the choices and ranges of each key, the checks, ConfigError
   help      one --help sentence per key
   presets   the shipped presets (presets/*.yaml) and YAML files of config keys
-  flags     the command line: parse_command_line, build_parser, --print-schedule
+  flags     the command line: resolve_command_line (values and their sources), build_parser,
+            --print-config, --print-schedule
 
 Unknown keys and wrong types are errors that name the key; the resolved config is written
 into the run folder and every checkpoint.
 """
 
 from fastres.config.flags import (
+    Resolved,
     build_parser,
     launch_world_size,
     parse_args,
     parse_command_line,
+    print_config_requested,
     print_schedule_requested,
+    resolve_command_line,
 )
 from fastres.config.help import HELP
 from fastres.config.keys import CHOICES, DEVICES, PRECISIONS, RANGES, ConfigError, TrainConfig
@@ -29,6 +33,7 @@ __all__ = [
     "PRESET_DIR",
     "RANGES",
     "ConfigError",
+    "Resolved",
     "TrainConfig",
     "build_parser",
     "launch_world_size",
@@ -36,5 +41,7 @@ __all__ = [
     "parse_args",
     "parse_command_line",
     "preset_names",
+    "print_config_requested",
     "print_schedule_requested",
+    "resolve_command_line",
 ]

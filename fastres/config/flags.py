@@ -1,30 +1,68 @@
 """The command line of `python -m fastres.train`: one flag per config key, presets, the resolved config.
 
-Precedence, lowest first: the defaults (fastres.config.keys), then a preset (`--config NAME` for a
-file shipped in fastres/config/presets/, or `--config PATH.yaml`), then command-line flags. With no
-`--data` and no `--config`, the `builtin` preset applies: a run on the built-in dataset sized for a CPU.
+Precedence, lowest first: the defaults (fastres.config.keys: the ResNet-50 ImageNet recipe), then a
+preset (`--config NAME` for a file shipped in fastres/config/presets/, or `--config PATH.yaml`), then
+command-line flags. With no `--data` and no `--config`, the `builtin` preset applies: a run on the
+built-in dataset sized for a CPU.
+
+Every value keeps where it came from (`Resolved.sources`): `--print-config` prints them, `--help`
+shows the defaults that apply to the command line given (with `--data` and `--config` taken into
+account), and an error about a value the user did not give says where it came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
-import typing
+from pathlib import Path
 from typing import Any
 
-from fastres import FastresError
+import yaml
+
+from fastres import ArgumentParser, FastresError
 from fastres.config.help import HELP
-from fastres.config.keys import CHOICES, ConfigError, TrainConfig, _num, field_types, is_list
+from fastres.config.keys import CHOICES, FLAG, ConfigError, TrainConfig, _num, field_types, is_list
 from fastres.config.presets import load_preset, preset_names
 
-__all__ = ["build_parser", "launch_world_size", "parse_args", "parse_command_line", "print_schedule_requested"]
+__all__ = [
+    "Resolved",
+    "build_parser",
+    "launch_world_size",
+    "parse_args",
+    "parse_command_line",
+    "print_config_requested",
+    "print_schedule_requested",
+    "resolve_command_line",
+]
+
+RECIPE = "the ResNet-50 ImageNet recipe's default"  # the source of a value nothing else set
+PATH_KEYS = ("data", "train_list", "val_list")  # stored absolute: a run folder is used from anywhere
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (naming the flag) and exit status 2."""
+@dataclasses.dataclass
+class Resolved:
+    """A command line, resolved: the config, the keys it set, and where every value came from."""
 
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+    cfg: TrainConfig
+    given: frozenset[str]  # flags given and, with an explicit --config, the preset's keys
+    sources: dict[str, str]  # key -> RECIPE, "preset NAME", FLAG or what derived it
+
+    def describe(self) -> str:
+        """--print-config: every key as YAML (a preset file could hold it), its source in a comment."""
+        values = self.cfg.to_dict()
+        width = max(len(k) for k in values) + 2
+        lines = ["# the resolved config of this command line; after each value, where it came from"]
+        for title, keys in HELP.items():
+            lines.append(f"# {title}")
+            for key in keys:
+                text = yaml.safe_dump({key: values[key]}, default_flow_style=True, width=1 << 16).strip()[1:-1]
+                source = self.sources[key]
+                if key == "data" and values[key] is None:
+                    source += "; none: the built-in dataset, under $FASTRES_DATA or ~/.cache/fastres"
+                lines.append(f"{text:<{width + 24}} # {source}")
+        return "\n".join(lines)
 
 
 def _parse_optional(tp: type):
@@ -51,22 +89,44 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _default_text(key: str, preset: dict[str, Any], preset_name: str | None, implicit: bool) -> str:
+    """`(default: 1, preset builtin; with --data: 5)`: the value that applies and, for the builtin
+    preset (which --data replaces), the recipe's where it differs."""
+    recipe = getattr(TrainConfig(), key)
+    if key not in preset:
+        return f"(default: {_show(recipe)})"
+    text = f"(default: {_show(preset[key])}, preset {preset_name}"
+    if implicit and preset[key] != recipe:
+        text += f"; with --data: {_show(recipe)}"
+    return text + ")"
+
+
 def build_parser(
     prog: str = "python -m fastres.train",
     description: str | None = None,
     defaults: dict[str, Any] | None = None,
-    defaults_from: str = "",
+    preset: str | None = None,
+    implicit: bool = False,
 ) -> argparse.ArgumentParser:
-    """The flag parser: one flag per config key, grouped as in HELP, each with its sentence.
-
-    `defaults`: the values shown as defaults (a preset's over the dataclass's); `defaults_from`
-    says where they come from, in the epilog."""
-    shown = {**TrainConfig().to_dict(), **(defaults or {})}
+    """The flag parser: one flag per config key, grouped as in HELP, each with its sentence and the
+    default that applies. `defaults`: the preset's values; `preset`: its name; `implicit`: the preset
+    applies because neither --data nor --config was given (the builtin preset)."""
+    defaults = defaults or {}
+    if preset is None:
+        applies = "the ResNet-50 ImageNet recipe's (--data without --config)"
+    elif implicit:
+        applies = (
+            f"those of preset {preset}, which applies without --data and --config; with --data the ResNet-50 "
+            "ImageNet recipe's apply instead (shown as 'with --data' where they differ)"
+        )
+    else:
+        applies = f"those of preset {preset} where it sets a key, else the ResNet-50 ImageNet recipe's"
     epilog = (
-        f"Defaults shown are {defaults_from or 'the built-in defaults'}; flags override them. "
-        "Unknown keys and wrong types are errors naming the key. Valid values of a choice flag are in its {braces}."
+        f"Defaults shown are {applies}; flags override them. `--help` with --data and/or --config shows the "
+        "defaults of that command line; --print-config prints the whole resolved config. Unknown keys and wrong "
+        "types are errors naming the key. Valid values of a choice flag are in its {braces}."
     )
-    parser = _OneLineParser(
+    parser = ArgumentParser(
         prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -82,13 +142,20 @@ def build_parser(
         help="print the lr, momentum and batch of every epoch (for the global batch of --global-batch, else of "
         "this launch; for --train-images images per epoch) and exit, touching no data and no device",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the resolved config of this command line, each value with where it came from (preset, "
+        "default, flag), and exit, touching no data and no device",
+    )
     types_ = field_types()
     for title, keys in HELP.items():
         group = parser.add_argument_group(title)
         for key, sentence in keys.items():
             tp, optional = types_[key]
             flag = "--" + key.replace("_", "-")
-            text = f"{sentence} (default: {_show(shown[key])})"
+            text = f"{sentence} {_default_text(key, defaults, preset, implicit)}"
             if tp is bool:
                 group.add_argument(
                     flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
@@ -115,52 +182,72 @@ def build_parser(
     return parser
 
 
-def _preset_of(argv: list[str]) -> str | None:
-    """The preset a command line selects: --config, else builtin when --data is not given."""
-    pre = argparse.ArgumentParser(add_help=False)
+def _preset_of(argv: list[str]) -> tuple[str | None, bool]:
+    """(the preset a command line selects, whether implicitly): --config, else builtin when --data is
+    not given."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     pre.add_argument("--data")
     known, _ = pre.parse_known_args(argv)
     if known.config is not None:
-        return known.config
-    return "builtin" if known.data in (None, "none", "null") else None
+        return known.config, False
+    return ("builtin", True) if known.data in (None, "none", "null") else (None, False)
 
 
-def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, frozenset[str]]:
-    """Flags -> (validated TrainConfig, the keys the command line set).
+def _absolute(path: str | None) -> str | None:
+    """A path as the run folder stores it: absolute, `~` expanded, symlinks resolved."""
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def resolve_command_line(argv: list[str] | None = None) -> Resolved:
+    """Flags -> the validated config, the keys the command line set, and the source of every value.
 
     The keys set are the flags given and, with an explicit --config, the preset's keys: on a
-    resume they are compared with the run's saved config. Raises ConfigError; argparse exits
-    2 on malformed flags."""
+    resume they are compared with the run's saved config. Paths (--data, --train-list, --val-list)
+    become absolute. Raises ConfigError; argparse exits 2 on malformed flags."""
     argv = sys.argv[1:] if argv is None else argv
-    preset_arg = _preset_of(argv)
-    values = load_preset(preset_arg) if preset_arg else {}
-    source = f"those of preset {preset_arg}" if preset_arg else "the ResNet-50 ImageNet recipe's (no preset)"
-    args = vars(build_parser(defaults=values, defaults_from=source).parse_args(argv))
+    preset, implicit = _preset_of(argv)
+    values = load_preset(preset) if preset else {}
+    origin = f"preset {preset}" + (" (no --data, no --config)" if implicit else "")
+    sources = {f.name: RECIPE for f in dataclasses.fields(TrainConfig)} | {k: origin for k in values}
+    args = vars(build_parser(defaults=values, preset=preset, implicit=implicit).parse_args(argv))
     explicit_preset = args.pop("config", None) is not None
     args.pop("print_schedule", None)  # fastres.train's: see print_schedule_requested
+    args.pop("print_config", None)
     if "batch_size" in args and "global_batch" not in args and values.get("global_batch") is not None:
         values["global_batch"] = None  # a --batch-size flag overrides a preset's global batch
+        sources["global_batch"] = "--batch-size on the command line (it replaces the preset's --global-batch)"
     given = set(args) | (set(values) if explicit_preset else set())
     values.update(args)
+    sources.update({k: FLAG for k in args})
+    for key in PATH_KEYS:
+        if values.get(key) is not None:
+            values[key] = _absolute(values[key])
     cfg = TrainConfig(**values)
     if cfg.resume is not None:  # validated once merged with the run's saved config (fastres.run.resume)
-        return cfg, frozenset(given)
-    cfg.validate()
+        return Resolved(cfg, frozenset(given), sources)
+    cfg.validate(sources)
+    world = launch_world_size()
     if "batch_size" in args and "global_batch" in args and cfg.global_batch is not None:
-        world = launch_world_size()
         if cfg.batch_size * world * cfg.accumulate != cfg.global_batch:
             raise ConfigError(
                 f"--batch-size {cfg.batch_size} x {world} processes x --accumulate {cfg.accumulate} is not "
                 f"--global-batch {cfg.global_batch}: give one of the two"
             )
-    return cfg.resolve_batch(launch_world_size()), frozenset(given)
+    if cfg.global_batch is not None:
+        procs = f"{world} process{'es' if world != 1 else ''}"
+        sources["batch_size"] = f"--global-batch {cfg.global_batch} / ({procs} x --accumulate {cfg.accumulate})"
+    return Resolved(cfg.resolve_batch(world), frozenset(given), sources)
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, frozenset[str]]:
+    """Flags -> (validated TrainConfig, the keys the command line set): see resolve_command_line."""
+    resolved = resolve_command_line(argv)
+    return resolved.cfg, resolved.given
 
 
 def launch_world_size() -> int:
     """The number of processes the launcher says this run has (1 without a launcher)."""
-    import os
-
     from fastres.distributed.launcher import read_launcher
 
     try:
@@ -169,12 +256,21 @@ def launch_world_size() -> int:
         return 1  # the trainer reports a malformed launcher environment itself
 
 
+def _requested(flag: str, argv: list[str] | None) -> bool:
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument(flag, action="store_true")
+    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return getattr(known, flag.lstrip("-").replace("-", "_"))
+
+
 def print_schedule_requested(argv: list[str] | None = None) -> bool:
     """True when the command line asks for --print-schedule."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--print-schedule", action="store_true")
-    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return known.print_schedule
+    return _requested("--print-schedule", argv)
+
+
+def print_config_requested(argv: list[str] | None = None) -> bool:
+    """True when the command line asks for --print-config."""
+    return _requested("--print-config", argv)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

@@ -81,7 +81,7 @@ HELP: dict[str, dict[str, str]] = {
         "device": "auto (CUDA where available), cpu or cuda; several processes take one GPU each",
         "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16 (autocast, CPU or GPU), or fp16 "
         "(autocast with dynamic loss scaling; a step whose scaled gradients overflow is skipped)",
-        "channels_last": "NHWC memory format for the model and batches; default: on CUDA only",
+        "channels_last": "NHWC memory format for the model and batches; none: on CUDA only, not on the CPU",
         "compile": "run the model's forward and backward through torch.compile (inductor); the first steps "
         "compile for a minute or more",
         "threads": "torch intra-op threads per process on the CPU; none: torch's default",

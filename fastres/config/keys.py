@@ -23,7 +23,20 @@ from fastres.model import ARCHS
 from fastres.optim.factory import OPTIMIZERS
 from fastres.optim.schedule import SCHEDULES
 
-__all__ = ["CHOICES", "DEVICES", "PRECISIONS", "RANGES", "ConfigError", "Range", "TrainConfig", "field_types", "coerce"]
+FLAG = "the command line"  # the source of a value given as a flag (fastres.config.flags)
+
+__all__ = [
+    "FLAG",
+    "CHOICES",
+    "DEVICES",
+    "PRECISIONS",
+    "RANGES",
+    "ConfigError",
+    "Range",
+    "TrainConfig",
+    "field_types",
+    "coerce",
+]
 
 LR_UNITS = ("per-256", "absolute")
 MOMENTUM_CONVENTIONS = ("auto", "mlperf", "torch")
@@ -203,12 +216,16 @@ class TrainConfig:
     max_skipped_steps: int = 10  # steps in a row skipped for NaN/Inf gradients before the run stops
     tensorboard: bool = False  # also write scalars for TensorBoard into RUN/tensorboard
 
-    def validate(self) -> TrainConfig:
-        """Raise ConfigError naming the first key whose value cannot work."""
+    def validate(self, sources: typing.Mapping[str, str] | None = None) -> TrainConfig:
+        """Raise ConfigError naming the first key whose value cannot work. `sources`: where each value
+        came from (fastres.config.flags), said in the error when the user did not give the flag."""
 
         def need(ok: bool, key: str, what: str) -> None:
             if not ok:
-                raise ConfigError(f"--{key.replace('_', '-')} must be {what}, got {getattr(self, key)!r}")
+                flag = "--" + key.replace("_", "-")
+                source = (sources or {}).get(key, FLAG)
+                whence = "" if source == FLAG else f" ({source}, not a flag: give {flag} to change it)"
+                raise ConfigError(f"{flag} must be {what}, got {getattr(self, key)!r}{whence}")
 
         for key, valid in CHOICES.items():
             need(getattr(self, key) in valid, key, f"one of {', '.join(valid)}")

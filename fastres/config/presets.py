@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     for key, value in raw.items():
         key = str(key).replace("-", "_")
         if key not in known:
-            raise ConfigError(f"--config {path}: unknown key {key!r}")
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"--config {path}: unknown key {key!r}{hint}")
         out[key] = coerce(key, value, f"--config {path}")
     return out

@@ -13,12 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import fastres
 from fastres import FastresError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _check(args) -> int:
@@ -83,7 +79,7 @@ def _shard(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(
+    parser = fastres.ArgumentParser(
         prog="python -m fastres.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from fastres import FastresError
+from fastres import ArgumentParser, FastresError
 
 __all__ = ["ToolParser", "prog_name", "run_tool"]
 
@@ -30,15 +29,13 @@ def prog_name(module: str) -> str:
     return script if Path(sys.argv[0]).name == script else f"python -m {module}"
 
 
-class ToolParser(argparse.ArgumentParser):
-    """argparse with the tool's name, the module docstring kept as written, one-line usage errors."""
+class ToolParser(ArgumentParser):
+    """fastres's parser (one-line usage errors, no abbreviated flags) with the tool's name as it was
+    called and the module docstring kept as written."""
 
     def __init__(self, module: str, description: str | None = None, **kw):
         kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(prog=prog_name(module), description=description, **kw)
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def run_tool(module: str, body: Callable[[], int]) -> int:

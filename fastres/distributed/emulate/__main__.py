@@ -27,6 +27,7 @@ import argparse
 import signal
 import sys
 
+import fastres
 from fastres import FastresError
 from fastres.distributed.emulate.network import EmulatedNetwork, sweep_stale
 from fastres.distributed.emulate.processes import EACH, PLACEMENTS, run_on_hosts
@@ -34,17 +35,12 @@ from fastres.distributed.emulate.processes import EACH, PLACEMENTS, run_on_hosts
 PROG = "python -m fastres.distributed.emulate"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 class _Stopped(Exception):
     """SIGTERM or SIGHUP: leave through the same clean-up path as Ctrl-C."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = fastres.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("hosts and links")
     g.add_argument("--hosts", type=int, default=2, help="emulated hosts (network namespaces), 1..250 (default 2)")
     g.add_argument("--link-gbit", type=float, default=1.0, help="each host link's rate, Gbit/s each way (default 1)")
