@@ -96,13 +96,19 @@ def open_val_split(data: str | Path, classes: tuple[str, ...]) -> FolderSplit:
     return split
 
 
-def _run_dataset(cfg: dict) -> Path:
-    """The dataset the run trained on: its --data, else the built-in dataset (written if missing)."""
-    if cfg.get("data"):
-        return Path(cfg["data"])
-    from fastres.data.builtin import ensure_builtin_dataset
+def _run_dataset(cfg: dict, say) -> Path:
+    """The dataset the run trained on, as its checkpoint recorded it (a built-in dataset missing from
+    there is written there again, saying so); a run from before fastres recorded the built-in
+    dataset's path gets the built-in dataset of this machine."""
+    from fastres.data.builtin import ensure_builtin_dataset, rewrite_if_builtin
 
-    return ensure_builtin_dataset()
+    if cfg.get("data"):
+        rewrite_if_builtin(cfg["data"], say)
+        say(f"fastres eval: on {cfg['data']}, the dataset the run trained on")
+        return Path(cfg["data"])
+    root = ensure_builtin_dataset(say=say)
+    say(f"fastres eval: on the built-in dataset at {root} (the run trained on the built-in dataset)")
+    return root
 
 
 def _prepare(data: str, classes: tuple[str, ...], depth: str, skip_bad: bool, say) -> tuple[FolderSplit, int]:
@@ -192,7 +198,7 @@ def evaluate(
             model = model.to(memory_format=torch.channels_last)
 
         def prepare():
-            return _prepare(str(data or _run_dataset(cfg)), loaded.classes, data_check, skip_bad_files, say0)
+            return _prepare(str(data or _run_dataset(cfg, say0)), loaded.classes, data_check, skip_bad_files, say0)
 
         split, skipped = coll.rank0_first(groups, prepare)
         chosen = resolve_backend(backend or cfg.get("backend", "auto"))

@@ -75,16 +75,56 @@ def _print(text: str) -> int:
     return 0
 
 
+SMOKE_IMAGES = (20, 5)  # per class, train and val: the smoke run's copy of the built-in dataset
+
+
+def _smoke_argv(argv: list[str]) -> list[str]:
+    """--smoke: the preset smoke on a small copy of the built-in dataset (unless --data is given); the
+    command line's own flags still override it."""
+    from fastres.data.builtin import builtin_root
+
+    given = any(a == "--data" or a.startswith("--data=") for a in argv)
+    data = [] if given else ["--data", str(builtin_root(None, *SMOKE_IMAGES))]
+    return ["--config", "smoke", *data, *argv]
+
+
+def _smoke_check(summary) -> int:
+    """After a --smoke run, on rank 0: `python -m fastres.eval` on its newest checkpoint, in a process of
+    its own as a user would run it, must give the top-1 the run logged; then one line says it passed."""
+    import json
+    import subprocess
+
+    command = [sys.executable, "-m", "fastres.eval", str(summary.run_dir), "--json"]
+    from fastres.distributed.launcher import without_launcher
+
+    done = subprocess.run(command, capture_output=True, text=True, env=without_launcher(os.environ))
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+    if result is None or abs(result["top1"] - summary.top1) > 1e-6:
+        got = (
+            f"top-1 {result['top1']:.2f}%" if result else f"exit status {done.returncode}: {done.stderr.strip()[-300:]}"
+        )
+        print(f"python -m fastres.train: error: smoke run FAILED: the run logged top-1 {summary.top1:.2f}% but "
+              f"`python -m fastres.eval {summary.run_dir}` gave {got}", file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    print(f"fastres: smoke run passed in {summary.total_seconds:.0f} s: data, model, optimizer, checkpoints, "
+          f"validation and `python -m fastres.eval` (top-1 {result['top1']:.2f}% on {result['images']} images, as "
+          f"the run logged); run folder {summary.run_dir}", flush=True)  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    from fastres.config import print_config_requested, print_schedule_requested, resolve_command_line
+    from fastres.config import print_config_requested, print_schedule_requested, resolve_command_line, smoke_requested
     from fastres.run.preemption import Preempted, exit_status
     from fastres.run.resume import plan_resume
     from fastres.run.trainer import Trainer
 
     rank = _rank()
     say = print if rank == 0 else (lambda *a, **k: None)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    smoke = smoke_requested(argv)
     try:
-        resolved = resolve_command_line(argv)
+        resolved = resolve_command_line(_smoke_argv(argv) if smoke else argv)
         cfg, given = resolved.cfg, resolved.given
         if print_config_requested(argv):  # no data, no device, no run folder
             return _print(resolved.describe())
@@ -108,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if summary.rank != 0:
         return 0
+    if smoke:
+        return _smoke_check(summary)
     print(
         f"fastres: done: {summary.epochs} epochs, val top-1 {summary.top1:.2f}% top-5 {summary.top5:.2f}%, "
         f"{summary.total_seconds:.0f}s total ({summary.train_seconds:.0f}s training at "

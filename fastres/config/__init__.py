@@ -20,6 +20,7 @@ from fastres.config.flags import (
     print_config_requested,
     print_schedule_requested,
     resolve_command_line,
+    smoke_requested,
 )
 from fastres.config.help import HELP
 from fastres.config.keys import CHOICES, DEVICES, PRECISIONS, RANGES, ConfigError, TrainConfig
@@ -44,4 +45,5 @@ __all__ = [
     "print_config_requested",
     "print_schedule_requested",
     "resolve_command_line",
+    "smoke_requested",
 ]

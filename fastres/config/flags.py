@@ -35,6 +35,7 @@ __all__ = [
     "print_config_requested",
     "print_schedule_requested",
     "resolve_command_line",
+    "smoke_requested",
 ]
 
 RECIPE = "the ResNet-50 ImageNet recipe's default"  # the source of a value nothing else set
@@ -143,6 +144,14 @@ def build_parser(
         "this launch; for --train-images images per epoch) and exit, touching no data and no device",
     )
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="a check in seconds that every part of a run works here: preset smoke (resnet18, 32 px, one epoch) "
+        "on a 250-image copy of the built-in dataset, checkpoints, validation, then python -m fastres.eval on the "
+        "checkpoint; says whether it passed. Other flags still apply",
+    )
+    parser.add_argument(
         "--print-config",
         action="store_true",
         default=argparse.SUPPRESS,
@@ -214,6 +223,7 @@ def resolve_command_line(argv: list[str] | None = None) -> Resolved:
     explicit_preset = args.pop("config", None) is not None
     args.pop("print_schedule", None)  # fastres.train's: see print_schedule_requested
     args.pop("print_config", None)
+    args.pop("smoke", None)  # fastres.train's: see smoke_requested
     if "batch_size" in args and "global_batch" not in args and values.get("global_batch") is not None:
         values["global_batch"] = None  # a --batch-size flag overrides a preset's global batch
         sources["global_batch"] = "--batch-size on the command line (it replaces the preset's --global-batch)"
@@ -266,6 +276,11 @@ def _requested(flag: str, argv: list[str] | None) -> bool:
 def print_schedule_requested(argv: list[str] | None = None) -> bool:
     """True when the command line asks for --print-schedule."""
     return _requested("--print-schedule", argv)
+
+
+def smoke_requested(argv: list[str] | None = None) -> bool:
+    """True when the command line asks for --smoke."""
+    return _requested("--smoke", argv)
 
 
 def print_config_requested(argv: list[str] | None = None) -> bool:

@@ -33,7 +33,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["CLASSES", "VERSION", "default_cache_dir", "ensure_builtin_dataset", "render_image"]
+__all__ = [
+    "CLASSES",
+    "VERSION",
+    "builtin_root",
+    "builtin_sizes",
+    "default_cache_dir",
+    "ensure_builtin_dataset",
+    "rewrite_if_builtin",
+    "render_image",
+]
 
 VERSION = "shapes-v1"
 CLASSES = (
@@ -234,26 +243,56 @@ def _write_tree(root: Path, train_per_class: int, val_per_class: int, workers: i
             list(pool.map(_write_class, jobs))
 
 
+def builtin_root(
+    cache_dir: str | os.PathLike | None = None,
+    train_per_class: int = TRAIN_PER_CLASS,
+    val_per_class: int = VAL_PER_CLASS,
+) -> Path:
+    """Where the built-in dataset of these sizes lives (written or not): <cache>/shapes-v1, or
+    <cache>/shapes-v1-<train>-<val> for other sizes, so a small test copy never passes for the real one."""
+    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    sizes = (train_per_class, val_per_class)
+    return base / (VERSION if sizes == (TRAIN_PER_CLASS, VAL_PER_CLASS) else f"{VERSION}-{sizes[0]}-{sizes[1]}")
+
+
+def builtin_sizes(root: str | os.PathLike) -> tuple[int, int] | None:
+    """(train, val) images per class when `root` names a built-in dataset folder (written or not), else None."""
+    name = Path(root).name
+    if name == VERSION:
+        return TRAIN_PER_CLASS, VAL_PER_CLASS
+    parts = name.removeprefix(VERSION + "-").split("-")
+    if name.startswith(VERSION + "-") and len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def rewrite_if_builtin(data: str | os.PathLike, say=None) -> None:
+    """Write the built-in dataset at `data` when that path names one (builtin_root) and is not there:
+    a run records its built-in dataset's path, and a later resume or eval finds it even after its
+    cache was cleared or $FASTRES_DATA changed. A folder that exists is never touched."""
+    sizes = builtin_sizes(data)
+    if sizes is not None and not os.path.exists(data):
+        ensure_builtin_dataset(Path(data).parent, *sizes, say=say)
+
+
 def ensure_builtin_dataset(
     cache_dir: str | os.PathLike | None = None,
     train_per_class: int = TRAIN_PER_CLASS,
     val_per_class: int = VAL_PER_CLASS,
     workers: int | None = None,
+    say=None,
 ) -> Path:
     """Return the root of the built-in dataset, writing it first if it is not there yet.
 
-    The default sizes give 6,000 train and 1,000 val images (about 25 MB). Other sizes get
-    their own folder, so a small test copy never passes for the real one.
-    """
-    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    name = (
-        VERSION
-        if (train_per_class, val_per_class) == (TRAIN_PER_CLASS, VAL_PER_CLASS)
-        else (f"{VERSION}-{train_per_class}-{val_per_class}")
-    )
-    root = base / name
+    The default sizes give 6,000 train and 1,000 val images (about 25 MB) at builtin_root().
+    `say`: told where the dataset is written, before it is (a few seconds)."""
+    root = builtin_root(cache_dir, train_per_class, val_per_class)
+    base, name = root.parent, root.name
     if (root / ".complete").exists():
         return root
+    if say is not None:
+        images = len(CLASSES) * (train_per_class + val_per_class)
+        say(f"fastres: writing the built-in dataset ({images:,} JPEGs, once) to {root}")
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
     try:

@@ -24,6 +24,7 @@ list or, with `--skip-bad-files`, trains without those files.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -127,7 +128,9 @@ def check_files(
     chunk = 64 if decode else 256
     jobs = [(paths[i : i + chunk], decode) for i in range(0, len(paths), chunk)]
     report = CheckReport(checked=len(paths))
-    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, dynamic_ncols=True, leave=False)
+    on_a_terminal = sys.stderr.isatty() and sys.stdout.isatty()  # a pipe or a log file gets no bar frames
+    bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not (progress and on_a_terminal), dynamic_ncols=True,
+               leave=False)  # fmt: skip
     if workers <= 1 or len(paths) < POOL_THRESHOLD:
         results: Iterable[list[FileReport]] = map(_check_chunk, jobs)
         pool = None

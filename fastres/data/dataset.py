@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastres.data.builtin import ensure_builtin_dataset
+from fastres.data.builtin import ensure_builtin_dataset, rewrite_if_builtin
 from fastres.data.folder import (
     DatasetError,
     FolderSplit,
@@ -60,14 +60,16 @@ class Dataset:
         return self.train is None
 
 
-def open_dataset(data: str | None, train_list: str | None = None, val_list: str | None = None) -> Dataset:
+def open_dataset(data: str | None, train_list: str | None = None, val_list: str | None = None, say=None) -> Dataset:
     """The dataset at `data` (ROOT/train/<class>/*, ROOT/val/<class>/*, or shards), listed once.
 
-    None: the built-in dataset, written on first use under $FASTRES_DATA. `train_list` /
+    None: the built-in dataset, written on first use under $FASTRES_DATA (`say` is told so first). `train_list` /
     `val_list`: files of `relative/path label` lines (fastres.data.lists); a split with a list
     is the files it names, relative to ROOT/train or ROOT/val, with the classes of the
     folders of ROOT/train. Raises DatasetError naming the first problem of the layout or list."""
-    root = Path(data).expanduser() if data else ensure_builtin_dataset()
+    if data:
+        rewrite_if_builtin(Path(data).expanduser(), say)  # a run's built-in dataset, gone from its cache
+    root = Path(data).expanduser() if data else ensure_builtin_dataset(say=say)
     if is_shard_dir(root):
         if train_list or val_list:
             raise DatasetError(

@@ -121,6 +121,17 @@ def first_host(nodelist: str) -> str:
     return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[-,]", m.group(1))[0].strip(), entry)
 
 
+# The pairs whose presence makes read_launcher see a launcher (rank and world size of each kind).
+MARKERS = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+           ("PMI_RANK", "PMI_SIZE"))  # fmt: skip
+
+
+def without_launcher(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the variables that tell a process it is one rank of a job: a child started from
+    inside a job then runs alone."""
+    return {k: v for k, v in env.items() if not any(k in pair for pair in MARKERS)}
+
+
 def read_launcher(env: Mapping[str, str]) -> LaunchEnv:
     """The physical placement as the launcher states it, plus the variable names to blame."""
     if "RANK" in env and "WORLD_SIZE" in env:

@@ -22,7 +22,7 @@ from fastres.checkpoint import restore_run, run_state
 from fastres.checkpoint.saver import Checkpointer
 from fastres.config import TrainConfig
 from fastres.data import check_dataset, make_loaders, max_bad_default, open_dataset
-from fastres.data.builtin import ensure_builtin_dataset
+from fastres.data.builtin import builtin_root, rewrite_if_builtin
 from fastres.data.loader import resolve_backend
 from fastres.distributed import Reducer, destroy, discover, init_distributed
 from fastres.distributed import collectives as coll
@@ -64,14 +64,16 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_all(cfg.seed)
+        if cfg.data is None:  # the built-in dataset: its path goes into config.yaml and every checkpoint
+            cfg.data = str(builtin_root().resolve())
         if self.topology.distributed:
             self.groups = init_distributed(self.topology, device=self.device, timeout=cfg.dist_timeout)
-            if not cfg.data and self.topology.physical_local_rank == 0:
-                ensure_builtin_dataset()  # one writer per machine; the others wait at the barrier
+            if self.topology.physical_local_rank == 0:
+                rewrite_if_builtin(cfg.data, self.say)  # one writer per machine; the others wait at the barrier
             coll.checked("barrier after writing the built-in dataset", dist.barrier, group=self.groups.world)
         # under a launcher: one killed with SIGKILL leaves no rank training on
         self.stop = StopSignals(self.groups, follow_parent=self.topology.launcher != "none")
-        dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list)  # listed once, for the check and loaders
+        dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list, self.say)  # listed once: check, loaders
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)
         self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
@@ -150,8 +152,12 @@ class Run:
         self.attempt = int(extra.get("attempt", 1)) + 1
         if self.scaler is not None and "loss_scaler" in extra:
             self.scaler.load_state_dict(extra["loss_scaler"])
+        changed = {k: list(v) for k, v in plan.changes.items()}
+        saved_data = state.get("config", {}).get("data")
+        if saved_data != self.cfg.data:  # a run from before fastres recorded its built-in dataset's path
+            changed.setdefault("data", [saved_data, self.cfg.data])
         self.write("resume", attempt=self.attempt, checkpoint=where, step=self.step, world_size=self.world,
-                    changed={k: list(v) for k, v in plan.changes.items()})  # fmt: skip
+                    changed=changed)  # fmt: skip
 
     def checkpoint(self, best: bool = False, wait: bool = False) -> None:
         """Checkpoint the current step: every rank's loader state gathered, rank 0 saves (in the background)."""

@@ -1,8 +1,8 @@
 """Progress on rank 0: a tqdm bar on a terminal, one plain line every few seconds in a log file.
 
-A bar redraws itself with carriage returns: in a batch system's log file (stderr not a
-terminal) each redraw is kept, tens of MB a day. There, `Progress` prints one line every
-`--progress-seconds` instead:
+A bar redraws itself with carriage returns: in a batch system's log file or a pipe (stderr
+or stdout not a terminal) each redraw is kept, tens of MB a day. There, `Progress` prints
+one line about 10 s after training starts, then one every `--progress-seconds`:
 
     fastres: epoch 3/90 step 1234/5004 (12.3%) loss 4.213 1184 img/s ETA 2h13m
 
@@ -16,7 +16,9 @@ import time
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "format_eta"]
+__all__ = ["FIRST_LINE_AFTER", "Progress", "format_eta"]
+
+FIRST_LINE_AFTER = 10.0  # seconds: the first line comes early (with a rate worth reading), then every N seconds
 
 
 def format_eta(seconds: float) -> str:
@@ -30,10 +32,10 @@ class Progress:
     def __init__(self, enabled: bool, every_seconds: float, stream=None):
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.tty = enabled and self.stream.isatty()
+        self.tty = enabled and self.stream.isatty() and sys.stdout.isatty()  # a pipe gets no bar frames
         self.every = every_seconds
         self._bar = None
-        self._last_line = 0.0
+        self._last_line = time.monotonic() - every_seconds + min(FIRST_LINE_AFTER, every_seconds)
         self.loss: float | None = None
         self.img_s: float | None = None
 

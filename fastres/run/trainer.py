@@ -30,10 +30,13 @@ from fastres.run.execution import autocast
 from fastres.run.metrics import accuracy_counts
 from fastres.run.parts import Run
 from fastres.run.preemption import Preempted
-from fastres.run.progress import Progress
+from fastres.run.progress import Progress, format_eta
 from fastres.run.runlog import Summary
 
-__all__ = ["Summary", "Trainer", "TrainingDiverged"]
+__all__ = ["ESTIMATE_AFTER", "ESTIMATE_MIN_SECONDS", "Summary", "Trainer", "TrainingDiverged"]
+
+ESTIMATE_AFTER = 10.0  # seconds after the start of training at which rank 0 says how long the run will take
+ESTIMATE_MIN_SECONDS = 60.0  # ... unless the rest takes less than this: nothing worth planning around
 
 
 class TrainingDiverged(FastresError, FloatingPointError):
@@ -47,6 +50,7 @@ class Trainer:
         self.run = Run(cfg, plan)
         self.cfg = cfg = self.run.cfg
         self.progress = Progress(cfg.progress and self.run.rank == 0, cfg.progress_seconds)
+        self._estimate_due: float | None = time.perf_counter() if self.run.rank == 0 else None  # + ESTIMATE_AFTER
 
     def train_epoch(self, epoch: int, start: int = 0) -> float:
         """This rank's share of one epoch, from optimizer step `start` on; returns the seconds spent."""
@@ -89,9 +93,27 @@ class Trainer:
                 loss_now, ips = self._log_train(epoch, lr, seen * run.global_batch / (time.perf_counter() - t_log))
                 seen, t_log = 0, time.perf_counter()
             self.progress.update(loss_now if logged else None, ips if logged else None, lr)
+            if self._estimate_due is not None and time.perf_counter() >= self._estimate_due + ESTIMATE_AFTER:
+                self._say_estimate(epoch, j + 1, time.perf_counter() - t0, j + 1 - start)
             self._after_step(last_of_epoch=j + 1 == run.steps_per_epoch)
         self.progress.end_epoch()
         return time.perf_counter() - t0
+
+    def _say_estimate(self, epoch: int, step: int, seconds: float, steps: int) -> None:
+        """Once per attempt, ESTIMATE_AFTER seconds into training: how long the rest will take here, and
+        how to make it shorter."""
+        self._estimate_due = None
+        run, cfg = self.run, self.cfg
+        per_step = seconds / max(steps, 1)
+        left = (run.steps_per_epoch - step) + (cfg.epochs - epoch - 1) * run.steps_per_epoch
+        rate, epochs = run.global_batch / per_step, cfg.epochs - epoch
+        if left * per_step < ESTIMATE_MIN_SECONDS:
+            return
+        run.say(f"fastres: estimate: the {epochs} epoch{'s' if epochs > 1 else ''} left take about "
+                f"{format_eta(left * per_step)} "
+                f"of training here ({rate:.0f} img/s; validation adds a little after each epoch). Shorter: fewer "
+                f"--epochs, a smaller --image-size (compute grows with its square), or --smoke for a check "
+                f"in seconds")  # fmt: skip
 
     def _set_hyperparameters(self) -> float:
         """This step's lr (and momentum, RMSprop warm-up share) from the schedule, into every param group."""
@@ -176,6 +198,10 @@ class Trainer:
                 f"peak lr {run.schedule.peak:.4g}, run folder {run.run_dir}")  # fmt: skip
         if run.reducer is not None:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
+        if run.plan is not None and run.plan.checkpoint is not None:
+            epoch, into = divmod(run.step, run.steps_per_epoch)
+            run.say(f"fastres: resuming at step {run.step}, epoch {epoch + 1}, {into}/{run.steps_per_epoch} of the "
+                    f"epoch, from {run.plan.checkpoint} (attempt {run.attempt})")  # fmt: skip
         top1 = top5 = float("nan")
         done = run.step // run.steps_per_epoch  # epochs finished before this attempt
         for epoch in range(done, cfg.epochs):
