@@ -229,3 +229,47 @@ def test_console_scripts_name_each_tools_main(capsys):
             main(["--help"])
         assert e.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+def test_plots_of_a_short_interrupted_run_read_well(tmp_path, monkeypatch):
+    # one epoch, a stop and a resume in it: few points get their values written, top-1 and top-5 get two
+    # colours, the resume is a line, the epoch axis starts at 0 and spans the epoch; no 'None' row in report.md
+    from matplotlib.colors import to_rgb
+
+    from fastres.report import plots
+
+    run = tmp_path / "short"
+    run.mkdir()
+    doc = {"config": {"arch": "resnet50", "epochs": 1, "lr": 0.1}, "train_images": 80, "global_batch": 8,
+           "amp": "None", "dataset": "/d"}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(doc))
+    recs = [dict(kind="train", time=T0 + s, epoch=1, step=s, loss=2.3 - 0.1 * s, lr=0.1, momentum=0.9, img_per_s=9)
+            for s in (2, 4, 6)]  # fmt: skip
+    recs.append(dict(kind="resume", time=T0 + 60, attempt=2, checkpoint="checkpoints/step-000000004.pt", step=4))
+    recs += [dict(kind="train", time=T0 + 60 + s, epoch=1, step=s, loss=2.0, lr=0.1, momentum=0.9, img_per_s=9)
+             for s in (6, 8, 10)]  # fmt: skip
+    recs.append(dict(kind="val", time=T0 + 80, epoch=1, step=10, top1=41.5, top5=88.0, images=20, img_per_s=9,
+                     epoch_seconds=20.0))  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    drawn = {}
+    finish = plots._finish
+
+    def keep(fig, axes, path, title, epoch_axes=()):
+        out = finish(fig, axes, path, title, epoch_axes)
+        drawn[path.stem] = list(axes)
+        return out
+
+    monkeypatch.setattr(plots, "_finish", keep)
+    written = write_report([run])
+    by_epoch, by_time = drawn["accuracy"]
+    lines = {line.get_label(): line for line in by_epoch.get_lines()}
+    top1, top5 = lines["short top-1"], lines["short top-5"]
+    assert to_rgb(top1.get_color()) != to_rgb(top5.get_color())
+    assert {t.get_text() for t in by_epoch.texts} == {"41.5", "88.0"}  # the values, written beside the points
+    assert by_epoch.get_xlim()[0] == 0 and by_epoch.get_xlim()[1] >= 1.1  # not 0.96..1.04 around one point
+    (resumed,) = [line for label, line in lines.items() if "resumed (attempt 2)" in label]
+    assert resumed.get_xdata()[0] == pytest.approx(0.4)  # step 4 of 10 in the epoch
+    loss_epoch, loss_time = drawn["loss"]
+    assert any("resumed" in line.get_label() for line in loss_time.get_lines())
+    text = written["report"].read_text()
+    assert "None" not in text and "| amp |" not in text, text

@@ -139,7 +139,7 @@ def write_markdown(runs: list[Run], path: Path, figures: dict[str, Path]) -> str
         lines.append("")
     else:
         flat = flat_config(runs[0])
-        shown = [[k, _show(flat[k])] for k in KEY_SETTINGS if k in flat]
+        shown = [[k, _show(flat[k])] for k in KEY_SETTINGS if flat.get(k) not in (None, "None")]
         lines += ["## Configuration", "", *_table(["setting", "value"], shown), "",
                   f"Every setting: `{runs[0].path / 'config.yaml'}`.", ""]  # fmt: skip
     lines += ["## Plots", ""]

@@ -134,7 +134,8 @@ class Run:
         data, reducer, t = self.data, self.reducer, self.topology
         facts = dict(dataset=str(data.root), classes=len(data.classes), train_images=data.train_size)
         facts.update(val_images=data.val_size, backend=resolve_backend(self.cfg.backend), device=str(self.device))
-        facts.update(amp=str(self.amp), channels_last=self.channels_last, global_batch=self.global_batch)
+        amp = "fp32 (no autocast)" if self.amp is None else str(self.amp).removeprefix("torch.")
+        facts.update(amp=amp, channels_last=self.channels_last, global_batch=self.global_batch)
         facts.update(peak_lr=self.schedule.peak, ranks=self.world, launcher=t.launcher, topology=t.describe())
         facts.update(allreduce=reducer.describe() if reducer else None)
         write_config(self.run_dir, self.cfg.to_dict(), facts)
