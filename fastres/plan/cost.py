@@ -49,7 +49,9 @@ __all__ = [
     "Estimate",
     "Job",
     "allreduce_seconds",
+    "bucket_seconds",
     "estimate",
+    "overlapped_step",
 ]
 
 RESNET50_PARAMS = 25_557_032  # fastres.model.resnet50(), torchvision's count too
@@ -111,6 +113,23 @@ class Estimate:
         return asdict(self)
 
 
+def bucket_seconds(c: Cluster, job: Job) -> tuple[int, float]:
+    """(buckets of ResNet-50's gradients, seconds to all-reduce one)."""
+    grad_bytes = RESNET50_PARAMS * WIRE_BYTES[job.wire_dtype]
+    n_buckets = max(1, math.ceil(RESNET50_PARAMS * 4 / (job.bucket_mb * 2**20)))
+    return n_buckets, allreduce_seconds(c, grad_bytes / n_buckets, job.allreduce)
+
+
+def overlapped_step(t_fwd: float, t_bwd: float, t_fixed: float, per_bucket: float, n_buckets: int, overlap: bool):
+    """A step's seconds: forward, backward with the buckets leaving during it (or after), fixed work."""
+    comm = n_buckets * per_bucket
+    if overlap and n_buckets > 1:
+        # the first bucket is ready 1/n of the way into backward; each takes per_bucket; the last
+        # cannot start before backward ends
+        return t_fixed + t_fwd + max(t_bwd + per_bucket, t_bwd / n_buckets + comm)
+    return t_fixed + t_fwd + t_bwd + comm
+
+
 def estimate(c: Cluster, job: Job) -> Estimate:
     b = job.global_batch / c.devices
     s = c.speed
@@ -119,17 +138,9 @@ def estimate(c: Cluster, job: Job) -> Estimate:
     compute = t_work + s.t0
     bound = "compute" if t_work >= s.t0 else "per-step overhead"
 
-    grad_bytes = RESNET50_PARAMS * WIRE_BYTES[job.wire_dtype]
-    n_buckets = max(1, math.ceil(RESNET50_PARAMS * 4 / (job.bucket_mb * 2**20)))
-    per_bucket = allreduce_seconds(c, grad_bytes / n_buckets, job.allreduce)
+    n_buckets, per_bucket = bucket_seconds(c, job)
     comm = n_buckets * per_bucket
-    if job.overlap and n_buckets > 1:
-        # the first bucket is ready 1/n of the way into backward; each takes per_bucket; the last
-        # cannot start before backward ends
-        end = max(t_bwd + per_bucket, t_bwd / n_buckets + comm)
-        step = s.t0 + t_fwd + end
-    else:
-        step = compute + comm
+    step = overlapped_step(t_fwd, t_bwd, s.t0, per_bucket, n_buckets, job.overlap)
     if comm > 0 and step - compute > 0.5 * comm and comm > t_work:
         bound = "all-reduce"
     if c.data_images_per_s_per_node:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastres.plan.calibrate import cluster_for, job_for, speed_for
 from fastres.plan.cost import Estimate, estimate
-from fastres.plan.records import RUNS, Run
+from fastres.plan.records import BAND, RUNS, Run
 
 __all__ = ["Check", "check", "checks", "validation_table"]
 
@@ -59,7 +59,9 @@ def validation_table(runs: list[Run] = RUNS) -> str:
     ]
     for c in checks(runs):
         r = c.run
-        mark = "" if r.role == "calibration" else ("" if abs(c.ratio - 1) <= 0.2 else " (outside +-20%)")
+        mark = ""
+        if r.role == "validation" and abs(c.ratio - 1) > BAND:
+            mark = f" (outside +-{BAND:.0%}: explained in README, band +-{r.band:.0%})"
         lines.append(
             f"| {r.role} | {r.name} | {r.devices:,} x {r.device}, {r.per_node}/node | "
             f"{r.global_batch / r.devices:g} | {r.published} | {_fmt(c.predicted_s, r.kind)} | "
