@@ -10,6 +10,7 @@
   cost       a step, an epoch, a run: compute, the all-reduce backward does not hide, evaluations
   choose     the advice: all-reduce, wire dtype and bucket size with the shortest step
   cpu        a CPU cluster of the machine at hand: --measure-cpu, --calibrate-cpu
+  jsonfile   reading a JSON file a flag names (one-line errors)
   validate   each published run beside the prediction (`--validate`)
   cli        the command line (`python -m fastres.plan`, `fastres-plan`)
 

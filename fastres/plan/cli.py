@@ -34,6 +34,7 @@ from fastres.plan.choose import recommend
 from fastres.plan.cost import WIRE_BYTES, Cluster, Estimate, Job, estimate
 from fastres.plan.cpu import CpuCalibrationError, cpu_device, read_cpu_calibration
 from fastres.plan.devices import DEVICES, lookup_device
+from fastres.plan.jsonfile import read_json
 from fastres.plan.speed import Speed
 from fastres.plan.validate import validation_table
 
@@ -109,12 +110,7 @@ def _positive(name: str, value: float | None) -> None:
 
 def read_calibration(path: str) -> dict:
     """alpha_s and inter_node_gbps from bench/bench_hosts.py's JSON (its largest topology) or a bare dict."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise PlanError(f"--calibrate {path}: cannot read it ({e.strerror or e})") from None
-    except ValueError as e:
-        raise PlanError(f"--calibrate {path}: not JSON ({e})") from None
+    doc = read_json(path, "--calibrate", PlanError)
     cal = None
     if isinstance(doc, dict) and isinstance(doc.get("topologies"), dict) and doc["topologies"]:
         parts = [t.get("calibration") for t in doc["topologies"].values() if isinstance(t, dict)]
@@ -325,7 +321,10 @@ def run_measure(args) -> int:
     from fastres.plan.cpu import measure
 
     precision = "fp32" if args.precision == "auto" else args.precision
-    doc = measure(precision=precision)
+    try:
+        doc = measure(precision=precision)
+    except CpuCalibrationError as e:
+        raise PlanError(str(e)) from None
     Path(args.measure_cpu).write_text(json.dumps(doc, indent=2) + "\n")
     print(
         f"fastres plan: {doc['images_per_s_per_core']:.3g} img/s per core at {doc['image_size']} px "

@@ -19,18 +19,21 @@ cores add up; DRAM bandwidth and the small-batch penalty of many cores are not m
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 from fastres.plan.devices import DeviceSpec
+from fastres.plan.jsonfile import read_json
 from fastres.plan.speed import Speed, fit_pair
 
 __all__ = ["cpu_device", "measure", "read_cpu_calibration"]
 
 DEFAULT_MEMORY_GBS = 100.0  # assumed DRAM bandwidth per socket when none is given (8 channels of DDR4-3200 ~ 205)
+
+
+class CpuCalibrationError(ValueError):
+    """No usable CPU speed (a file without one, or timings too noisy to fit); the message says which."""
 
 
 def cpu_device(cores: int, memory_gbs: float = DEFAULT_MEMORY_GBS) -> DeviceSpec:
@@ -76,7 +79,13 @@ def measure(
             times.append(time.perf_counter() - t0)
         seconds[b] = min(times)
     (b_small, b_large) = sorted(batches)
-    rate, t0 = fit_pair(b_large, seconds[b_large], b_small, seconds[b_small])
+    try:
+        rate, t0 = fit_pair(b_large, seconds[b_large], b_small, seconds[b_small])
+    except ValueError as e:
+        raise CpuCalibrationError(
+            f"--measure-cpu: steps of {b_small} and {b_large} images took {seconds[b_small]:.3f} and "
+            f"{seconds[b_large]:.3f} s ({e}): the machine is too busy to measure; run it again when it is idle"
+        ) from None
     return {
         "measured_by": "python -m fastres.plan --measure-cpu",
         "arch": arch,
@@ -95,18 +104,9 @@ def measure(
     }
 
 
-class CpuCalibrationError(ValueError):
-    """The file holds no usable CPU speed; the message names it."""
-
-
 def read_cpu_calibration(path: str, cores: int, precision: str = "fp32") -> tuple[Speed, dict]:
     """(Speed of a `cores`-core socket, what was read) from --measure-cpu's JSON or bench_train.py's."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise CpuCalibrationError(f"--calibrate-cpu {path}: cannot read it ({e.strerror or e})") from None
-    except ValueError as e:
-        raise CpuCalibrationError(f"--calibrate-cpu {path}: not JSON ({e})") from None
+    doc = read_json(path, "--calibrate-cpu", CpuCalibrationError)
     if not isinstance(doc, dict):
         raise CpuCalibrationError(f"--calibrate-cpu {path}: not a JSON object")
     if "images_per_s_per_core" in doc:

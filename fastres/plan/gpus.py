@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastres.plan.devices import DEVICES, DeviceSpec
+from fastres.plan.devices import DEVICES, DeviceSpec, lookup_device
 
 __all__ = ["GPUS", "GpuSpec", "gpu_names", "lookup_gpu"]
 
@@ -15,7 +15,7 @@ def gpu_names() -> list[str]:
 
 
 def lookup_gpu(name: str) -> DeviceSpec:
-    key = name.strip().lower()
-    if key not in GPUS:
+    device = lookup_device(name)
+    if device.kind != "gpu":
         raise KeyError(name)
-    return GPUS[key]
+    return device
