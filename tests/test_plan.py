@@ -323,6 +323,7 @@ def test_measure_cpu_fits_a_rate_and_t0(tmp_path):
     assert doc["images_per_s_per_core"] > 0 and doc["t0_s"] >= 0 and set(doc["step_seconds"]) == {"2", "24"}
     b1, b2 = doc["step_seconds"]["2"], doc["step_seconds"]["24"]
     assert doc["images_per_s_per_core"] == pytest.approx(22 / (b2 - b1))
+    assert len(doc["load_average_1min"]) == 2  # before and after: how busy the machine was
 
 
 def test_validate_prints_the_table(capsys):

@@ -326,6 +326,12 @@ def run_measure(args) -> int:
     except CpuCalibrationError as e:
         raise PlanError(str(e)) from None
     Path(args.measure_cpu).write_text(json.dumps(doc, indent=2) + "\n")
+    busy = [x for x in doc["load_average_1min"] if x is not None and x > (doc["machine"]["cores"] or 1)]
+    if busy:
+        print(
+            f"fastres plan: warning: load average {max(busy):.1f} on {doc['machine']['cores']} cores while measuring: "
+            "other work shared the CPU and the figures below include it (t0 most of all); measure on an idle machine"
+        )
     print(
         f"fastres plan: {doc['images_per_s_per_core']:.3g} img/s per core at {doc['image_size']} px "
         f"({doc['threads']} threads, t0 {doc['t0_s']:.3g} s): wrote {args.measure_cpu}"

@@ -57,6 +57,7 @@ def measure(
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     net = getattr(models, arch)(num_classes=1000).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     seconds = {}
@@ -95,6 +96,7 @@ def measure(
         "step_seconds": {str(b): s for b, s in seconds.items()},
         "images_per_s_per_core": rate / threads,
         "t0_s": t0,
+        "load_average_1min": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
