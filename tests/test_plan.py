@@ -349,6 +349,7 @@ def test_validate_prints_the_table(capsys):
         (["--device", "cpu", "--calibrate-cpu", "/nonexistent.json"], "--calibrate-cpu /nonexistent.json: cannot read"),
         (["--device", "h100", "--precision", "fp32"], "--device h100 --precision fp32: no calibrated speed"),
         (["--allreduce", "butterfly"], "argument --allreduce: invalid choice: 'butterfly'"),
+        (["--measure-cpu", "x.json", "--measure-batches", "8"], "--measure-batches must be two different positive"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message):

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cores-per-device", type=int, help="--device cpu: cores per socket (default: the machine's)")
     g.add_argument("--memory-gbs", type=float, help="--device cpu: DRAM GB/s per socket (default 100, assumed)")
     g.add_argument("--measure-cpu", metavar="OUT.json", help="time training steps on this CPU and write OUT.json")
+    g.add_argument("--measure-batches", default="4,8", help="--measure-cpu: two per-process batch sizes (4,8)")
     g = p.add_argument_group("training")
     g.add_argument("--global-batch", type=int, help="images per step over all devices (default: 64 per device)")
     g.add_argument("--epochs", type=float, default=90, help="epochs of ImageNet-1k, 1,281,167 images (default 90)")
@@ -322,7 +323,15 @@ def run_measure(args) -> int:
 
     precision = "fp32" if args.precision == "auto" else args.precision
     try:
-        doc = measure(precision=precision)
+        batches = tuple(int(x) for x in args.measure_batches.split(","))
+    except ValueError:
+        batches = ()
+    _need(
+        len(batches) == 2 and 1 <= min(batches) < max(batches),
+        f"--measure-batches must be two different positive integers, got {args.measure_batches!r}",
+    )
+    try:
+        doc = measure(batches=batches, precision=precision)
     except CpuCalibrationError as e:
         raise PlanError(str(e)) from None
     Path(args.measure_cpu).write_text(json.dumps(doc, indent=2) + "\n")
