@@ -3,6 +3,7 @@
     python bench/bench_hosts.py             # 2 and 4 hosts x 2 ranks, 1 Gbit/s: bench/results/hosts-allreduce.json
     python bench/bench_hosts.py --hosts 4 --link-gbit 1 --reps 3
     python bench/bench_hosts.py --train     # loss curves: 2 hosts x 2 ranks vs 1 process: hosts-train.json
+    python bench/bench_hosts.py --compare bench/results/hosts-allreduce.json   # the planner's prediction beside it
 
 Each topology runs as one job of `python -m fastres.distributed.emulate` (K network
 namespaces on a bridge, each host's link shaped with tc `tbf` in both directions, Gloo over
@@ -10,9 +11,11 @@ those links, loopback inside a host), so the numbers are those of real processes
 (emulated) links. One torch thread per rank. In one job, in this order:
 
 1. The link: 32 MB sent by rank 0 (host 0) to the first rank of host 1 (`dist.send`), the
-   ceiling of one host's link, and plain `dist.all_reduce` of 4 KB .. 32 MB over all ranks,
-   from which alpha (s per ring step) and beta (s per byte on a link) are fitted for
-   `python -m fastres.plan --calibrate`.
+   ceiling of one host's link; 32 MB sent by the first rank of every host to its second at the
+   same time (loopback TCP with every host busy, as in the hierarchical reducer's node phases);
+   and plain `dist.all_reduce` of
+   4 KB .. 32 MB over all ranks, from which alpha (s per ring step) and beta (s per byte on a
+   link) are fitted for `python -m fastres.plan --calibrate`.
 2. A step over ResNet-50's gradients: its 161 parameter tensors (25.6M fp32, 102 MB) with a
    loss whose backward costs one multiply per element (grad = a fixed random tensor per
    rank), so the step is the all-reduce, overlapped with that backward exactly as in
@@ -23,6 +26,13 @@ those links, loopback inside a host), so the numbers are those of real processes
    float64 mean over the ranks, then timed `--reps` times alternating with the plain
    all-reduce (the peer next to it in time, whatever else loads the box); each time is the
    slowest rank's, medians are reported.
+
+3. The planner's prediction of each fastres step (fastres.plan: the alpha-beta cost of the flat
+   ring or of the hierarchical reducer's phases on Gloo, with the alpha and link bandwidth
+   fitted in step 1, the loopback bandwidth measured in step 1 for the node phases, the measured
+   compute-only backward, buckets overlapped with it), written beside each measured step:
+   `predicted_s` and `predicted_over_measured`. `--compare` recomputes them for a results file
+   (stored back in it) and prints them beside the measured medians.
 
 `--train`: `python -m fastres.train` on the built-in dataset (150 train / 30 val images per
 class) across emulated hosts (K hosts x M ranks of batch B/(K M), the hierarchical all-reduce)
@@ -78,11 +88,14 @@ def main() -> int:
     ap.add_argument("--train-hosts", type=int, default=2, help="--train: emulated hosts (x --ranks-per-host)")
     ap.add_argument("--train-epochs", type=int, default=6)
     ap.add_argument("--out", default=None, help="default: bench/results/hosts-allreduce.json (hosts-train.json)")
+    ap.add_argument("--compare", metavar="RESULTS.json", help="print the planner's prediction beside a results file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--part", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    if args.compare:
+        return compare(Path(args.compare))
     if args.train:
         return train_curves(args)
     out = Path(args.out or ROOT / "bench" / "results" / "hosts-allreduce.json")
@@ -102,12 +115,12 @@ def main() -> int:
                 print(f"bench_hosts: the {k}-host job failed (exit {code})", file=sys.stderr)
                 return code or 1
             key = f"{k}x{args.ranks_per_host}" + ("" if args.placement == "block" else f"-{args.placement}")
-            result["topologies"][key] = json.loads(part.read_text())
+            result["topologies"][key] = add_predictions(json.loads(part.read_text()), os.cpu_count() or 1)
     result["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return compare(out)
 
 
 def emulate_cmd(hosts: int, ranks_per_host: int, link_gbit: float, timeout: float, placement="block") -> list[str]:
@@ -191,6 +204,25 @@ def worker(args) -> int:
         link.append(float(t))
     link_s = statistics.median(link)
     say(f"  link: 32 MB host 0 -> host 1 in {link_s * 1e3:.0f} ms: {32 * MB / link_s * 8 / 1e9:.3f} Gbit/s")
+    # every host at once (as the reducer's node phases run): its first rank sends 32 MB to its second
+    first = {h: min(r for r in range(world) if hosts[r] == h) for h in set(hosts)}
+    mates = {h: next((r for r in range(world) if hosts[r] == h and r != first[h]), None) for h in set(hosts)}
+    me_first, my_mate = first[hosts[rank]], mates[hosts[rank]]
+    loop = []
+    for _ in range(3 if my_mate is not None else 0):
+        dist.barrier(group=w_all)
+        t0 = time.perf_counter()
+        if rank == me_first:
+            dist.send(probe, dst=my_mate)
+        elif rank == my_mate:
+            dist.recv(probe, src=me_first)
+        t = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=w_all)
+        loop.append(float(t))
+    loop_s = statistics.median(loop) if loop else None
+    if loop_s:
+        say(f"  loopback: 32 MB first -> second rank of every host at once in {loop_s * 1e3:.0f} ms: "
+            f"{32 * MB / loop_s * 8 / 1e9:.3f} Gbit/s per host")  # fmt: skip
     calib = []
     for nbytes in CALIBRATION_SIZES:
         t = torch.ones(nbytes // 4)
@@ -309,6 +341,7 @@ def worker(args) -> int:
             "setup": {"hosts": K, "ranks_per_host": L, "world": world, "hostnames": sorted(set(groups.hostnames)),
                       "threads_per_rank": 1, "gradient_MB": numel * 4 / 1e6, "tensors": len(shapes), "reps": args.reps},
             "link": {"send_32MB_s": link, "gbit_per_s": 32 * MB / link_s * 8 / 1e9},
+            "loopback": {"send_32MB_s": loop, "gbit_per_s": 32 * MB / loop_s * 8 / 1e9 if loop_s else None},
             "calibration": {
                 "plain_all_reduce": calib, "alpha_s": alpha, "beta_s_per_byte": beta,
                 "inter_node_gbps": 8 / beta / 1e9, "model": "ring: t = 2(N-1) alpha + 2(N-1)/N bytes beta",
@@ -323,6 +356,77 @@ def worker(args) -> int:
         }  # fmt: skip
         Path(args.part).write_text(json.dumps(part, indent=2) + "\n")
     destroy(groups)
+    return 0
+
+
+# ------------------------------------------------------------------------------ the planner's prediction
+
+
+def predict_step(part: dict, algorithm: str, wire: str, bucket_mb: float, cores: int) -> float:
+    """fastres.plan's step for one fastres configuration of a topology's results (`part`).
+
+    Every emulated host shares this machine's `cores`: with more ranks than cores no core is free
+    to run the collectives while backward runs, so buckets are not overlapped (the planner's
+    --no-overlap); with a core per rank they are."""
+    from fastres.plan.cost import Cluster, Job, bucket_seconds, overlapped_step
+    from fastres.plan.cpu import cpu_device
+    from fastres.plan.speed import Speed
+
+    cal, setup = part["calibration"], part["setup"]
+    loop = (part.get("loopback") or {}).get("gbit_per_s") or float("inf")  # older files: no loopback probe
+    alpha = cal["alpha_s"]
+    cluster = Cluster(
+        device=cpu_device(1),
+        devices=setup["world"],
+        per_node=setup["ranks_per_host"],
+        intra_gbps=loop,
+        inter_gbps=cal["inter_node_gbps"],
+        speed=Speed(1.0, 0.0, "the bench's backward, measured"),
+        intra_alpha_s=alpha,
+        inter_alpha_s=alpha,
+        intra_tree_alpha_s=alpha,
+        base_s=0.0,  # the fit has no per-collective term: alpha per ring step only
+        backend="gloo",
+    )
+    job = Job(global_batch=setup["world"], epochs=1, wire_dtype=wire, allreduce=algorithm, bucket_mb=bucket_mb)
+    n, per_bucket = bucket_seconds(cluster, job)
+    overlap = cores >= setup["world"]
+    return overlapped_step(0.0, part["compute_only_s"], 0.0, per_bucket, n, overlap)
+
+
+def add_predictions(part: dict, cores: int) -> dict:
+    for row in part["steps"].values():
+        if row["kind"] == "fastres":
+            row["predicted_s"] = predict_step(part, row["algorithm"], row["wire"], row["bucket_mb"], cores)
+            row["predicted_over_measured"] = row["predicted_s"] / row["median_s"]
+    part["prediction"] = {
+        "by": "fastres.plan (bench_hosts.predict_step)",
+        "overlap": cores >= part["setup"]["world"],
+        "cores": cores,
+    }
+    return part
+
+
+def compare(path: Path) -> int:
+    """Predicted vs measured step of every fastres configuration in a results file; stores the predictions in it."""
+    doc = json.loads(path.read_text())
+    print(f"{path}: fastres.plan's predicted step vs the measured median")
+    cores = doc["machine"]["cores"]
+    for key, part in doc["topologies"].items():
+        add_predictions(part, cores)
+        loop = (part.get("loopback") or {}).get("gbit_per_s")
+        cal = part["calibration"]
+        print(
+            f"  {key}: alpha {cal['alpha_s'] * 1e6:.0f} us, link {cal['inter_node_gbps']:.3f} Gbit/s, "
+            + (f"loopback {loop:.2f} Gbit/s" if loop else "loopback not measured (taken as free)")
+            + f", compute only {part['compute_only_s']:.3f} s, "
+            + ("buckets overlapped" if part["prediction"]["overlap"] else f"{cores} cores < ranks: not overlapped")
+        )
+        for name, row in part["steps"].items():
+            if row["kind"] == "fastres":
+                print(f"    {name:44s} measured {row['median_s']:6.3f} s  predicted {row['predicted_s']:6.3f} s  "
+                      f"{row['predicted_over_measured']:.2f}")  # fmt: skip
+    path.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

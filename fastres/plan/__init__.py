@@ -1,18 +1,38 @@
 """fastres.plan: how long ResNet-50 takes to train on a cluster, before booking it.
 
-    python -m fastres.plan --gpu h100 --gpus 64 --global-batch 8192 --inter-node-gbps 400
+    python -m fastres.plan --device h100 --devices 64 --global-batch 8192 --inter-node-gbps 3200
 
-  gpus      the GPUs' data-sheet figures (p100, p100-pcie, v100, a100, h100, h200)
-  cost      the model: roofline compute per image, alpha-beta ring / tree / hierarchical all-reduce,
-            overlap with backward, the data loader's rate -> step, epoch, time to train
-  choose    the advice: all-reduce, wire dtype and bucket size with the shortest step
-  records   published record runs (Goyal et al., Akiba et al., Mikami et al., MLPerf) to check the model
-  cli       the command line (`python -m fastres.plan`, `fastres-plan`)
+  devices    data-sheet figures of the GPUs, TPU chips and CPU sockets the planner knows
+  speed      t_step(b) = b / R + t0 per device: the form, and fits through published points
+  records    published runs, each with its source; role calibration or validation
+  calibrate  which calibration run sets which speed (RECIPES), computed from those runs only
+  allreduce  alpha-beta cost of ring, tree, flat (NCCL's choice), hierarchical, 2d-torus
+  cost       a step, an epoch, a run: compute, the all-reduce backward does not hide, evaluations
+  choose     the advice: all-reduce, wire dtype and bucket size with the shortest step
+  cpu        a CPU cluster of the machine at hand: --measure-cpu, --calibrate-cpu
+  jsonfile   reading a JSON file a flag names (one-line errors)
+  validate   each published run beside the prediction (`--validate`)
+  cli        the command line (`python -m fastres.plan`, `fastres-plan`)
 
-Imports no torch: it runs anywhere, before anything is installed but fastres.
+Imports no torch (--measure-cpu imports it when run): it runs anywhere fastres is installed.
 """
 
+from fastres.plan.calibrate import SPEEDS, default_speed
 from fastres.plan.cost import Cluster, Estimate, Job, estimate
+from fastres.plan.devices import DEVICES, lookup_device
 from fastres.plan.gpus import GPUS, lookup_gpu
+from fastres.plan.speed import Speed
 
-__all__ = ["GPUS", "Cluster", "Estimate", "Job", "estimate", "lookup_gpu"]
+__all__ = [
+    "DEVICES",
+    "GPUS",
+    "SPEEDS",
+    "Cluster",
+    "Estimate",
+    "Job",
+    "Speed",
+    "default_speed",
+    "estimate",
+    "lookup_device",
+    "lookup_gpu",
+]

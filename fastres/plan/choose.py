@@ -1,15 +1,18 @@
 """The planner's advice: the all-reduce, wire dtype and bucket size with the shortest step.
 
-Every combination of fastres.plan.cost.ALGORITHMS, fp32/bf16 on the wire and BUCKETS_MB is
+Every combination of fastres.plan.allreduce.ALGORITHMS, fp32/bf16 on the wire and BUCKETS_MB is
 costed; a 16-bit wire is advised only where it shortens the step by more than WIRE_GAIN (it
-rounds every gradient), and bf16 over fp16 (same bytes, fp32's range: no overflow).
+rounds every gradient), and bf16 over fp16 (same bytes, fp32's range: no overflow). fastres's
+reducer runs "flat" (NCCL then picks ring or tree) and "hierarchical"; ring, tree and 2d-torus
+are advised as what NCCL_ALGO or another framework would give.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from fastres.plan.cost import ALGORITHMS, Cluster, Estimate, Job, estimate
+from fastres.plan.allreduce import ALGORITHMS
+from fastres.plan.cost import Cluster, Estimate, Job, estimate
 
 __all__ = ["BUCKETS_MB", "WIRE_GAIN", "recommend"]
 

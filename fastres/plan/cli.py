@@ -2,16 +2,20 @@
 
 How long ResNet-50 takes to train on a cluster, before booking it:
 
-    python -m fastres.plan --gpu h100 --gpus 64 --global-batch 8192 --inter-node-gbps 400
-    python -m fastres.plan --gpu v100 --gpus 256 --gpus-per-node 8 --inter-node-gbps 100 --wire-dtype bf16 --json
-    python -m fastres.plan --calibrate bench/results/hosts-allreduce.json --gpus 8 --gpus-per-node 2
-    python -m fastres.plan --validate          # the published record runs beside the model's predictions
+    python -m fastres.plan --device h100 --devices 64 --global-batch 8192 --inter-node-gbps 3200
+    python -m fastres.plan --device v100 --devices 256 --inter-node-gbps 400 --wire-dtype bf16 --json
+    python -m fastres.plan --device xeon-8160 --devices 1600 --devices-per-node 2 --global-batch 32768
+    python -m fastres.plan --measure-cpu cpu.json            # this machine's training speed, per core
+    python -m fastres.plan --device cpu --calibrate-cpu cpu.json --cores-per-device 32 --devices 64
+    python -m fastres.plan --calibrate bench/results/hosts-allreduce.json --devices 8 --devices-per-node 2
+    python -m fastres.plan --validate        # published runs: calibration and validation, predicted / published
 
 Prints step time, epoch time, time to train and scaling efficiency for the all-reduce asked
 for (--allreduce, default: the advised one), and advises the all-reduce, wire dtype and bucket
-size. The model (fastres/plan/cost.py): a roofline per image from the GPU's data sheet, the
-alpha-beta cost of ring, tree and hierarchical all-reduce, buckets overlapped with backward,
-and the data loader's rate where given. Bad input ends with one line and exit status 2.
+size. The model: fastres/plan/cost.py (compute b / R + t0 per device, calibrated on declared
+runs: fastres/plan/calibrate.py), fastres/plan/allreduce.py (ring, tree, flat, hierarchical,
+2d-torus). --gpu, --gpus, --gpus-per-node are the earlier names of --device, --devices,
+--devices-per-node. Bad input ends with one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -24,14 +28,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastres import FastresError
+from fastres.plan.allreduce import ALGORITHMS
+from fastres.plan.calibrate import DEFAULT_SPEED, cpu_t0, default_speed
 from fastres.plan.choose import recommend
-from fastres.plan.cost import ALGORITHMS, WIRE_BYTES, Cluster, Estimate, Job, estimate
-from fastres.plan.gpus import GPUS, lookup_gpu
-from fastres.plan.records import RECORDS, predict
+from fastres.plan.cost import WIRE_BYTES, Cluster, Estimate, Job, estimate
+from fastres.plan.cpu import CpuCalibrationError, cpu_device, read_cpu_calibration
+from fastres.plan.devices import DEVICES, lookup_device
+from fastres.plan.jsonfile import read_json
+from fastres.plan.speed import Speed
+from fastres.plan.validate import validation_table
 
 __all__ = ["PlanError", "build_parser", "main", "read_calibration", "validation_table"]
 
 PROG = "python -m fastres.plan"
+DEVICE_CHOICES = (*DEVICES, "cpu")
 
 
 class PlanError(FastresError):
@@ -46,32 +56,46 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("hardware")
-    g.add_argument("--gpu", default="h100", help=f"GPU model: {', '.join(GPUS)} (default h100)")
-    g.add_argument("--gpus", type=int, default=8, help="GPUs in the job (default 8)")
-    g.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: 8, or --gpus if fewer)")
-    g.add_argument("--intra-node-gbps", type=float, help="Gbit/s from one GPU to its node, one way (default: NVLink)")
-    g.add_argument("--inter-node-gbps", type=float, help="Gbit/s of one node's network links, one way (default 100)")
-    g.add_argument("--intra-node-alpha-us", type=float, default=5.0, help="us per message step in a node (5)")
-    g.add_argument("--inter-node-alpha-us", type=float, help="us per message step between nodes (default 10)")
+    g.add_argument("--device", "--gpu", dest="device", default="h100",
+                   help=f"device (one training process): {', '.join(DEVICE_CHOICES)} (default h100)")  # fmt: skip
+    g.add_argument("--devices", "--gpus", dest="devices", type=int, default=8, help="devices in the job (default 8)")
+    g.add_argument("--devices-per-node", "--gpus-per-node", dest="per_node", type=int,
+                   help="devices per node (default: the device's usual node, or --devices if fewer)")  # fmt: skip
+    g.add_argument(
+        "--intra-node-gbps", type=float, help="Gbit/s from one device to its node, one way (default: NVLink)"
+    )
+    g.add_argument("--inter-node-gbps", type=float, help="Gbit/s of one node's network links together, one way (100)")
+    g.add_argument("--intra-node-alpha-us", type=float, help="us per message step in a node (NCCL: 3.4 NVLink)")
+    g.add_argument("--inter-node-alpha-us", type=float, help="us per message step between nodes (NCCL: 14)")
     g.add_argument("--data-images-per-s", type=float, help="what one node's data loader delivers, images/s (no limit)")
     g.add_argument(
         "--calibrate", metavar="RESULTS.json",
         help="alpha and inter-node bandwidth measured by bench/bench_hosts.py (explicit flags still win)",
     )  # fmt: skip
+    g = p.add_argument_group("CPU clusters")
+    g.add_argument(
+        "--calibrate-cpu", metavar="CPU.json",
+        help="--device cpu: this machine's speed per core (--measure-cpu's or bench_train.py's JSON)",
+    )  # fmt: skip
+    g.add_argument("--cores-per-device", type=int, help="--device cpu: cores per socket (default: the machine's)")
+    g.add_argument("--memory-gbs", type=float, help="--device cpu: DRAM GB/s per socket (default 100, assumed)")
+    g.add_argument("--measure-cpu", metavar="OUT.json", help="time training steps on this CPU and write OUT.json")
+    g.add_argument("--measure-batches", default="4,8", help="--measure-cpu: two per-process batch sizes (4,8)")
     g = p.add_argument_group("training")
-    g.add_argument("--global-batch", type=int, help="images per step over all GPUs (default: 64 per GPU)")
+    g.add_argument("--global-batch", type=int, help="images per step over all devices (default: 64 per device)")
     g.add_argument("--epochs", type=float, default=90, help="epochs of ImageNet-1k, 1,281,167 images (default 90)")
+    g.add_argument("--evals", type=float, default=0, help="evaluations of the 50,000 validation images (default 0)")
     g.add_argument("--precision", choices=("auto", "mixed", "fp32"), default="auto",
-                   help="compute: mixed (fp16/bf16), fp32; auto: mixed where the GPU has tensor cores")  # fmt: skip
+                   help="compute: mixed (fp16/bf16), fp32; auto: mixed where the device has a fast path")  # fmt: skip
     g = p.add_argument_group("all-reduce")
     g.add_argument("--allreduce", choices=("auto", *ALGORITHMS), default="auto",
-                   help="ring, tree, hierarchical; auto: the advised one (default)")  # fmt: skip
+                   help="ring, tree, flat (NCCL's choice), hierarchical, 2d-torus; auto: the advised one")  # fmt: skip
     g.add_argument("--wire-dtype", help="gradients on the wire: fp32, bf16, fp16 (default: the advised one)")
     g.add_argument("--bucket-mb", type=float, help="fp32 gradient MB per bucket (default: the advised size)")
     g.add_argument("--no-overlap", action="store_true", help="all-reduce after backward, not during it")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    g.add_argument("--validate", action="store_true", help="the published record runs vs the model, as a table")
+    g.add_argument("--validate", action="store_true", help="the published runs vs the model, as a table")
     return p
 
 
@@ -87,12 +111,7 @@ def _positive(name: str, value: float | None) -> None:
 
 def read_calibration(path: str) -> dict:
     """alpha_s and inter_node_gbps from bench/bench_hosts.py's JSON (its largest topology) or a bare dict."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise PlanError(f"--calibrate {path}: cannot read it ({e.strerror or e})") from None
-    except ValueError as e:
-        raise PlanError(f"--calibrate {path}: not JSON ({e})") from None
+    doc = read_json(path, "--calibrate", PlanError)
     cal = None
     if isinstance(doc, dict) and isinstance(doc.get("topologies"), dict) and doc["topologies"]:
         parts = [t.get("calibration") for t in doc["topologies"].values() if isinstance(t, dict)]
@@ -110,22 +129,55 @@ def read_calibration(path: str) -> dict:
     return {"alpha_s": float(cal["alpha_s"]), "inter_node_gbps": float(cal["inter_node_gbps"]), "from": path}
 
 
-def plan_from_args(args) -> tuple[Cluster, Job, dict]:
+def _device_and_speed(args) -> tuple:
+    if args.device == "cpu":
+        _need(args.calibrate_cpu is not None, "--device cpu needs --calibrate-cpu CPU.json (see --measure-cpu)")
+        cores = args.cores_per_device
+        if cores is None:
+            import os
+
+            cores = os.cpu_count() or 1
+        _need(cores >= 1, f"--cores-per-device must be a positive integer, got {cores}")
+        _positive("--memory-gbs", args.memory_gbs)
+        dev = cpu_device(cores, args.memory_gbs) if args.memory_gbs else cpu_device(cores)
+        precision = "fp32" if args.precision == "auto" else args.precision
+        try:
+            speed, what = read_cpu_calibration(args.calibrate_cpu, cores, precision)
+        except CpuCalibrationError as e:
+            raise PlanError(str(e)) from None
+        if speed.t0 == 0:
+            speed = Speed(speed.rate, cpu_t0(dev), speed.source + "; t0 = optimizer pass at DRAM bandwidth")
+        return dev, precision, speed, what
+    _need(args.calibrate_cpu is None, "--calibrate-cpu needs --device cpu")
     try:
-        gpu = lookup_gpu(args.gpu)
+        dev = lookup_device(args.device)
     except KeyError:
-        raise PlanError(f"--gpu {args.gpu!r}: unknown GPU; known: {', '.join(GPUS)}") from None
-    _need(args.gpus >= 1, f"--gpus must be a positive integer, got {args.gpus}")
-    per_node = args.gpus_per_node if args.gpus_per_node is not None else min(8, args.gpus)
-    _need(per_node >= 1, f"--gpus-per-node must be a positive integer, got {per_node}")
+        raise PlanError(f"--device {args.device!r}: unknown device; known: {', '.join(DEVICE_CHOICES)}") from None
+    precision = args.precision if args.precision != "auto" else ("mixed" if dev.tensor_cores else "fp32")
+    try:
+        speed = default_speed(dev.name, precision)
+    except KeyError:
+        known = ", ".join(f"{d} {p}" for d, p in DEFAULT_SPEED)
+        raise PlanError(
+            f"--device {dev.name} --precision {precision}: no calibrated speed; calibrated: {known}"
+        ) from None
+    return dev, precision, speed, None
+
+
+def plan_from_args(args) -> tuple[Cluster, Job, dict]:
+    dev, precision, speed, cpu_cal = _device_and_speed(args)
+    _need(args.devices >= 1, f"--devices must be a positive integer, got {args.devices}")
+    per_node = args.per_node if args.per_node is not None else min(dev.per_node, args.devices)
+    _need(per_node >= 1, f"--devices-per-node must be a positive integer, got {per_node}")
     _need(
-        args.gpus % per_node == 0,
-        f"--gpus {args.gpus} is not divisible by --gpus-per-node {per_node}: every node runs the same number",
+        args.devices % per_node == 0,
+        f"--devices {args.devices} is not divisible by --devices-per-node {per_node}: every node runs the same number",
     )
-    batch = args.global_batch if args.global_batch is not None else 64 * args.gpus
+    batch = args.global_batch if args.global_batch is not None else 64 * args.devices
     _need(batch >= 1, f"--global-batch must be a positive integer, got {batch}")
-    _need(batch % args.gpus == 0, f"--global-batch {batch} is not divisible by --gpus {args.gpus}")
+    _need(batch % args.devices == 0, f"--global-batch {batch} is not divisible by --devices {args.devices}")
     _need(math.isfinite(args.epochs) and args.epochs > 0, f"--epochs must be > 0, got {args.epochs:g}")
+    _need(math.isfinite(args.evals) and args.evals >= 0, f"--evals must be >= 0, got {args.evals:g}")
     for name in ("intra_node_gbps", "inter_node_gbps", "data_images_per_s", "bucket_mb"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     for name in ("intra_node_alpha_us", "inter_node_alpha_us"):
@@ -136,20 +188,26 @@ def plan_from_args(args) -> tuple[Cluster, Job, dict]:
         _need(args.wire_dtype in WIRE_BYTES, f"--wire-dtype must be one of fp32, bf16, fp16, got {args.wire_dtype!r}")
     cal = read_calibration(args.calibrate) if args.calibrate else None
     inter_gbps = args.inter_node_gbps or (cal["inter_node_gbps"] if cal else 100.0)
+    defaults = Cluster(device=dev, devices=1, per_node=1, intra_gbps=1, inter_gbps=1, speed=speed)
     inter_alpha = (
-        args.inter_node_alpha_us * 1e-6 if args.inter_node_alpha_us is not None else (cal["alpha_s"] if cal else 10e-6)
+        args.inter_node_alpha_us * 1e-6
+        if args.inter_node_alpha_us is not None
+        else (cal["alpha_s"] if cal else defaults.inter_alpha_s)
     )
+    intra_alpha = args.intra_node_alpha_us * 1e-6 if args.intra_node_alpha_us is not None else defaults.intra_alpha_s
     cluster = Cluster(
-        gpu=gpu,
-        gpus=args.gpus,
-        gpus_per_node=per_node,
-        intra_gbps=args.intra_node_gbps or gpu.intra_node_gbs * 8,
+        device=dev,
+        devices=args.devices,
+        per_node=per_node,
+        intra_gbps=args.intra_node_gbps or dev.intra_node_gbs * 8,
         inter_gbps=inter_gbps,
-        intra_alpha_s=args.intra_node_alpha_us * 1e-6,
+        speed=speed,
+        intra_alpha_s=intra_alpha,
+        intra_tree_alpha_s=intra_alpha if args.intra_node_alpha_us is not None else defaults.intra_tree_alpha_s,
         inter_alpha_s=inter_alpha,
+        backend="gloo" if dev.is_cpu or cal else "nccl",
         data_images_per_s_per_node=args.data_images_per_s,
     )
-    precision = args.precision if args.precision != "auto" else ("mixed" if gpu.tensor_cores else "fp32")
     job = Job(
         global_batch=batch,
         epochs=args.epochs,
@@ -158,8 +216,9 @@ def plan_from_args(args) -> tuple[Cluster, Job, dict]:
         allreduce="hierarchical" if args.allreduce == "auto" else args.allreduce,
         bucket_mb=args.bucket_mb or 25.0,
         overlap=not args.no_overlap,
+        evals=args.evals,
     )
-    return cluster, job, {"calibration": cal}
+    return cluster, job, {"calibration": cal, "cpu_calibration": cpu_cal}
 
 
 def _duration(s: float) -> str:
@@ -191,21 +250,26 @@ def run_plan(args) -> int:
             bucket_mb=advised_job.bucket_mb if args.bucket_mb is None else job.bucket_mb,
         )
     est = estimate(cluster, job)
-    c = cluster
+    c, b = cluster, job.global_batch // cluster.devices
     if args.json:
         out = {
-            "gpu": c.gpu.name,
-            "gpus": c.gpus,
-            "gpus_per_node": c.gpus_per_node,
+            "device": c.device.name,
+            "devices": c.devices,
+            "devices_per_node": c.per_node,
+            "gpu": c.device.name,  # the earlier names, kept
+            "gpus": c.devices,
+            "gpus_per_node": c.per_node,
             "nodes": c.nodes,
             "global_batch": job.global_batch,
-            "batch_per_gpu": job.global_batch // c.gpus,
+            "batch_per_device": b,
+            "batch_per_gpu": b,
             "epochs": job.epochs,
             "precision": job.precision,
+            "speed": {"images_per_s_large_batch": c.speed.rate, "t0_s": c.speed.t0, "source": c.speed.source},
             "intra_node_gbps": c.intra_gbps,
             "inter_node_gbps": c.inter_gbps,
             "inter_node_alpha_s": c.inter_alpha_s,
-            **{k: v for k, v in est.as_dict().items()},
+            **est.as_dict(),
             "allreduce": _allreduce_dict(job, est),
             "recommended": {
                 **_allreduce_dict(advised_job, advised),
@@ -213,24 +277,28 @@ def run_plan(args) -> int:
                 "time_to_train_s": advised.time_to_train_s,
             },  # fmt: skip
             "calibration": extra["calibration"],
+            "cpu_calibration": extra["cpu_calibration"],
         }
         print(json.dumps(out))
         return 0
-    b = job.global_batch // c.gpus
     print(
-        f"fastres plan: {c.gpus} x {c.gpu.full_name} ({c.nodes} nodes x {c.gpus_per_node}), "
-        f"global batch {job.global_batch} ({b} per GPU), {job.epochs:g} epochs, {job.precision} precision"
+        f"fastres plan: {c.devices} x {c.device.full_name} ({c.nodes} nodes x {c.per_node}), "
+        f"global batch {job.global_batch} ({b} per device), {job.epochs:g} epochs, {job.precision} precision"
     )
+    print(f"  speed: {c.speed.rate:,.1f} img/s at a large batch, t0 {c.speed.t0 * 1e3:.2f} ms ({c.speed.source})")
     if extra["calibration"]:
         cal = extra["calibration"]
         print(
             f"  calibrated from {cal['from']}: alpha {cal['alpha_s'] * 1e6:.0f} us, {cal['inter_node_gbps']:.3g} Gbit/s"
         )
     print(
-        f"  links: {c.intra_gbps:g} Gbit/s per GPU in a node, {c.inter_gbps:g} Gbit/s per node between nodes; "
+        f"  links: {c.intra_gbps:g} Gbit/s per device in a node, {c.inter_gbps:g} Gbit/s per node between nodes; "
         f"alpha {c.intra_alpha_s * 1e6:g} / {c.inter_alpha_s * 1e6:g} us"
     )
-    print(f"  one GPU: {est.gpu_images_per_s:,.0f} img/s at {b} per GPU; compute {est.compute_s * 1e3:.1f} ms per step")
+    print(
+        f"  one device: {est.device_images_per_s:,.1f} img/s at {b} per device; "
+        f"compute {est.compute_s * 1e3:.1f} ms per step"
+    )
     print(
         f"  all-reduce: {job.allreduce}, {job.wire_dtype} on the wire, {job.bucket_mb:g} MB buckets: "
         f"{est.allreduce_s * 1e3:.1f} ms per step, "
@@ -250,23 +318,34 @@ def run_plan(args) -> int:
     return 0
 
 
-def validation_table() -> str:
-    """Markdown: each published record run beside the model's prediction."""
-    lines = [
-        "| run | hardware (as published) | batch | epochs | all-reduce (as published) | published | predicted | "
-        "predicted / published |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in RECORDS:
-        e = predict(r)
-        lines.append(
-            f"| {r.name} | {r.gpus:,} x {GPUS[r.gpu].full_name}, {r.gpus_per_node} per node, "
-            f"{r.inter_gbps:g} Gbit/s per node | {r.global_batch:,} | {r.epochs:g} | {r.allreduce}, "
-            f"{r.wire_dtype}{'' if r.overlap else ', after backward'} | {r.published} | "
-            f"{_duration(e.time_to_train_s)} (step {e.step_time_s * 1e3:.1f} ms, {e.bound}-bound) | "
-            f"{e.time_to_train_s / r.published_s:.2f} |"
+def run_measure(args) -> int:
+    from fastres.plan.cpu import measure
+
+    precision = "fp32" if args.precision == "auto" else args.precision
+    try:
+        batches = tuple(int(x) for x in args.measure_batches.split(","))
+    except ValueError:
+        batches = ()
+    _need(
+        len(batches) == 2 and 1 <= min(batches) < max(batches),
+        f"--measure-batches must be two different positive integers, got {args.measure_batches!r}",
+    )
+    try:
+        doc = measure(batches=batches, precision=precision)
+    except CpuCalibrationError as e:
+        raise PlanError(str(e)) from None
+    Path(args.measure_cpu).write_text(json.dumps(doc, indent=2) + "\n")
+    busy = [x for x in doc["load_average_1min"] if x is not None and x > (doc["machine"]["cores"] or 1)]
+    if busy:
+        print(
+            f"fastres plan: warning: load average {max(busy):.1f} on {doc['machine']['cores']} cores while measuring: "
+            "other work shared the CPU and the figures below include it (t0 most of all); measure on an idle machine"
         )
-    return "\n".join(lines)
+    print(
+        f"fastres plan: {doc['images_per_s_per_core']:.3g} img/s per core at {doc['image_size']} px "
+        f"({doc['threads']} threads, t0 {doc['t0_s']:.3g} s): wrote {args.measure_cpu}"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.validate:
             print(validation_table())
             return 0
+        if args.measure_cpu:
+            return run_measure(args)
         return run_plan(args)
-    except FastresError as e:
+    except PlanError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
