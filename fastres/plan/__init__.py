@@ -1,4 +1,5 @@
-"""fastres.plan: how long ResNet-50 takes to train on a cluster, before booking it.
+"""fastres.plan: how long ResNet-50 takes to train on a cluster, before booking it (`python -m fastres.plan`);
+a cost model from published runs, importing only fastres.model (to count ResNet-50's work).
 
     python -m fastres.plan --device h100 --devices 64 --global-batch 8192 --inter-node-gbps 3200
 

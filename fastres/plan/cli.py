@@ -27,6 +27,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import fastres
 from fastres import FastresError
 from fastres.plan.allreduce import ALGORITHMS
 from fastres.plan.calibrate import DEFAULT_SPEED, cpu_t0, default_speed
@@ -48,13 +49,8 @@ class PlanError(FastresError):
     """A planner flag with a value the model cannot use; the message names the flag."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = fastres.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("hardware")
     g.add_argument("--device", "--gpu", dest="device", default="h100",
                    help=f"device (one training process): {', '.join(DEVICE_CHOICES)} (default h100)")  # fmt: skip
