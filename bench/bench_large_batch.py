@@ -7,7 +7,8 @@ batch of B makes the steps per epoch that ImageNet's 1,281,167 images make at ab
 
     python bench/bench_large_batch.py                 # 5 recipes x 2 seeds of `python -m fastres.train`,
                                                       # then bench/results/large-batch.json and .png
-    python bench/bench_large_batch.py --epochs 1 --only sgd-16 --seeds 0   # a smoke run
+    python bench/bench_large_batch.py --epochs 1 --seeds 0 --train-per-class 40 \\
+        --out runs/large-batch-smoke --results bench/results/large-batch-smoke.json   # a smoke run
 
 Every run: ResNet-50 on the built-in data at --image-size (default 32 px), --epochs (default 5),
 fp32, channels_last, one process, and ghost BN over 16 images (`--bn-virtual-batch 16`): the BN
@@ -149,7 +150,16 @@ def main() -> None:
     p.add_argument("--only", default=None, help="recipes to run, comma-separated (default: all)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "large-batch", help="parent of the run folders")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "large-batch.json")
+    p.add_argument("--train-per-class", type=int, default=None,
+                   help="a smoke run: a small copy of the built-in data with this many training images per class "
+                   "(the steps per epoch then no longer match the records')")  # fmt: skip
     args = p.parse_args()
+    data = []
+    if args.train_per_class:
+        from fastres.data.builtin import ensure_builtin_dataset
+
+        small = ensure_builtin_dataset(args.out / "data", train_per_class=args.train_per_class, val_per_class=10)
+        data = ["--data", str(small)]
 
     recipes = configs(args.epochs)
     names = args.only.split(",") if args.only else list(recipes)
@@ -160,7 +170,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):  # every recipe's seed 0 first
         for name in names:
             key = f"{name}-s{seed}"
-            cmd = [sys.executable, "-m", "fastres.train", *recipes[name], *COMMON, "--epochs", str(args.epochs),
+            cmd = [sys.executable, "-m", "fastres.train", *recipes[name], *COMMON, *data, "--epochs", str(args.epochs),
                    "--image-size", str(args.image_size), "--seed", str(seed), "--out", str(args.out), "--name", key,
                    "--resume", "auto", "--no-progress", "--log-every", "1000"]  # fmt: skip
             commands[key] = " ".join(["python", *cmd[1:]])

@@ -199,3 +199,49 @@ def test_bad_input_gets_one_line_errors(capsys, monkeypatch):
     assert "--batch-size 8 x 3 processes x --accumulate 1 is not --global-batch 48" in _error_of(
         ["--config", "goyal-8k", "--batch-size", "8", "--global-batch", "48", "--print-schedule"], capsys
     )
+
+
+def test_mlperf_lars_3k_scaled_down_runs_ceil_steps_with_ghost_bn_and_the_correction(tmp_path, capsys):
+    """--steps-rounding ceil: 40 images at 12 per step make 4 steps (the last one of 4 images), as NVIDIA's
+    get_epoch_size counts; ghost BN over 5, the fc bias decayed, LARS with the momentum correction."""
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    argv = ["--config", "mlperf-lars-3k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
+            "--batch-size", "12", "--bn-virtual-batch", "5", "--workers", "0", "--epochs", "1", "--warmup-epochs",
+            "0.5", "--device", "cpu", "--out", str(tmp_path / "runs"), "--name", "m", "--no-progress",
+            "--log-every", "1", "--target-top1", "100"]  # fmt: skip
+    assert train.main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "runs" / "m" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]  # ceil(40 / 12); floor would make 3
+    assert steps[0]["lr"] == pytest.approx(10.5 * 1 / 2)  # MXNet's update 1 of a 2-step warm-up
+    assert steps[1]["momentum"] == pytest.approx(0.9 * 2)  # lr 5.25 -> 10.5: mu x lr_t / lr_t-1
+    assert all(math.isfinite(r["loss"]) for r in steps)
+
+
+@pytest.mark.timeout(400)
+def test_you_32k_runs_on_two_cpu_processes_over_gloo(tmp_path):
+    """The Berkeley record ran on CPUs: you-32k as 2 CPU processes (torchrun, Gloo), scaled down."""
+    import os
+    import subprocess
+    import sys
+
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_", "MASTER_",
+                                                                     "SLURM_", "OMPI_", "PMI_"))}  # fmt: skip
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "fastres.train", "--config", "you-32k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
+           "--global-batch", "16", "--workers", "0", "--threads", "1", "--epochs", "1", "--warmup-epochs", "0.5",
+           "--device", "cpu", "--dist-timeout", "60", "--out", str(tmp_path / "runs"), "--name", "y",
+           "--no-progress", "--log-every", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "cpu, global batch 16" in proc.stdout and "gloo" in (tmp_path / "runs" / "y" / "config.yaml").read_text()
+    records = [json.loads(line) for line in (tmp_path / "runs" / "y" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2]  # 40 images / 2 processes = 20 each: 2 batches of 8
+    assert steps[0]["lr"] == pytest.approx(20.87 / 1)  # the 1-step warm-up reaches the peak at its step
