@@ -1,28 +1,33 @@
-"""A large-batch experiment on the built-in data: batch 64 SGD against batch 1,024 with linearly
-scaled SGD, with LARS and with the RMSprop warm-up, the same number of epochs.
+"""A large-batch experiment scaled to the records: on the built-in data (6,000 training images) a
+batch of B makes the steps per epoch that ImageNet's 1,281,167 images make at about 213 x B, so
 
-    python bench/bench_large_batch.py       # 4 runs of `python -m fastres.train`, then
-                                            # bench/results/large-batch.json and large-batch.png
-    python bench/bench_large_batch.py --only sgd-64,lars-1024 --epochs 5
+    batch 16   ~ ImageNet at   3.4K   the small-batch baseline
+    batch 38   ~ ImageNet at   8.1K   Goyal et al. 2017 (goyal-8k)
+    batch 154  ~ ImageNet at  32.8K   You et al. 2017 (you-32k), Akiba et al. 2017 (pfn-32k)
 
-Each configuration is the `builtin` preset (ResNet-50, 48 px, 10 epochs, 1-epoch warm-up,
-cosine decay, label smoothing 0.1, wd 5e-5) in bf16 autocast with channels_last (1.5-1.7x
-faster than fp32 on a CPU with native bf16: bench/README.md) with the changes below, on one
-process; the batch of 1,024 is 16 accumulated passes of 64 (`--accumulate 16`), so every
-configuration computes the same forward and backward passes and differs only in when and how
-it steps:
+    python bench/bench_large_batch.py                 # 5 recipes x 2 seeds of `python -m fastres.train`,
+                                                      # then bench/results/large-batch.json and .png
+    python bench/bench_large_batch.py --epochs 1 --seeds 0 --train-per-class 40 \\
+        --out runs/large-batch-smoke --results bench/results/large-batch-smoke.json   # a smoke run
 
-- sgd-64: the preset as it is (lr 0.2 per 256 images: peak 0.05).
-- sgd-1024: linear scaling (Goyal et al. 2017, sec. 2.1): the same lr per 256, peak 0.8.
-- lars-1024: LARS (You et al. 2017; trust coefficient 0.001 as MLPerf's LARS submissions),
-  lr 0.82 per 256 (MLPerf v2.0 NVIDIA's 10.5 at 3,264, per 256 images), peak 3.3.
-- rmsprop-1024: the RMSprop warm-up (Akiba et al. 2017, sec. 2.2) with its own RMSprop rate
-  0.001, its centre and period (10 and 5 of 90 epochs) scaled to this run's length, no lr
-  warm-up besides it (as pfn-32k), the same scaled lr as sgd-1024.
+Every run: ResNet-50 on the built-in data at --image-size (default 32 px), --epochs (default 5),
+fp32, channels_last, one process, and ghost BN over 16 images (`--bn-virtual-batch 16`): the BN
+span stays the baseline's batch as the batch grows, as Goyal et al.'s 32 per worker does. Each
+recipe is its preset with every epoch-valued key (warm-up, milestones, the RMSprop warm-up's
+centre and period) scaled by epochs / 90, and the SGD learning rate per 256 images set to the
+built-in preset's 0.2 (the data's tuned rate; ImageNet's is 0.1) wherever the preset scales it:
 
-Epochs of 6,000 images make 93 steps at batch 64 and 5 at batch 1,024 (the last 13 batches of
-an epoch make no whole step and are dropped). Each run folder is OUT/NAME and is started with
-`--resume auto`: a finished run is read, not repeated; an interrupted one continues.
+- sgd-16: goyal-8k at batch 16 without warm-up (Goyal et al.'s small-batch baseline).
+- goyal-38: goyal-8k at batch 38: warm-up from the baseline's lr (16 / 38 of the peak), as the paper
+  warms up from eta to k eta; iteration 0 at that start, momentum correction, Nesterov, x0.1 steps.
+- sgd-154: the same recipe, linearly scaled to batch 154 (warm-up from 16 / 154 of the peak).
+- lars-154: you-32k at batch 154: LARS with its absolute peak lr (LARS's step is lr x eta x ||w||
+  per layer whatever the batch), warm-up, poly(2) decay.
+- pfn-154: pfn-32k at batch 154: the RMSprop warm-up (RMSprop's own rate as the preset's), the
+  slow-start piecewise lr, momentum correction, BN without moving averages for validation.
+
+Each run folder is OUT/NAME-sSEED and is started with `--resume auto`: a finished run is read, not
+repeated; an interrupted one continues.
 """
 
 from __future__ import annotations
@@ -40,29 +45,30 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import describe  # noqa: E402
 
-PFN_EPOCHS, PFN_CENTER, PFN_PERIOD = 90, 10.0, 5.0
-COMMON = ["--precision", "bf16", "--channels-last"]
+BASELINE = 16
+COMMON = ["--precision", "fp32", "--channels-last", "--bn-virtual-batch", "16", "--workers", "1"]
 
 
 def configs(epochs: int) -> dict[str, list[str]]:
-    scale = epochs / PFN_EPOCHS
-    big = ["--accumulate", "16"]
+    """name -> the flags of its run (each on top of COMMON and the epochs)."""
+    f = epochs / 90  # the presets' epochs
+
+    def ep(x: float) -> str:
+        return f"{x * f:.4g}"
+
+    goyal = ["--config", "goyal-8k", "--lr", "0.2", "--milestones", ",".join(ep(e) for e in (30, 60, 80))]
+
+    def batch(b: int) -> list[str]:
+        return ["--global-batch", str(b), "--batch-size", str(b)]
+
     return {
-        "sgd-64": [*COMMON],
-        "sgd-1024": [*COMMON, *big],
-        "lars-1024": [*COMMON, *big, "--optimizer", "lars", "--lr", "0.82", "--lars-eta", "0.001"],
-        "rmsprop-1024": [
-            *COMMON,
-            *big,
-            "--optimizer",
-            "rmsprop-warmup",
-            "--rmsprop-lr",
-            "0.001",
-            "--warmup-epochs",
-            "0",
-        ]
-        + ["--rmsprop-center", f"{PFN_CENTER * scale:.4g}", "--rmsprop-period", f"{PFN_PERIOD * scale:.4g}"],
-    }
+        "sgd-16": [*goyal, *batch(BASELINE), "--warmup-epochs", "0"],
+        "goyal-38": [*goyal, *batch(38), "--warmup-epochs", ep(5), "--warmup-start", f"{BASELINE / 38:.6g}"],
+        "sgd-154": [*goyal, *batch(154), "--warmup-epochs", ep(5), "--warmup-start", f"{BASELINE / 154:.6g}"],
+        "lars-154": ["--config", "you-32k", *batch(154), "--warmup-epochs", ep(5)],
+        "pfn-154": ["--config", "pfn-32k", *batch(154), "--lr", "0.2", "--milestones",
+                    ",".join(ep(e) for e in (40, 70, 85)), "--rmsprop-center", ep(10), "--rmsprop-period", ep(5)],
+    }  # fmt: skip
 
 
 def read_run(run: Path) -> dict:
@@ -90,55 +96,100 @@ def read_run(run: Path) -> dict:
     }
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, epochs: int, image_size: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for name, r in results.items():
-        ax.plot(range(1, len(r["val_top1"]) + 1), r["val_top1"], marker="o", label=f"{name} ({r['top1']:.1f}%)")
+    fig, ax = plt.subplots(figsize=(7.0, 4.4), dpi=100)
+    colors = {}
+    for key, r in results.items():
+        name, seed = key.rsplit("-s", 1)
+        color = colors.setdefault(name, f"C{len(colors)}")
+        label = f"{name} (seeds: {', '.join(f'{x:.1f}' for x in _finals(results, name))}%)" if seed == "0" else None
+        ax.plot(range(1, len(r["val_top1"]) + 1), r["val_top1"], color=color, marker="o", ms=3,
+                linestyle="-" if seed == "0" else "--", label=label)  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel("val top-1 (%)")
-    ax.set_title("ResNet-50 on the built-in data: batch 64 vs 1,024")
+    ax.set_title(f"ResNet-50, built-in data, {image_size} px, {epochs} epochs (solid: seed 0, dashed: seed 1)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
+def _finals(results: dict, name: str) -> list[float]:
+    return [r["top1"] for k, r in sorted(results.items()) if k.rsplit("-s", 1)[0] == name]
+
+
+def table(results: dict, names: list[str]) -> str:
+    """The markdown table of bench/README.md: one row per recipe, both seeds."""
+    rows = ["| recipe | batch | steps/epoch | ImageNet batch with as many steps | peak lr | top-1 per seed (%) | "
+            "mean (%) | vs sgd-16 (points) |", "|---|---:|---:|---:|---:|---|---:|---:|"]  # fmt: skip
+    base = _finals(results, "sgd-16")
+    base_mean = sum(base) / len(base) if base else None
+    for name in names:
+        runs = [r for k, r in sorted(results.items()) if k.rsplit("-s", 1)[0] == name]
+        if not runs:
+            continue
+        finals = [r["top1"] for r in runs]
+        mean = sum(finals) / len(finals)
+        b, steps = runs[0]["global_batch"], runs[0]["steps"] // len(runs[0]["val_top1"])
+        delta = f"{mean - base_mean:+.1f}" if base_mean is not None and name != "sgd-16" else "-"
+        rows.append(f"| {name} | {b} | {steps} | {round(1_281_167 / steps):,} | {runs[0]['peak_lr']:.4g} | "
+                    f"{', '.join(f'{x:.1f}' for x in finals)} | {mean:.1f} | {delta} |")  # fmt: skip
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--only", default=None, help="configurations to run, comma-separated (default: all)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--seeds", default="0,1", help="seeds, comma-separated")
+    p.add_argument("--only", default=None, help="recipes to run, comma-separated (default: all)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "large-batch", help="parent of the run folders")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "large-batch.json")
+    p.add_argument("--train-per-class", type=int, default=None,
+                   help="a smoke run: a small copy of the built-in data with this many training images per class "
+                   "(the steps per epoch then no longer match the records')")  # fmt: skip
     args = p.parse_args()
+    data = []
+    if args.train_per_class:
+        from fastres.data.builtin import ensure_builtin_dataset
 
-    table = configs(args.epochs)
-    names = args.only.split(",") if args.only else list(table)
+        small = ensure_builtin_dataset(args.out / "data", train_per_class=args.train_per_class, val_per_class=10)
+        data = ["--data", str(small)]
+
+    recipes = configs(args.epochs)
+    names = args.only.split(",") if args.only else list(recipes)
     for name in names:
-        if name not in table:
-            raise SystemExit(f"--only: unknown configuration {name!r} (known: {', '.join(table)})")
-    results, commands = {}, {}
-    for name in names:
-        cmd = [sys.executable, "-m", "fastres.train", "--epochs", str(args.epochs), *table[name], "--out",
-               str(args.out), "--name", name, "--resume", "auto", "--no-progress"]  # fmt: skip
-        commands[name] = " ".join(["python", *cmd[1:]])
-        print(f"== {name}: {commands[name]}", flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-            raise SystemExit(f"{name}: the run failed (see above); run the script again to continue it")
-        results[name] = read_run(args.out / name)
-        print(f"{name}: top-1 {results[name]['top1']:.1f}% after {args.epochs} epochs", flush=True)
+        if name not in recipes:
+            raise SystemExit(f"--only: unknown recipe {name!r} (known: {', '.join(recipes)})")
+    results, commands, t0 = {}, {}, time.time()
+    for seed in (int(s) for s in args.seeds.split(",")):  # every recipe's seed 0 first
+        for name in names:
+            key = f"{name}-s{seed}"
+            cmd = [sys.executable, "-m", "fastres.train", *recipes[name], *COMMON, *data, "--epochs", str(args.epochs),
+                   "--image-size", str(args.image_size), "--seed", str(seed), "--out", str(args.out), "--name", key,
+                   "--resume", "auto", "--no-progress", "--log-every", "1000"]  # fmt: skip
+            commands[key] = " ".join(["python", *cmd[1:]])
+            print(f"== {key} ({time.time() - t0:.0f} s in): {commands[key]}", flush=True)
+            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+                raise SystemExit(f"{key}: the run failed (see above); run the script again to continue it")
+            results[key] = read_run(args.out / key)
+            print(f"{key}: top-1 {results[key]['top1']:.1f}% after {args.epochs} epochs", flush=True)
+    wall = time.time() - t0
     import PIL
 
-    out = {"epochs": args.epochs, "runs": results, "commands": commands, "command": "python bench/bench_large_batch.py",
+    out = {"epochs": args.epochs, "image_size": args.image_size, "wall_seconds": wall, "runs": results,
+           "commands": commands, "command": "python bench/bench_large_batch.py",
            "machine": describe(pillow=PIL.__version__, date=time.strftime("%Y-%m-%d"))}  # fmt: skip
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(out, indent=1) + "\n")
-    plot(results, args.results.with_suffix(".png"))
-    print(f"wrote {args.results} and {args.results.with_suffix('.png')}")
+    plot(results, args.results.with_suffix(".png"), args.epochs, args.image_size)
+    print(table(results, names))
+    print(f"wrote {args.results} and {args.results.with_suffix('.png')} after {wall / 60:.1f} min")
 
 
 if __name__ == "__main__":

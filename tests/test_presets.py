@@ -23,7 +23,42 @@ from fastres.model import build_model
 from fastres.optim import build_optimizer
 from fastres.optim.schedule import run_schedule
 
-RECIPES = {"goyal-8k": (8192, 90), "pfn-32k": (32768, 90), "mlperf-lars-3k": (3264, 37), "mlperf-lars-32k": (33280, 58)}
+RECIPES = {"goyal-8k": (8192, 90), "pfn-32k": (32768, 90), "mlperf-lars-3k": (3264, 37), "mlperf-lars-32k": (33280, 58),
+           "you-32k": (32768, 90)}  # fmt: skip
+
+
+def _nvidia_poly(base: float, warmup: int, total: int):
+    """NVIDIA's PolySchedule (training_results_v0.7 / v2.0, NVIDIA/benchmarks/resnet/implementations/mxnet/
+    common/fit.py) at MXNet's update number i = step + 1."""
+    return lambda s: base * (s + 1) / warmup if s + 1 <= warmup else 1e-4 + (base - 1e-4) * (
+        1 - (s + 1 - warmup) / (total - warmup)) ** 2  # fmt: skip
+
+
+def _goyal(s: int) -> float:
+    """Goyal et al. sec. 2.2 / 5.1 at 8K, 156 steps per epoch: 0.1 at iteration 0, + a constant each to 3.2
+    after 5 epochs, x0.1 at epochs 30, 60, 80."""
+    if s < 5 * 156:
+        return 0.1 + (3.2 - 0.1) * s / (5 * 156)
+    return 3.2 * 0.1 ** sum(s >= e * 156 for e in (30, 60, 80))
+
+
+def _you(s: int) -> float:  # the preset's (UNCONFIRMED) values: 5-epoch warm-up to 20.87, poly(2) to 0; 39 steps
+    W, T = 5 * 39, 90 * 39
+    return 20.87 * (s + 1) / W if s < W else 20.87 * (1 - (s - W) / (T - W)) ** 2
+
+
+def _pfn(s: int) -> float:  # Akiba et al. sec. 2.3: 0.1 x 32768 / 256 x 0.5, 0.075, 0.01, 0.001 from 0, 40, 70, 85
+    return 12.8 * (0.5, 0.075, 0.01, 0.001)[sum(s >= e * 39 for e in (40, 70, 85))]
+
+
+# name -> (steps per epoch as the source counts them, lr(step) as the source writes it, momentum mu, corrected)
+SOURCES = {
+    "goyal-8k": (156, _goyal, 0.9, True),
+    "mlperf-lars-32k": (39, _nvidia_poly(21.2, 16 * 39, 58 * 39), 0.94, True),  # ceil(floor(1281167/512)/65)
+    "mlperf-lars-3k": (393, _nvidia_poly(10.5, 2 * 393, 37 * 393), 0.9, True),  # ceil(floor(1281167/64)/51)
+    "you-32k": (39, _you, 0.9, False),
+    "pfn-32k": (39, _pfn, 0.9, True),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -45,11 +80,16 @@ def test_each_preset_parses_and_prints_its_schedule(name, capsys):
     rows = [line.split() for line in out[2:]]
     assert len(rows) == epochs and [int(r[0]) for r in rows] == list(range(epochs))
     assert {int(r[4]) for r in rows} == {global_batch}
-    steps = 1_281_167 // global_batch
-    sched = run_schedule(cfg, steps, global_batch)
+    steps, lr_of, mu, corrected = SOURCES[name]
+    assert f"x {steps} steps" in out[0]
     for r in rows:
-        assert float(r[2]) == pytest.approx(sched(int(r[0]) * steps), rel=1e-5)
-        assert float(r[3]) == pytest.approx(cfg.momentum)
+        s = int(r[0]) * steps
+        assert float(r[1]) == s
+        assert float(r[2]) == pytest.approx(lr_of(s), rel=1e-5)
+        momentum = mu * lr_of(s) / lr_of(s - 1) if corrected and s > 0 else mu
+        assert float(r[3]) == pytest.approx(momentum, rel=1e-3)
+    if name == "goyal-8k":
+        assert float(rows[0][2]) == 0.1  # the paper's first iteration, exactly
 
 
 def test_print_schedule_follows_global_batch_train_images_and_the_launch(capsys, monkeypatch):
@@ -81,7 +121,9 @@ def test_goyal_8k_runs_3_steps_on_the_builtin_data_scaled_down(tmp_path, capsys)
     # the lr of each step is the preset's schedule: warm-up from 1/32 of the peak, Nesterov SGD
     sched = run_schedule(parse_args(argv), 3, 13)
     assert [r["lr"] for r in steps] == pytest.approx([sched(i) for i in range(3)])
-    assert steps[0]["lr"] == pytest.approx(0.1 * 13 / 256 * (0.03125 + (1 - 0.03125) * 1 / 2))
+    assert steps[0]["lr"] == pytest.approx(0.1 * 13 / 256 * 0.03125)  # iteration 0 at the warm-up's start
+    # momentum correction: the step's momentum is 0.9 x lr_t / lr_t-1 (the trainer logs the group's)
+    assert steps[1]["momentum"] == pytest.approx(0.9 * steps[1]["lr"] / steps[0]["lr"])
     assert all(math.isfinite(r["loss"]) for r in steps)
 
 
@@ -157,3 +199,49 @@ def test_bad_input_gets_one_line_errors(capsys, monkeypatch):
     assert "--batch-size 8 x 3 processes x --accumulate 1 is not --global-batch 48" in _error_of(
         ["--config", "goyal-8k", "--batch-size", "8", "--global-batch", "48", "--print-schedule"], capsys
     )
+
+
+def test_mlperf_lars_3k_scaled_down_runs_ceil_steps_with_ghost_bn_and_the_correction(tmp_path, capsys):
+    """--steps-rounding ceil: 40 images at 12 per step make 4 steps (the last one of 4 images), as NVIDIA's
+    get_epoch_size counts; ghost BN over 5, the fc bias decayed, LARS with the momentum correction."""
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    argv = ["--config", "mlperf-lars-3k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
+            "--batch-size", "12", "--bn-virtual-batch", "5", "--workers", "0", "--backend", "pytorch", "--epochs", "1", "--warmup-epochs",
+            "0.5", "--device", "cpu", "--out", str(tmp_path / "runs"), "--name", "m", "--no-progress",
+            "--log-every", "1", "--target-top1", "100"]  # fmt: skip
+    assert train.main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "runs" / "m" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]  # ceil(40 / 12); floor would make 3
+    assert steps[0]["lr"] == pytest.approx(10.5 * 1 / 2)  # MXNet's update 1 of a 2-step warm-up
+    assert steps[1]["momentum"] == pytest.approx(0.9 * 2)  # lr 5.25 -> 10.5: mu x lr_t / lr_t-1
+    assert all(math.isfinite(r["loss"]) for r in steps)
+
+
+@pytest.mark.timeout(400)
+def test_you_32k_runs_on_two_cpu_processes_over_gloo(tmp_path):
+    """The Berkeley record ran on CPUs: you-32k as 2 CPU processes (torchrun, Gloo), scaled down."""
+    import os
+    import subprocess
+    import sys
+
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_", "MASTER_",
+                                                                     "SLURM_", "OMPI_", "PMI_"))}  # fmt: skip
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "fastres.train", "--config", "you-32k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
+           "--global-batch", "16", "--workers", "0", "--threads", "1", "--epochs", "1", "--warmup-epochs", "0.5",
+           "--device", "cpu", "--dist-timeout", "60", "--out", str(tmp_path / "runs"), "--name", "y",
+           "--no-progress", "--log-every", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "cpu, global batch 16" in proc.stdout and "gloo" in (tmp_path / "runs" / "y" / "config.yaml").read_text()
+    records = [json.loads(line) for line in (tmp_path / "runs" / "y" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2]  # 40 images / 2 processes = 20 each: 2 batches of 8
+    assert steps[0]["lr"] == pytest.approx(20.87 / 1)  # the 1-step warm-up reaches the peak at its step

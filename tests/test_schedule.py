@@ -16,7 +16,14 @@ from types import SimpleNamespace
 import pytest
 
 from fastres.config import TrainConfig, load_preset
-from fastres.optim.schedule import LRSchedule, rmsprop_warmup_blend, run_schedule, scaled_lr, schedule_rows
+from fastres.optim.schedule import (
+    LRSchedule,
+    rmsprop_warmup_blend,
+    run_schedule,
+    scaled_lr,
+    schedule_rows,
+    steps_per_epoch,
+)
 
 
 def preset(name: str, **over) -> TrainConfig:
@@ -46,12 +53,14 @@ def test_goyal_8k_follows_the_paper():
     eta, peak = 0.1, 0.1 * 8192 / 256  # sec. 2.1: 3.2
     assert peak == pytest.approx(3.2)
     inc = (peak - eta) / W  # sec. 2.2: a constant increment per iteration, eta -> k eta in 5 epochs
-    for i in (0, 1, 100, W - 1):
-        assert s(i) == pytest.approx(eta + inc * (i + 1))  # the lr after i + 1 increments
-    assert abs(s(0) - eta) <= inc + 1e-12  # starts at eta (within one increment)
+    for i in (0, 1, 100, W - 1, W):
+        assert s(i) == pytest.approx(eta + inc * i)  # iteration i: i increments after eta
+    assert s(0) == eta  # starts at exactly eta (schedule_origin zero)
     for epoch, want in [(5, 3.2), (29, 3.2), (30, 0.32), (59, 0.32), (60, 0.032), (80, 0.0032), (89, 0.0032)]:
         assert s(epoch * spe) == pytest.approx(want), epoch
     assert s.momentum(0) == 0.9 and s.rmsprop_blend(0) == 0.0
+    assert s.momentum(1) == pytest.approx(0.9 * (eta + inc) / eta)  # eq. (10): m x eta_t+1 / eta_t
+    assert s.momentum(30 * spe) == pytest.approx(0.09) and s.momentum(30 * spe + 1) == pytest.approx(0.9)
 
 
 def test_pfn_32k_piecewise_follows_the_paper():
@@ -64,16 +73,21 @@ def test_pfn_32k_piecewise_follows_the_paper():
 
 
 def test_mlperf_poly_follows_the_reference_formula():
-    spe = 1_281_167 // 3264
+    """NVIDIA's PolySchedule (training_results_v2.0, NVIDIA/benchmarks/resnet/implementations/mxnet/common/fit.py)
+    at MXNet's update number i = step + 1, over ceil(floor(1281167 / 64) / 51) = 393 steps per epoch."""
+    spe = steps_per_epoch(1_281_167, 3264, "ceil", world=64)
+    assert spe == 393 and steps_per_epoch(1_281_167, 3264) == 392
     s = run_schedule(preset("mlperf-lars-3k"), spe, 3264)
     W, T = 2 * spe, 37 * spe
     assert s(W - 1) == pytest.approx(10.5) and s(0) == pytest.approx(10.5 / W)
     for step in (W, W + 1000, T // 2, T - 1):
-        t = (step - W) / (T - W)
-        assert s(step) == pytest.approx((10.5 - 1e-4) * (1 - t) ** 2 + 1e-4)
-    assert s(T) == pytest.approx(1e-4)
-    big = run_schedule(preset("mlperf-lars-32k"), 38, 33280)
-    assert big(16 * 38 - 1) == pytest.approx(21.2) and big.momentum(123) == 0.94
+        i = step + 1
+        assert s(step) == pytest.approx((10.5 - 1e-4) * (1 - (i - W) / (T - W)) ** 2 + 1e-4)
+    assert s(T - 1) == pytest.approx(1e-4)  # the last step ends the decay
+    assert steps_per_epoch(1_281_167, 33280, "ceil", world=512) == 39  # NVIDIA's 32k run: 39, not 38
+    big = run_schedule(preset("mlperf-lars-32k"), 39, 33280)
+    assert big(16 * 39 - 1) == pytest.approx(21.2)
+    assert big.momentum(123) == pytest.approx(0.94 * big(123) / big(122))  # sgdwfastlars: mu x cur_lr / last_lr
 
 
 def test_poly_power_and_end_lr_per_256_are_scaled():

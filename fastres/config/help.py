@@ -32,6 +32,9 @@ HELP: dict[str, dict[str, str]] = {
         "Akiba et al. 2017)",
         "bn_group": "processes whose BN statistics are computed together (SyncBN over groups of this many "
         "consecutive ranks; 1: each process alone), for small per-process batches",
+        "bn_virtual_batch": "ghost BN: training statistics over groups of this many images inside each process's "
+        "batch (Goyal et al. 2017: 32 per worker whatever a process holds; the last group may be smaller); none: "
+        "the whole batch",
     },
     "optimisation": {
         "epochs": "passes over the training set",
@@ -62,6 +65,15 @@ HELP: dict[str, dict[str, str]] = {
         "rmsprop_beta": "RMSprop's decay of the average of squared gradients, in [0, 1)",
         "rmsprop_eps": "added to RMSprop's root mean square",
         "weight_decay": "L2 weight decay on conv and fc weights (BN parameters and biases get none)",
+        "bias_decay": "weight decay on the biases too (the fc bias; NVIDIA's MLPerf runs decay every weight and the "
+        "fc bias, BN's gamma and beta never)",
+        "momentum_correction": "scale the momentum by lr_t / lr_t-1 each step (Goyal et al. 2017 eq. 10, NVIDIA's "
+        "MLPerf sgdwfastlars); needs --momentum-convention mlperf (torch's convention needs none)",
+        "schedule_origin": "where step 0 sits on the warm-up and decay: fastres (warm-up step k at (k+1)/W, decay "
+        "from step W), mxnet (every step at its update number step+1, as NVIDIA's MLPerf runs: the last step at "
+        "--end-lr), zero (step 0 at the warm-up's start, Goyal et al. 2017)",
+        "steps_rounding": "steps per epoch: floor (an epoch's incomplete batch is dropped) or ceil (NVIDIA's MLPerf "
+        "runs: ceil(floor(images / processes) / batch), the last batch partial; pytorch backend)",
         "label_smoothing": "label smoothing of the cross-entropy loss, in [0, 1)",
         "schedule": "learning-rate decay after warm-up: cosine, poly (power --poly-power), step (x --factors, "
         "default x0.1 each, at --milestones, default 1/3, 2/3, 8/9 of training), piecewise (lr x --factors from "

@@ -21,7 +21,7 @@ from fastres.data.loader import BACKENDS
 from fastres.distributed.reducer import ALGORITHMS, WIRE_DTYPES
 from fastres.model import ARCHS
 from fastres.optim.factory import OPTIMIZERS
-from fastres.optim.schedule import SCHEDULES
+from fastres.optim.schedule import ORIGINS, ROUNDINGS, SCHEDULES
 
 FLAG = "the command line"  # the source of a value given as a flag (fastres.config.flags)
 
@@ -59,6 +59,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lr_unit": LR_UNITS,
     "momentum_convention": MOMENTUM_CONVENTIONS,
     "bn_eval": BN_EVAL,
+    "schedule_origin": ORIGINS,
+    "steps_rounding": ROUNDINGS,
 }
 
 
@@ -115,6 +117,7 @@ RANGES: dict[str, Range] = {
     "rmsprop_eps": Range("[", 0, 1, "]"),
     "target_top1": Range("[", 0, 100, "]"),
     "bn_group": Range("[", 1, 1 << 16, "]"),
+    "bn_virtual_batch": Range("[", 1, 1 << 20, "]"),
     "train_images": Range("[", 1, 1 << 40, "]"),
     "threads": Range("[", 1, 1024, "]"),
     "seed": Range("[", 0, 2**31 - 1, "]"),
@@ -158,6 +161,7 @@ class TrainConfig:
     zero_init_last_gamma: bool = True  # Goyal et al. 2017, sec. 5.1
     bn_eval: str = "running"  # running (moving averages) or batch (Akiba et al. 2017: none)
     bn_group: int = 1  # SyncBN over groups of this many ranks; 1: none
+    bn_virtual_batch: int | None = None  # ghost BN: statistics over groups of this many images; None: the batch
     # optimisation
     epochs: int = 90
     batch_size: int = 256  # images per process per forward/backward pass
@@ -179,6 +183,10 @@ class TrainConfig:
     rmsprop_beta: float = 0.99  # RMSprop warm-up: decay of v
     rmsprop_eps: float = 1e-8  # RMSprop warm-up: added to sqrt(v)
     weight_decay: float = 1e-4  # on conv/fc weights only: BN and bias tensors (ndim <= 1) get none
+    bias_decay: bool = False  # weight decay on biases too (NVIDIA's MLPerf: the fc bias); never on BN
+    momentum_correction: bool = False  # momentum x lr_t / lr_t-1 (Goyal eq. 10, NVIDIA's sgdwfastlars)
+    schedule_origin: str = "fastres"  # fastres, mxnet (update numbers from 1), zero (Goyal: step 0 at the start)
+    steps_rounding: str = "floor"  # steps per epoch: floor or ceil (NVIDIA's get_epoch_size)
     label_smoothing: float = 0.1
     schedule: str = "cosine"  # lr decay after warm-up: cosine, poly, step, piecewise, constant
     milestones: list[float] | None = None  # step, piecewise: epochs where the lr changes
@@ -249,6 +257,14 @@ class TrainConfig:
             need(len(self.factors) == n + 1, "factors", f"{n + 1} numbers (one more than the {n} milestones)")
         if self.optimizer == "rmsprop-warmup":
             need(self.rmsprop_lr is not None, "rmsprop_lr", "set with --optimizer rmsprop-warmup")
+        if self.momentum_correction:
+            inside = self.momentum_convention == "mlperf" or (
+                self.momentum_convention == "auto" and self.optimizer in ("lars", "rmsprop-warmup")
+            )
+            need(inside, "momentum_correction", "used with --momentum-convention mlperf (the lr inside the "
+                 "momentum; torch's convention needs no correction)")  # fmt: skip
+        if self.bn_virtual_batch is not None:
+            need(self.bn_group == 1, "bn_virtual_batch", "none with --bn-group above 1 (one or the other)")
         if self.optimizer == "sgd":
             need(self.momentum_convention != "mlperf", "momentum_convention", "torch or auto with --optimizer sgd "
                  "(torch.optim.SGD; fused-sgd takes mlperf)")  # fmt: skip

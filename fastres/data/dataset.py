@@ -36,9 +36,13 @@ __all__ = ["CHECK_DEPTHS", "Dataset", "check_dataset", "is_shard_dir", "open_dat
 CHECK_DEPTHS = ("none", "header", "decode")  # --data-check: nothing, open + size + end marker, full decode
 
 
-def train_steps(num_images: int, world: int, batch_size: int) -> int:
+def train_steps(num_images: int, world: int, batch_size: int, rounding: str = "floor") -> int:
     """Training steps per epoch, the same on every rank and every backend: full batches of the
-    floor(num_images / world) images each rank is sure to have (the rest of an epoch is dropped)."""
+    floor(num_images / world) images each rank is sure to have (the rest of an epoch is dropped);
+    rounding "ceil": one more, partial, batch where they do not divide (NVIDIA's MLPerf
+    get_epoch_size: ceil(floor(images / processes) / batch))."""
+    if rounding == "ceil":
+        return -(-(num_images // world) // batch_size)
     return (num_images // world) // batch_size
 
 

@@ -129,9 +129,14 @@ class LoaderOptions:
     def val_image_size(self) -> int:
         return self.cfg.val_image_size or self.cfg.image_size
 
+    @property
+    def rounding(self) -> str:
+        """Steps per epoch: floor, or ceil (--steps-rounding: the pytorch backend's last batch is partial)."""
+        return getattr(self.cfg, "steps_rounding", "floor")
+
     def train_steps(self, images: int) -> int:
         """Steps per epoch over `images` training images, or a DatasetError when there is not one global batch."""
-        steps = train_steps(images, self.world, self.cfg.batch_size)
+        steps = train_steps(images, self.world, self.cfg.batch_size, self.rounding)
         if steps == 0:
             raise DatasetError(
                 f"{self.dataset.root}/train has {images} images, fewer than one global batch "
@@ -194,7 +199,7 @@ def _pytorch_loaders(opts: LoaderOptions) -> Loaders:
         ImageFolderDataset(train_split, train_tf, known_in(train_split, known_bad)),
         batch_size=cfg.batch_size,
         sampler=train_sampler,
-        drop_last=True,
+        drop_last=opts.rounding == "floor",
         prefetch_factor=4 if workers else None,
         **common,
     )

@@ -9,6 +9,13 @@
   torch.distributed.nn's differentiable all_reduce). It works on Gloo (CPU) as on NCCL:
   torch's SyncBatchNorm runs on GPUs only. Parameters and buffers are kept (the same
   nn.Parameter objects), so convert before building the flat layout and the optimizer.
+- `convert_ghost_bn(model, n)` (`--bn-virtual-batch N`): ghost BN, every nn.BatchNorm2d becomes a
+  `GhostBatchNorm2d` whose training statistics are those of consecutive groups of N images of
+  the process's batch (Goyal et al. 2017, sec. 5.1: BN over the n = 32 images of each worker,
+  whatever one process holds; the last group is smaller when N does not divide the batch). Each
+  group is normalised with its own mean and (biased) variance, as a worker with that group
+  alone would; the moving averages take one update per forward, from the mean over the groups
+  of each group's mean and unbiased variance. A batch of at most N images is plain BN.
 - `recompute_bn_statistics(model, batches, group)`: BN without moving averages (Akiba et
   al. 2017): each BN layer's mean and variance for evaluation are those of the given training
   batches, pooled over the processes of `group` (E[x] and E[x^2] summed over batches and
@@ -27,7 +34,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["GroupBatchNorm2d", "bn_rank_groups", "convert_bn_groups", "recompute_bn_statistics"]
+__all__ = [
+    "GhostBatchNorm2d",
+    "GroupBatchNorm2d",
+    "bn_rank_groups",
+    "convert_bn_groups",
+    "convert_ghost_bn",
+    "recompute_bn_statistics",
+]
 
 
 def bn_rank_groups(world: int, size: int) -> list[list[int]]:
@@ -82,29 +96,79 @@ def convert_bn_groups(model: nn.Module, size: int, world: int, rank: int) -> nn.
         pg = dist.new_group(ranks)
         if rank in ranks:
             mine = pg
+    return _replace_bn(model, lambda module: GroupBatchNorm2d(module.num_features, group=mine, **_bn_kw(module)))
 
-    def convert(module: nn.Module) -> nn.Module:
-        if isinstance(module, nn.BatchNorm2d) and not isinstance(module, GroupBatchNorm2d):
-            new = GroupBatchNorm2d(
-                module.num_features,
-                group=mine,
-                eps=module.eps,
-                momentum=module.momentum,
-                affine=module.affine,
-                track_running_stats=module.track_running_stats,
-            )
-            if module.affine:
-                new.weight, new.bias = module.weight, module.bias  # the same Parameters
-            if module.track_running_stats:
-                new.running_mean, new.running_var = module.running_mean, module.running_var
-                new.num_batches_tracked = module.num_batches_tracked
-            new.train(module.training)
-            return new
-        for name, child in module.named_children():
-            setattr(module, name, convert(child))
-        return module
 
-    return convert(model)
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d whose training statistics are those of consecutive groups of `virtual_batch` images."""
+
+    def __init__(self, num_features: int, virtual_batch: int, **kw):
+        super().__init__(num_features, **kw)
+        if virtual_batch < 1:
+            raise ValueError(f"virtual_batch: must be >= 1, got {virtual_batch}")
+        self.virtual_batch = virtual_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.virtual_batch
+        if not self.training or x.shape[0] <= n:
+            return super().forward(x)
+        full = x.shape[0] // n * n
+        parts = [x[:full].unflatten(0, (full // n, n))]  # (groups, n, C, H, W): a view, channels_last too
+        if full < x.shape[0]:
+            parts.append(x[full:].unsqueeze(0))  # the smaller last group
+        outs, means, variances = [], [], []
+        for part in parts:
+            xf = part.float()
+            mean = xf.mean((1, 3, 4), keepdim=True)
+            var = xf.var((1, 3, 4), unbiased=False, keepdim=True)
+            y = (xf - mean) * torch.rsqrt(var + self.eps)
+            if self.affine:
+                y = y * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
+            outs.append(y.to(x.dtype).flatten(0, 1))
+            count = part.numel() / (part.shape[0] * part.shape[2])  # values per channel in one group
+            means.append(mean.flatten(1).detach())
+            variances.append(var.flatten(1).detach() * (count / max(count - 1, 1)))
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                mean = torch.cat(means).mean(0).to(self.running_mean.dtype)
+                var = torch.cat(variances).mean(0).to(self.running_var.dtype)
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * var)
+                self.num_batches_tracked.add_(1)
+        y = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
+
+
+def convert_ghost_bn(model: nn.Module, virtual_batch: int | None) -> nn.Module:
+    """Every nn.BatchNorm2d of `model` becomes a GhostBatchNorm2d over groups of `virtual_batch`
+    images (same Parameters and buffers: convert before building the flat layout); None: unchanged."""
+    if virtual_batch is None:
+        return model
+    return _replace_bn(model, lambda module: GhostBatchNorm2d(module.num_features, virtual_batch, **_bn_kw(module)))
+
+
+def _bn_kw(module: nn.BatchNorm2d) -> dict:
+    return dict(eps=module.eps, momentum=module.momentum, affine=module.affine,
+                track_running_stats=module.track_running_stats)  # fmt: skip
+
+
+def _replace_bn(module: nn.Module, make) -> nn.Module:
+    """Replace every plain nn.BatchNorm2d under `module` by make(it), keeping its Parameters and buffers."""
+    if type(module) is nn.BatchNorm2d:
+        new = make(module)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias  # the same Parameters
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, _replace_bn(child, make))
+    return module
 
 
 @torch.no_grad()

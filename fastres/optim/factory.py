@@ -11,7 +11,12 @@ lars and rmsprop-warmup, torch for sgd and fused-sgd, which is what each did bef
 existed). torch.optim.SGD has only torch's.
 
 Weight decay goes on conv/fc weights only: BN parameters and biases (ndim <= 1) get none,
-as in Goyal et al. 2017 and MLPerf's LARS reference. The learning rate starts at 0: the
+as in Goyal et al. 2017 and MLPerf's LARS reference; `bias_decay` also decays the biases
+(NVIDIA's MLPerf runs: `set_wd_mult` in training_results_v0.7 and v2.0,
+NVIDIA/benchmarks/resnet/implementations/mxnet/common/fit.py, zeroes the decay of every
+parameter but the weights and the fc bias). BN's gamma and beta are never decayed, and
+LARS never adapts a tensor of ndim <= 1 (the same fit.py skips names ending in gamma, beta,
+bias). The learning rate starts at 0: the
 trainer's schedule sets it every step.
 """
 
@@ -38,14 +43,20 @@ class OptimConfig(Protocol):
     weight_decay: float
     lars_eta: float
     # read with getattr and these defaults where absent: lars_eps 0, momentum_convention auto,
-    # rmsprop_lr, rmsprop_beta 0.99, rmsprop_eps 1e-8
+    # rmsprop_lr, rmsprop_beta 0.99, rmsprop_eps 1e-8, bias_decay False
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/fc weights only; BN parameters and biases (ndim <= 1) get none."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, weight_decay: float, bias_decay: bool = False) -> list[dict]:
+    """Weight decay on conv/fc weights only; BN parameters and biases (ndim <= 1) get none,
+    except the biases with `bias_decay` (BN parameters never)."""
+    bn = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    decayed = [p.ndim > 1 or (bias_decay and id(p) not in bn) for p in model.parameters()]
+    decay = [p for p, d in zip(model.parameters(), decayed) if d]
+    no_decay = [p for p, d in zip(model.parameters(), decayed) if not d]
+    first = {"params": decay, "weight_decay": weight_decay}
+    if bias_decay:
+        first["decay"] = True  # FusedLARS: decay this group's ndim <= 1 tensors too (its default: none)
+    return [first, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module, layout: FlatParams | None = None) -> torch.optim.Optimizer:
@@ -56,7 +67,7 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, layout: FlatParams | Non
     after the model's last .to() (device, channels_last)."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, getattr(cfg, "bias_decay", False))
     convention = getattr(cfg, "momentum_convention", "auto")
     if convention == "auto":
         convention = "mlperf" if cfg.optimizer in ("lars", "rmsprop-warmup") else "torch"

@@ -210,7 +210,7 @@ class _FusedMomentum(torch.optim.Optimizer):
             cached = self._hp_cache[k]
             if cached is None or cached[1] != vals:
                 _check_hparam("weight_decay", vals[0], where=where)
-                _check_hparam("momentum", vals[1], 0.0, 1.0, where=where)
+                _check_hparam("momentum", vals[1], where=where)  # > 1 for a step with a momentum correction
                 _check_hparam("eta", vals[2], where=where)
                 _check_hparam("rmsprop_blend", vals[3], 0.0, 1.0 + 1e-12, where=where)
                 if rate is not None:

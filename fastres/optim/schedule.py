@@ -28,6 +28,22 @@ exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
             0.001 of the linearly scaled lr from epochs 0, 40, 70, 85;
   `constant`.
   During a warm-up, `step`/`piecewise` ramp to peak * factors[0].
+- Where a step sits on the warm-up and decay (`origin`, config key `schedule_origin`):
+  `fastres` (the default): as above, the warm-up's step k at (k + 1) / W, the decay's t from
+  step W at 0; `mxnet`: every step at its update number i = step + 1 (MXNet's num_update, from
+  which NVIDIA's MLPerf PolySchedule reads its lr: training_results_v0.7 and v2.0,
+  NVIDIA/benchmarks/resnet/implementations/mxnet/common/fit.py, `PolySchedule.__call__`):
+  warm-up lr = peak * i / W for i <= W, then t = (i - W) / (total - W), so the last step ends at
+  the end lr; `zero`: i = step (Goyal et al. sec. 2.2: iteration 0 at the warm-up's start,
+  eta = 0.1, then a constant added each iteration). Milestones are steps in all three.
+- Momentum correction (`momentum_correction`): the momentum of step t is mu * lr_t / lr_(t-1)
+  (mu at step 0, and where lr_(t-1) is 0): Goyal et al. 2017, sec. 2.1 Remark 2 / eq. (10), and
+  NVIDIA's sgdwfastlars (`kwargs['momentum'] = self.momentum * (self.cur_lr / self.last_lr)` in
+  the same fit.py, with last_lr = lr at the first update). With the lr inside the momentum
+  (momentum_convention mlperf) it keeps the momentum in units of the current lr.
+- Steps per epoch (`steps_per_epoch(images, global_batch, rounding, world)`): `floor` drops an
+  epoch's incomplete batch; `ceil` is NVIDIA's get_epoch_size (same fit.py):
+  ceil(floor(images / processes) / batch per process).
 - RMSprop warm-up (Akiba et al. 2017, sec. 2.2): the optimizer starts as RMSprop and turns
   into momentum SGD; `rmsprop_warmup_blend(epoch, center, period)` is alpha_RMSprop =
   1 - alpha_SGD, with alpha_SGD exponential, then linear, in the epoch (centre 10, period 5
@@ -47,10 +63,13 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "ORIGINS",
+    "ROUNDINGS",
     "SCHEDULES",
     "WARMUPS",
     "IMAGENET_TRAIN_IMAGES",
     "scaled_lr",
+    "steps_per_epoch",
     "peak_lr",
     "LRSchedule",
     "rmsprop_warmup_blend",
@@ -61,6 +80,8 @@ __all__ = [
 
 SCHEDULES = ("cosine", "poly", "step", "piecewise", "constant")
 WARMUPS = ("linear", "hold-linear")
+ORIGINS = ("fastres", "mxnet", "zero")  # where step 0 sits on the warm-up and decay (module doc)
+ROUNDINGS = ("floor", "ceil")  # steps per epoch
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
 
 
@@ -96,6 +117,8 @@ class LRSchedule:
     steps_per_epoch: int = 1  # for rmsprop_blend (epochs)
     rmsprop_center: float | None = None  # RMSprop warm-up centre in epochs; None: off
     rmsprop_period: float = 5.0  # RMSprop warm-up period in epochs
+    origin: str = "fastres"  # fastres, mxnet, zero (module doc)
+    momentum_correction: bool = False  # momentum(step) = mu * lr(step) / lr(step - 1)
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
@@ -115,6 +138,8 @@ class LRSchedule:
             raise ValueError(f"factors: need {n + 1} (one more than the {n} milestones), got {len(self.factors)}")
         if self.power <= 0:
             raise ValueError(f"power must be > 0, got {self.power}")
+        if self.origin not in ORIGINS:
+            raise ValueError(f"unknown origin {self.origin!r}; choose one of {', '.join(ORIGINS)}")
         if self.rmsprop_center is not None and self.rmsprop_period <= 0:
             raise ValueError(f"rmsprop_period must be > 0, got {self.rmsprop_period}")
 
@@ -127,17 +152,26 @@ class LRSchedule:
 
     def __call__(self, step: int) -> float:
         """The lr to use for optimizer step `step` (0-based)."""
+        if self.origin != "fastres":
+            return self._counted(step + (1 if self.origin == "mxnet" else 0), step)
         if step < self.warmup_steps:
             frac = (step + 1) / self.warmup_steps
             if self.warmup_kind == "hold-linear":
                 hold = int(self.hold * self.warmup_steps)
                 frac = 0.0 if step < hold else (step + 1 - hold) / (self.warmup_steps - hold)
-            target = self.peak * (self._factor(0) if self.kind in ("step", "piecewise") else 1.0)
-            return target * (self.warmup_start + (1 - self.warmup_start) * frac)
+            return self._warm(frac)
+        return self._decay(step, step - self.warmup_steps)
+
+    def _warm(self, frac: float) -> float:
+        target = self.peak * (self._factor(0) if self.kind in ("step", "piecewise") else 1.0)
+        return target * (self.warmup_start + (1 - self.warmup_start) * frac)
+
+    def _decay(self, step: int, into: float) -> float:
+        """The lr `into` steps after the warm-up (step: for the milestones)."""
         if self.kind in ("step", "piecewise"):
             return self.peak * self._factor(step)
         decay_steps = self.total_steps - self.warmup_steps
-        t = min(1.0, (step - self.warmup_steps) / decay_steps) if decay_steps else 1.0
+        t = min(1.0, into / decay_steps) if decay_steps else 1.0
         end = self.end_factor
         if self.kind == "cosine":
             return self.peak * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t)))
@@ -145,9 +179,22 @@ class LRSchedule:
             return self.peak * (end + (1 - end) * (1 - t) ** self.power)
         return self.peak
 
+    def _counted(self, i: int, step: int) -> float:
+        """origin mxnet / zero: the lr at update number i (the warm-up up to and including i = W)."""
+        W = self.warmup_steps
+        if W and i <= W:
+            if self.warmup_kind == "hold-linear":
+                hold = int(self.hold * W)
+                return self._warm(0.0 if i <= hold else (i - hold) / (W - hold))
+            return self._warm(i / W)
+        return self._decay(step, i - W)
+
     def momentum(self, step: int) -> float:
-        """The momentum for step `step`: constant in every schedule fastres ships."""
-        return self.base_momentum
+        """The momentum for step `step`: mu, or with the momentum correction mu * lr(step) / lr(step - 1)."""
+        if not self.momentum_correction or step <= 0:
+            return self.base_momentum
+        before = self(step - 1)
+        return self.base_momentum * self(step) / before if before > 0 else self.base_momentum
 
     def rmsprop_blend(self, step: int) -> float:
         """alpha_RMSprop for step `step` (0 when the RMSprop warm-up is off)."""
@@ -198,17 +245,32 @@ def run_schedule(cfg, steps_per_epoch: int, global_batch: int) -> LRSchedule:
         steps_per_epoch=steps_per_epoch,
         rmsprop_center=getattr(cfg, "rmsprop_center", 10.0) if rmsprop else None,
         rmsprop_period=getattr(cfg, "rmsprop_period", 5.0),
+        origin=getattr(cfg, "schedule_origin", "fastres"),
+        momentum_correction=getattr(cfg, "momentum_correction", False),
     )
+
+
+def steps_per_epoch(images: int, global_batch: int, rounding: str = "floor", world: int | None = None) -> int:
+    """Optimizer steps per epoch of `images` at `global_batch` (at least 1): floor drops the
+    incomplete batch; ceil is NVIDIA's ceil(floor(images / world) / (global_batch / world))
+    (world None: ceil(images / global_batch), the same for every split NVIDIA ran)."""
+    if rounding == "floor":
+        return max(1, images // global_batch)
+    if rounding != "ceil":
+        raise ValueError(f"rounding: must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    if world is None or global_batch % world:
+        return max(1, math.ceil(images / global_batch))
+    return max(1, math.ceil((images // world) / (global_batch // world)))
 
 
 def schedule_rows(cfg, global_batch: int, train_images: int) -> list[dict]:
     """One row per epoch: the lr, momentum (and RMSprop blend) at the epoch's first step,
     for `train_images` images per epoch at `global_batch` images per optimizer step."""
-    steps_per_epoch = max(1, train_images // global_batch)
-    schedule = run_schedule(cfg, steps_per_epoch, global_batch)
+    steps = steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
+    schedule = run_schedule(cfg, steps, global_batch)
     rows = []
     for epoch in range(cfg.epochs):
-        step = epoch * steps_per_epoch
+        step = epoch * steps
         rows.append(
             dict(
                 epoch=epoch,
@@ -225,10 +287,11 @@ def schedule_rows(cfg, global_batch: int, train_images: int) -> list[dict]:
 def schedule_table(cfg, global_batch: int, train_images: int) -> str:
     """`python -m fastres.train --print-schedule`: a header line, then one line per epoch."""
     rows = schedule_rows(cfg, global_batch, train_images)
-    steps = max(1, train_images // global_batch)
+    steps = steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
     head = (
         f"# {cfg.epochs} epochs x {steps} steps ({train_images:,} images, global batch {global_batch:,}), "
         f"optimizer {cfg.optimizer}, schedule {cfg.schedule}; lr at each epoch's first step"
+        + ("; momentum corrected by lr_t / lr_t-1" if getattr(cfg, "momentum_correction", False) else "")
     )
     lines = [head, f"{'epoch':>5} {'step':>9} {'lr':>12} {'momentum':>8} {'batch':>7} {'rmsprop_blend':>13}"]
     for r in rows:

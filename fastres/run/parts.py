@@ -28,7 +28,7 @@ from fastres.distributed import Reducer, destroy, discover, init_distributed
 from fastres.distributed import collectives as coll
 from fastres.distributed.reducer import bucket_layout
 from fastres.model import build_model
-from fastres.model.bn import convert_bn_groups
+from fastres.model.bn import convert_bn_groups, convert_ghost_bn
 from fastres.optim import build_optimizer
 from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
@@ -86,6 +86,7 @@ class Run:
             raise FastresError(f"--bn-group {cfg.bn_group} must divide the {self.world} processes")
         model = build_model(cfg.arch, len(self.data.classes), zero_init_last_gamma=cfg.zero_init_last_gamma)
         self.model = convert_bn_groups(model.to(self.device), cfg.bn_group, self.world, self.rank)
+        self.model = convert_ghost_bn(self.model, cfg.bn_virtual_batch)  # --bn-virtual-batch: ghost BN
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # what the loop calls: the model, or its compiled form (same parameters, same state_dict)
