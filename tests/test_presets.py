@@ -208,9 +208,9 @@ def test_mlperf_lars_3k_scaled_down_runs_ceil_steps_with_ghost_bn_and_the_correc
 
     data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
     argv = ["--config", "mlperf-lars-3k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
-            "--batch-size", "12", "--bn-virtual-batch", "5", "--workers", "0", "--backend", "pytorch", "--epochs", "1", "--warmup-epochs",
-            "0.5", "--device", "cpu", "--out", str(tmp_path / "runs"), "--name", "m", "--no-progress",
-            "--log-every", "1", "--target-top1", "100"]  # fmt: skip
+            "--batch-size", "12", "--bn-virtual-batch", "5", "--workers", "0", "--backend", "pytorch", "--epochs", "1",
+            "--warmup-epochs", "0.5", "--device", "cpu", "--out", str(tmp_path / "runs"), "--name", "m",
+            "--no-progress", "--log-every", "1", "--target-top1", "100"]  # fmt: skip
     assert train.main(argv) == 0, capsys.readouterr().err
     records = [json.loads(line) for line in (tmp_path / "runs" / "m" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "train"]
