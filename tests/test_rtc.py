@@ -172,10 +172,11 @@ def _stand_in_cupy(loaded: list, launched: list):
             return lambda grid, block, args, stream=None: launched.append((kernel, grid, block, args, stream))
 
     cupy.RawModule = RawModule
+    stream = lambda handle: types.SimpleNamespace(handle=handle, synchronize=lambda: None)
     cupy.cuda = types.SimpleNamespace(
         Device=lambda device: contextlib.nullcontext(),
-        Stream=types.SimpleNamespace(from_external=lambda handle: ("stream", handle.__cuda_stream__())),
-        ExternalStream=lambda handle, device: ("stream", handle),
+        Stream=types.SimpleNamespace(from_external=lambda h: stream(h.__cuda_stream__()[1])),
+        ExternalStream=lambda handle, device: stream(handle),
     )
     return cupy
 
@@ -201,6 +202,7 @@ def test_gpu_path_loads_fastres_cubin_and_never_lets_cupy_compile(monkeypatch, t
     assert not flushed_or_approximate(out.ptx)
     [(kernel, grid, block, got, stream)] = launched
     assert kernel == out.lowered["fastres::rtc::pack_kernel<2>"] and (grid, block) == ((3,), (256,)) and got == args
+    assert stream.handle == 1234  # torch's stream, handed to CuPy
     # a second process finds the cubin in the cache: same file, nothing compiled
     cubins = list(tmp_path.glob("wire_cuda-sm_90-*.cubin"))
     assert len(cubins) == 1 and cubins[0].read_bytes() == out.cubin
