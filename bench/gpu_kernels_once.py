@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from fastres.kernels import ops
+from fastres.kernels import ops, rtc
 
 LENGTHS = [0, 1, 3, 5, 4095, 4097, 9001, 0, 7]
 
@@ -140,6 +140,9 @@ def main() -> int:
         raise SystemExit(ops._missing_native_message())
     bad = run(device, "auto" if device.type == "cpu" else "native")
     if args.rtc:
+        ok, why = rtc.available()
+        if not ok:
+            raise SystemExit(f"gpu_kernels_once: --rtc: {why}")
         bad += run(device, "rtc")
     if device.type == "cuda":
         torch.cuda.synchronize()

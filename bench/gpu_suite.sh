@@ -38,8 +38,8 @@
 set -uo pipefail
 
 PARTS=(build memcheck racecheck synccheck tests kernels train reducer rtc)
-declare -A CAP=([build]=100 [memcheck]=45 [racecheck]=40 [synccheck]=30 [tests]=60 [kernels]=45 [train]=55
-  [reducer]=35 [rtc]=70)
+declare -A CAP=([build]=90 [memcheck]=40 [racecheck]=35 [synccheck]=30 [tests]=75 [kernels]=45 [train]=55
+  [reducer]=40 [rtc]=70)
 declare -A WHAT=(
   [build]="build (nvcc, Python.h, pip install .) and python -m fastres.doctor"
   [memcheck]="compute-sanitizer memcheck, every kernel once"
@@ -125,7 +125,7 @@ sanitize() {
     return 77
   fi
   "$cs" --help 2>&1 | grep -q -- "--kernel-name" && filter=(--kernel-name kns=fastres)
-  $PY -c "import cupy" 2>/dev/null && extra=(--rtc)
+  $PY -c "from fastres.kernels import rtc; assert rtc.available()[0]" 2>/dev/null && extra=(--rtc)
   cd "$WORK"
   # without torch's caching allocator every tensor is an allocation of its own: memcheck then
   # sees a read past a tensor's end
@@ -160,9 +160,8 @@ tests() {
   cd "$ROOT"
   # shellcheck disable=SC2086 # one word per file
   FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT $CUDA_TEST_FILES -k "$CUDA_TEST_K" \
-    --junitxml="$WORK/tests.xml" >"$WORK/tests.txt" 2>&1
-  local rc=$?
-  tail -n 40 "$WORK/tests.txt"
+    --junitxml="$WORK/tests.xml" 2>&1 | tee "$WORK/tests.txt"
+  local rc=${PIPESTATUS[0]}
   echo "FIGURES CUDA test cases (FASTRES_SYNC_CHECK=1): $(tail -n 1 "$WORK/tests.txt")"
   return "$rc"
 }
@@ -184,7 +183,9 @@ reducer() {
 }
 
 rtc() {
-  $PY -c "import cupy" 2>/dev/null || { echo "FIGURES CuPy is not importable: no run-time compiled path to test"; return 77; }
+  local why
+  why=$($PY -c "from fastres.kernels import rtc; print(rtc.available()[1])" 2>&1) || { echo "$why"; return 1; }
+  [[ -z "$why" ]] || { echo "FIGURES no run-time compiled path to test: $why"; return 77; }
   local site=$WORK/rtc-site
   trap 'rm -rf "$WORK/rtc-site"' EXIT # the side install goes whatever happens; the native one was never touched
   trap 'exit 143' TERM INT             # (so that the EXIT trap runs when the cap's timeout stops the part)
@@ -208,9 +209,8 @@ EOF
   # shellcheck disable=SC2086 # empty or two words
   FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT tests/test_rtc.py tests/test_wire.py \
     tests/test_ops.py tests/test_lars.py tests/test_rmsprop.py tests/test_no_sync.py -k "cuda or rtc_ or sync" \
-    -W "ignore::RuntimeWarning" --junitxml="$WORK/rtc-tests.xml" >"$WORK/rtc-tests.txt" 2>&1
-  local rc=$?
-  tail -n 30 "$WORK/rtc-tests.txt"
+    -W "ignore::RuntimeWarning" --junitxml="$WORK/rtc-tests.xml" 2>&1 | tee "$WORK/rtc-tests.txt"
+  local rc=${PIPESTATUS[0]}
   echo "FIGURES CUDA test cases on the run-time compiled kernels: $(tail -n 1 "$WORK/rtc-tests.txt")"
   return "$rc"
 }
