@@ -41,35 +41,11 @@ from fastres.kernels import ops, rtc  # noqa: E402
 from fastres.model import resnet50  # noqa: E402
 from fastres.optim import FusedLARS, FusedSGD  # noqa: E402
 
+from bench_lars import ETA, LR, MU, ForeachLARS, groups  # noqa: E402  (the same peer and groups)
 from machine import describe, gpu_state  # noqa: E402
 from timing import time_calls  # noqa: E402
 
-LR, MU, WD, ETA, SCALE = 0.1, 0.9, 5e-5, 0.001, 0.125
-
-
-class ForeachLARS:
-    """timm-style LARS in plain PyTorch: _foreach ops, trust ratios on the device (bench/bench_lars.py's peer)."""
-
-    def __init__(self, params):
-        self.adapted = [p for p in params if p.ndim > 1]
-        self.plain = [p for p in params if p.ndim <= 1]
-        self.bufs_a = [torch.zeros_like(p) for p in self.adapted]
-        self.bufs_p = [torch.zeros_like(p) for p in self.plain]
-
-    @torch.no_grad()
-    def step(self):
-        w, g = self.adapted, [p.grad for p in self.adapted]
-        wn = torch.stack(torch._foreach_norm(w, 2))
-        gn = torch.stack(torch._foreach_norm(g, 2))
-        trust = torch.where((wn > 0) & (gn > 0), ETA * wn / (gn + WD * wn), torch.ones_like(wn))
-        gd = torch._foreach_add(g, w, alpha=WD)
-        torch._foreach_mul_(gd, list(trust.unbind()))
-        torch._foreach_mul_(self.bufs_a, MU)
-        torch._foreach_add_(self.bufs_a, gd)
-        torch._foreach_add_(w, self.bufs_a, alpha=-LR)
-        torch._foreach_mul_(self.bufs_p, MU)
-        torch._foreach_add_(self.bufs_p, [p.grad for p in self.plain])
-        torch._foreach_add_(self.plain, self.bufs_p, alpha=-LR)
+SCALE = 0.125  # 1 / world size
 
 
 def resnet50_params(device, small: bool):
@@ -81,13 +57,6 @@ def resnet50_params(device, small: bool):
     for p in params:
         p.grad = torch.randn_like(p) * 1e-2
     return params
-
-
-def groups(params):
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": WD},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
 
 
 def optimizer(kind: str, params):

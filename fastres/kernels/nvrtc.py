@@ -134,18 +134,10 @@ class Nvrtc:
         self._lib.nvrtcGetProgramLog(prog, buf)
         return buf.value.decode(errors="replace").strip()
 
-    def compile_ptx(
-        self,
-        source: str,
-        name: str,
-        *,
-        arch: str = "compute_80",
-        options: tuple[str, ...] = (),
-        name_expressions: tuple[str, ...] | list[str] = (),
-    ) -> tuple[str, dict[str, str]]:
-        """PTX of `source` for virtual architecture `arch`, and the lowered (mangled) name of
-        each name expression. Raises NvrtcError with NVRTC's log when the source is refused."""
-        out = self.compile(source, name, arch=arch, options=options, name_expressions=name_expressions)
+    def compile_ptx(self, source: str, name: str, **kw) -> tuple[str, dict[str, str]]:
+        """PTX of `source` for a virtual architecture (`arch=`, default compute_80) and the lowered
+        (mangled) name of each name expression: `compile`'s, which takes the same arguments."""
+        out = self.compile(source, name, **kw)
         return out.ptx, out.lowered
 
     def compile(
