@@ -9,10 +9,17 @@ wire (fastres.kernels.ops on the GPU) and the stream handling (each bucket's col
 and its unpack run, on the stream the bucket was packed on; the caller's stream ordered after
 them by events). Backward runs on a side stream, not the default one, and the reduced
 gradients are read on it right after `wait()`: an unpack left on another stream would race.
-Each configuration is checked against the float64 mean of every rank's own gradients (from a
-backward inside `no_sync()`, gathered), then timed (forward + backward + reduce, mean of 5).
-Rank 0 prints `PASS`/`FAIL` lines and one `FIGURES` line per configuration. `--cpu` runs the
-same checks on CPU tensors (a dry run of this script where there is no GPU).
+Each configuration is checked against the float64 mean of every rank's own gradients from
+the same backward pass: tensor hooks copy each parameter's local gradient as autograd
+delivers it, before the reducer's hooks see it (two backward passes may differ where cuDNN
+picks non-deterministic algorithms), gathered over the ranks; then timed (forward + backward
++ reduce, mean of 5). Rank 0 prints `PASS`/`FAIL` lines and one `FIGURES` line per
+configuration. `--cpu` runs the same checks on CPU tensors (a dry run of this script where
+there is no GPU).
+
+What one GPU cannot show: NCCL refuses two ranks on one GPU, so the NCCL path (collectives
+on the reducer's communication stream, overlapped with backward) and the reducer against DDP
+across GPUs need a machine with two GPUs or more (bench/README.md, "GPU suite").
 """
 
 from __future__ import annotations
@@ -62,19 +69,24 @@ def main() -> int:
         reducer = Reducer(layout, groups, algorithm=algorithm, bucket_cap_mb=8, wire_dtype=wire)
         if cuda:
             side.wait_stream(torch.cuda.current_stream())
+        local: dict[int, torch.Tensor] = {}
+        taps = [  # the local gradient as autograd delivers it, before the reducer's hook sees it
+            q.register_hook(lambda g, i=i, local=local: local.__setitem__(i, g.detach().reshape(-1).clone()))
+            for i, q in enumerate(layout.param_list)
+        ]
         with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
-            reducer.zero_grad()
-            with reducer.no_sync():
-                loss_fn(model(x), y).backward()
-            mine = layout.grads.clone()
-            every = [torch.empty_like(mine) for _ in range(world)]
-            dist.all_gather(every, mine, group=groups.world)
-            want = torch.stack([t.double() for t in every]).mean(0)
             reducer.zero_grad()
             loss_fn(model(x), y).backward()
             reducer.wait()
-            got = layout.grads.double()  # read on the side stream, right after wait()
+            # read on the side stream, right after wait()
+            got = torch.cat([q.grad.reshape(-1) for q in layout.param_list]).double()
+            mine = torch.cat([local[i] for i in range(len(layout.param_list))])
+            every = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(every, mine, group=groups.world)
+            want = torch.stack([t.double() for t in every]).mean(0)
             err = ((got - want).norm() / want.norm()).item()
+        for t in taps:
+            t.remove()
         ok = err <= TOLERANCE[wire]
         failed += not ok
         say(f"{'PASS' if ok else 'FAIL'} {algorithm} {wire}: relative error {err:.2e} (<= {TOLERANCE[wire]:.0e})")

@@ -1,228 +1,306 @@
 #!/usr/bin/env bash
-# bench/gpu_suite.sh: every check of fastres that needs a GPU, as one command, in under 8 minutes.
+# bench/gpu_suite.sh: every check of fastres that needs a GPU, as one command, in at most 480 s.
 #
-#   bash bench/gpu_suite.sh [RESULTS_DIR]     # default bench/results/gpu-<UTC date>-<GPU>
+#   bash bench/gpu_suite.sh OUT          # writes OUT/summary.md and OUT/gpu-suite.tgz, nothing else
+#   bash bench/gpu_suite.sh --dry-run    # the parts in run order with their caps (no GPU needed)
 #
-# For a machine with one NVIDIA GPU and no package registry: torch with CUDA, CuPy, nvcc, cmake,
-# ninja, pybind11, scikit-build-core, pytest and pytest-benchmark already installed (DALI only if
-# its wheel was brought along). Everything goes into RESULTS_DIR: one log per part, the
-# benchmark JSON, the doctor's reports, and summary.txt with each part's PASS/FAIL and figures.
-# A failing part does not stop the others; the exit status is the number of failed parts.
+# For a machine with one NVIDIA GPU and no package registry: torch with CUDA, nvcc, the Python
+# headers, cmake, ninja, pybind11, scikit-build-core and pytest already installed; CuPy for the
+# run-time compiled kernels, compute-sanitizer for the sanitizers (a part whose tool is missing
+# says NOT AVAILABLE). The parts run in order of value, each under its cap (seconds; all caps
+# together <= 480), and a failing part does not stop the others:
 #
-# Parts (bench/README.md, "GPU suite"):
-#   build        pip install --no-build-isolation --no-deps . (CUDA kernels for 80;90)
-#   doctor       python -m fastres.doctor: the ops must take the native CUDA path on this GPU
-#   tests        the kernel tests (ops, wire, optimizer, run-time compilation, no host sync, build,
-#                doctor) with FASTRES_SYNC_CHECK=1
-#   memcheck     compute-sanitizer --tool memcheck  on the CUDA kernel tests (fastres kernels only)
-#   racecheck    compute-sanitizer --tool racecheck on the same
-#   synccheck    compute-sanitizer --tool synccheck on the same (barriers and warp shuffles)
-#   kernels      the kernel microbenchmarks (bench_*.py, CUDA groups): GB/s against a copy of the
-#                same bytes, the fused step against torch's fused SGD, native against run-time compiled
-#   train        ResNet-50 bf16 channels_last training at batch 256, synthetic data: img/s,
-#                forward/backward/optimizer breakdown, peak memory (bench/gpu_train_step.py)
-#   reducer      the gradient reducer on 2 and 4 processes sharing the GPU, Gloo with CUDA
-#                tensors: CUDA pack/unpack and the stream handling (bench/gpu_reducer_check.py)
-#   rtc          a second install with FASTRES_CUDA=OFF: the kernels compiled at run time with
-#                CuPy/NVRTC, the same GPU tests on them; then the native build is put back
-#   other-tests  the rest of the test suite's GPU tests (-k "cuda or gpu": data, training, ...)
+#   build      nvcc and Python.h checked, then `pip install --no-build-isolation --no-deps .` (CUDA
+#              kernels for this GPU's architecture; FASTRES_CUDA_ARCHS overrides), then
+#              `python -m fastres.doctor`: every op on cuda:0 must take fastres._C's CUDA kernel
+#   memcheck   compute-sanitizer --tool memcheck on bench/gpu_kernels_once.py: every fastres
+#   racecheck  kernel once, native and run-time compiled, on small unaligned inputs (the
+#   synccheck  sanitizers check fastres's kernels only: --kernel-name kns=fastres)
+#   tests      the test suite's CUDA cases only (-k), with FASTRES_SYNC_CHECK=1; CI runs the rest
+#   kernels    bench/gpu_kernels.py: device time per call (CUDA events, the host queue filled
+#              first), bandwidth as a fraction of a copy of the same bytes, the LARS step against
+#              torch's fused SGD and a foreach LARS
+#   train      bench/gpu_train_step.py: the step fastres.train runs against a plain torch loop,
+#              ResNet-50 bf16 channels_last batch 256, alternating rounds, GPU clocks recorded
+#   reducer    bench/gpu_reducer_check.py on 4 processes (2 virtual nodes) sharing the GPU over
+#              Gloo: CUDA pack/unpack and the reducer's streams, against the float64 mean
+#   rtc        a CPU-only build (FASTRES_CUDA=OFF) installed into a folder of its own and put
+#              first on PYTHONPATH: the ops take the kernels compiled at run time (NVRTC, loaded
+#              with CuPy), and the CUDA tests run on them. The native install is never replaced,
+#              so nothing can be left half-restored; a trap removes the side install however the
+#              part ends, and the suite checks at the end that the native build still imports.
 #
-# FASTRES_SUITE_SECONDS (default 470) bounds the whole run: each part gets its own cap or what is
-# left, whichever is less, and a part with under 15 s left is reported NOT RUN.
-# FASTRES_SUITE_PARTS="tests kernels" runs only the parts named (e.g. to rerun what failed).
+# Every Python runs the installed package: PYTHONSAFEPATH=1 keeps the repository root (whose
+# fastres/ has no _C) off sys.path, for pytest and for the processes tests start. OUT/summary.md
+# has one line per part (PASS, FAIL, NOT RUN or NOT AVAILABLE) and its headline figures;
+# OUT/gpu-suite.tgz holds every log, report and JSON. Exit status: the number of failed parts.
+# FASTRES_SUITE_PARTS="tests kernels" runs only the parts named (the others say NOT RUN).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export ROOT
-PY=${PYTHON:-python}
-export PY
 
-gpu_name=$($PY -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))" 2>/dev/null || echo no-gpu)
-OUT=${1:-bench/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)-$gpu_name}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-export OUT
-SUMMARY=$OUT/summary.txt
-: >"$SUMMARY"
-DEADLINE=$((SECONDS + ${FASTRES_SUITE_SECONDS:-470}))
+PARTS=(build memcheck racecheck synccheck tests kernels train reducer rtc)
+declare -A CAP=([build]=90 [memcheck]=40 [racecheck]=35 [synccheck]=30 [tests]=75 [kernels]=45 [train]=55
+  [reducer]=40 [rtc]=70)
+declare -A WHAT=(
+  [build]="build (nvcc, Python.h, pip install .) and python -m fastres.doctor"
+  [memcheck]="compute-sanitizer memcheck, every kernel once"
+  [racecheck]="compute-sanitizer racecheck, every kernel once"
+  [synccheck]="compute-sanitizer synccheck, every kernel once"
+  [tests]="the CUDA test cases (FASTRES_SYNC_CHECK=1)"
+  [kernels]="kernel timings (CUDA events, host queue filled first)"
+  [train]="ResNet-50 training step: fastres vs a plain torch loop"
+  [reducer]="gradient reducer, 4 processes on one GPU over Gloo"
+  [rtc]="run-time compiled kernels (CPU-only build in a side folder)"
+)
+TOTAL=0
+for p in "${PARTS[@]}"; do TOTAL=$((TOTAL + CAP[$p])); done
+
+if [[ "${1:-}" == "--dry-run" ]]; then
+  echo "fastres GPU suite: ${#PARTS[@]} parts, in run order, each with its cap"
+  for p in "${PARTS[@]}"; do printf '%-10s %4d s  %s\n' "$p" "${CAP[$p]}" "${WHAT[$p]}"; done
+  printf '%-10s %4d s\n' total "$TOTAL"
+  exit 0
+fi
+if [[ $# -ne 1 || "$1" == -* ]]; then
+  echo "usage: bash bench/gpu_suite.sh OUT | --dry-run" >&2
+  exit 2
+fi
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$1" || exit 2
+OUT=$(cd "$1" && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fastres-gpu-suite.XXXXXX")
+PY=${PYTHON:-python3}
+export ROOT WORK PY
+export PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+export FASTRES_RTC_CACHE=$WORK/rtc-cache
+START=$SECONDS
+declare -A RESULT TOOK
 FAILED=0
-BUILD_NATIVE="-C build-dir=$ROOT/build/gpu-suite-native"
-BUILD_RTC="-C build-dir=$ROOT/build/gpu-suite-rtc"
-export BUILD_NATIVE BUILD_RTC
-
-say() { echo "$*" | tee -a "$SUMMARY"; }
-
-# part NAME CAP_SECONDS FUNCTION: run FUNCTION (exported) under a time limit, log to NAME.log,
-# report PASS/FAIL with the FIGURES lines it printed.
-part() {
-  local name=$1 cap=$2 fn=$3 left=$((DEADLINE - SECONDS))
-  if [[ -n "${FASTRES_SUITE_PARTS:-}" && " $FASTRES_SUITE_PARTS " != *" $name "* ]]; then
-    return
-  fi
-  if ((left < 15)); then
-    say "NOT RUN $name: the suite's time is used up"
-    return
-  fi
-  local limit=$((cap < left ? cap : left)) start=$SECONDS rc
-  echo "--- $name (at most ${limit} s)"
-  timeout -k 10 "$limit" bash -c "$fn" >"$OUT/$name.log" 2>&1
-  rc=$?
-  local took=$((SECONDS - start))
-  if ((rc == 0)); then
-    say "PASS $name (${took} s)"
-  else
-    FAILED=$((FAILED + 1))
-    local why="exit $rc"
-    ((rc == 124 || rc == 137)) && why="timed out after ${limit} s"
-    say "FAIL $name (${took} s, $why): see $name.log"
-    tail -n 5 "$OUT/$name.log" | sed 's/^/    /' | tee -a "$SUMMARY"
-  fi
-  grep -h '^FIGURES' "$OUT/$name.log" | sed 's/^FIGURES /    /' | tee -a "$SUMMARY"
-}
 
 # ------------------------------------------------------------------------- the parts
-
-environment() {
-  {
-    date -u
-    nvidia-smi || true
-    $PY -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
-    $PY -c "import cupy; print('cupy', cupy.__version__)" || true
-    nvcc --version | tail -n 2 || true
-    $PY -m pip list 2>/dev/null
-  } >"$OUT/environment.txt" 2>&1
-}
+# Each runs in `bash -c` under `timeout`, its output in $WORK/NAME.log; exit 0 is PASS, 77 NOT
+# AVAILABLE, anything else FAIL. Lines it prints as `FIGURES ...` go into the summary.
 
 build() {
   set -e
-  $PY -m pip install --no-build-isolation --no-deps $BUILD_NATIVE "$ROOT" -v 2>&1 | grep -E "fastres:|Successfully|error" || true
-  cd "$OUT" # never the repository root: its fastres/ would shadow the installed package
-  $PY -c "import fastres.kernels.ops as o; i = o.build_info(); assert i['cuda'], i; print('FIGURES _C:', i['cuda_archs'], 'CUDA', i['cuda_version'])"
-}
-
-doctor() {
-  set -e
-  cd "$OUT"
+  local nvcc inc arch
+  nvcc=$(command -v nvcc || true)
+  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
+    [[ -z "$nvcc" && -n "$d" && -x "$d/bin/nvcc" ]] && nvcc=$d/bin/nvcc
+  done
+  [[ -n "$nvcc" ]] || { echo "FIGURES nvcc not found (PATH, \$CUDA_HOME/bin, /usr/local/cuda/bin)"; exit 1; }
+  inc=$($PY -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  [[ -f "$inc/Python.h" ]] || { echo "FIGURES Python.h not found in $inc (install the Python headers)"; exit 1; }
+  $PY -c "import sys; assert sys.version_info >= (3, 11), 'PYTHONSAFEPATH needs Python 3.11 or newer'"
+  arch=$($PY -c "import torch; print('%d%d' % torch.cuda.get_device_capability())")
+  echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 1)); Python.h: $inc; building for sm_${FASTRES_CUDA_ARCHS:-$arch}"
+  FASTRES_CUDA_ARCHS=${FASTRES_CUDA_ARCHS:-$arch} $PY -m pip install --no-build-isolation --no-deps \
+    --config-settings=build-dir="$WORK/build-native" "$ROOT" -v >"$WORK/build-pip.log" 2>&1 ||
+    { tail -n 30 "$WORK/build-pip.log"; exit 1; }
+  grep -E "fastres: CUDA" "$WORK/build-pip.log" || true
+  cd "$WORK"
   $PY -m fastres.doctor | tee doctor.txt
   $PY -m fastres.doctor --json >doctor.json
-  grep -q "cuda:0 fused_step     native CUDA" doctor.txt
-  echo "FIGURES $(grep -m1 '  cuda:0  ' doctor.txt | sed 's/^ *//')"
+  $PY - <<'EOF'
+import json, fastres, fastres.kernels.ops as ops
+info, report = ops.build_info(), json.load(open("doctor.json"))
+assert "site-packages" in fastres.__file__ or "dist-packages" in fastres.__file__, f"not the installed package: {fastres.__file__}"
+assert info["cuda"], f"fastres._C has no CUDA kernels: {info}"
+paths = report["paths"].get("cuda:0", {})
+wrong = {op: c["path"] for op, c in paths.items() if c["path"] != "cuda"}
+assert paths and not wrong, f"ops on cuda:0 not on fastres._C's CUDA kernels: {wrong}"
+print(f"FIGURES _C: CUDA {info['cuda_version']}, architectures {', '.join(info['cuda_archs'])}; "
+      f"doctor: all {len(paths)} ops on cuda:0 take fastres._C's CUDA kernel ({paths['fused_step']['reason']})")
+EOF
 }
 
-KERNEL_TESTS="tests/test_ops.py tests/test_wire.py tests/test_lars.py tests/test_rtc.py tests/test_no_sync.py tests/test_build.py tests/test_doctor.py tests/test_flat.py"
-export KERNEL_TESTS
+sanitize() {
+  local tool=$1 cs="" filter=() extra=()
+  cs=$(command -v compute-sanitizer || true)
+  for d in "${CUDA_HOME:-}" /usr/local/cuda; do
+    [[ -z "$cs" && -n "$d" && -x "$d/bin/compute-sanitizer" ]] && cs=$d/bin/compute-sanitizer
+  done
+  if [[ -z "$cs" ]]; then
+    echo "FIGURES compute-sanitizer not found (PATH, \$CUDA_HOME/bin, /usr/local/cuda/bin)"
+    return 77
+  fi
+  "$cs" --help 2>&1 | grep -q -- "--kernel-name" && filter=(--kernel-name kns=fastres)
+  $PY -c "from fastres.kernels import rtc; assert rtc.available()[0]" 2>/dev/null && extra=(--rtc)
+  cd "$WORK"
+  # without torch's caching allocator every tensor is an allocation of its own: memcheck then
+  # sees a read past a tensor's end
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$tool" --error-exitcode 9 --print-limit 100 "${filter[@]}" \
+    $PY "$ROOT/bench/gpu_kernels_once.py" "${extra[@]}" >"$WORK/$tool-run.log" 2>&1
+  local rc=$?
+  tail -n 60 "$WORK/$tool-run.log"
+  if ((rc != 0)) && grep -qiE "device (is )?not supported|unsupported (device|gpu)|not supported on this (device|gpu)" \
+    "$WORK/$tool-run.log"; then
+    echo "FIGURES compute-sanitizer $tool: NOT AVAILABLE on this device ($(grep -m1 -iE 'not supported|unsupported' \
+      "$WORK/$tool-run.log"))"
+    return 77
+  fi
+  echo "FIGURES compute-sanitizer $tool: $(grep -m1 'ERROR SUMMARY' "$WORK/$tool-run.log" || echo 'no summary'), exit $rc" \
+    "$([[ ${#extra[@]} -gt 0 ]] && echo '(native and run-time compiled kernels)' || echo '(native kernels; no CuPy)')"
+  return "$rc"
+}
+memcheck() { sanitize memcheck; }
+racecheck() { sanitize racecheck; }
+synccheck() { sanitize synccheck; }
+
+# The CUDA cases: their names say cuda/gpu/rtc_/sync/stream (parametrised "cuda" device included),
+# and the doctor's and the build's files whole. CI runs everything else.
+CUDA_TEST_FILES="tests/test_ops.py tests/test_wire.py tests/test_lars.py tests/test_rmsprop.py tests/test_rtc.py
+  tests/test_no_sync.py tests/test_normalize.py tests/test_flat.py tests/test_doctor.py tests/test_build.py
+  tests/test_dali.py"
+CUDA_TEST_K="cuda or gpu or rtc_ or sync or stream or test_doctor or test_build"
+PYTEST_TIMEOUT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
+export CUDA_TEST_FILES CUDA_TEST_K PYTEST_TIMEOUT
 
 tests() {
   cd "$ROOT"
-  FASTRES_SYNC_CHECK=1 pytest -q -p no:cacheprovider $KERNEL_TESTS --junitxml="$OUT/tests-kernels.xml" -rs \
-    >"$OUT/tests-kernels.txt" 2>&1
-  local rc=$?
-  echo "FIGURES kernel tests (FASTRES_SYNC_CHECK=1): $(tail -n 1 "$OUT/tests-kernels.txt")"
-  grep -h "^SKIPPED" "$OUT/tests-kernels.txt" | head -n 20
-  return "$rc"
-}
-
-other_tests() {
-  cd "$ROOT"
-  pytest -q -p no:cacheprovider tests -k "cuda or gpu" $(for f in $KERNEL_TESTS; do echo "--ignore=$f"; done) \
-    --timeout 60 --junitxml="$OUT/tests-other.xml" >"$OUT/tests-other.txt" 2>&1
-  local rc=$?
-  echo "FIGURES other GPU tests: $(tail -n 1 "$OUT/tests-other.txt")"
-  ((rc == 5)) && rc=0 # no test selected is not a failure
-  return "$rc"
-}
-
-sanitizer() {
-  local tool=$1
-  local cs
-  cs=$(command -v compute-sanitizer || true)
-  [[ -z "$cs" && -x "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" ]] && cs=${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer
-  if [[ -z "$cs" ]]; then
-    echo "compute-sanitizer not found (PATH, \$CUDA_HOME/bin, /usr/local/cuda/bin)"
-    return 3
-  fi
-  local filter=()
-  # check fastres's kernels only (torch's are not ours, and checking them takes minutes)
-  "$cs" --help 2>&1 | grep -q -- "--kernel-name" && filter=(--kernel-name kns=fastres)
-  cd "$ROOT"
-  # without torch's caching allocator every tensor is its own allocation: memcheck then sees a
-  # read past a tensor's end
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$tool" --error-exitcode 9 "${filter[@]}" \
-    pytest -q -p no:cacheprovider -x tests/test_ops.py tests/test_wire.py tests/test_lars.py tests/test_rtc.py \
-    -k "(cuda or rtc_) and not nvrtc and not native_cuda_where and not sync_check and not stream and not resnet50" \
-    2>&1 | tail -n 40
+  # shellcheck disable=SC2086 # one word per file
+  FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT $CUDA_TEST_FILES -k "$CUDA_TEST_K" \
+    --junitxml="$WORK/tests.xml" 2>&1 | tee "$WORK/tests.txt"
   local rc=${PIPESTATUS[0]}
-  echo "FIGURES compute-sanitizer $tool: exit $rc"
+  echo "FIGURES CUDA test cases (FASTRES_SYNC_CHECK=1): $(tail -n 1 "$WORK/tests.txt")"
   return "$rc"
 }
-memcheck() { sanitizer memcheck; }
-racecheck() { sanitizer racecheck; }
-synccheck() { sanitizer synccheck; }
 
 kernels() {
-  cd "$ROOT"
-  pytest -p no:cacheprovider bench/bench_segment_sq_norms.py bench/bench_lars.py bench/bench_wire.py -k cuda \
-    --benchmark-max-time=0.5 --benchmark-json="$OUT/kernels.json" >"$OUT/kernels.txt" 2>&1
-  local rc=$?
-  # bench/conftest.py's summaries: GB/s, ratios to the copy ceiling and to the peers
-  awk '/^=+ .* on cuda/ {on=1; print "FIGURES " $0; next} /^=+/ {on=0} on {print "FIGURES   " $0}' "$OUT/kernels.txt"
-  # every CUDA group must have run (a benchmark that skipped is a failure here)
-  $PY -c "import json, sys; b = json.load(open(sys.argv[1]))['benchmarks']; groups = {x['group'] for x in b}
-sys.exit(0 if {'segment_sq_norms-cuda', 'lars-cuda', 'wire-cuda'} <= groups else f'CUDA groups timed: {sorted(groups)}')" \
-    "$OUT/kernels.json" || rc=1
-  return "$rc"
+  cd "$WORK"
+  $PY "$ROOT/bench/gpu_kernels.py" --json "$WORK/kernels.json"
 }
 
 train() {
-  cd "$ROOT"
-  $PY bench/gpu_train_step.py --batch-size 256 --steps 20 --warmup 5 --json "$OUT/train.json"
+  cd "$WORK"
+  $PY "$ROOT/bench/gpu_train_step.py" --batch-size 256 --steps 15 --rounds 3 --warmup 6 --json "$WORK/train.json"
 }
 
 reducer() {
-  cd "$ROOT"
-  local rc=0
-  torchrun --standalone --nproc-per-node 2 bench/gpu_reducer_check.py || rc=1
-  FASTRES_VIRTUAL_NODES=2 torchrun --standalone --nproc-per-node 4 bench/gpu_reducer_check.py || rc=1
-  return "$rc"
+  cd "$WORK"
+  FASTRES_VIRTUAL_NODES=2 $PY -m torch.distributed.run --standalone --nproc-per-node 4 \
+    "$ROOT/bench/gpu_reducer_check.py"
 }
 
 rtc() {
-  set -e
-  FASTRES_CUDA=OFF $PY -m pip install --no-build-isolation --no-deps $BUILD_RTC "$ROOT" -v 2>&1 | grep -E "fastres:|Successfully" || true
-  cd "$OUT"
-  $PY -c "import fastres.kernels.ops as o; assert not o.build_info()['cuda'], 'the FASTRES_CUDA=OFF build has CUDA kernels'"
-  $PY -m fastres.doctor | tee doctor-rtc.txt
-  grep -q "cuda:0 fused_step     run-time compiled" doctor-rtc.txt
+  local why
+  why=$($PY -c "from fastres.kernels import rtc; print(rtc.available()[1])" 2>&1) || { echo "$why"; return 1; }
+  [[ -z "$why" ]] || { echo "FIGURES no run-time compiled path to test: $why"; return 77; }
+  local site=$WORK/rtc-site
+  trap 'rm -rf "$WORK/rtc-site"' EXIT # the side install goes whatever happens; the native one was never touched
+  trap 'exit 143' TERM INT             # (so that the EXIT trap runs when the cap's timeout stops the part)
+  FASTRES_CUDA=OFF $PY -m pip install --no-build-isolation --no-deps --target "$site" \
+    --config-settings=build-dir="$WORK/build-rtc" \
+    "$ROOT" -v >"$WORK/rtc-pip.log" 2>&1 || { tail -n 30 "$WORK/rtc-pip.log"; return 1; }
+  export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+  cd "$WORK"
+  $PY -m fastres.doctor >doctor-rtc.txt 2>&1
+  $PY -m fastres.doctor --json >doctor-rtc.json || return 1
+  $PY - <<'EOF' || return 1
+import json, os, fastres, fastres.kernels.ops as ops
+assert fastres.__file__.startswith(os.environ["WORK"]), f"not the side install: {fastres.__file__}"
+assert not ops.build_info()["cuda"], "the FASTRES_CUDA=OFF build has CUDA kernels"
+paths = json.load(open("doctor-rtc.json"))["paths"]["cuda:0"]
+wrong = {op: c["path"] for op, c in paths.items() if c["path"] != "rtc"}
+assert not wrong, f"ops on cuda:0 not on the run-time compiled kernels: {wrong}"
+print("FIGURES CPU-only build: every op on cuda:0 takes the run-time compiled kernels")
+EOF
   cd "$ROOT"
-  set +e
-  FASTRES_CUDA=OFF FASTRES_SYNC_CHECK=1 pytest -q -p no:cacheprovider tests/test_rtc.py tests/test_ops.py \
-    tests/test_wire.py tests/test_lars.py tests/test_no_sync.py -W "ignore::RuntimeWarning" >"$OUT/rtc-tests.txt" 2>&1
-  local rc=$?
-  echo "FIGURES tests on the run-time compiled kernels (FASTRES_SYNC_CHECK=1): $(tail -n 1 "$OUT/rtc-tests.txt")"
-  # put the native build back (its build folder is kept: a quick relink)
-  $PY -m pip install --no-build-isolation --no-deps $BUILD_NATIVE "$ROOT" >/dev/null 2>&1 || echo "could not reinstall the native build"
+  # shellcheck disable=SC2086 # empty or two words
+  FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT tests/test_rtc.py tests/test_wire.py \
+    tests/test_ops.py tests/test_lars.py tests/test_rmsprop.py tests/test_no_sync.py -k "cuda or rtc_ or sync" \
+    -W "ignore::RuntimeWarning" --junitxml="$WORK/rtc-tests.xml" 2>&1 | tee "$WORK/rtc-tests.txt"
+  local rc=${PIPESTATUS[0]}
+  echo "FIGURES CUDA test cases on the run-time compiled kernels: $(tail -n 1 "$WORK/rtc-tests.txt")"
   return "$rc"
 }
 
-export -f build doctor tests other_tests sanitizer memcheck racecheck synccheck kernels train reducer rtc
+export -f build sanitize memcheck racecheck synccheck tests kernels train reducer rtc
 
-# ------------------------------------------------------------------------- run
-say "fastres GPU suite: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') on $gpu_name, $(date -u +%FT%TZ)"
-environment
-if [[ "$gpu_name" == no-gpu ]]; then
-  say "no CUDA GPU visible to torch ($PY): nothing to check here (environment.txt says what there is)"
+# ------------------------------------------------------------------------- summary and archive
+
+finish() {
+  local native
+  native=$(cd "$WORK" && $PY -c "import fastres.kernels.ops as o; print('yes' if o.build_info()['cuda'] else 'NO')" \
+    2>/dev/null || echo "NO (does not import)")
+  {
+    echo "# fastres GPU suite"
+    echo
+    echo "commit ${FASTRES_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}," \
+      "$(date -u +%FT%TZ), $((SECONDS - START)) s (caps $TOTAL s); $GPU_LINE"
+    echo
+    for p in "${PARTS[@]}"; do
+      echo "- ${RESULT[$p]:-NOT RUN} $p (${TOOK[$p]:-0} s of ${CAP[$p]} s): ${WHAT[$p]}${WHY[$p]:+: ${WHY[$p]}}"
+      [[ -f "$WORK/$p.log" ]] && grep -h '^FIGURES' "$WORK/$p.log" | sed 's/^FIGURES */    - /'
+      if [[ "${RESULT[$p]:-}" == FAIL ]]; then
+        tail -n 6 "$WORK/$p.log" | sed 's/^/        /'
+      fi
+    done
+    echo
+    echo "native build still installed and importable after the suite: $native"
+    echo "everything else (logs, doctor reports, JSON, junit XML): gpu-suite.tgz"
+  } >"$OUT/summary.md"
+  rm -rf "$WORK/rtc-site"
+  tar -C "$WORK" --exclude=build-native --exclude=build-rtc --exclude=rtc-site --exclude=rtc-cache \
+    -czf "$OUT/gpu-suite.tgz" .
+  rm -rf "$WORK"
+  cat "$OUT/summary.md"
+}
+declare -A WHY
+GPU_LINE="no GPU"
+trap finish EXIT
+
+{
+  date -u
+  nvidia-smi || echo "nvidia-smi: not found or failed"
+  $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'CUDA', torch.version.cuda)"
+  $PY -c "import cupy; print('cupy', cupy.__version__)" || echo "cupy: not importable"
+  (command -v nvcc && nvcc --version) || echo "nvcc: not on PATH"
+  (command -v compute-sanitizer && compute-sanitizer --version) || echo "compute-sanitizer: not on PATH"
+  $PY -m pip list 2>/dev/null
+} >"$WORK/environment.txt" 2>&1
+
+if ! GPU_LINE=$($PY -c "import torch
+p = torch.cuda.get_device_properties(0)
+print(f'{p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}')" \
+  2>>"$WORK/environment.txt"); then
+  GPU_LINE="no CUDA GPU visible to torch ($PY): nothing was run (environment.txt says what there is)"
   exit 2
 fi
-part build 150 build
-part doctor 20 doctor
-part tests 100 tests
-part train 60 train
-part kernels 80 kernels
-part reducer 75 reducer
-part rtc 110 rtc
-part memcheck 50 memcheck
-part racecheck 50 racecheck
-part synccheck 35 synccheck
-part other-tests 60 other_tests
-say "suite: $FAILED part(s) failed, ${SECONDS} s; results in $OUT"
+
+for p in "${PARTS[@]}"; do
+  if [[ -n "${FASTRES_SUITE_PARTS:-}" && " $FASTRES_SUITE_PARTS " != *" $p "* ]]; then
+    WHY[$p]="not in FASTRES_SUITE_PARTS"
+    continue
+  fi
+  if [[ "$p" != build && "${RESULT[build]:-}" != PASS && " ${FASTRES_SUITE_PARTS:-build} " == *" build "* ]]; then
+    WHY[$p]="needs the build, which did not pass"
+    continue
+  fi
+  left=$((START + TOTAL - SECONDS))
+  limit=$((CAP[$p] < left ? CAP[$p] : left))
+  if ((limit < 10)); then
+    WHY[$p]="the suite's $TOTAL s are used up"
+    continue
+  fi
+  echo "--- $p (at most $limit s)"
+  t0=$SECONDS
+  timeout -k 5 "$limit" bash -c "$p" >"$WORK/$p.log" 2>&1
+  rc=$?
+  TOOK[$p]=$((SECONDS - t0))
+  case $rc in
+  0) RESULT[$p]=PASS ;;
+  77) RESULT[$p]="NOT AVAILABLE" ;;
+  124 | 137)
+    RESULT[$p]=FAIL
+    WHY[$p]="timed out after $limit s"
+    ;;
+  *)
+    RESULT[$p]=FAIL
+    WHY[$p]="exit $rc, see $p.log"
+    ;;
+  esac
+  [[ ${RESULT[$p]} == FAIL ]] && FAILED=$((FAILED + 1))
+  echo "    ${RESULT[$p]} (${TOOK[$p]} s)"
+done
 exit "$FAILED"

@@ -1,103 +1,211 @@
-"""ResNet-50 training throughput on one GPU: bf16 autocast, channels_last, synthetic data.
+"""ResNet-50 training on one GPU: the step `python -m fastres.train` runs against a plain torch loop.
 
-    python bench/gpu_train_step.py --batch-size 256 --steps 30 --json out.json
+    python bench/gpu_train_step.py --json train.json           # bench/gpu_suite.sh runs it
+    python bench/gpu_train_step.py --compile                    # also fastres's step with torch.compile
+    python bench/gpu_train_step.py --device cpu --batch-size 4 --image-size 32 --steps 2 --rounds 1 --warmup 1
 
-One fixed random batch on the GPU (no data loading: the step alone), fastres's ResNet-50,
-cross-entropy with label smoothing 0.1, FusedLARS on the model's flat layout (what
-`python -m fastres.train --optimizer lars` runs) and, for the peer, torch.optim.SGD(fused=True).
-Each step is timed in three parts with CUDA events on the stream (forward + loss, backward,
-optimizer step), without host syncs between steps; img/s over the timed steps, peak memory
-from torch's allocator. Prints one `FIGURES` line (bench/gpu_suite.sh collects it). Goals
-(docs/design.md): NVIDIA's PyTorch reference reaches 2,470 img/s on an A100 with AMP; MLPerf-tuned
-code about 7,200 img/s on an H100.
+Both loops: fastres's ResNet-50 (1000 classes), bf16 autocast, channels_last, one synthetic
+batch (`--batch-size` 256 of 224 px, N(0, 1) images as fastres's synthetic loader makes them)
+already on the GPU, cross-entropy with label smoothing 0.1, momentum 0.9, weight decay 5e-5 on
+conv/fc weights, a learning rate that changes every step (as a schedule does).
+
+  fastres   the body of fastres.run.trainer.Trainer.train_epoch for one process (coupled:
+            change them together): the model's flat layout (bucket_layout), FusedLARS on it
+            (fastres.optim.build_optimizer with the mlperf-lars-3k preset's optimizer keys),
+            hyperparameters written into the param groups, gradients zeroed in place, the
+            NaN guard (fastres.run.stepguard: a device check of the gradients, the step skipped
+            on the device when it fails, the loss added to the window), no host sync
+  plain     model.zero_grad(); forward under autocast; loss.backward();
+            torch.optim.SGD(fused=True).step(): what a user writes
+  fastres, torch.compile   (--compile) fastres's step with the model compiled, as --compile does
+
+Rounds alternate the loops (the order rotates each round), `--rounds` (>= 3) rounds of
+`--steps` steps each after `--warmup` untimed steps per loop (cuDNN autotuning, allocator). A
+round's time runs from a CUDA event before its first step to one after its last (no host sync
+in between), so host overhead that the GPU cannot hide counts, as it does in training.
+Images/s per round, the median over rounds, and fastres over plain within each round (the
+median of those ratios); GPU clocks, temperature and power from nvidia-smi after each round;
+peak memory per loop. Prints `FIGURES` lines (bench/gpu_suite.sh collects them), writes
+everything with the machine to `--json`. Goals (docs/design.md): NVIDIA's PyTorch reference
+reaches 2,470 img/s on an A100 with AMP; MLPerf-tuned code about 7,200 img/s on an H100.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
 
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py (this folder holds no fastres/)
 
-from fastres.model import resnet50
-from fastres.optim import FusedLARS
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from fastres.distributed.reducer import bucket_layout  # noqa: E402
+from fastres.model import build_model  # noqa: E402
+from fastres.optim import build_optimizer, param_groups  # noqa: E402
+from fastres.run.execution import autocast  # noqa: E402
+from fastres.run.stepguard import StepGuard  # noqa: E402
+
+from machine import describe, gpu_state  # noqa: E402
+
+MOMENTUM, WD, ETA = 0.9, 5e-5, 0.001
+# the optimizer keys of fastres/config/presets/mlperf-lars-3k.yaml
+LARS_KEYS = dict(optimizer="lars", momentum=MOMENTUM, nesterov=False, weight_decay=WD, lars_eta=ETA, lars_eps=0.0,
+                 momentum_convention="mlperf")  # fmt: skip
 
 
-def run(optimizer: str, batch: int, steps: int, warmup: int, image: int) -> dict:
-    torch.manual_seed(0)
-    model = resnet50().cuda().to(memory_format=torch.channels_last)
-    if optimizer == "fastres FusedLARS":
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        rest = [p for p in model.parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": 5e-5}, {"params": rest, "weight_decay": 0.0}]
-        opt = FusedLARS(groups, lr=0.1, momentum=0.9, eta=0.001)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-5, fused=True)
-    x = torch.randn(batch, 3, image, image, device="cuda").to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device="cuda")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    events = [[torch.cuda.Event(enable_timing=True) for _ in range(4)] for _ in range(steps)]
-    torch.cuda.reset_peak_memory_stats()
-    for i in range(warmup + steps):
-        ev = events[i - warmup] if i >= warmup else None
-        if ev:
-            ev[0].record()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(model(x), y)
-        if ev:
-            ev[1].record()
+def lr_at(i: int) -> float:
+    return 0.1 + 1e-5 * i  # changes every step, as under a schedule
+
+
+class Loop:
+    """One training loop on one batch: `step(i)` queues step i."""
+
+    def __init__(self, name: str, device: torch.device, batch: int, image: int, compile_model: bool = False):
+        self.name, self.device = name, device
+        torch.manual_seed(0)
+        model = build_model("resnet50", 1000, zero_init_last_gamma=False).to(device)
+        self.model = model.to(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(batch, 3, image, image, generator=g)
+        self.images = x.to(device).contiguous(memory_format=torch.channels_last)
+        self.labels = torch.randint(0, 1000, (batch,), generator=g).to(device)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+        self.amp = torch.bfloat16
+        if name.startswith("fastres"):
+            self.forward = torch.compile(self.model) if compile_model else self.model
+            self.layout = bucket_layout(self.model, None)
+            self.optimizer = build_optimizer(types.SimpleNamespace(**LARS_KEYS), self.model, self.layout)
+            self.guard = StepGuard(device, max_in_a_row=10)
+            self.step = self._fastres_step
+        else:
+            self.optimizer = torch.optim.SGD(param_groups(self.model, WD), lr=0.1, momentum=MOMENTUM, fused=True)
+            self.step = self._plain_step
+
+    def _fastres_step(self, i: int) -> None:
+        # fastres.run.trainer.Trainer.train_epoch, one process, no accumulation (coupled)
+        for group in self.optimizer.param_groups:  # Trainer._set_hyperparameters
+            group["lr"] = lr_at(i)
+            group["momentum"] = MOMENTUM
+        self.layout.zero_grad()
+        with autocast(self.device, self.amp):
+            loss = self.criterion(self.forward(self.images), self.labels)
+            loss.backward()
+        bad = self.guard.check(self.layout.grads)
+        self.optimizer.step(found_inf=bad)
+        self.guard.add(loss, bad)
+
+    def _plain_step(self, i: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(i)
+        self.model.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp):
+            loss = self.criterion(self.model(self.images), self.labels)
         loss.backward()
-        if ev:
-            ev[2].record()
-        opt.step()
-        opt.zero_grad(set_to_none=False)
-        if ev:
-            ev[3].record()
-    torch.cuda.synchronize()
-    fwd = sum(e[0].elapsed_time(e[1]) for e in events) / steps
-    bwd = sum(e[1].elapsed_time(e[2]) for e in events) / steps
-    opt_ms = sum(e[2].elapsed_time(e[3]) for e in events) / steps
-    total = events[0][0].elapsed_time(events[-1][3]) / steps
-    assert torch.isfinite(loss).item(), "the loss is not finite"
-    return {
-        "optimizer": optimizer,
-        "img_per_s": round(batch / (total / 1e3), 1),
-        "step_ms": round(total, 2),
-        "forward_ms": round(fwd, 2),
-        "backward_ms": round(bwd, 2),
-        "optimizer_ms": round(opt_ms, 3),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "loss": round(loss.item(), 4),
-    }
+        self.optimizer.step()
+
+    def window(self, first: int, steps: int) -> float:
+        """Seconds for steps first .. first + steps - 1: CUDA events around them (the host clock on a CPU)."""
+        if self.device.type != "cuda":
+            t0 = time.perf_counter()
+            for i in range(first, first + steps):
+                self.step(i)
+            return time.perf_counter() - t0
+        torch.cuda.synchronize(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for i in range(first, first + steps):
+            self.step(i)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", help="cuda (default), or cpu for a dry run")
     ap.add_argument("--batch-size", type=int, default=256, help="images per step (default 256)")
     ap.add_argument("--image-size", type=int, default=224, help="pixels a side (default 224)")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
-    ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (cuDNN autotuning; default 8)")
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--steps", type=int, default=15, help="timed steps per loop per round (default 15)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, each loop once per round (default 3)")
+    ap.add_argument("--warmup", type=int, default=6, help="untimed steps per loop first (default 6)")
+    ap.add_argument("--compile", action="store_true", help="also fastres's step with torch.compile (minutes)")
+    ap.add_argument("--json", help="write the results and the machine here")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_train_step: needs a CUDA GPU")
-    torch.backends.cudnn.benchmark = True
-    out = {"gpu": torch.cuda.get_device_name(), "batch_size": args.batch_size, "image_size": args.image_size}
-    out["runs"] = [
-        run(name, args.batch_size, args.steps, args.warmup, args.image_size)
-        for name in ("fastres FusedLARS", "torch SGD fused=True")
-    ]
-    for r in out["runs"]:
-        print(
-            f"FIGURES {r['optimizer']}: {r['img_per_s']:.0f} img/s, step {r['step_ms']:.1f} ms = forward "
-            f"{r['forward_ms']:.1f} + backward {r['backward_ms']:.1f} + optimizer {r['optimizer_ms']:.2f} ms, "
-            f"peak {r['peak_memory_gib']:.1f} GiB"
-        )
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_train_step: no CUDA GPU visible to torch (--device cpu runs the same script on the CPU)")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    names = ["fastres", "plain"] + (["fastres, torch.compile"] if args.compile else [])
+    loops, peak = {}, {}
+    for name in names:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        loops[name] = loop = Loop(name, device, args.batch_size, args.image_size, compile_model="compile" in name)
+        loop.window(0, args.warmup)
+        if device.type == "cuda":
+            peak[name] = torch.cuda.max_memory_allocated(device) / 2**30
+    seconds = {name: [] for name in names}
+    clocks = []
+    step = args.warmup
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            seconds[name].append(loops[name].window(step, args.steps))
+        step += args.steps
+        clocks.append(gpu_state(device.index or 0) if device.type == "cuda" else {})
+        print(f"round {r + 1}: " + ", ".join(f"{n} {args.steps * args.batch_size / seconds[n][-1]:.4g} img/s"
+                                              for n in names) + (f"; GPU {clocks[-1]}" if clocks[-1] else ""),
+              flush=True)  # fmt: skip
+    finite = {n: bool(torch.isfinite(loops[n].model.fc.weight).all()) for n in names}
+    if not all(finite.values()):
+        raise SystemExit(f"gpu_train_step: weights became non-finite: {finite}")
+    ips = {n: [args.steps * args.batch_size / s for s in v] for n, v in seconds.items()}
+    out = {
+        "bench": "bench/gpu_train_step.py",
+        "command": "python " + " ".join(sys.argv),
+        "setup": dict(
+            batch=args.batch_size,
+            image=args.image_size,
+            steps=args.steps,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            precision="bf16 autocast",
+            memory_format="channels_last",
+            data="one synthetic batch on the device",
+        ),  # fmt: skip
+        "loops": {
+            n: {"img_per_s": statistics.median(v), "rounds": v, "peak_memory_gib": peak.get(n)} for n, v in ips.items()
+        },
+        "fastres_over_plain": statistics.median(a / b for a, b in zip(ips["fastres"], ips["plain"])),
+        "gpu_after_each_round": clocks,
+        "machine": describe(
+            gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None,
+            date=time.strftime("%Y-%m-%d"),
+        ),
+    }
+    where = out["machine"]["gpu"]
+    for n in names:
+        row = out["loops"][n]
+        mem = f", peak {row['peak_memory_gib']:.1f} GiB" if row["peak_memory_gib"] is not None else ""
+        print(f"FIGURES train step on {where}, ResNet-50 bf16 channels_last batch {args.batch_size}: {n} "
+              f"{row['img_per_s']:.4g} img/s (median of {args.rounds} rounds: "
+              f"{', '.join(f'{x:.4g}' for x in row['rounds'])}){mem}")  # fmt: skip
+    sm = [c.get("clocks.sm") for c in clocks if c]
+    print(f"FIGURES train step: fastres / plain = {out['fastres_over_plain']:.3f} (median of per-round ratios)"
+          + (f"; SM clock after each round {', '.join(sm)} MHz" if sm else ""))  # fmt: skip
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

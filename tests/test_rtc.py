@@ -3,14 +3,25 @@
 On every machine, GPU or not: each kernel source compiles with NVRTC to PTX for sm_80 and
 sm_90 and holds every kernel fastres.kernels.rtc launches, so a change that breaks run-time
 compilation fails CI (NVRTC needs no GPU; the `test` extra installs the nvidia-cuda-nvrtc
-wheel). With a GPU and CuPy: the run-time compiled kernels against float64, the CPU kernels
-and fastres._C's own CUDA kernels.
+wheel). The compile the GPU path loads is bit-exact with the nvcc build: no `.ftz` (flushed
+subnormals) or approximate division and square root in its PTX, the same kinds of float
+instructions as nvcc makes of the same file with CMakeLists.txt's flags, and CuPy (stood in
+for here) only loads fastres's cubin, never compiles the source with options of its own.
+With a GPU and CuPy: the run-time compiled kernels against float64, the CPU kernels and
+fastres._C's own CUDA kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import platform
 import re
+import shutil
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -81,6 +92,124 @@ def test_nvrtc_reports_the_log_of_a_bad_source():
     with pytest.raises(nvrtc.NvrtcError, match=r"compiling bad.cu for compute_80 failed") as info:
         lib.compile_ptx("__global__ void k(float* x) { x[0] = undefined_name; }", "bad.cu")
     assert "undefined_name" in info.value.log
+
+
+# float instructions of a PTX file, with their modifiers ("fma.rn.f32", "div.rn.f32", "add.ftz.f32")
+_FLOAT_OP = re.compile(
+    r"^\s*(?:@!?%p\d+\s+)?((?:add|sub|mul|fma|mad|div|sqrt|rsqrt|rcp|min|max|abs|neg|setp\.\w+|cvt)"
+    r"(?:\.\w+)*\.f(?:16|32|64)\w*)",
+    re.MULTILINE,
+)
+
+
+def flushed_or_approximate(ptx: str) -> list[str]:
+    """The float instructions that flush subnormals (.ftz) or round division/sqrt approximately."""
+    approximate = re.compile(r"(div|sqrt|rcp)\.(approx|full)")
+    return sorted({op for op in _FLOAT_OP.findall(ptx) if ".ftz" in op or approximate.match(op)})
+
+
+@functools.cache
+def compiled_for_sm90(file: str):
+    return rtc.compile_kernels(file, "sm_90")
+
+
+@pytest.mark.parametrize("file", sorted(rtc.KERNELS))
+def test_run_time_kernels_keep_subnormals_and_ieee_rounding(file):
+    nvrtc_lib()
+    out = compiled_for_sm90(file)  # what the GPU path loads on an H100/H200
+    assert out.cubin is not None and out.cubin[:4] == b"\x7fELF", "a cubin for sm_90, not PTX for the driver"
+    for flag in ("-ftz=false", "-prec-div=true", "-prec-sqrt=true", "-fmad=true"):
+        assert flag in out.options
+    assert set(out.lowered) == set(rtc.KERNELS[file])
+    bad = flushed_or_approximate(out.ptx)
+    assert not bad, f"{file}: the run-time compiled kernels flush subnormals or approximate: {bad}"
+
+
+@pytest.mark.parametrize("file", sorted(rtc.KERNELS))
+def test_run_time_float_code_is_the_nvcc_builds(file, tmp_path):
+    # the same kinds of float instruction as nvcc makes of the file with CMakeLists.txt's CUDA flags
+    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    if not os.path.exists(nvcc):
+        pytest.skip("nvcc not found")
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    flags = re.search(r"\$<\$<COMPILE_LANGUAGE:CUDA>:([^>]*)>", cmake).group(1).split()
+    assert not [f for f in flags if re.match(r"-(ftz|prec|fmad|use_fast_math|-use_fast_math)", f)], flags
+    ptx_file = tmp_path / "nvcc.ptx"
+    cmd = [nvcc, "-ptx", "-arch=compute_90", "-std=c++17", "-O3", "-DNDEBUG", *flags, "-DFASTRES_WITH_CUDA=1"]
+    cmd += ['-DFASTRES_CUDA_ARCHS="90"', f"-I{ROOT / 'csrc'}", str(ROOT / "csrc" / file), "-o", str(ptx_file)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    nvcc_ops = set(_FLOAT_OP.findall(ptx_file.read_text()))
+    rtc_ops = set(_FLOAT_OP.findall(rtc.compile_kernels(file, "compute_90").ptx))
+    assert nvcc_ops, "no float instruction found: the pattern no longer reads the PTX"
+    only_nvcc, only_nvrtc = sorted(nvcc_ops - rtc_ops), sorted(rtc_ops - nvcc_ops)
+    assert rtc_ops == nvcc_ops, f"{file}: only nvcc makes {only_nvcc}, only NVRTC {only_nvrtc}"
+
+
+def _stand_in_cupy(loaded: list, launched: list):
+    """CuPy as fastres.kernels.rtc uses it. RawModule(code=...) compiles the way CuPy's
+    compile_with_cache does (cupy/cuda/compiler.py: the caller's options, then `-ftz=true`);
+    RawModule(path=...) loads the file. `loaded` gets the PTX behind what was loaded."""
+    cupy = types.ModuleType("cupy")
+
+    class RawModule:
+        def __init__(self, *, code=None, path=None, options=(), name_expressions=None, **kw):
+            if code is not None:
+                out = nvrtc.load().compile(
+                    code, "cupy", arch="compute_90", options=(*options, "-ftz=true"), name_expressions=name_expressions
+                )
+                self.names = out.lowered
+                loaded.append(("code", out.ptx))
+            else:
+                self.names = {}
+                loaded.append(("path", Path(path).read_bytes()))
+
+        def compile(self):
+            pass
+
+        def get_function(self, name):
+            kernel = self.names.get(name, name)
+            return lambda grid, block, args, stream=None: launched.append((kernel, grid, block, args, stream))
+
+    cupy.RawModule = RawModule
+    stream = lambda handle: types.SimpleNamespace(handle=handle, synchronize=lambda: None)
+    cupy.cuda = types.SimpleNamespace(
+        Device=lambda device: contextlib.nullcontext(),
+        Stream=types.SimpleNamespace(from_external=lambda h: stream(h.__cuda_stream__()[1])),
+        ExternalStream=lambda handle, device: stream(handle),
+    )
+    return cupy
+
+
+def test_gpu_path_loads_fastres_cubin_and_never_lets_cupy_compile(monkeypatch, tmp_path):
+    nvrtc_lib()
+    import numpy as np
+
+    loaded, launched = [], []
+    monkeypatch.setitem(sys.modules, "cupy", _stand_in_cupy(loaded, launched))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setenv("FASTRES_RTC_CACHE", str(tmp_path))
+    monkeypatch.setattr(rtc, "_MODULES", {})
+    monkeypatch.setattr(rtc, "_STREAMS", {})
+    args = (np.uint64(0), np.uint64(0), np.int64(0), np.float32(1.0))
+    rtc.launch("wire_cuda.cu", "pack_kernel<2>", 3, 256, args, 0, 1234)
+    [(how, what)] = loaded
+    if how == "code":  # CuPy compiled the source: with its own -ftz=true
+        bad = flushed_or_approximate(what)
+        assert not bad, f"CuPy compiled the kernels and flushed subnormals: {bad}"
+    out = compiled_for_sm90("wire_cuda.cu")
+    assert how == "path" and what == out.cubin, "CuPy must load fastres's own cubin for sm_90"
+    assert not flushed_or_approximate(out.ptx)
+    [(kernel, grid, block, got, stream)] = launched
+    assert kernel == out.lowered["fastres::rtc::pack_kernel<2>"] and (grid, block) == ((3,), (256,)) and got == args
+    assert stream.handle == 1234  # torch's stream, handed to CuPy
+    # a second process finds the cubin in the cache: same file, nothing compiled
+    cubins = list(tmp_path.glob("wire_cuda-sm_90-*.cubin"))
+    assert len(cubins) == 1 and cubins[0].read_bytes() == out.cubin
+    monkeypatch.setattr(rtc, "_MODULES", {})
+    monkeypatch.setattr(rtc, "compile_kernels", lambda *a: pytest.fail("compiled again despite the cache"))
+    rtc.launch("wire_cuda.cu", "unpack_kernel<0>", 1, 256, args, 0, 1234)
+    assert loaded[-1] == ("path", out.cubin)
 
 
 def test_missing_nvrtc_says_how_to_get_it(monkeypatch):

@@ -90,6 +90,20 @@ class ResizeCenterCrop:
         return np.asarray(img.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
 
 
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _stats_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and 1/std tensors on `device`, made once per device (a tensor made from a Python
+    list on a GPU is a pageable host copy, a sync, every batch)."""
+    stats = _STATS.get(device)
+    if stats is None:
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
+        inv_std = 1.0 / torch.tensor(IMAGENET_STD, dtype=torch.float32)
+        stats = _STATS[device] = (mean.to(device), inv_std.to(device))
+    return stats
+
+
 def normalize_batch(
     images: torch.Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False
 ) -> torch.Tensor:
@@ -99,8 +113,7 @@ def normalize_batch(
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 NHWC with 3 channels, got {images.dtype} {tuple(images.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=torch.float32)
-    inv_std = 1.0 / torch.tensor(IMAGENET_STD, device=images.device, dtype=torch.float32)
+    mean, inv_std = _stats_on(images.device)
     x = (images.float() - mean) * inv_std  # NHWC
     x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: this *is* channels_last
     if not channels_last:

@@ -43,10 +43,18 @@ bucket into a staging buffer in one pass, the collectives run on it, and ops.unp
 writes the fp32 result back. A NaN or Inf in any rank's gradient reaches every rank (a sum
 keeps it), so the optimizer's found-inf check sees it on all of them.
 
-Execution: with NCCL the collectives are queued on the GPU from the hook itself (work.wait()
-only orders streams). With Gloo a collective's wait blocks the host: the hook issues a
-bucket's first stage asynchronously (several buckets are in flight), and one waiter thread
-per stage waits for it in bucket order and issues the next stage, while autograd goes on.
+Execution: the hook packs a full bucket on the stream backward runs on (the compute stream)
+and records an event there; with CUDA tensors every collective of the bucket is issued on the
+reducer's own communication stream, which first waits on that event, and the unpack runs on
+it too. Nothing in a hook makes the compute stream wait, so backward's later kernels never
+queue behind a bucket's collective (DDP's overlap). With NCCL, whose `work.wait()` only orders
+the current stream, the hook queues every stage of the bucket at once, each ordered after the
+previous one on the communication stream; `wait()` orders that stream after the last stage,
+unpacks there, and makes the caller's current stream wait on each bucket's final event
+(events only: no host sync). With Gloo a collective's wait blocks the host: the hook issues a
+bucket's first stage asynchronously (several buckets are in flight); one waiter thread per
+later stage waits for the stage before it in bucket order and issues the next one while
+autograd goes on; `wait()` waits for each bucket's last stage and unpacks it.
 
 Gradient accumulation: inside `with reducer.no_sync():` backward only accumulates; the next
 backward outside it sends the sums. Parameters that get no gradient in a backward (unused
@@ -117,12 +125,61 @@ class _Bucket:
     segments: list[int]  # the trainable segments (hooked parameters) in it
     pending: int = 0  # hooks still to fire this step
     stages: list = dataclasses.field(default_factory=list)  # (what, ranks, [issue, ...]) (_stages_of)
-    stream: object = None  # CUDA: the stream it was packed on; its collectives and unpack are ordered there
-    done: object = None  # CUDA: event recorded on `stream` after the unpack; wait() orders the caller after it
+    packed: object = None  # event recorded on the compute stream after the pack (CUDA; else a no-op)
+    done: object = None  # event recorded on the communication stream after the unpack
+    last: list | None = None  # the works of its last stage, once issued this step (wait() waits for them)
+    t0: float = 0.0  # when its current stage was issued (error messages)
 
     @property
     def buffer(self) -> torch.Tensor:
         return self.grad if self.wire is None else self.wire
+
+
+class _NoStream:
+    """CPU tensors: no streams, nothing to order."""
+
+    def wait_event(self, event) -> None:
+        pass
+
+
+class _NoEvent:
+    def record(self, stream=None) -> None:
+        pass
+
+
+class _NoStreams:
+    comm = _NoStream()
+
+    def current(self):
+        return self.comm
+
+    def event(self):
+        return _NoEvent()
+
+    def use(self, stream):
+        return contextlib.nullcontext()
+
+
+class _CudaStreams:
+    """The caller's current stream (where backward packs) and the reducer's communication stream."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.comm = torch.cuda.Stream(device)
+
+    def current(self):
+        return torch.cuda.current_stream(self.device)
+
+    def event(self):
+        return torch.cuda.Event()
+
+    def use(self, stream):
+        return torch.cuda.stream(stream)
+
+
+def _streams_for(device: torch.device):
+    """How the reducer orders its work on `device`: CUDA streams and events, or nothing (CPU)."""
+    return _CudaStreams(device) if device.type == "cuda" else _NoStreams()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,15 +349,16 @@ class Reducer:
         self._sync = True
         self._fired = [False] * layout.num_segments
         self._next = 0  # first bucket not yet sent this step
-        self._done = 0  # buckets finished this step
         self._error: BaseException | None = None
         self._cv = threading.Condition()
-        self._inline = p.backend == "nccl"  # NCCL: queue on the GPU from the hook; else waiter threads
+        self._inline = p.backend == "nccl"  # NCCL: every stage queued from the hook; else waiter threads
         self._scale = 1.0 / p.world_size if predivide else 1.0
         self._waiters: list[tuple[queue.SimpleQueue, threading.Thread] | None] = [None, None, None]
         self._broken: BaseException | None = None
+        self._streams = _streams_for(layout.device) if self.enabled else _NoStreams()
         for b in self.buckets:
             b.stages = self._stages_of(b)
+            b.packed, b.done = self._streams.event(), self._streams.event()
         self._warned_unused = False
         self._reset_counts()
         self._handles = [
@@ -357,7 +415,6 @@ class Reducer:
                     b.pending = 0
                 self._launch_ready()
                 self._wait_all()
-                self._join_streams()
                 if unused and not self._warned_unused and any(self._fired):
                     self._warned_unused = True
                     names = [self.layout.names[s] for s in unused]
@@ -409,7 +466,8 @@ class Reducer:
         self._fired = [False] * self.layout.num_segments
         self._next = 0
         with self._cv:
-            self._done = 0
+            for b in self.buckets:
+                b.last = None
 
     # ------------------------------------------------------------------ sending
 
@@ -468,107 +526,97 @@ class Reducer:
         ]
 
     def _launch_ready(self) -> None:
-        """Send buckets in index order, as far as they are full (the hook's thread, or wait())."""
+        """Send buckets in index order, as far as they are full (the hook's thread, or wait()).
+
+        The pack runs on the current stream (backward's); everything after it on the
+        communication stream, ordered after the pack by an event: nothing here makes the
+        current stream wait."""
+        st = self._streams
         while self._next < len(self.buckets) and self.buckets[self._next].pending == 0:
             b = self.buckets[self._next]
             self._next += 1
-            b.stream = torch.cuda.current_stream(b.grad.device) if b.grad.is_cuda else None
             try:
                 if b.wire is not None:
                     ops.pack_wire(b.grad, b.wire, self._scale)
                 elif self._scale != 1.0:
                     b.grad.mul_(self._scale)
+                b.packed.record(st.current())
+                st.comm.wait_event(b.packed)
             except Exception as e:  # noqa: BLE001 - reported by wait()
                 self._fail(e)
                 continue
-            if self._inline:
-                self._run_inline(b)
-            else:
-                self._issue(b, 0)
+            with st.use(st.comm):
+                if self._inline:
+                    self._issue_all(b)
+                else:
+                    self._issue(b, 0)
 
-    def _run_inline(self, b: _Bucket) -> None:
-        """NCCL: queue every collective of b now; work.wait() only orders the current stream after it."""
+    def _issue_all(self, b: _Bucket) -> None:
+        """NCCL: queue every stage of b on the communication stream (current here), each one
+        ordered after the one before by work.wait(), which for NCCL orders the current stream
+        and returns; wait() orders the stream after the last stage."""
         for k, (_what, _ranks, issues) in enumerate(b.stages):
-            t0 = time.monotonic()
+            b.t0 = time.monotonic()
             try:
-                for work in [issue() for issue in issues]:
-                    work.wait()
+                works = [issue() for issue in issues]
+                if k + 1 < len(b.stages):
+                    for work in works:
+                        work.wait()
             except Exception as e:  # noqa: BLE001
-                self._fail(self._error_for(b, k, e, t0))
+                self._fail(self._error_for(b, k, e, b.t0))
                 return
-            self.collectives += len(issues)
-        self._finish(b)
+            if k + 1 < len(b.stages):
+                with self._cv:
+                    self.collectives += len(works)
+        self._deliver(b, works)
+
+    def _deliver(self, b: _Bucket, works: list) -> None:
+        """b's last stage is issued: wait() may wait for it."""
+        with self._cv:
+            b.last = works
+            self._cv.notify_all()
 
     # Gloo: a collective's wait() blocks the host. The hook's thread only issues the first
     # collective of a bucket (asynchronous, so several buckets are in flight); one waiter thread
-    # per stage waits for its stage's collectives in bucket order and issues the next stage.
-    # Every group thus sees its collectives issued in bucket order on every rank, and each stage
-    # has a group of its own (the all-gathers use a second intra-node group), so no two threads
-    # ever issue on one group.
+    # per stage but the last waits for its stage's collectives in bucket order and issues the
+    # next stage; wait() waits for the last. Every group thus sees its collectives issued in
+    # bucket order on every rank, and each stage has a group of its own (the all-gathers use a
+    # second intra-node group), so no two threads ever issue on one group. One stage (flat):
+    # no thread at all.
     def _issue(self, b: _Bucket, k: int) -> None:
-        t0 = time.monotonic()
+        b.t0 = time.monotonic()
         try:
             works = [issue() for issue in b.stages[k][2]]
         except Exception as e:  # noqa: BLE001
-            self._fail(self._error_for(b, k, e, t0))
+            self._fail(self._error_for(b, k, e, b.t0))
+            return
+        if k + 1 == len(b.stages):
+            self._deliver(b, works)
             return
         if self._waiters[k] is None:
             q: queue.SimpleQueue = queue.SimpleQueue()
             t = threading.Thread(target=self._wait_stage, args=(k, q), name=f"fastres-reducer-{k}", daemon=True)
             t.start()
             self._waiters[k] = (q, t)
-        self._waiters[k][0].put((b, works, t0))
+        self._waiters[k][0].put((b, works))
 
     def _wait_stage(self, k: int, q: queue.SimpleQueue) -> None:
+        st = self._streams
         while (item := q.get()) is not None:
-            b, works, t0 = item
+            b, works = item
             try:
-                with self._on_stream(b):  # CUDA tensors: orders the bucket's stream after the collective
+                with st.use(st.comm):  # CUDA tensors: Gloo's wait orders the current stream after the collective
                     for work in works:
                         work.wait()
             except Exception as e:  # noqa: BLE001 - a thread must not die: wait() re-raises it
-                self._fail(self._error_for(b, k, e, t0))
+                self._fail(self._error_for(b, k, e, b.t0))
                 continue
             with self._cv:
                 self.collectives += len(works)
             if self._error is not None:
                 continue
-            with self._on_stream(b):  # the next stage reads what this one wrote: issued on the same stream
-                if k + 1 < len(b.stages):
-                    self._issue(b, k + 1)
-                else:
-                    self._finish(b)
-
-    @staticmethod
-    def _on_stream(b: _Bucket):
-        """The bucket's CUDA stream as this thread's current one (nothing for CPU tensors).
-
-        A waiter thread's own current stream is its device's default stream, not the one the
-        bucket was packed and its collective issued on: Gloo's work.wait() orders the current
-        stream after a collective of CUDA tensors, so the wait, the next stage and the unpack
-        all run with the bucket's stream current."""
-        return torch.cuda.stream(b.stream) if b.stream is not None else contextlib.nullcontext()
-
-    def _join_streams(self) -> None:
-        """Order the caller's current stream after every bucket's unpack (events, no host sync)."""
-        for b in self.buckets:
-            if b.done is not None:
-                torch.cuda.current_stream(b.grad.device).wait_event(b.done)
-
-    def _finish(self, b: _Bucket) -> None:
-        try:
-            with self._on_stream(b):
-                if b.wire is not None:
-                    ops.unpack_wire(b.wire, b.grad, 1.0)
-                if b.stream is not None:
-                    b.done = b.done or torch.cuda.Event()
-                    b.done.record(b.stream)
-        except Exception as e:  # noqa: BLE001
-            self._fail(e)
-            return
-        with self._cv:
-            self._done += 1
-            self._cv.notify_all()
+            with st.use(st.comm):  # the next stage reads what this one wrote: issued on the same stream
+                self._issue(b, k + 1)
 
     def _fail(self, error: BaseException) -> None:
         with self._cv:
@@ -588,22 +636,49 @@ class Reducer:
         return err
 
     def _wait_all(self) -> None:
+        """Wait for every bucket's last stage in bucket order, unpack it, and order the caller's
+        current stream after every unpack (events: no host sync with NCCL)."""
         limit = self.plan.timeout_s + 60.0 if self.plan.timeout_s else None
-        t0 = time.monotonic()
-        with self._cv:
-            while self._done < len(self.buckets) and self._error is None:
-                left = None if limit is None else limit - (time.monotonic() - t0)
-                if left is not None and left <= 0:
-                    b = self.buckets[self._done]
-                    raise CollectiveError(
-                        f"fastres.distributed.reducer: gradient bucket {b.index} ({self._params_of(b)}) did not "
-                        f"finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s + 60 s)"
-                    )
-                self._cv.wait(timeout=left if left is not None else 1.0)
-            error, self._error = self._error, None
-        if error is not None:
-            self._broken = error
-            raise error
+        t0, st = time.monotonic(), self._streams
+        for b in self.buckets:
+            with self._cv:
+                while b.last is None and self._error is None:
+                    left = None if limit is None else limit - (time.monotonic() - t0)
+                    if left is not None and left <= 0:
+                        raise CollectiveError(
+                            f"fastres.distributed.reducer: gradient bucket {b.index} ({self._params_of(b)}) did "
+                            f"not finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s "
+                            "+ 60 s)"
+                        )
+                    self._cv.wait(timeout=left if left is not None else 1.0)
+                error, self._error = self._error, None
+            if error is None:
+                error = self._finish(b)
+            if error is not None:
+                self._broken = error
+                raise error
+            with self._cv:
+                self.collectives += len(b.last)
+        caller = st.current()
+        for b in self.buckets:
+            caller.wait_event(b.done)
+
+    def _finish(self, b: _Bucket) -> BaseException | None:
+        """On the communication stream: wait for b's last stage, unpack, record b.done; the error, if any."""
+        st = self._streams
+        with st.use(st.comm):
+            try:
+                for work in b.last:
+                    work.wait()
+            except Exception as e:  # noqa: BLE001
+                return self._error_for(b, len(b.stages) - 1, e, b.t0)
+            try:
+                if b.wire is not None:
+                    ops.unpack_wire(b.wire, b.grad, 1.0)
+                b.done.record(st.comm)
+            except Exception as e:  # noqa: BLE001
+                return e
+        return None
 
     def _params_of(self, b: _Bucket) -> str:
         names = self.layout.names

@@ -4,12 +4,16 @@
     lib.version()                           # (13, 0)
     ptx, lowered = lib.compile_ptx(source, "lars_cuda.cu", arch="compute_90",
                                    name_expressions=["fastres::rtc::fused_update_kernel<true>"])
+    out = lib.compile(source, "lars_cuda.cu", arch="sm_90", options=(...), name_expressions=[...])
+    out.ptx, out.cubin, out.lowered         # a real architecture gives machine code (a cubin) too
 
-NVRTC needs no GPU and no driver: it turns source into PTX in the calling process (NVRTC
-guide, "Introduction"). That is what lets CI, which has neither, check on every run that
-fastres's kernel sources still compile at run time (tests/test_rtc.py), and what
-`python -m fastres.doctor` reports. The GPU path itself goes through CuPy (fastres.kernels.rtc), whose
-`compile_using_nvrtc` asks the CUDA runtime for the device first and so cannot serve here.
+NVRTC needs no GPU and no driver: it turns source into PTX and machine code (a cubin) in the
+calling process (NVRTC guide, "Introduction"). That is what lets CI, which has neither, check
+on every run that fastres's kernel sources still compile at run time, with the very options
+the GPU path uses (tests/test_rtc.py), and what `python -m fastres.doctor` reports. The GPU
+path compiles with it too (fastres.kernels.rtc: a cubin for the device's architecture, with
+fastres's own options) and only loads and launches the result with CuPy: CuPy's own compile
+would append options of its own (`-ftz=true`).
 
 Where the library is looked for, in order: $FASTRES_NVRTC (a path to libnvrtc.so*), the
 `nvidia-cuda-nvrtc` wheel (`nvidia/cu13/lib`, or `nvidia/cuda_nvrtc/lib` for CUDA 12),
@@ -22,10 +26,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import glob
 import os
 
-__all__ = ["Nvrtc", "NvrtcError", "NvrtcUnavailable", "candidates", "load"]
+__all__ = ["Compiled", "Nvrtc", "NvrtcError", "NvrtcUnavailable", "candidates", "load"]
 
 
 class NvrtcUnavailable(RuntimeError):
@@ -75,8 +80,20 @@ def candidates() -> list[str]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """One NVRTC compilation: its PTX, its cubin (for a real architecture "sm_XY"; None for a
+    virtual one "compute_XY"), the lowered (mangled) name of each name expression, and the
+    options NVRTC was given, exactly."""
+
+    ptx: str
+    cubin: bytes | None
+    lowered: dict
+    options: tuple
+
+
 class Nvrtc:
-    """A loaded libnvrtc: its version and a PTX compiler."""
+    """A loaded libnvrtc: its version and a compiler to PTX and cubin."""
 
     def __init__(self, path: str):
         folder = os.path.dirname(path)
@@ -117,7 +134,13 @@ class Nvrtc:
         self._lib.nvrtcGetProgramLog(prog, buf)
         return buf.value.decode(errors="replace").strip()
 
-    def compile_ptx(
+    def compile_ptx(self, source: str, name: str, **kw) -> tuple[str, dict[str, str]]:
+        """PTX of `source` for a virtual architecture (`arch=`, default compute_80) and the lowered
+        (mangled) name of each name expression: `compile`'s, which takes the same arguments."""
+        out = self.compile(source, name, **kw)
+        return out.ptx, out.lowered
+
+    def compile(
         self,
         source: str,
         name: str,
@@ -125,9 +148,10 @@ class Nvrtc:
         arch: str = "compute_80",
         options: tuple[str, ...] = (),
         name_expressions: tuple[str, ...] | list[str] = (),
-    ) -> tuple[str, dict[str, str]]:
-        """PTX of `source` for virtual architecture `arch`, and the lowered (mangled) name of
-        each name expression. Raises NvrtcError with NVRTC's log when the source is refused."""
+    ) -> Compiled:
+        """`source` compiled for `arch` ("compute_90": PTX; "sm_90": PTX and a cubin) with
+        --gpu-architecture and then exactly `options`. Raises NvrtcError with NVRTC's log when
+        the source is refused."""
         prog = ctypes.c_void_p()
         self._check(
             self._lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
@@ -136,13 +160,19 @@ class Nvrtc:
         try:
             for expr in name_expressions:
                 self._check(self._lib.nvrtcAddNameExpression(prog, expr.encode()), f"nvrtcAddNameExpression({expr})")
-            opts = [f"--gpu-architecture={arch}", *options]
+            opts = (f"--gpu-architecture={arch}", *options)
             argv = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
             self._check(self._lib.nvrtcCompileProgram(prog, len(opts), argv), f"compiling {name} for {arch}", prog)
             size = ctypes.c_size_t()
             self._check(self._lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "nvrtcGetPTXSize")
             buf = ctypes.create_string_buffer(size.value)
             self._check(self._lib.nvrtcGetPTX(prog, buf), "nvrtcGetPTX")
+            cubin = None
+            if arch.startswith("sm_"):
+                self._check(self._lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "nvrtcGetCUBINSize")
+                raw = ctypes.create_string_buffer(size.value)
+                self._check(self._lib.nvrtcGetCUBIN(prog, raw), "nvrtcGetCUBIN")
+                cubin = raw.raw[: size.value]
             lowered = {}
             for expr in name_expressions:
                 out = ctypes.c_char_p()
@@ -150,7 +180,7 @@ class Nvrtc:
                     self._lib.nvrtcGetLoweredName(prog, expr.encode(), ctypes.byref(out)), "nvrtcGetLoweredName"
                 )
                 lowered[expr] = out.value.decode()
-            return buf.value.decode(), lowered
+            return Compiled(buf.value.decode(), cubin, lowered, opts)
         finally:
             self._lib.nvrtcDestroyProgram(ctypes.byref(prog))
 

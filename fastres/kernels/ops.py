@@ -7,7 +7,7 @@ prints it for every op and device):
   cpu    `_C`'s C++/OpenMP kernel, for CPU tensors
   cuda   `_C`'s CUDA kernel on the tensor's device and current stream (no host sync), where
          the driver supports the linked CUDA runtime and the build holds code for the GPU
-  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.kernels.rtc),
+  rtc    the same CUDA kernels compiled at run time with NVRTC, loaded with CuPy (fastres.kernels.rtc),
          where the native ones cannot run and CuPy is installed (`pip install fastres[gpu]`)
   torch  the torch version of the op (fastres.kernels.torch_ops): slower
 A GPU op that does not get the native CUDA kernel warns once, saying why. `path=` on

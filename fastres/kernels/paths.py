@@ -7,7 +7,7 @@
 Paths:
   cpu    fastres._C's C++/OpenMP kernel (CPU tensors)
   cuda   fastres._C's CUDA kernel (native CUDA)
-  rtc    the same CUDA kernels compiled at run time with NVRTC through CuPy (fastres.kernels.rtc)
+  rtc    the same CUDA kernels compiled at run time with NVRTC, loaded with CuPy (fastres.kernels.rtc)
   torch  the torch version of the op (fastres.kernels.torch_ops)
 
 The native CUDA kernels are chosen only where they can run. fastres._C links the CUDA
@@ -61,9 +61,10 @@ class Gpu:
 
 @dataclasses.dataclass(frozen=True)
 class Rtc:
-    """The CuPy path's means (fastres.kernels.rtc.status): whether CuPy and its NVRTC load, the CUDA
-    runtime CuPy links (statically: it needs a driver of that major version, as fastres._C
-    does), and the architectures its NVRTC compiles for."""
+    """The run-time compiled path's means (fastres.kernels.rtc.status): whether CuPy (which loads and
+    launches the kernels) and fastres's NVRTC (which compiles them) load, the CUDA runtime CuPy
+    links (statically: it needs a driver of that major version, as fastres._C does), and the
+    architectures the NVRTC compiles for."""
 
     available: bool
     reason: str = ""
@@ -196,7 +197,7 @@ def run_time_compiled(index: int, probe: Probe) -> tuple[bool, str]:
     if gpu is not None and r.archs and gpu.sm not in r.archs:
         return (
             False,
-            f"CuPy's NVRTC compiles for sm_{min(r.archs)}..sm_{max(r.archs)}, not for {gpu.name} (sm_{gpu.sm})",
+            f"fastres's NVRTC compiles for sm_{min(r.archs)}..sm_{max(r.archs)}, not for {gpu.name} (sm_{gpu.sm})",
         )
     return True, ""
 
@@ -267,5 +268,5 @@ def choose(op: str, device: torch.device, probe: Probe, force: str = "auto") -> 
             raise RuntimeError(f"path='rtc': {rtc_why}")
         return Choice("rtc", "asked for (path='rtc')")
     if rtc_ok:
-        return Choice("rtc", f"{how}; compiling fastres's CUDA kernels at run time with NVRTC through CuPy")
+        return Choice("rtc", f"{how}; compiling fastres's CUDA kernels at run time with NVRTC, run with CuPy")
     return Choice("torch", f"{how}; and {rtc_why}")

@@ -2,22 +2,36 @@
 
 Most users install with pip on machines without nvcc: their fastres._C has C++ kernels only.
 When such an install meets a GPU and CuPy (`pip install fastres[gpu]`), fastres.kernels.ops compiles
-the kernels of the very same csrc/*_cuda.cu files with NVRTC through CuPy's `RawModule` at
-first use, and launches them on torch's current stream. The .cu files are written for both
-compilers: under NVRTC (`__CUDACC_RTC__`) only their kernels are compiled, without the host
-launchers or any standard header (csrc/common.h).
+the kernels of the very same csrc/*_cuda.cu files at first use and launches them on torch's
+current stream. The .cu files are written for both compilers: under NVRTC (`__CUDACC_RTC__`)
+only their kernels are compiled, without the host launchers or any standard header
+(csrc/common.h).
 
     KERNELS                       the .cu files and the name expressions of their kernels
+    NVRTC_OPTIONS                 the options of every run-time compile: those of the nvcc build
     kernel_source(file)           the file with its local #includes inlined: one string
+    compile_kernels(file, arch)   fastres's own NVRTC call (fastres.kernels.nvrtc): PTX, and a
+                                  cubin for a real architecture ("sm_90")
+    cubin_for(file, sm)           the cubin for sm_XY and its kernels' lowered names, from the
+                                  disk cache or compiled now
     source_dir()                  where the kernel sources are (the installed copy, or csrc/)
-    status(), available()         what CuPy brings (versions, architectures), or why not
-    launch(file, kernel, grid, block, args, device)   on torch's current stream of `device`
+    status(), available()         what the path has (CuPy, NVRTC, architectures), or why not
+    launch(file, kernel, grid, block, args, device, stream)   on torch's stream `stream`
 
-Compiled modules are cached per (file, device) in this process; CuPy also keeps the binaries
-on disk (~/.cupy/kernel_cache, keyed by the source text and the options: that is why the
-includes are inlined here rather than passed as -I, which CuPy's key would not see). CuPy
-compiles for the device's own architecture (a cubin where its NVRTC knows the architecture),
-so no PTX JIT by the driver is involved.
+Bit-exact with the nvcc build: the kernels are compiled by fastres's NVRTC call
+(fastres.kernels.nvrtc) with NVRTC_OPTIONS and nothing else, to a cubin for the device's own
+architecture (no PTX JIT by the driver), and CuPy only loads that file
+(`cupy.RawModule(path=...)`) and launches its kernels. CuPy's own compile (RawModule(code=...))
+is never used: it appends `-ftz=true` after the caller's options (cupy/cuda/compiler.py,
+_compile_with_cache_cuda), which flushes subnormals to zero, and the wire kernels would then
+differ from the CPU kernels' bits on subnormal inputs. tests/test_rtc.py compiles every kernel
+for sm_90 on CPU-only CI and fails if the PTX holds a `.ftz` instruction, or if its float
+instructions differ in kind from those nvcc makes of the same file.
+
+Cubins are cached on disk, keyed by the source text, the options, the architecture and the
+NVRTC version ($FASTRES_RTC_CACHE, else $XDG_CACHE_HOME/fastres/rtc or ~/.cache/fastres/rtc;
+a temporary folder where none is writable); the loaded modules per (file, device) in this
+process.
 
 The host launchers of csrc/*_cuda.cu are mirrored by fastres.kernels.ops (grids and launch order):
 coupled, change them together. FASTRES_SYNC_CHECK=1 synchronises and checks after each launch
@@ -28,14 +42,21 @@ RawKernel documentation: Python ints would not say their width).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import re
+import tempfile
 from pathlib import Path
+
+from fastres.kernels import nvrtc
 
 __all__ = [
     "KERNELS",
     "NVRTC_OPTIONS",
     "available",
+    "compile_kernels",
+    "cubin_for",
     "kernel_source",
     "launch",
     "source_dir",
@@ -60,10 +81,12 @@ KERNELS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# C++17 as in CMakeLists.txt (the kernels use `if constexpr`), line info for the profilers;
-# NVRTC's other defaults equal nvcc's (IEEE division and sqrt, no flush to zero, FMA on), and
-# nvcc's --expt-relaxed-constexpr has no NVRTC counterpart (the kernels need it for nothing).
-NVRTC_OPTIONS = ("-std=c++17", "-lineinfo")
+# C++17 as in CMakeLists.txt (the kernels use `if constexpr`), line info for the profilers, and
+# nvcc's defaults for the float code, said explicitly (nvcc and NVRTC documentation: subnormals
+# kept, IEEE-rounded division and square root, multiply-adds contracted to FMA), so that no
+# default of either compiler decides them; nvcc's --expt-relaxed-constexpr has no NVRTC
+# counterpart (the kernels need it for nothing).
+NVRTC_OPTIONS = ("-std=c++17", "-lineinfo", "-ftz=false", "-prec-div=true", "-prec-sqrt=true", "-fmad=true")
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
@@ -117,56 +140,112 @@ def _sync_check() -> bool:
     return v not in ("", "0")
 
 
+def compile_kernels(file: str, arch: str) -> nvrtc.Compiled:
+    """`file`'s kernels (a key of KERNELS) compiled by fastres's NVRTC with NVRTC_OPTIONS for
+    `arch`: "sm_90" gives PTX and a cubin, "compute_90" PTX only. Needs no GPU."""
+    return nvrtc.load().compile(
+        kernel_source(file), file, arch=arch, options=NVRTC_OPTIONS, name_expressions=KERNELS[file]
+    )
+
+
+def _cache_dir() -> Path:
+    """A writable folder for cubins: $FASTRES_RTC_CACHE, $XDG_CACHE_HOME/fastres/rtc, ~/.cache/fastres/rtc,
+    or a temporary folder of this process."""
+    env = os.environ.get("FASTRES_RTC_CACHE")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for d in [env] if env else [os.path.join(base, "fastres", "rtc")]:
+        try:
+            os.makedirs(d, exist_ok=True)
+            if os.access(d, os.W_OK):
+                return Path(d)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="fastres-rtc-"))
+
+
+def cubin_for(file: str, sm: int) -> tuple[Path, dict[str, str]]:
+    """The cubin of `file` for sm_`sm` (a file: CuPy loads it) and {name expression: lowered
+    name}: from the cache when the same source, options, architecture and NVRTC made it,
+    else compiled now and stored (atomically: ranks of one machine may race)."""
+    lib = nvrtc.load()
+    arch = f"sm_{sm}"
+    key = json.dumps([kernel_source(file), NVRTC_OPTIONS, arch, lib.version(), KERNELS[file]])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    d = _cache_dir()
+    cubin, names = d / f"{file[:-3]}-{arch}-{digest}.cubin", d / f"{file[:-3]}-{arch}-{digest}.json"
+    if cubin.is_file() and names.is_file():
+        try:
+            lowered = json.loads(names.read_text())
+            if set(lowered) == set(KERNELS[file]):
+                return cubin, lowered
+        except (OSError, ValueError):
+            pass
+    out = compile_kernels(file, arch)
+    for path, data in ((names, json.dumps(out.lowered).encode()), (cubin, out.cubin)):
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return cubin, dict(out.lowered)
+
+
 @functools.lru_cache(maxsize=1)
 def status() -> dict:
-    """What the CuPy path has: {"available": bool, "reason": why not (or ""), "cupy": version,
-    "runtime": CuPy's CUDA runtime version (13000), "nvrtc": (major, minor), "archs": the sm_XY
-    numbers its NVRTC compiles for}. Needs no GPU: CuPy links its CUDA runtime statically, and
-    asks neither the runtime version nor NVRTC anything that needs a driver."""
+    """What the run-time compiled path has: {"available": bool, "reason": why not (or ""),
+    "cupy": version, "runtime": CuPy's CUDA runtime version (13000), "nvrtc": (major, minor)
+    of the NVRTC fastres compiles with, "archs": the sm_XY numbers it compiles for}. Needs no
+    GPU: CuPy links its CUDA runtime statically and is asked nothing that needs a driver."""
     out = {"available": False, "reason": "", "cupy": None, "runtime": None, "nvrtc": None, "archs": ()}
     try:
         import cupy
-        from cupy.cuda import nvrtc, runtime
+        from cupy.cuda import runtime
     except Exception as e:  # noqa: BLE001 - any import failure means: no CuPy path
         out["reason"] = f"CuPy is not importable ({type(e).__name__}: {e}); `pip install fastres[gpu]` brings it"
         return out
     out["cupy"] = cupy.__version__
     try:
         out["runtime"] = int(runtime.runtimeGetVersion())
-        out["nvrtc"] = tuple(nvrtc.getVersion())
-        out["archs"] = tuple(int(a) for a in nvrtc.getSupportedArchs())
     except Exception as e:  # noqa: BLE001
-        out["reason"] = f"CuPy {cupy.__version__} imports but cannot load NVRTC ({type(e).__name__}: {e})"
+        out["reason"] = f"CuPy {cupy.__version__} imports but cannot tell its CUDA runtime ({type(e).__name__}: {e})"
+        return out
+    try:
+        lib = nvrtc.load()
+        out["nvrtc"] = lib.version()
+        out["archs"] = tuple(lib.supported_archs())
+    except (nvrtc.NvrtcUnavailable, nvrtc.NvrtcError, OSError) as e:
+        out["reason"] = str(e)
         return out
     out["available"] = True
     return out
 
 
 def available() -> tuple[bool, str]:
-    """(True, "") when CuPy imports and can load NVRTC, else (False, the reason)."""
+    """(True, "") when CuPy imports and fastres's NVRTC loads, else (False, the reason)."""
     st = status()
     return st["available"], st["reason"]
 
 
-_MODULES: dict[tuple[str, int], object] = {}
+_MODULES: dict[tuple[str, int], dict] = {}
 
 
-def _module(file: str, device: int):
-    """cupy.RawModule of `file` on `device`, compiled at first use (and cached)."""
+def _module(file: str, device: int) -> dict:
+    """{name expression: CuPy kernel} of `file` on `device`: its cubin for the device's
+    architecture, compiled by fastres (cubin_for) and loaded by CuPy from the file, never
+    compiled by CuPy; cached."""
     key = (file, device)
-    mod = _MODULES.get(key)
-    if mod is None:
+    kernels = _MODULES.get(key)
+    if kernels is None:
         import cupy
+        import torch
 
+        major, minor = torch.cuda.get_device_capability(device)
+        path, lowered = cubin_for(file, 10 * major + minor)
         with cupy.cuda.Device(device):
-            mod = cupy.RawModule(
-                code=kernel_source(file),
-                options=NVRTC_OPTIONS,
-                name_expressions=list(KERNELS[file]),
-            )
-            mod.compile()  # compile now, so that an error names the file here, not at a launch
-        _MODULES[key] = mod
-    return mod
+            module = cupy.RawModule(path=str(path))
+            # loads the module now, so that an error names the file here, not at a launch
+            kernels = {expr: module.get_function(lowered[expr]) for expr in KERNELS[file]}
+        _MODULES[key] = kernels
+    return kernels
 
 
 class _StreamHandle:
@@ -206,7 +285,7 @@ def launch(file: str, kernel: str, grid: int, block: int, args: tuple, device: i
     import cupy
 
     with cupy.cuda.Device(device):
-        fn = _module(file, device).get_function(_NS + kernel)
+        fn = _module(file, device)[_NS + kernel]
         st = _cupy_stream(stream, device)
         fn((grid,), (block,), args, stream=st)
         if _sync_check():
