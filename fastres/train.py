@@ -65,6 +65,13 @@ def _schedule_table(cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fastres.run.console import guarded_streams
+
+    with guarded_streams():  # a log reader that goes away never stops the run (fastres.run.console)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from fastres.config import parse_command_line, print_schedule_requested
     from fastres.run.preemption import Preempted, exit_status
     from fastres.run.resume import plan_resume
