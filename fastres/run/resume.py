@@ -88,17 +88,13 @@ def batch_for(global_batch: int, world: int, saved_batch: int, batch: int | None
     """(per-process batch, --accumulate) that make `global_batch` on `world` processes: those given, or the
     fewest accumulation passes whose batch is at most `saved_batch`. Raises ConfigError when none does."""
     if batch is not None or accumulate is not None:
-        if batch is not None and accumulate is not None:
-            ok = batch * world * accumulate == global_batch
-        elif batch is not None:
-            ok, accumulate = global_batch % (world * batch) == 0, global_batch // (world * batch)
-        else:
-            ok, batch = global_batch % (world * accumulate) == 0, global_batch // (world * accumulate)
-        if ok and batch >= 1 and accumulate >= 1:
-            return batch, accumulate
-        raise ConfigError(f"--resume: --batch-size {batch} x {world} processes x --accumulate {accumulate} is not "
-                          f"the run's global batch of {global_batch} images per step; give one that keeps it, "
-                          "or neither")  # fmt: skip
+        asked = " and ".join(f"--{k} {v}" for k, v in (("batch-size", batch), ("accumulate", accumulate)) if v)
+        b, a = batch or global_batch // (world * accumulate or 1), accumulate or global_batch // (world * batch or 1)
+        if b >= 1 and a >= 1 and b * world * a == global_batch:
+            return b, a
+        raise ConfigError(f"--resume: {asked} on {world} process{'es' if world > 1 else ''} cannot keep the run's "
+                          f"global batch of {global_batch} images per step (per-process batch x processes x "
+                          "--accumulate); give values that do, or leave them out")  # fmt: skip
     for acc in range(1, global_batch // world + 1):
         if global_batch % (world * acc) == 0 and global_batch // (world * acc) <= saved_batch:
             return global_batch // (world * acc), acc
