@@ -133,30 +133,45 @@ def test_a_divergence_keeps_the_last_good_checkpoint_and_resume_continues_from_i
     assert len(repeated) == 2 and repeated[1]["skipped_steps"] == 1  # the same step, computed again from it
 
 
+def reading(pid: int, folder: Path) -> bool:
+    """Whether process `pid` has a file under `folder` open now."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd).startswith(f"{folder}/") for fd in fds.iterdir())
+    except OSError:  # a descriptor closed while listed
+        return False
+
+
 def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resume_redoes_it(data, tmp_path):
-    """200 validation images in 50 batches of 4 take far longer than a training step. SIGTERM as validation
-    starts: it stops within a few batches, the checkpoint of the last step is written (marked: validation still
-    to do), exit 143 with one line. The same command validates that epoch again, first, with the accuracy of the
-    checkpoint (fastres.eval's), and a config.yaml left cut short is written whole again."""
+    """204 validation images in 51 batches of 4 take far longer than a training step. SIGTERM once validation
+    has begun (its first batch is 4 large JPEGs: the process holds one open while decoding it): validation stops
+    within a few batches, the checkpoint of the last step is written (marked: validation still to do), exit 143
+    with one line. The same command validates that epoch again, first, with the accuracy of that checkpoint
+    (fastres.eval's), and a config.yaml left cut short is written whole again."""
     from fastres.eval import evaluate
+
+    from jpegs import jpeg_bytes
 
     root = tmp_path / "data"
     shutil.copytree(data, root)
     for f in sorted((root / "val").rglob("*.JPEG")):
         for k in range(9):
             shutil.copy(f, f.with_name(f"{f.stem}-{k}.JPEG"))
+    first = sorted((root / "val").iterdir())[0]
+    for k in range(4):  # the first batch: slow to decode
+        (first / f"0-large-{k}.JPEG").write_bytes(jpeg_bytes(3000, 2000, seed=k))
     run = tmp_path / "run"
     args = ["--data", str(root), *TINY, "--val-batch-size", "4", "--epochs", "1", "--out", str(tmp_path), "--name",
             "run", "--resume", "auto"]  # fmt: skip
     proc = start(args, tmp_path)
-    wait_until(lambda: any(r["step"] == 5 for r in records(run, "train")), proc)  # the epoch's last step
+    wait_until(lambda: reading(proc.pid, root / "val"), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     line = one_line_error(err)
     assert "stopped by SIGTERM after step 5, in the validation of epoch 1" in line, line
     stop = records(run, "stop")
-    assert len(stop) == 1 and stop[0]["during"] == "validation" and stop[0]["val_batches"] == 50, stop
+    assert len(stop) == 1 and stop[0]["during"] == "validation" and stop[0]["val_batches"] == 51, stop
     assert stop[0]["val_batches_done"] < 12, stop  # within a few batches of the signal, not at the end
     assert not records(run, "val") and not records(run, "summary")
     path = CheckpointStore(run).paths()[0]
@@ -169,7 +184,7 @@ def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resum
     out, err = again.communicate(timeout=400)
     assert again.returncode == 0, err[-3000:]
     val = records(run, "val")
-    assert [(r["epoch"], r["step"], r["images"]) for r in val] == [(1, 5, 200)], val
+    assert [(r["epoch"], r["step"], r["images"]) for r in val] == [(1, 5, 204)], val
     assert "(validation done again after the resume)" in out
     mine = evaluate(path, root, device="cpu", workers=0, say=lambda _: None)
     assert (val[0]["top1"], val[0]["top5"]) == (mine.top1, mine.top5)

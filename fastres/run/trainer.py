@@ -7,10 +7,13 @@ fastres.run.Run and handed over; this file is the loop. Losses stay device tenso
 host synchronises only on log steps (`--log-every`).
 
 Faults (README, "When things go wrong"): a signal ends the run in a checkpoint of the step
-every rank agreed on (fastres.run.preemption); checkpoints are also taken every
-`--checkpoint-every` steps / `--checkpoint-minutes`, in the background; a step whose
-gradients hold NaN/Inf is skipped on every rank (fastres.run.stepguard); an undecodable sample
-is replaced and listed (fastres.run.badsamples). However `fit()` ends, the run is released.
+every rank agreed on (fastres.run.preemption), also during validation (polled once per batch:
+the checkpoint says the epoch's validation is still to do, and the resumed run does it
+first); checkpoints are also taken every `--checkpoint-every` steps / `--checkpoint-minutes`,
+in the background; a step whose gradients hold NaN/Inf is skipped on every rank
+(fastres.run.stepguard), and no checkpoint is taken while steps are being skipped, so the
+last one from before survives; an undecodable sample is replaced and listed
+(fastres.run.badsamples). However `fit()` ends, the run is released.
 """
 
 from __future__ import annotations
