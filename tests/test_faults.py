@@ -204,37 +204,44 @@ def test_the_checker_names_every_entry_of_a_class_folder_it_does_not_read(data, 
     assert lines[-1].endswith(f"0 bad, 0 odd but valid; {len(odd)} entries skipped (not image files)"), lines[-1]
 
 
-def _validation_polls(batches_by_rank: list[int], signal_rank: int, signal_at: int | None) -> tuple:
-    """One rank of a job validating its share: a poll per batch, as many as the rank with the most batches, and one
-    after the last (the trainer's loop); SIGUSR1 to itself on `signal_rank` before poll `signal_at`. (the poll it
-    stopped at, polls, signal)."""
+def _validation_polls(batches_by_rank: list[int], scenarios: list[tuple[int, int | None]]) -> list[tuple]:
+    """One rank of a job validating its share, once per scenario (signal_rank, signal_at): a poll per batch, as
+    many as the rank with the most batches, and one after the last (the trainer's loop); SIGUSR1 to itself on
+    `signal_rank` before poll `signal_at`. Per scenario: (the poll it stopped at, polls, signal)."""
     from fastres.distributed import destroy, discover, init_distributed
     from fastres.run.preemption import StopSignals
 
     topology = discover()
     groups = init_distributed(topology, device=torch.device("cpu"), timeout=60)
-    stop = StopSignals(groups)
+    results = []
     try:
-        polls = stop.most(batches_by_rank[topology.rank], "validation batches")
-        for b in range(polls):
-            if topology.rank == signal_rank and b == signal_at:
-                os.kill(os.getpid(), signal.SIGUSR1)
-            verdict = stop.poll()
-            if verdict.signum:
-                return b, polls, verdict.signum
-        return polls, polls, stop.poll().signum  # the signal of the last batch, if any: after validation
+        for signal_rank, signal_at in scenarios:
+            stop = StopSignals(groups)
+            try:
+                polls = stop.most(batches_by_rank[topology.rank], "validation batches")
+                for b in range(polls):
+                    if topology.rank == signal_rank and b == signal_at:
+                        os.kill(os.getpid(), signal.SIGUSR1)
+                    verdict = stop.poll()
+                    if verdict.signum:
+                        results.append((b, polls, verdict.signum))
+                        break
+                else:  # the signal of the last batch, if any: after validation
+                    results.append((polls, polls, stop.poll().signum))
+            finally:
+                stop.close()
     finally:
-        stop.close()
         destroy(groups)
+    return results
 
 
-@pytest.mark.parametrize("signal_rank, signal_at", [(1, 2), (0, 4), (1, None)])
-def test_ranks_with_uneven_validation_shares_poll_as_often_and_stop_at_the_same_batch(signal_rank, signal_at):
+def test_ranks_with_uneven_validation_shares_poll_as_often_and_stop_at_the_same_batch():
     """Rank 0 has 5 validation batches, rank 1 has 4 (and polls once more after its last). A signal to either,
     at any poll, stops both at the same poll, the one after it (the flags' reduction is read one poll later): the
     last batch's signal at the poll after validation."""
     from multiproc import check_ok, run_ranks
 
-    results = check_ok(run_ranks(_validation_polls, world=2, args=([5, 4], signal_rank, signal_at), timeout=120))
-    expected = (5, 5, 0) if signal_at is None else (signal_at + 1, 5, signal.SIGUSR1)
+    scenarios = [(1, 2), (0, 4), (1, None)]
+    results = check_ok(run_ranks(_validation_polls, world=2, args=([5, 4], scenarios), timeout=120))
+    expected = [(3, 5, signal.SIGUSR1), (5, 5, signal.SIGUSR1), (5, 5, 0)]
     assert results == [expected, expected], results
