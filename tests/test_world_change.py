@@ -119,30 +119,31 @@ def test_resume_on_one_process_then_on_two_sees_the_global_batches_of_a_run_neve
     straight = {r["step"]: r["loss"] for r in records(tmp_path / "straight", "train")}
     assert sorted(straight) == list(range(1, 11))
 
-    one = tmp_path / "one"
-    shutil.copytree(tmp_path / "straight", one)
-    proc = run_cmd(["--resume", str(keep_only(one, 2))], tmp_path, world=1)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = resumed_copy(tmp_path / "straight", tmp_path / "one", step=2, world=1, saved_world=2, accumulate=[1, 2])
     assert "resumed on 1 process, saved by 2: --batch-size 4 x --accumulate 2 keeps the run's global batch of 8" in (
-        proc.stdout
+        one.stdout
     )
-    resume = records(one, "resume")[-1]
-    assert (resume["world_size"], resume["saved_world_size"], resume["step"]) == (1, 2, 2)
-    assert resume["changed"] == {"accumulate": [1, 2]}
-    losses = attempt_losses(one)
+    losses = attempt_losses(tmp_path / "one")
     assert sorted(losses) == list(range(3, 11))
     assert [losses[s] for s in losses] == pytest.approx([straight[s] for s in losses], rel=1e-5)
 
-    two = tmp_path / "two"
-    shutil.copytree(one, two)
-    proc = run_cmd(["--resume", str(keep_only(two, 6))], tmp_path, world=2)  # written by the 1-process attempt
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    resume = records(two, "resume")[-1]
-    assert (resume["world_size"], resume["saved_world_size"], resume["step"]) == (2, 1, 6)
-    assert resume["changed"] == {"accumulate": [2, 1]}
-    losses = attempt_losses(two)
+    # from the checkpoint the 1-process attempt wrote
+    resumed_copy(tmp_path / "one", tmp_path / "two", step=6, world=2, saved_world=1, accumulate=[2, 1])
+    losses = attempt_losses(tmp_path / "two")
     assert sorted(losses) == list(range(7, 11))
     assert [losses[s] for s in losses] == pytest.approx([straight[s] for s in losses], rel=1e-5)
+
+
+def resumed_copy(source: Path, run: Path, *, step: int, world: int, saved_world: int, accumulate: list[int]):
+    """A copy of run folder `source` resumed from its step-`step` checkpoint on `world` processes; the
+    resume record must say what changed."""
+    shutil.copytree(source, run)
+    proc = run_cmd(["--resume", str(keep_only(run, step))], run.parent, world=world)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resume = records(run, "resume")[-1]
+    assert (resume["world_size"], resume["saved_world_size"], resume["step"]) == (world, saved_world, step)
+    assert resume["changed"] == {"accumulate": accumulate}
+    return proc
 
 
 def test_dali_resumed_on_another_process_count_continues_from_the_next_epoch_boundary(data, tmp_path):
