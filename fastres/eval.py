@@ -10,6 +10,9 @@ The model, the class names and the crop size are the checkpoint's; the images go
 the run's own validation path (resize the shorter side to size*256/224, central crop, the
 same loader backend and precision as the run unless --backend / --precision say otherwise),
 so a checkpoint evaluated on the run's validation split gives the accuracy the run logged.
+The logged accuracy is shown beside the result only then: on the same folder (the run's
+ROOT/val, no --val-list) and the same files (no bad file left out that the run kept);
+otherwise the report says where it was measured and does not compare.
 ROOT is an ImageNet-layout tree (ROOT/val/<class>/*) or one split folder (ROOT/<class>/*);
 its class folders must be the checkpoint's classes, or the error names the difference.
 
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 
 from fastres.data.dataset import CHECK_DEPTHS
-from fastres.data.folder import DatasetError, FolderSplit, existing_dir, scan_split
+from fastres.data.folder import DatasetError, FolderSplit, describe_skipped, existing_dir, scan_split
 from fastres.data.loader import resolve_backend
 from fastres.distributed import collectives as coll
 from fastres.distributed import destroy, discover, init_distributed
@@ -54,6 +57,14 @@ class EvalResult:
     val_dir: Path
     checkpoint: Loaded
     rank: int = 0  # this process's rank (only rank 0 reports)
+    run_val_dir: Path | None = None  # where the run measured the accuracy it logged (None: not a plain folder)
+
+    @property
+    def same_split(self) -> bool:
+        """Whether these are the images the run validated on, so that its logged accuracy compares."""
+        cfg = self.checkpoint.config
+        same_files = not self.skipped or bool(cfg.get("skip_bad_files"))
+        return self.run_val_dir is not None and same_files and _same_path(self.val_dir, self.run_val_dir)
 
     def to_dict(self) -> dict:
         c = self.checkpoint
@@ -67,7 +78,8 @@ class EvalResult:
             top5=self.top5,
             images=self.images,
             skipped=self.skipped,
-            logged=c.val,
+            logged=c.val if self.same_split else None,  # only where it is the same measurement
+            logged_on=str(self.run_val_dir) if self.run_val_dir else None,
         )
 
 
@@ -111,9 +123,28 @@ def _run_dataset(cfg: dict, say) -> Path:
     return root
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def run_val_dir(cfg: dict) -> Path | None:
+    """The folder the run validated on (its ROOT/val; the built-in dataset's when it had no --data), found
+    without writing anything; None when the run's val split was a --val-list (a subset eval cannot name)."""
+    if cfg.get("val_list"):
+        return None
+    if cfg.get("data"):
+        return Path(cfg["data"]).expanduser() / "val"
+    from fastres.data.builtin import VERSION, default_cache_dir
+
+    return default_cache_dir() / VERSION / "val"
+
+
 def _prepare(data: str, classes: tuple[str, ...], depth: str, skip_bad: bool, say) -> tuple[FolderSplit, int]:
     """Rank 0's listing of the split, without the bad files when asked (the other ranks get it)."""
     split = open_val_split(data, classes)
+    skipped_entries = describe_skipped([split])
+    if skipped_entries:
+        say(skipped_entries)
     if depth == "none":
         return split, 0
     from fastres.data.check import check_files
@@ -225,7 +256,8 @@ def evaluate(
     destroy(groups)
     if n != len(split):
         raise DatasetError(f"{split.root}: {n} images were evaluated of {len(split)} listed")  # a loader lost some
-    return EvalResult(100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1), n, skipped, split.root, loaded, rank)
+    top1, top5 = 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1)
+    return EvalResult(top1, top5, n, skipped, split.root, loaded, rank, run_val_dir(loaded.config))
 
 
 def _report(result: EvalResult) -> str:
@@ -236,7 +268,12 @@ def _report(result: EvalResult) -> str:
     )
     if result.skipped:
         line += f" ({result.skipped} bad files left out)"
-    if c.val and all(isinstance(c.val.get(k), (int, float)) for k in ("top1", "top5")):
+    if not (c.val and all(isinstance(c.val.get(k), (int, float)) for k in ("top1", "top5"))):
+        return line
+    if not result.same_split:
+        where = result.run_val_dir or "its --val-list"
+        line += f"\n  not compared with the accuracy the run logged: that was measured on {where}, not on these images"
+    else:
         line += (
             f"\n  the run logged top-1 {c.val['top1']:.2f}% top-5 {c.val['top5']:.2f}% "
             f"after epoch {c.val.get('epoch', '?')} (before this checkpoint)"

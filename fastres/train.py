@@ -114,6 +114,13 @@ def _smoke_check(summary) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fastres.run.console import guarded_streams
+
+    with guarded_streams():  # a log reader that goes away never stops the run (fastres.run.console)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from fastres.config import print_config_requested, print_schedule_requested, resolve_command_line, smoke_requested
     from fastres.run.preemption import Preempted, exit_status
     from fastres.run.resume import plan_resume

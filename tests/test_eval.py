@@ -120,3 +120,21 @@ def test_bad_input_is_one_line(trained, tmp_path, make, message):
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "plain.pth")  # a torch file, not fastres's
     (tmp_path / "empty_run").mkdir()
     assert message in one_line(run_eval(*make(tmp_path, run), cwd=tmp_path))
+
+
+def test_the_logged_accuracy_is_shown_beside_only_a_measurement_of_the_same_split(trained, tmp_path):
+    from fastres.eval import _report
+
+    data, run = trained
+    other = tmp_path / "other"
+    shutil.copytree(data / "val", other / "val")
+    for folder in sorted((other / "val").iterdir()):
+        sorted(folder.iterdir())[0].unlink()  # another set of images: one of the two per class
+    proc = run_eval(str(run), "--data", str(other), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "on 10 images of" in proc.stdout and "the run logged top-1" not in proc.stdout, proc.stdout
+    assert f"not compared with the accuracy the run logged: that was measured on {data / 'val'}" in proc.stdout
+    result = evaluate(run, other, say=lambda _: None).to_dict()
+    assert result["logged"] is None and result["logged_on"] == str(data / "val")
+    own = evaluate(run, data, say=lambda _: None)
+    assert own.same_split and "\n  the run logged top-1 " in _report(own)

@@ -25,7 +25,7 @@ from torch import nn
 
 from fastres import FastresError
 
-__all__ = ["host_copy", "restore_rng", "restore_run", "rng_state", "run_state"]
+__all__ = ["host_copy", "restore_rng", "restore_run", "rng_state", "run_state", "saved_world_size"]
 
 
 def host_copy(obj: Any) -> Any:
@@ -95,6 +95,12 @@ def run_state(
     })  # fmt: skip
 
 
+def saved_world_size(state: dict[str, Any]) -> int:
+    """The number of processes that wrote `state` (`extra["world"]`; before that key, one loader state per rank)."""
+    world = (state.get("extra") or {}).get("world")
+    return int(world) if world else len(state.get("data_per_rank") or [None])
+
+
 def restore_run(
     state: dict[str, Any],
     model: nn.Module,
@@ -109,12 +115,13 @@ def restore_run(
     """Load a checkpoint's state into the run; returns the step to continue after.
 
     Every rank restores the same model and optimizer; each restores its own loader state when
-    the checkpoint was written by as many ranks (otherwise the data order restarts at the
-    epoch boundary, said once by rank 0). `where` names the checkpoint in errors."""
+    the checkpoint was written by as many ranks (a loader whose order is its readers', DALI's,
+    cannot continue another process count's epoch: the caller decides what to do, see
+    fastres.run.parts). `where` names the checkpoint in errors."""
     if state.get("steps_per_epoch") != steps_per_epoch:
         raise FastresError(
             f"{where}: the checkpoint was taken at {state.get('steps_per_epoch')} steps per epoch, this run makes "
-            f"{steps_per_epoch} (a changed --batch-size, number of processes or dataset)"
+            f"{steps_per_epoch} (a changed global batch or dataset)"
         )
     try:
         model.load_state_dict(state["model"])
@@ -124,10 +131,6 @@ def restore_run(
         raise FastresError(f"{where}: the checkpoint does not fit this model/optimizer ({first})") from None
     restore_rng(state["rng"])
     per_rank = state.get("data_per_rank") or [None]
-    if per_rank[0] is not None and hasattr(train_loader, "load_state_dict"):
-        if len(per_rank) == world:
-            train_loader.load_state_dict(per_rank[rank])
-        elif rank == 0:
-            print(f"fastres: {where}: saved by {len(per_rank)} ranks, resumed by {world}: the data order "
-                  "restarts at the epoch boundary", flush=True)  # fmt: skip
+    if per_rank[0] is not None and hasattr(train_loader, "load_state_dict") and len(per_rank) == world:
+        train_loader.load_state_dict(per_rank[rank])
     return int(state["step"])

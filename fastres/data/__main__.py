@@ -1,7 +1,8 @@
 """`python -m fastres.data`: dataset tools.
 
 python -m fastres.data check ROOT [--decode] [--workers N] [--lists DIR]
-    find files no loader can decode; exit 0 (all good), 1 (some bad, listed), 2 (usage)
+    find files no loader can decode; exit 0 (all good), 1 (some bad, listed), 2 (usage); entries of
+    class folders that are not image files (FIFOs, links to nothing, directories, ...) are listed as skip
 python -m fastres.data shard ROOT OUT [--shard-size N] [--decode] [--skip-bad-files]
     check every file, then write webdataset tar shards (+ DALI index files) of ROOT/train and
     ROOT/val; exit 0 (written), 1 (bad files, listed: nothing written), 2 (usage)
@@ -22,6 +23,9 @@ def _check(args) -> int:
 
     lists = _output_dir(args.lists, "--lists") if args.lists else None  # before the long check, not after
     splits, report = check_tree(args.root, decode=args.decode, workers=args.workers, progress=not args.quiet)
+    skipped = [item for split in splits.values() for item in split.skipped]
+    for path, why in skipped:
+        print(f"skip {path}: {why}")
     for path, why in report.odd:
         print(f"odd  {path}: {why}")
     for path, why in report.bad:
@@ -32,7 +36,8 @@ def _check(args) -> int:
             n = write_file_list(split, out / f"{name}.txt", report.bad_paths)
             print(f"wrote {out / f'{name}.txt'} ({n} files, relative to {split.root})")
     depth = "decoded" if args.decode else "header-checked"
-    print(f"{report.checked} files {depth}: {len(report.bad)} bad, {len(report.odd)} odd but valid")
+    also = f"; {len(skipped)} entries skipped (not image files)" if skipped else ""
+    print(f"{report.checked} files {depth}: {len(report.bad)} bad, {len(report.odd)} odd but valid{also}")
     return 1 if report.bad else 0
 
 

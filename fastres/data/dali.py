@@ -53,7 +53,10 @@ Sample order: a fresh permutation of the whole training list every epoch
 (`shuffle_after_epoch`, one seed on every rank, so the ranks split one permutation), as
 the PIL sampler does; it depends on the epochs read before. A resumed
 run continues that order from a DALI checkpoint (`state_dict` / `load_state_dict`,
-pipelines built with `enable_checkpointing=True`).
+pipelines built with `enable_checkpointing=True`). Each rank's checkpoint is that of its own
+shard of the epoch (rank r reads [n r / w, n (r + 1) / w) of the permutation), so the global
+batches depend on the number of processes: a run resumed on another number cannot continue
+the epoch's order, and fastres.run continues it from the next epoch boundary (said in one line).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@
 Classes are the sub-folder names of `ROOT/train`, sorted by name; label i is the i-th
 class, as in torchvision's ImageFolder and DALI's file reader, so every backend gives the
 same label to the same file. Validation must have the same class folders as training.
+
+A class folder's samples are its regular files (or links to them) with an image suffix.
+Every other entry (a FIFO, a link to nothing, a directory even if named `*.JPEG`, a device
+file, a file of another suffix) is left out and listed in `FolderSplit.skipped` with the
+reason, which the checker, the trainer and eval print (`describe_skipped`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "FolderSplit",
     "DatasetError",
     "class_dirs",
+    "describe_skipped",
     "existing_dir",
     "os_problem",
     "split_folder",
@@ -47,6 +53,7 @@ class FolderSplit:
     root: Path
     classes: tuple[str, ...]
     samples: tuple[tuple[str, int], ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, why) of the class folders' entries that are not samples
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -82,6 +89,38 @@ def _entries(folder: Path, what: str = "") -> list[tuple[str, str, bool, bool]]:
     return out
 
 
+def _why_not_a_sample(path: str, is_dir: bool, is_file: bool) -> str:
+    """Why an entry of a class folder is not read as an image."""
+    if is_dir:
+        return "a directory"
+    if is_file:
+        return f"not an image file name (the suffix is not one of {', '.join(IMG_EXTENSIONS)})"
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    link = stat.S_ISLNK(mode)
+    if link:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return f"a symbolic link to nothing ({os.readlink(path)})"
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"a symbolic link to {kind.removeprefix('a ')}" if link else kind
+
+
+def describe_skipped(splits, limit: int = 5) -> str | None:
+    """One line naming the entries of the splits' class folders that are not samples, or None."""
+    skipped = [item for split in splits if split is not None for item in split.skipped]
+    if not skipped:
+        return None
+    shown = "; ".join(f"{p} ({why})" for p, why in skipped[:limit])
+    more = f"; and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"fastres: skipping {len(skipped)} entries of class folders that are not image files: {shown}{more}"
+
+
 def class_dirs(split_dir: Path) -> list[str]:
     """The class folder names of a split, sorted (hidden folders are not classes)."""
     return sorted(name for name, _, is_dir, _ in _entries(split_dir) if is_dir and not name.startswith("."))
@@ -106,13 +145,16 @@ def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = N
         )
         raise DatasetError(f"class folders of {split_dir} differ from the training classes: {detail}")
     samples: list[tuple[str, int]] = []
+    skipped: list[tuple[str, str]] = []
     empty: list[str] = []
     for label, name in enumerate(found):
-        files = sorted(
-            path
-            for entry, path, _, is_file in _entries(split_dir / name, "class folder")
-            if is_file and entry.lower().endswith(IMG_EXTENSIONS)
-        )
+        files = []
+        for entry, path, is_dir, is_file in sorted(_entries(split_dir / name, "class folder")):
+            if is_file and entry.lower().endswith(IMG_EXTENSIONS):
+                files.append(path)
+            else:
+                skipped.append((path, _why_not_a_sample(path, is_dir, is_file)))
+        files.sort()
         if not files:
             empty.append(name)
         samples.extend((f, label) for f in files)
@@ -123,7 +165,7 @@ def scan_split(split_dir: str | os.PathLike, classes: tuple[str, ...] | None = N
             f"{len(empty)} class folder(s) of {split_dir} hold no images: {', '.join(empty[:5])}"
             f"{' ...' if len(empty) > 5 else ''}"
         )
-    return FolderSplit(split_dir, found, tuple(samples))
+    return FolderSplit(split_dir, found, tuple(samples), tuple(skipped))
 
 
 def existing_dir(root: str | os.PathLike, prefix: str = "") -> Path:

@@ -193,7 +193,9 @@ def _pytorch_loaders(opts: LoaderOptions) -> Loaders:
         persistent_workers=workers > 0,
         worker_init_fn=ignore_stop_signals if workers else None,
     )
-    train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=opts.rank, world=world)
+    # chunks of one per-process batch: the global batches do not depend on the number of processes
+    train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=opts.rank, world=world,
+                                   chunk=cfg.batch_size)  # fmt: skip
     val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=opts.rank, world=world)
     train = torch.utils.data.DataLoader(
         ImageFolderDataset(train_split, train_tf, known_in(train_split, known_bad)),

@@ -2,9 +2,12 @@
 
 Every random choice of a sample (crop box, flip) comes from a seed that the sampler draws
 with the sample's index, so a batch depends on (seed, epoch, step) only, not on how many
-worker processes there are or which of them decoded it. Samplers shard by rank the way
-DALI's reader does (rank r of w takes every w-th sample of the epoch's permutation), so
-the PIL and DALI backends split data between ranks alike.
+worker processes there are or which of them decoded it. Nor on how many training processes
+there are: the epoch's permutation is cut into consecutive chunks of one per-process batch,
+and chunk c goes to rank c mod w, so optimizer step k (accumulation passes included) takes
+positions [k G, (k + 1) G) of the permutation for a global batch G, whatever the split of G
+into processes x batch x --accumulate. A run resumed on another number of processes sees the
+global batches of a run never stopped, each sample with the same crop and flip.
 
 A file that cannot be decoded does not stop the run: the worker that meets it returns the
 substitute of fastres/data/bad.py (the mean colour, with the sample's label) in its place
@@ -76,16 +79,22 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 class ShardedSampler(torch.utils.data.Sampler):
     """Yields (index, seed) for this rank's share of one epoch.
 
-    Train (`shuffle=True`): a fresh permutation per epoch, padded by wrapping around so that
-    every rank gets the same number of samples (a rank that ran out early would stall the
-    others' collectives). Val (`shuffle=False`): rank r takes samples r, r+w, ...; no padding,
-    so summing counts across ranks counts every image exactly once.
+    Train (`shuffle=True`): a fresh permutation per epoch, in chunks of `chunk` samples (the
+    per-process batch): chunk c of the epoch is rank (c mod world)'s; position p of the epoch is
+    sample perm[p mod size] with seed seeds[p], both drawn from (seed, epoch) only. The epoch is
+    padded by wrapping around to whole rounds of `world` chunks, so that every rank gets the same
+    number of samples (a rank that ran out early would stall the others' collectives). With
+    chunk 1 rank r takes positions r, r + w, ... Val (`shuffle=False`): rank r takes samples
+    r, r+w, ...; no padding, so summing counts across ranks counts every image exactly once.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, chunk: int = 1):
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in [0, {world})")
+        if chunk < 1:
+            raise ValueError(f"chunk: must be >= 1, got {chunk}")
         self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.chunk = chunk
         self.epoch = 0
         self.start = 0
 
@@ -93,24 +102,30 @@ class ShardedSampler(torch.utils.data.Sampler):
         """The epoch to yield, from this rank's `start`-th sample on (a run resumed mid-epoch)."""
         self.epoch, self.start = epoch, start
 
+    def _rounds(self) -> int:
+        """Rounds of `world` chunks in a padded epoch."""
+        return math.ceil(self.size / (self.world * self.chunk))
+
     def __len__(self) -> int:
         if self.shuffle:
-            return math.ceil(self.size / self.world)
+            return self._rounds() * self.chunk
         return len(range(self.rank, self.size, self.world))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=g)
-            per_rank = math.ceil(self.size / self.world)
-            pad = per_rank * self.world - self.size
-            if pad:
-                order = torch.cat([order, order[:pad]])
-        else:
-            order = torch.arange(self.size)
-        seeds = torch.randint(0, 2**62, (len(order),), generator=g)
-        mine = slice(self.rank, None, self.world)
-        return iter(list(zip(order[mine].tolist(), seeds[mine].tolist()))[self.start :])
+        if not self.shuffle:
+            seeds = torch.randint(0, 2**62, (self.size,), generator=g)
+            mine = slice(self.rank, None, self.world)
+            return iter(list(zip(range(self.size)[mine], seeds[mine].tolist()))[self.start :])
+        perm = torch.randperm(self.size, generator=g)
+        span = self.world * self.chunk
+        total = self._rounds() * span  # positions of the padded epoch
+        # drawn after the permutation, for every position: seeds[p] is the same for any padded length
+        seeds = torch.randint(0, 2**62, (total,), generator=g)
+        chunks = torch.arange(total).view(-1, self.world, self.chunk)  # [round, rank, place in the chunk]
+        positions = chunks[:, self.rank, :].reshape(-1)[self.start :]
+        order = perm[positions % self.size]
+        return iter(list(zip(order.tolist(), seeds[positions].tolist())))
 
 
 def collate_uint8(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:

@@ -185,7 +185,9 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             run.summary = rec
         elif kind == "resume":
             run.resumes.append(rec)
-            step = _num(rec.get("step")) or 0
+            # the step the checkpoint was taken at: what came after it in the log was not kept (the run may
+            # continue at a later step: DALI on another process count skips to the next epoch boundary)
+            step = _num(rec.get("checkpoint_step", rec.get("step"))) or 0
             run.train, run.val = _drop_after(run.train, step), _drop_after(run.val, step)
             run.summary = None  # a summary before a resume closed an earlier attempt
         elif kind == "bad_file":

@@ -12,6 +12,7 @@ command.
   runlog       the run folder: config.yaml, metrics.jsonl, the summary
   runlock      one job per run folder
   progress     a bar on a terminal, a line every N seconds in a log file
+  console      stdout/stderr that fail (a log reader gone: EPIPE, EIO, closed) are dropped, never the run
   metrics      top-k counts, kept on the device
   tensorboard  the metrics as TensorBoard scalars
 """

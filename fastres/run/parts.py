@@ -10,6 +10,7 @@ was built, in reverse, also when building failed half-way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
@@ -20,9 +21,11 @@ from torch import nn
 from fastres import FastresError
 from fastres.checkpoint import restore_run, run_state
 from fastres.checkpoint.saver import Checkpointer
+from fastres.checkpoint.state import saved_world_size
 from fastres.config import TrainConfig
 from fastres.data import check_dataset, make_loaders, max_bad_default, open_dataset
 from fastres.data.builtin import builtin_root, rewrite_if_builtin
+from fastres.data.folder import describe_skipped
 from fastres.data.loader import resolve_backend
 from fastres.distributed import Reducer, destroy, discover, init_distributed
 from fastres.distributed import collectives as coll
@@ -33,6 +36,7 @@ from fastres.optim import build_optimizer
 from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
 from fastres.run.badsamples import BadSampleLedger
+from fastres.run.console import active_sinks, describe_failure
 from fastres.run.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
 from fastres.run.preemption import StopSignals
 from fastres.run.runlock import RunLock
@@ -42,10 +46,15 @@ from fastres.run.stepguard import StepGuard
 __all__ = ["Run"]
 
 
+def processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
 class Run:
     def __init__(self, cfg: TrainConfig, plan=None):
         self.cfg, self.plan, self.t_start = cfg, plan, time.perf_counter()
         self.groups = self.data = self.reducer = self.log = self.lock = self.stop = self.saver = self.tb = None
+        self.sinks = None
         try:
             self._set_up(cfg)
         except BaseException:
@@ -74,6 +83,9 @@ class Run:
         # under a launcher: one killed with SIGKILL leaves no rank training on
         self.stop = StopSignals(self.groups, follow_parent=self.topology.launcher != "none")
         dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list, self.say)  # listed once: check, loaders
+        skipped = describe_skipped((dataset.train, dataset.val))
+        if skipped:  # a FIFO, a link to nothing, a directory named *.JPEG in a class folder: named, not read
+            self.say(skipped)
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)
         self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
@@ -111,10 +123,15 @@ class Run:
         self.saver = Checkpointer(self.run_dir, keep=cfg.keep_checkpoints, every_steps=cfg.checkpoint_every,
                                   every_minutes=cfg.checkpoint_minutes, writer=self.rank == 0, say=say)  # fmt: skip
         self.step, self.best, self.last_val, self.attempt = 0, (float("-inf"), 0), None, 1
+        self.val_pending: int | None = None  # an epoch (1-based) whose validation is still to be done
+        self._said_skipping = False
         self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.rank == 0 else None
+        self.sinks = active_sinks()
+        if self.sinks is not None:  # a console that fails from now on is a record of the run (fastres.run.console)
+            self.sinks.attach(lambda **fields: self.write("sink_dropped", step=self.step, **fields))
         if self.plan is not None and self.plan.state is not None:
             self._resume(self.plan)
-        elif self.rank == 0:
+        if self.rank == 0:  # on a resume too: a config.yaml cut short by a crash is whole again
             self._write_config()
         if cfg.tensorboard and self.rank == 0:
             from fastres.run.tensorboard import TensorBoardWriter
@@ -139,6 +156,8 @@ class Run:
         facts.update(amp=amp, channels_last=self.channels_last, global_batch=self.global_batch)
         facts.update(peak_lr=self.schedule.peak, ranks=self.world, launcher=t.launcher, topology=t.describe())
         facts.update(allreduce=reducer.describe() if reducer else None)
+        if self.plan is not None and self.plan.state is not None:
+            facts.update(attempt=self.attempt, resumed_from=str(self.plan.checkpoint), resumed_at_step=self.step)
         write_config(self.run_dir, self.cfg.to_dict(), facts)
 
     def _resume(self, plan) -> None:
@@ -152,30 +171,69 @@ class Run:
         extra = state.get("extra", {})
         self.best, self.last_val = tuple(extra.get("best", self.best)), extra.get("val")
         self.attempt = int(extra.get("attempt", 1)) + 1
+        self.val_pending = extra.get("val_pending")
         if self.scaler is not None and "loss_scaler" in extra:
             self.scaler.load_state_dict(extra["loss_scaler"])
+        saved_world = saved_world_size(state)
+        if saved_world != self.world and hasattr(self.data.train, "load_state_dict"):
+            self._dali_epoch_boundary(where, saved_world)
         changed = {k: list(v) for k, v in plan.changes.items()}
         saved_data = state.get("config", {}).get("data")
         if saved_data != self.cfg.data:  # a run from before fastres recorded its built-in dataset's path
             changed.setdefault("data", [saved_data, self.cfg.data])
-        self.write("resume", attempt=self.attempt, checkpoint=where, step=self.step, world_size=self.world,
-                    changed=changed)  # fmt: skip
+        self.write("resume", attempt=self.attempt, checkpoint=where, checkpoint_step=int(state["step"]), step=self.step,
+                   world_size=self.world, saved_world_size=saved_world, changed=changed)  # fmt: skip
 
-    def checkpoint(self, best: bool = False, wait: bool = False) -> None:
-        """Checkpoint the current step: every rank's loader state gathered, rank 0 saves (in the background)."""
+    def _dali_epoch_boundary(self, where: str, saved_world: int) -> None:
+        """A loader whose order is its readers' (DALI) cannot continue another process count's epoch: the run
+        continues from the next epoch boundary, validating the interrupted epoch first."""
+        spe, step = self.steps_per_epoch, self.step
+        if step % spe == 0:
+            self.say(f"fastres: {where}: saved by {processes(saved_world)}, resumed by {self.world}: DALI's readers "
+                     f"split each epoch by process: epoch {step // spe + 1} on reads a new order")  # fmt: skip
+            return
+        self.step = (step // spe + 1) * spe
+        self.val_pending = step // spe + 1
+        self.say(f"fastres: {where}: saved by {processes(saved_world)} at step {step}, resumed by {self.world}: "
+                 f"DALI's readers split each epoch by process, so the run continues from the next epoch boundary "
+                 f"(step {self.step}: the last {self.step - step} steps of epoch {self.val_pending} are skipped, "
+                 "its validation is done first)")  # fmt: skip
+
+    def checkpoint(self, best: bool = False, wait: bool = False, val_pending: int | None = None) -> bool:
+        """Checkpoint the current step: every rank's loader state gathered, rank 0 saves (in the background).
+
+        Not while the run is skipping steps (the last step's gradients held NaN/Inf on every rank): such a
+        state may hold blown-up weights and NaN BN statistics, and its file would push an older good
+        checkpoint out of --keep-checkpoints. Returns whether one was taken (every rank agrees: the
+        streak is read from the reduced gradients). val_pending: the epoch (1-based) whose validation
+        the checkpoint does not include yet (a resumed run does it first)."""
+        skipping = self.guard.streak()
+        if skipping:
+            if not self._said_skipping:
+                self.say(f"fastres: no checkpoint of step {self.step}: its last {skipping} steps were skipped (NaN/Inf "
+                         f"gradients); none is written until a step succeeds; {self.last_checkpoint()}")  # fmt: skip
+                self._said_skipping = True
+            return False
+        self._said_skipping = False
         train = self.data.train
         states = coll.gather_objects(self.groups, train.state_dict() if hasattr(train, "state_dict") else None,
                                      "the data loaders' states")  # fmt: skip
-        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt)
+        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt, world=self.world)
+        if val_pending is not None:
+            extra["val_pending"] = val_pending
         if self.scaler is not None:
             extra["loss_scaler"] = self.scaler.state_dict()
         kw = dict(step=self.step, steps_per_epoch=self.steps_per_epoch, config=self.cfg.to_dict(), extra=extra)
         snapshot = lambda: run_state(self.model, self.optimizer, classes=self.data.classes, loader_states=states, **kw)
         self.saver.save(snapshot, self.step, best=best, wait=wait)
+        return True
 
     def close(self, error: bool = False) -> None:
         """Release everything (safe to call twice). error: leave the process groups without the closing
         barrier (the other ranks may be gone)."""
+        if self.sinks is not None:
+            self.sinks.detach()
+            self.sinks = None
         for part in ("saver", "log", "tb"):
             if getattr(self, part) is not None:
                 (getattr(self, part).finish if part == "saver" else getattr(self, part).close)()
@@ -209,4 +267,12 @@ class Run:
         if self.log is not None:  # rank 0
             self.log.write(kind, **fields)
         if self.tb is not None:
-            self.tb.write(kind, **fields)
+            try:
+                self.tb.write(kind, **fields)
+            except OSError as e:  # a sink that fails is dropped; the run and metrics.jsonl go on
+                tb, self.tb = self.tb, None
+                with contextlib.suppress(Exception):
+                    tb.close()
+                self.say(f"fastres: the TensorBoard events failed ({describe_failure(e)}): no more written; "
+                         "training goes on, its records are in metrics.jsonl")  # fmt: skip
+                self.write("sink_dropped", step=self.step, sink="tensorboard", reason=describe_failure(e))

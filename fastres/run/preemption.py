@@ -4,6 +4,7 @@
     ...
     verdict = stop.poll(save_due=...)   # once per step, on every rank
     if verdict.signum: checkpoint this step, exit 128 + signum
+    n = stop.most(len(val_loader))      # validation: every rank polls n times, once per batch
     stop.close()                        # the previous handlers back
 
 SIGTERM is what Slurm (at the time limit, on `scancel`) and Kubernetes send before they kill;
@@ -16,6 +17,14 @@ step every rank puts its flag, and whether it wants a checkpoint (rank 0's timer
 small tensor that is max-reduced over a Gloo group of its own; the reduction issued after
 step i is read after step i + 1, so it never stalls the step, and every rank reads the same
 value at the same step. A single process reads its own flag.
+
+Validation polls too, once per batch: a signal stops it at the next batch, and the run ends
+in the checkpoint of the last finished step, marked so that the resumed run validates that
+epoch again. The ranks' validation shares may differ by a batch, so every rank polls as often
+as the rank with the most batches (`most`, one max-reduction per validation). The bound: a
+signal is acted on at the end of the training step or validation batch in progress (one
+process), or of the one after it (several: the flags travel in the reduction that overlaps
+the next step or batch).
 
 Orphans: under a launcher (torchrun, srun, mpirun) a rank asks the kernel for a signal of its
 own (`PARENT_DIED`, a real-time signal) when its parent dies (`PR_SET_PDEATHSIG`), so SIGKILL
@@ -127,6 +136,14 @@ class StopSignals:
             agreed = Verdict(int(values[0]), bool(values[1]), bool(values[2]))
         self._pending = (mine, dist.all_reduce(mine, op=dist.ReduceOp.MAX, group=self._group, async_op=True))
         return agreed
+
+    def most(self, n: int, what: str) -> int:
+        """The largest `n` over the ranks (a blocking max-reduction on the flags' group; `n` for one process)."""
+        if self._group is None:
+            return n
+        t = torch.tensor([n], dtype=torch.int64)
+        checked(f"all_reduce of the number of {what}", dist.all_reduce, t, op=dist.ReduceOp.MAX, group=self._group)
+        return int(t)
 
     def close(self) -> None:
         """Put the previous handlers back; wait for the last reduction (every rank issued it)."""

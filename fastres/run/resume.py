@@ -15,6 +15,15 @@ older one is used.
 The run continues with its saved config. A flag given on the resume command line that
 differs from it is an error naming the key and both values, except the keys in MUTABLE
 (epochs, intervals, workers, timeouts, paths, ...), which are applied and recorded.
+
+Another number of processes (a requeue on fewer nodes after a node failure, or on more): the
+recipe fixes the global batch, not the process count, so the per-process batch and
+--accumulate are chosen again to keep it (the fewest accumulation passes whose per-process
+batch is no larger than the saved one; --batch-size / --accumulate given on the command line
+are used when they keep it), recorded as changes. Where no choice keeps it (the global batch
+does not divide over the processes) the resume is refused in one line. The PIL loader's sample
+order is a function of (seed, epoch, global position) (fastres.data.pil.ShardedSampler), so the
+run continues at the same step with the same global batches.
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from fastres.checkpoint.fileformat import CheckpointError, read_checkpoint_file
+from fastres.checkpoint.state import saved_world_size
 from fastres.checkpoint.store import CHECKPOINT_DIR, CheckpointStore
-from fastres.config import ConfigError, TrainConfig
+from fastres.config import ConfigError, TrainConfig, launch_world_size
 from fastres.run.runlog import check_name
 
-__all__ = ["MUTABLE", "ResumePlan", "plan_resume", "run_dir_of"]
+__all__ = ["MUTABLE", "ResumePlan", "batch_for", "plan_resume", "run_dir_of"]
 
 # Keys that may change between attempts of one run: they change where and how fast it runs,
 # how often it logs and saves, how long it trains, not what a step computes.
@@ -54,8 +64,8 @@ class ResumePlan:
     @property
     def finished(self) -> bool:
         """The checkpoint is the end of the run: every epoch of the (possibly changed) config done."""
-        if self.state is None:
-            return False
+        if self.state is None or (self.state.get("extra") or {}).get("val_pending"):
+            return False  # a validation still to be done is not the end
         return int(self.state["step"]) >= int(self.state["steps_per_epoch"]) * self.cfg.epochs
 
 
@@ -73,8 +83,32 @@ def _saved_config(state: dict[str, Any], where: str) -> TrainConfig:
     return TrainConfig(**{**TrainConfig().to_dict(), **saved})
 
 
-def plan_resume(cfg: TrainConfig, given: frozenset[str], say: Callable[[str], None] = print) -> ResumePlan | None:
-    """The resume `cfg.resume` asks for, or None when it asks for none. Raises FastresError (one line)."""
+def batch_for(global_batch: int, world: int, saved_batch: int, batch: int | None = None,
+              accumulate: int | None = None) -> tuple[int, int]:  # fmt: skip
+    """(per-process batch, --accumulate) that make `global_batch` on `world` processes: those given, or the
+    fewest accumulation passes whose batch is at most `saved_batch`. Raises ConfigError when none does."""
+    if batch is not None or accumulate is not None:
+        asked = " and ".join(f"--{k} {v}" for k, v in (("batch-size", batch), ("accumulate", accumulate)) if v)
+        b, a = batch or global_batch // (world * accumulate or 1), accumulate or global_batch // (world * batch or 1)
+        if b >= 1 and a >= 1 and b * world * a == global_batch:
+            return b, a
+        raise ConfigError(f"--resume: {asked} on {world} process{'es' if world > 1 else ''} cannot keep the run's "
+                          f"global batch of {global_batch} images per step (per-process batch x processes x "
+                          "--accumulate); give values that do, or leave them out")  # fmt: skip
+    for acc in range(1, global_batch // world + 1):
+        if global_batch % (world * acc) == 0 and global_batch // (world * acc) <= saved_batch:
+            return global_batch // (world * acc), acc
+    raise ConfigError(f"--resume: the run's global batch of {global_batch} images per step cannot be split over "
+                      f"{world} processes (it is not a multiple of {world}); resume it on a number of processes "
+                      f"that divides {global_batch}")  # fmt: skip
+
+
+def plan_resume(
+    cfg: TrainConfig, given: frozenset[str], say: Callable[[str], None] = print, world: int | None = None
+) -> ResumePlan | None:
+    """The resume `cfg.resume` asks for, or None when it asks for none. Raises FastresError (one line).
+
+    world: the processes of this attempt (default: what the launcher says)."""
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
@@ -99,6 +133,19 @@ def plan_resume(cfg: TrainConfig, given: frozenset[str], say: Callable[[str], No
     saved = _saved_config(state, str(checkpoint))
     values, changes = saved.to_dict(), {}
     now = cfg.to_dict()
+    world = launch_world_size() if world is None else world
+    saved_world = saved_world_size(state)
+    if world != saved_world:  # the global batch is the recipe's; the process count is the cluster's
+        global_batch = values["batch_size"] * saved_world * values["accumulate"]
+        wants = [now[k] if k in given else None for k in ("batch_size", "accumulate")]
+        batch, acc = batch_for(global_batch, world, values["batch_size"], *wants)
+        for key, value in (("batch_size", batch), ("accumulate", acc)):
+            if value != values[key]:
+                changes[key] = (values[key], value)
+            values[key] = value
+        given = given - {"batch_size", "accumulate"}
+        say(f"fastres: resumed on {world} process{'es' if world > 1 else ''}, saved by {saved_world}: --batch-size "
+            f"{batch} x --accumulate {acc} keeps the run's global batch of {global_batch} images per step")  # fmt: skip
     for key in sorted(given):
         if now[key] == values[key]:
             continue

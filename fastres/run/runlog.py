@@ -1,6 +1,7 @@
 """Run folders: what a run leaves behind so it can be read, compared and resumed.
 
-<out>/<name>/config.yaml       resolved config, what ran (backend, launcher, ranks), versions, git revision, host
+<out>/<name>/config.yaml       resolved config, what ran (backend, launcher, ranks), versions, git revision, host;
+                               written atomically, again by every attempt
 <out>/<name>/metrics.jsonl     one JSON object per line: train records every log_every steps, a val
                                record per epoch, resume / bad_file / target records, a summary at the end
 <out>/<name>/checkpoints/      the newest checkpoints, <out>/<name>/best.pt the best val top-1
@@ -25,6 +26,7 @@ import yaml
 
 import fastres
 from fastres import FastresError
+from fastres.checkpoint.fileformat import write_bytes_atomic
 
 __all__ = ["check_name", "git_revision", "make_run_dir", "write_config", "MetricsLog", "Summary"]
 
@@ -79,7 +81,10 @@ def make_run_dir(out: str, name: str | None, arch: str, exact: bool = False) -> 
 
 
 def write_config(run_dir: Path, config: dict[str, Any], extra: dict[str, Any]) -> None:
-    """RUN/config.yaml: the resolved config, what ran (backend, launcher, world size, ...), versions."""
+    """RUN/config.yaml: the resolved config, what ran (backend, launcher, world size, ...), versions.
+
+    Written atomically (a temporary file renamed over it): a crash leaves the old file or the new
+    one, never half of one; every attempt of a run writes it again (what ran may have changed)."""
     doc = {
         "config": config,
         "fastres": fastres.__version__,
@@ -90,7 +95,7 @@ def write_config(run_dir: Path, config: dict[str, Any], extra: dict[str, Any]) -
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         **extra,
     }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_bytes_atomic(yaml.safe_dump(doc, sort_keys=False).encode("utf-8"), run_dir / "config.yaml")
 
 
 @dataclass

@@ -5,6 +5,7 @@
     optimizer.step(found_inf=bad)            # the fused optimizers skip on the device: no host sync
     guard.add(loss, bad)                     # the loss of a good step joins the log window's mean
     values = guard.take()                    # on log steps only (syncs): mean loss, skipped counts
+    guard.streak()                           # steps skipped in a row up to now (syncs): 0 after a good step
 
 The gradients are checked after the all-reduce, which sums every rank's NaN or Inf into
 every rank's buffer, so all ranks skip the same steps. The BN running statistics of a
@@ -62,6 +63,11 @@ class StepGuard:
         for t in (self._loss_sum, self._good, self._skipped):
             t.zero_()
         return stats
+
+    def streak(self) -> int:
+        """The steps skipped in a row up to the last one (0 when the last step was good); synchronises the
+        device. The same on every rank: the check reads the reduced gradients."""
+        return int(self._run.item())
 
     def too_many(self, stats: WindowStats) -> bool:
         return stats.in_a_row >= self.max_in_a_row

@@ -7,22 +7,29 @@ fastres.run.Run and handed over; this file is the loop. Losses stay device tenso
 host synchronises only on log steps (`--log-every`).
 
 Faults (README, "When things go wrong"): a signal ends the run in a checkpoint of the step
-every rank agreed on (fastres.run.preemption); checkpoints are also taken every
-`--checkpoint-every` steps / `--checkpoint-minutes`, in the background; a step whose
-gradients hold NaN/Inf is skipped on every rank (fastres.run.stepguard); an undecodable sample
-is replaced and listed (fastres.run.badsamples). However `fit()` ends, the run is released.
+every rank agreed on (fastres.run.preemption), also during validation (polled once per batch:
+the checkpoint says the epoch's validation is still to do, and the resumed run does it
+first); checkpoints are also taken every `--checkpoint-every` steps / `--checkpoint-minutes`,
+in the background; a step whose gradients hold NaN/Inf is skipped on every rank
+(fastres.run.stepguard), and no checkpoint is taken while steps are being skipped, so the
+last one from before survives; an undecodable sample is replaced and listed
+(fastres.run.badsamples). However `fit()` ends, the run is released.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import signal
 import time
+from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 
 from fastres import FastresError
+from fastres.checkpoint.state import restore_rng, rng_state
 from fastres.config import TrainConfig
 from fastres.distributed import collectives as coll
 from fastres.model.bn import recompute_bn_statistics
@@ -109,7 +116,8 @@ class Trainer:
         rate, epochs = run.global_batch / per_step, cfg.epochs - epoch
         if left * per_step < ESTIMATE_MIN_SECONDS:
             return
-        run.say(f"fastres: estimate: the {epochs} epoch{'s' if epochs > 1 else ''} left take about "
+        left_text = f"the {epochs} epochs left take" if epochs > 1 else "the epoch left takes"
+        run.say(f"fastres: estimate: {left_text} about "
                 f"{format_eta(left * per_step)} "
                 f"of training here ({rate:.0f} img/s; validation adds a little after each epoch). Shorter: fewer "
                 f"--epochs, a smaller --image-size (compute grows with its square), or --smoke for a check "
@@ -156,30 +164,94 @@ class Trainer:
             raise FastresError(f"{run.saver.max_failures} checkpoint writes in a row failed (see above); stopping "
                                f"so that no more work goes unsaved; {run.last_checkpoint()}")  # fmt: skip
         if verdict.signum:
-            run.checkpoint(wait=True)
-            name = signal.Signals(verdict.signum).name  # the signal every rank agreed on (one of preemption.SIGNALS)
-            if run.stop.parent_died:
-                name = "the death of the launcher (parent process)"
-            how = f"--resume auto --name {self.cfg.name}" if self.cfg.name else f"--resume {run.run_dir}"
-            raise Preempted(f"stopped by {name} after step {run.step}; checkpoint {run.saver.newest()}; "
-                            f"continue with the same command and {how}", verdict.signum)  # fmt: skip
+            self._stop(verdict.signum)
         if (verdict.save or run.saver.step_due(run.step)) and not last_of_epoch:
             run.checkpoint()
 
+    def _stop(self, signum: int, *, best: bool = False, validating: Interrupted | None = None) -> NoReturn:
+        """Checkpoint the last finished step and raise Preempted (every rank, at the same step).
+
+        validating: the validation the signal stopped; the checkpoint says it is to be done again."""
+        run = self.run
+        pending = validating.epoch if validating else None
+        saved = run.checkpoint(best=best, wait=True, val_pending=pending)
+        name = signal.Signals(signum).name  # the signal every rank agreed on (one of preemption.SIGNALS)
+        if run.stop.parent_died:
+            name = "the death of the launcher (parent process)"
+        how = f"--resume auto --name {self.cfg.name}" if self.cfg.name else f"--resume {run.run_dir}"
+        during = ""
+        if validating:
+            during = (f", in the validation of epoch {validating.epoch} (batch {validating.batch} of "
+                      f"{validating.batches}; done again when resumed)")  # fmt: skip
+        newest = run.saver.newest()
+        where = f"checkpoint {newest}" if saved else f"step {run.step} not saved; {run.last_checkpoint()}"
+        record = dict(signal=name, step=run.step, during="validation" if validating else "training")
+        if validating:
+            record.update(epoch=validating.epoch, val_batches_done=validating.batch, val_batches=validating.batches)
+        run.write("stop", **record, checkpoint=str(newest) if newest else None)
+        raise Preempted(f"stopped by {name} after step {run.step}{during}; {where}; continue with the same command "
+                        f"and {how}", signum)  # fmt: skip
+
     @torch.inference_mode()
-    def validate(self) -> tuple[float, float, int]:
-        """(top-1 %, top-5 %, images) over the validation split, every image counted once over the ranks."""
+    def validate(self) -> tuple[float, float, int, int] | Interrupted:
+        """(top-1 %, top-5 %, images, signal) over the validation split, every image counted once over the
+        ranks; signal: one that came during the last batch (0: none); an Interrupted when a stop signal came
+        earlier (every rank stops at the same batch).
+
+        The stop flags are polled once per batch, on every rank as often (the rank with the most batches
+        decides how often), so a signal ends validation within a batch (two on several processes)."""
         run = self.run
         run.model.eval()
         totals = torch.zeros(3, dtype=torch.int64, device=run.device)  # top-1 hits, top-5 hits, images
+        batches = len(run.data.val)
+        polls = run.stop.most(batches, "validation batches")
+        done = 0
         for images, labels in run.data.val:
+            verdict = run.stop.poll()
+            if verdict.signum:
+                return Interrupted(verdict.signum, done, polls)
             with autocast(run.device, run.amp):
                 logits = run.forward(images)
             totals[:2] += accuracy_counts(logits.float(), labels)
             totals[2] += labels.numel()
+            done += 1
+        for _ in range(polls - done):  # as many polls as the other ranks
+            verdict = run.stop.poll()
+            if verdict.signum:
+                return Interrupted(verdict.signum, done, polls)
+        last = run.stop.poll().signum  # a signal during the last batch: the epoch ends, then the run
         run.bad.drain(run.data.val)
         top1, top5, n = coll.sum_over_ranks(run.groups, totals, "validation counts").tolist()
-        return 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1), n
+        return 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1), n, last
+
+    def _end_epoch(self, epoch: int, seconds: float | None, steps: int) -> tuple[float, float, bool]:
+        """Validate epoch `epoch` (0-based) after its `steps` steps in `seconds` (None: a validation done
+        again on resume), log it, checkpoint it; (top-1, top-5, whether the target is reached)."""
+        cfg, run = self.cfg, self.run
+        rng = rng_state()
+        result = self.validate()
+        if isinstance(result, Interrupted):
+            restore_rng(rng)  # the checkpoint is the state before this validation: a resumed run redoes it
+            self._stop(result.signum, validating=dataclasses.replace(result, epoch=epoch + 1))
+        top1, top5, n, signum = result
+        run.last_val = dict(epoch=epoch + 1, top1=top1, top5=top5)
+        better = top1 > run.best[0]
+        run.best = (top1, epoch + 1) if better else run.best
+        ips = steps * run.global_batch / seconds if seconds else None
+        run.write("val", **run.last_val, step=run.step, images=n, epoch_seconds=seconds, img_per_s=ips)
+        run.val_pending = None
+        train = f", train {seconds:.1f}s" if seconds is not None else " (validation done again after the resume)"
+        line = f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n} images){train}"
+        if signum:
+            run.say(line)
+            self._stop(signum, best=better)
+        run.checkpoint(best=better, wait=epoch + 1 == cfg.epochs)
+        run.say(line)
+        reached = cfg.target_top1 is not None and top1 >= cfg.target_top1
+        if reached:
+            run.say(f"fastres: reached the target top-1 {cfg.target_top1}% after epoch {epoch + 1}; stopping")
+            run.write("target", epoch=epoch + 1, top1=top1, target=cfg.target_top1)
+        return top1, top5, reached
 
     def fit(self) -> Summary:
         """Train from the start (or the resumed step) to the last epoch; release the run however it ends."""
@@ -204,7 +276,10 @@ class Trainer:
                     f"epoch, from {run.plan.checkpoint} (attempt {run.attempt})")  # fmt: skip
         top1 = top5 = float("nan")
         done = run.step // run.steps_per_epoch  # epochs finished before this attempt
-        for epoch in range(done, cfg.epochs):
+        reached = False
+        if run.val_pending:  # the attempt before stopped in this validation (or skipped to it): done again
+            top1, top5, reached = self._end_epoch(done - 1, None, 0)
+        for epoch in range(done, cfg.epochs if not reached else done):
             done = epoch + 1
             start = run.step - epoch * run.steps_per_epoch
             seconds = self.train_epoch(epoch, start)
@@ -214,21 +289,21 @@ class Trainer:
             if cfg.bn_eval == "batch":  # no moving averages: the last batch's statistics, pooled over ranks
                 recompute_bn_statistics(run.model, [self.last_batch], run.groups.world if run.groups else None)
             coll.broadcast_tensors(run.groups, list(run.model.buffers()), "BN statistics")  # validate/save rank 0's
-            top1, top5, n = self.validate()
-            run.last_val = dict(epoch=epoch + 1, top1=top1, top5=top5)
-            better = top1 > run.best[0]
-            run.best = (top1, epoch + 1) if better else run.best
-            ips = (run.steps_per_epoch - start) * run.global_batch / seconds
-            run.write("val", **run.last_val, step=run.step, images=n, epoch_seconds=seconds, img_per_s=ips)
-            run.checkpoint(best=better, wait=epoch + 1 == cfg.epochs)
-            run.say(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n} images), "
-                    f"train {seconds:.1f}s")  # fmt: skip
-            if cfg.target_top1 is not None and top1 >= cfg.target_top1:
-                run.say(f"fastres: reached the target top-1 {cfg.target_top1}% after epoch {epoch + 1}; stopping")
-                run.write("target", epoch=epoch + 1, top1=top1, target=cfg.target_top1)
+            top1, top5, reached = self._end_epoch(epoch, seconds, run.steps_per_epoch - start)
+            if reached:
                 break  # the epoch's checkpoint is written
         total = time.perf_counter() - run.t_start
         ips = images / max(train_seconds, 1e-9)
         record = dict(epochs=done, top1=top1, top5=top5, train_seconds=train_seconds, total_seconds=total)
         run.write("summary", **record, img_per_s=ips, best_top1=run.best[0], best_epoch=run.best[1])
         return Summary(done, top1, top5, train_seconds, total, ips, run.run_dir, run.rank)
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A validation a stop signal ended before its last batch: `batch` of `batches` done (the most any rank has)."""
+
+    signum: int
+    batch: int
+    batches: int
+    epoch: int = 0  # 1-based, set by the caller
