@@ -272,8 +272,9 @@ class Trainer:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
         if run.plan is not None and run.plan.checkpoint is not None:
             epoch, into = divmod(run.step, run.steps_per_epoch)
+            first = f"; first the validation of epoch {epoch} that a stop interrupted" if run.val_pending else ""
             run.say(f"fastres: resuming at step {run.step}, epoch {epoch + 1}, {into}/{run.steps_per_epoch} of the "
-                    f"epoch, from {run.plan.checkpoint} (attempt {run.attempt})")  # fmt: skip
+                    f"epoch, from {run.plan.checkpoint} (attempt {run.attempt}){first}")  # fmt: skip
         top1 = top5 = float("nan")
         done = run.step // run.steps_per_epoch  # epochs finished before this attempt
         reached = False
