@@ -42,8 +42,9 @@ from fastres.run.runlog import Summary
 
 __all__ = ["ESTIMATE_AFTER", "ESTIMATE_MIN_SECONDS", "Summary", "Trainer", "TrainingDiverged"]
 
-ESTIMATE_AFTER = 10.0  # seconds after the start of training at which rank 0 says how long the run will take
+ESTIMATE_AFTER = 10.0  # seconds of training (after WARM_STEPS) after which rank 0 says how long the run will take
 ESTIMATE_MIN_SECONDS = 60.0  # ... unless the rest takes less than this: nothing worth planning around
+WARM_STEPS = 2  # the first steps of an epoch (workers starting, first allocations) are not timed for the estimate
 
 
 class TrainingDiverged(FastresError, FloatingPointError):
@@ -57,7 +58,7 @@ class Trainer:
         self.run = Run(cfg, plan)
         self.cfg = cfg = self.run.cfg
         self.progress = Progress(cfg.progress and self.run.rank == 0, cfg.progress_seconds)
-        self._estimate_due: float | None = time.perf_counter() if self.run.rank == 0 else None  # + ESTIMATE_AFTER
+        self._clock: list | None = [None, 0] if self.run.rank == 0 else None  # the estimate's: (start, steps timed)
 
     def train_epoch(self, epoch: int, start: int = 0) -> float:
         """This rank's share of one epoch, from optimizer step `start` on; returns the seconds spent."""
@@ -67,6 +68,8 @@ class Trainer:
         self.progress.start_epoch(epoch, self.cfg.epochs, run.steps_per_epoch, start)
         t0 = t_log = time.perf_counter()
         seen, loss_sum = 0, None
+        if self._clock is not None:
+            self._clock = [None, -WARM_STEPS]  # time this epoch's steps after its first WARM_STEPS
         for i, (images, labels) in enumerate(run.data.train, start=start * acc):
             if i == run.steps_per_epoch * acc:
                 break  # batches that make no whole optimizer step
@@ -100,18 +103,25 @@ class Trainer:
                 loss_now, ips = self._log_train(epoch, lr, seen * run.global_batch / (time.perf_counter() - t_log))
                 seen, t_log = 0, time.perf_counter()
             self.progress.update(loss_now if logged else None, ips if logged else None, lr)
-            if self._estimate_due is not None and time.perf_counter() >= self._estimate_due + ESTIMATE_AFTER:
-                self._say_estimate(epoch, j + 1, time.perf_counter() - t0, j + 1 - start)
+            if self._clock is not None:
+                self._tick(epoch, j + 1)
             self._after_step(last_of_epoch=j + 1 == run.steps_per_epoch)
         self.progress.end_epoch()
         return time.perf_counter() - t0
 
-    def _say_estimate(self, epoch: int, step: int, seconds: float, steps: int) -> None:
-        """Once per attempt, ESTIMATE_AFTER seconds into training: how long the rest will take here, and
-        how to make it shorter."""
-        self._estimate_due = None
+    def _tick(self, epoch: int, step: int) -> None:
+        """One step done on rank 0: once ESTIMATE_AFTER seconds of steady steps are timed, say the estimate."""
+        clock, now = self._clock, time.perf_counter()
+        clock[1] += 1
+        if clock[1] == 0:
+            clock[0] = now  # the warm-up steps are over: start timing
+        elif clock[1] >= 2 and now - clock[0] >= ESTIMATE_AFTER:
+            self._clock = None  # once per attempt
+            self._say_estimate(epoch, step, (now - clock[0]) / clock[1])
+
+    def _say_estimate(self, epoch: int, step: int, per_step: float) -> None:
+        """How long the rest of the run will take here (steps timed after the warm-up), and how to shorten it."""
         run, cfg = self.run, self.cfg
-        per_step = seconds / max(steps, 1)
         left = (run.steps_per_epoch - step) + (cfg.epochs - epoch - 1) * run.steps_per_epoch
         rate, epochs = run.global_batch / per_step, cfg.epochs - epoch
         if left * per_step < ESTIMATE_MIN_SECONDS:
@@ -120,7 +130,7 @@ class Trainer:
         run.say(f"fastres: estimate: {left_text} about "
                 f"{format_eta(left * per_step)} "
                 f"of training here ({rate:.0f} img/s; validation adds a little after each epoch). Shorter: fewer "
-                f"--epochs, a smaller --image-size (compute grows with its square), or --smoke for a check "
+                f"--epochs or a smaller --image-size (both cost accuracy), or --smoke for a check "
                 f"in seconds")  # fmt: skip
 
     def _set_hyperparameters(self) -> float:
