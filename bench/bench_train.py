@@ -107,7 +107,8 @@ def run_fastres(data: Path, train: Path, val: Path, procs: int, extra: list[str]
     name = f"run-{time.monotonic_ns()}"
     cmd = [*launch(procs), "-m", "fastres.train", "--config", "builtin", "--data", str(data), "--train-list",
            str(train), "--val-list", str(val), "--epochs", "1", "--batch-size", str(GLOBAL_BATCH // procs),
-           "--image-size", str(IMAGE_SIZE), "--workers", "2", "--threads", str(2 // procs), "--log-every",
+           "--image-size", str(IMAGE_SIZE), "--workers", "2", "--threads", str(2 // procs), "--optimizer", "sgd",
+           "--log-every",
            str(LOG_EVERY), "--no-progress", "--data-check", "none", "--out", str(work), "--name", name,
            *extra]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,

@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+CRED_EXPIRE = 30  # seconds: long enough to launch a job step on a loaded 2-core box
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "srun", "sinfo")
 
 
@@ -59,7 +60,8 @@ class SlurmCluster:
             f"SlurmctldHost={self.node}(127.0.0.1)\n"
             f"SlurmctldPort={ctld}\nSlurmdPort={slurmd}\n"
             "SlurmUser=root\nSlurmdUser=root\n"
-            f"AuthType=auth/munge\nAuthInfo=socket={d / 'munge.sock'}\nCredType=cred/munge\n"
+            # cred_expire: a requeued job waits this long before it starts again (Slurm's default: 120 s)
+            f"AuthType=auth/munge\nAuthInfo=socket={d / 'munge.sock'},cred_expire={CRED_EXPIRE}\nCredType=cred/munge\n"
             f"StateSaveLocation={d / 'state'}\nSlurmdSpoolDir={d / 'spool'}\n"
             f"SlurmctldPidFile={d / 'slurmctld.pid'}\nSlurmdPidFile={d / 'slurmd.pid'}\n"
             f"SlurmctldLogFile={d / 'slurmctld.log'}\nSlurmdLogFile={d / 'slurmd.log'}\n"

@@ -147,8 +147,8 @@ def test_help_explains_every_flag_in_groups_with_units(capsys, monkeypatch):
 def test_help_shows_the_defaults_of_the_preset_in_use(capsys, monkeypatch):
     builtin = help_text(capsys, monkeypatch)  # no --data, no --config: the builtin preset
     assert "Defaults shown are those of preset builtin, which applies without --data and --config" in builtin
-    assert "--epochs INT passes over the training set (default: 10, preset builtin; with --data: 90)" in builtin
-    assert "(default: 1.0, preset builtin; with --data: 5.0)" in builtin  # --warmup-epochs
+    assert "--epochs INT passes over the training set (default: 6, preset builtin; with --data: 90)" in builtin
+    assert "(default: 0.5, preset builtin; with --data: 5.0)" in builtin  # --warmup-epochs
     assert "on CUDA only, not on the CPU (default: True, preset builtin; with --data: none)" in builtin
     assert "--momentum FLOAT momentum coefficient, in [0, 1) (default: 0.9)" in builtin  # the same either way
     recipe = help_text(capsys, monkeypatch, "--data", "/x")

@@ -188,7 +188,7 @@ def test_bad_input_gets_one_line_errors(capsys, monkeypatch):
         ["--config", "builtin", "--optimizer", "rmsprop-warmup", "--print-schedule"], capsys
     )
     assert "--momentum-convention must be torch or auto with --optimizer sgd" in _error_of(
-        ["--config", "builtin", "--momentum-convention", "mlperf", "--print-schedule"], capsys
+        ["--config", "builtin", "--optimizer", "sgd", "--momentum-convention", "mlperf", "--print-schedule"], capsys
     )
     for var, value in (("RANK", "0"), ("WORLD_SIZE", "3"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "3"),
                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):  # fmt: skip
