@@ -65,12 +65,14 @@ class Progress:
         self._last_line = now
         rate = (self.done - self._done0) / max(now - self._t0, 1e-9)
         left = (self.steps - self.done) + (self.epochs - self.epoch - 1) * self.steps
-        loss = f"loss {self.loss:.3f}" if self.loss is not None else "loss -"
-        ips = f"{self.img_s:.0f} img/s" if self.img_s is not None else "- img/s"
-        eta = format_eta(left / rate) if rate > 0 else "-"
         pct = 100.0 * self.done / max(self.steps, 1)
-        print(f"fastres: epoch {self.epoch + 1}/{self.epochs} step {self.done}/{self.steps} ({pct:.1f}%) {loss} "
-              f"{ips} ETA {eta}", file=self.stream, flush=True)  # fmt: skip
+        parts = [f"fastres: epoch {self.epoch + 1}/{self.epochs} step {self.done}/{self.steps} ({pct:.1f}%)"]
+        if self.loss is not None:  # none before the first logged step: left out, not shown as "-"
+            parts.append(f"loss {self.loss:.3f}")
+        if self.img_s is not None:
+            parts.append(f"{self.img_s:.0f} img/s")
+        parts.append(f"ETA {format_eta(left / rate) if rate > 0 else '-'}")
+        print(" ".join(parts), file=self.stream, flush=True)
 
     def end_epoch(self) -> None:
         if self._bar is not None:
