@@ -168,10 +168,15 @@ def _pct(x: float | None) -> str:
     return "diverged" if x is None else f"{x:.1f}"
 
 
+def _loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def table(results: dict, names: list[str]) -> str:
     """The markdown table of bench/README.md: one row per recipe, both seeds."""
     rows = ["| recipe | batch | steps/epoch | ImageNet batch with as many steps | peak lr | top-1 per seed (%) | "
-            "mean (%) | vs sgd-16 (points) |", "|---|---:|---:|---:|---:|---|---:|---:|"]  # fmt: skip
+            "mean (%) | vs sgd-16 (points) | top-5 per seed (%) | last epoch's mean train loss |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]  # fmt: skip
     base = [x for x in _finals(results, "sgd-16") if x is not None]
     base_mean = sum(base) / len(base) if base else None
     for name in names:
@@ -184,7 +189,9 @@ def table(results: dict, names: list[str]) -> str:
         b, steps = runs[0]["global_batch"], runs[0]["steps_per_epoch"]
         delta = f"{mean - base_mean:+.1f}" if None not in (mean, base_mean) and name != "sgd-16" else "-"
         rows.append(f"| {name} | {b} | {steps} | {round(1_281_167 / steps):,} | {runs[0]['peak_lr']:.4g} | "
-                    f"{', '.join(_pct(x) for x in finals)} | {_pct(mean) if done else '-'} | {delta} |")  # fmt: skip
+                    f"{', '.join(_pct(x) for x in finals)} | {_pct(mean) if done else '-'} | {delta} | "
+                    f"{', '.join(_pct(r.get('top5')) for r in runs)} | "
+                    f"{', '.join(_loss(r.get('final_train_loss')) for r in runs)} |")  # fmt: skip
     return "\n".join(rows)
 
 

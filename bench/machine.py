@@ -9,11 +9,36 @@ import subprocess
 import torch
 
 
+def _cpuinfo() -> dict:
+    """Model name, family/model, widest vector ISA and memory from /proc (Linux); {} elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    isa = next((f for f in ("avx512_bf16", "avx512f", "avx2", "avx") if f in flags), "none")
+    family_model = f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"
+    info = {"cpu_model": fields.get("model name", "?"), "cpu_family_model": family_model, "widest_simd": isa}
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        info["memory_gib"] = round(kib / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return info
+
+
 def describe(**extra) -> dict:
-    """CPU, cores, Python and torch versions, plus `extra` (other libraries' versions, ...)."""
+    """CPU (model, family/model, widest SIMD: it decides how fast torch runs here), cores, memory,
+    Python and torch versions, plus `extra` (other libraries' versions, ...)."""
     cpu = platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            **extra}  # fmt: skip
+    return {"cpu": cpu, **_cpuinfo(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, **extra}  # fmt: skip
 
 
 _GPU_FIELDS = "name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,pstate"
