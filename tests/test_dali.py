@@ -201,6 +201,67 @@ def test_checkpoint_resumes_the_same_sample_order(indexed):
     assert [y.tolist() for _, y in got[0]] != [y.tolist() for _, y in fresh]
 
 
+@pytest.mark.parametrize("rounding", ["floor", "ceil"])
+@pytest.mark.parametrize("n, world", [(23, 2), (25, 2), (27, 2), (25, 3), (26, 3)])
+def test_unequal_shards_every_rank_makes_its_steps_and_no_epoch_overlaps(indexed, n, world, rounding):
+    # Shards of unequal size (n not a multiple of world): DALI's own count per shard can differ by
+    # one, and its shards move on through the list each epoch, overlapping where they are unequal.
+    samples = [(indexed[i % len(indexed)][0], i) for i in range(n)]  # labelled by position in the list
+    loaders = [
+        DaliLoader(samples, True, 4, 16, CPU, rank=r, world=world, threads=1, rounding=rounding) for r in range(world)
+    ]
+    steps = -(-(n // world) // 4) if rounding == "ceil" else (n // world) // 4
+    padding = set(range((world - n % world) % world))  # the first samples, listed twice to equalise the shards
+    for e in range(3):
+        per_rank = [[y.tolist() for _, y in lo] for lo in loaders]
+        assert [len(b) for b in per_rank] == [steps] * world == [len(lo) for lo in loaders], (e, per_rank)
+        assert {len(y) for b in per_rank for y in b} == {4}  # whole batches, the last one too
+        # no two ranks read the same sample in an epoch, the padding aside
+        mine = [{i for y in b for i in y} for b in per_rank]
+        for r in range(world):
+            for q in range(r + 1, world):
+                assert mine[r] & mine[q] <= padding, (e, r, q, sorted(mine[r] & mine[q]))
+        if rounding == "floor":  # and no rank twice (ceil repeats its shard's last sample in its last batch)
+            seen = [i for b in per_rank for y in b for i in y]
+            assert {i for i in seen if seen.count(i) > 1} <= padding, e
+
+
+def test_an_epoch_is_a_whole_number_of_accumulated_steps(indexed):
+    # 24 images in batches of 4 are 6 batches; accumulating 4 a step, the epoch is 4 of them and
+    # the next epoch still starts at the beginning of DALI's (no batch of the last one left over)
+    lo = DaliLoader(indexed, True, 4, 16, CPU, threads=1, accumulate=4)
+    assert len(lo) == 4
+    for _ in range(3):
+        ys = [i for _, y in lo for i in y.tolist()]
+        assert len(ys) == 16 and len(set(ys)) == 16
+
+
+def test_a_checkpoint_in_the_epochs_last_step_resumes_at_the_next_epoch(indexed):
+    # The trainer checkpoints inside its loop, the last batch in hand and the step count at the
+    # epoch boundary: the loader's state must then be the next epoch's start.
+    straight = DaliLoader(indexed, True, 4, 16, CPU, seed=3, threads=1)
+    state = None
+    for k, _ in enumerate(straight):
+        if k == len(straight) - 1:
+            state = straight.state_dict()
+    want = epoch(straight)
+    resumed = DaliLoader(indexed, True, 4, 16, CPU, seed=3, threads=1)
+    resumed.load_state_dict(state)
+    got = epoch(resumed)
+    assert [y.tolist() for _, y in got] == [y.tolist() for _, y in want]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(got, want))
+
+
+def test_steps_rounding_ceil_fills_the_last_batch_in_both_loaders(tree):
+    # 24 training images in batches of 5: floor makes 4 steps, ceil (NVIDIA's get_epoch_size) 5
+    for backend in ("dali", "pytorch"):
+        for rounding, steps in (("floor", 4), ("ceil", 5)):
+            cfg = cfg_for(tree, backend=backend, batch_size=5, steps_rounding=rounding, workers=1)
+            train = make_loaders(cfg, CPU).train
+            sizes = [len(y) for _, y in train]
+            assert len(train) == steps and sizes == [5] * steps, (backend, rounding, sizes)
+
+
 # ----------------------------------------------------------------------------- files and backends
 
 

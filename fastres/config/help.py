@@ -73,7 +73,7 @@ HELP: dict[str, dict[str, str]] = {
         "from step W), mxnet (every step at its update number step+1, as NVIDIA's MLPerf runs: the last step at "
         "--end-lr), zero (step 0 at the warm-up's start, Goyal et al. 2017)",
         "steps_rounding": "steps per epoch: floor (an epoch's incomplete batch is dropped) or ceil (NVIDIA's MLPerf "
-        "runs: ceil(floor(images / processes) / batch), the last batch partial; pytorch backend)",
+        "runs: ceil(floor(images / processes) / batch), the last batch filled up to a whole batch; every backend)",
         "label_smoothing": "label smoothing of the cross-entropy loss, in [0, 1)",
         "schedule": "learning-rate decay after warm-up: cosine, poly (power --poly-power), step (x --factors, "
         "default x0.1 each, at --milestones, default 1/3, 2/3, 8/9 of training), piecewise (lr x --factors from "

@@ -44,10 +44,20 @@ read, with a "Corrupt JPEG data" warning on stderr. Such a file is then not bad 
 though PIL refuses it. Webdataset shards cannot be rebuilt without a sample: there a decode
 failure is a one-line error that says to write the shards again (their writer checks files).
 
-Last-batch policy: train drops the incomplete last batch (every rank makes the same number
-of steps, as with the PIL path's drop_last); val uses PARTIAL with `pad_last_batch=True` and
-`reader_name`, so the iterator strips the padding and the sum over ranks counts every val
-image exactly once.
+Last-batch policy: train makes the same number of full batches on every rank, as the PIL
+path does: floor(floor(images / processes) / batch), the incomplete last batch dropped
+(--steps-rounding floor, DROP), or ceil(floor(images / processes) / batch), the last batch
+filled up with the shard's last sample repeated (ceil, FILL with the reader's padding; the PIL
+path fills it from the start of the epoch's permutation instead). DALI's own count per shard
+can be one more where the shards differ in size: the loader hands over its count and reads the
+rest of DALI's epoch before handing over the epoch's last batch, so every epoch starts at the
+beginning of DALI's. Val uses PARTIAL with `pad_last_batch=True` and `reader_name`, so the
+iterator strips the padding and the sum over ranks counts every val image exactly once.
+
+Shards: the training list is padded to a multiple of the processes with its first samples
+(at most processes - 1 of them, seen twice an epoch): DALI's shards move on through the list
+from epoch to epoch, and shards of unequal size then overlap (some samples twice an epoch,
+others not at all). Webdataset shards are not padded.
 
 Sample order: a fresh permutation of the whole training list every epoch
 (`shuffle_after_epoch`, one seed on every rank, so the ranks split one permutation), as
@@ -275,6 +285,8 @@ class DaliLoader:
         hw_decoder_load: float = 0.65,
         prealloc: tuple[int, int] = (0, 0),
         known_bad: frozenset[str] | set[str] = frozenset(),
+        rounding: str = "floor",
+        accumulate: int = 1,
     ):
         _require_dali()
         if not 0 <= rank < world:
@@ -293,9 +305,19 @@ class DaliLoader:
         self.crop_scale_min, self.hw_decoder_load, self.prealloc = crop_scale_min, hw_decoder_load, prealloc
         self.gpu = self.device.type == "cuda"
         n = len(self.files)
+        if train and self.labels is not None and n % world:
+            # Equal shards: where they differ in size, DALI's shards (which move on through the list
+            # from epoch to epoch under shuffle_after_epoch) overlap in later epochs. The list is
+            # padded to a multiple of the processes with its first samples (at most world - 1).
+            extra = world - n % world
+            self.files, self.labels = self.files + self.files[:extra], self.labels + self.labels[:extra]
+        self.rounding = rounding
         if train:
-            # LastBatchPolicy.DROP: every rank runs the same number of full batches
-            self._len = train_steps(n, world, batch_size)
+            # Every rank runs the same number of full batches (module docstring, last-batch policy);
+            # a whole number of optimizer steps of `accumulate` batches, so that no epoch stops early.
+            self._len = train_steps(n, world, batch_size, rounding)
+            if self._len >= accumulate:
+                self._len -= self._len % accumulate
             if self._len == 0:
                 raise FastresError(
                     f"DALI loader: {n} training images over {world} processes make no full batch of "
@@ -363,8 +385,15 @@ class DaliLoader:
             reader_name=READER,
             auto_reset=True,
             prepare_first_batch=False,
-            last_batch_policy=LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL,
+            last_batch_policy=self._policy(),
         )
+
+    def _policy(self):
+        """Train: DROP the incomplete last batch (floor), or FILL it with the shard's last sample
+        repeated (ceil, the reader pads); val: PARTIAL, padding stripped (module docstring)."""
+        if not self.train:
+            return LastBatchPolicy.PARTIAL
+        return LastBatchPolicy.FILL if self.rounding == "ceil" else LastBatchPolicy.DROP
 
     def _iterator(self):
         if self._iter is None:
@@ -390,6 +419,9 @@ class DaliLoader:
         if self.train:
             self._epoch_start = {"dali": last, "epochs_read": self._epochs_read}
         skip, self._skip = self._skip, 0
+        # Train: every rank hands over exactly len(self) batches (DALI's count per shard can exceed
+        # it by one where the shards differ in size); what DALI has past that is read and dropped.
+        budget = self._len if self.train else None
         taken = 0
         while True:
             try:
@@ -403,18 +435,48 @@ class DaliLoader:
             taken += 1
             if taken <= skip:
                 continue
-            images, labels = out[0]["images"], out[0]["labels"]
-            # The iterator reuses its output buffers: copy on the CPU (a GPU batch is consumed
-            # before the next one is written into the same memory by the same stream).
-            images = images.to(self.device, non_blocking=True)
-            if images.device.type == "cpu":
-                images = images.clone()
-            if self.channels_last:
-                images = images.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last
-            if images.dtype != self.dtype:
-                images = images.to(self.dtype)
-            labels = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=True)
+            images, labels = self._torch(out)
+            if taken == budget:
+                # The epoch's last batch: DALI's epoch is run to its end before it is handed over, so
+                # the next epoch starts at its beginning on every rank, and a checkpoint taken in this
+                # step holds the next epoch's start (the step count says the epoch is done).
+                images, labels = images.clone(), labels.clone()  # the drain reuses DALI's buffers
+                self._finish_epoch(it, last)
+                yield images, labels
+                return
             yield images, labels
+        if budget is not None and taken < budget:  # would leave the other ranks waiting in a collective
+            raise FastresError(f"DALI loader: rank {self.rank} read {taken} batches of an epoch, {budget} expected")
+        self._epochs_read += 1
+        self._epoch_start = None
+
+    def _torch(self, out) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DALI batch as (images, labels) on the device, in the loader's dtype and layout."""
+        images, labels = out[0]["images"], out[0]["labels"]
+        # The iterator reuses its output buffers: copy on the CPU (a GPU batch is consumed
+        # before the next one is written into the same memory by the same stream).
+        images = images.to(self.device, non_blocking=True)
+        if images.device.type == "cpu":
+            images = images.clone()
+        if self.channels_last:
+            images = images.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last
+        if images.dtype != self.dtype:
+            images = images.to(self.dtype)
+        labels = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=True)
+        return images, labels
+
+    def _finish_epoch(self, it, last: str) -> None:
+        """Read DALI's epoch to its end (the batches past this rank's budget: at most one), then
+        record the epoch as read."""
+        while True:
+            try:
+                next(it)
+            except StopIteration:
+                break
+            except RuntimeError as e:
+                it = self._recover(e, last)
+                continue
+            last = it.checkpoints()[0]
         self._epochs_read += 1
         self._epoch_start = None
 

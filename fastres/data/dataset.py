@@ -39,8 +39,8 @@ CHECK_DEPTHS = ("none", "header", "decode")  # --data-check: nothing, open + siz
 def train_steps(num_images: int, world: int, batch_size: int, rounding: str = "floor") -> int:
     """Training steps per epoch, the same on every rank and every backend: full batches of the
     floor(num_images / world) images each rank is sure to have (the rest of an epoch is dropped);
-    rounding "ceil": one more, partial, batch where they do not divide (NVIDIA's MLPerf
-    get_epoch_size: ceil(floor(images / processes) / batch))."""
+    rounding "ceil": one more batch where they do not divide, filled up to a whole batch by the
+    loaders (NVIDIA's MLPerf get_epoch_size: ceil(floor(images / processes) / batch))."""
     if rounding == "ceil":
         return -(-(num_images // world) // batch_size)
     return (num_images // world) // batch_size

@@ -131,7 +131,7 @@ class LoaderOptions:
 
     @property
     def rounding(self) -> str:
-        """Steps per epoch: floor, or ceil (--steps-rounding: the pytorch backend's last batch is partial)."""
+        """Steps per epoch: floor, or ceil (--steps-rounding: the epoch's last batch filled up to a whole one)."""
         return getattr(self.cfg, "steps_rounding", "floor")
 
     def train_steps(self, images: int) -> int:
@@ -257,7 +257,8 @@ def _dali_loaders(opts: LoaderOptions) -> Loaders:
         train_src, val_src = train_src.samples, val_src.samples
     opts.train_steps(len(train_src))
     common["known_bad"] = known
-    train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min, **common)
+    train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min,
+                       rounding=opts.rounding, accumulate=getattr(cfg, "accumulate", 1), **common)  # fmt: skip
     val = DaliLoader(val_src, False, opts.val_batch_size, opts.val_image_size, **common)
     return Loaders(train=train, val=val, classes=classes, root=root, train_size=len(train_src), val_size=len(val_src))
 
