@@ -199,6 +199,26 @@ def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 2  # 40 images / 4 ranks = 10 per rank: 2 full batches of 4
 
 
+def test_torchrun_three_ranks_on_dali_with_unequal_shards_ceil_steps_and_accumulation(tiny_data, tmp_path):
+    """40 images over 3 DALI ranks (shards of 13, 13, 14): NVIDIA's ceil rounding makes 4 batches of 4
+    per rank an epoch (ceil(13 / 4)), 2 optimizer steps of 2 accumulated batches; every rank runs the
+    same steps each epoch (a rank left with a batch over would wait in a collective)."""
+    pytest.importorskip("nvidia.dali")
+    env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "-m",
+           "fastres.train", "--data", str(tiny_data), *TINY, "--backend", "dali", "--batch-size", "4",
+           "--accumulate", "2", "--steps-rounding", "ceil", "--epochs", "3", "--threads", "1", "--workers", "1",
+           "--dist-timeout", "60", "--out", str(tmp_path), "--name", "dali3"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "dali3"
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["backend"] == "dali" and doc["ranks"] == 3 and doc["global_batch"] == 24
+    assert [r["images"] for r in records(run) if r["kind"] == "val"] == [20, 20, 20]
+    ckpt = newest(run)
+    assert ckpt["epoch"] == 3 and ckpt["step"] == 3 * 2 and ckpt["steps_per_epoch"] == 2
+
+
 def launch_ranks(args: list[str], world: int, cwd: Path, port: int, stderr0=subprocess.DEVNULL) -> list:
     """`python -m fastres.train ARGS` as `world` plain processes, as srun or mpirun start them (no torchrun
     agent to tear the job down), each given its rank's variables."""
