@@ -13,9 +13,11 @@ from jpegs import corrupt_scan, write_tree
 
 pytest.importorskip("nvidia.dali")  # the shards' index files are made with DALI's wds2idx
 
+from fastres.data import scan_imagenet  # noqa: E402
 from fastres.data.__main__ import main  # noqa: E402
 from fastres.data.dali import DaliLoader  # noqa: E402
-from fastres.data.shards import Shards  # noqa: E402
+from fastres.data.folder import FolderSplit  # noqa: E402
+from fastres.data.shards import Shards, write_split_shards  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -99,3 +101,27 @@ def test_errors_name_its_own_arguments(tree, tmp_path, capsys, args, message):
     assert main(["shard", *args(root, tmp_path), "--quiet"]) == 2
     line = one_line(capsys.readouterr().err)
     assert message.format(r=root, t=tmp_path) in line and "--data" not in line
+
+
+@pytest.mark.parametrize("n, world", [(25, 2), (25, 3), (26, 3)])
+def test_unequal_shards_are_padded_so_no_two_ranks_read_a_sample_in_one_epoch(tmp_path, monkeypatch, n, world):
+    # Webdataset shards holding a number of samples the processes do not divide: DALI's shards move
+    # through the samples from epoch to epoch and overlapped where unequal (e.g. 25 on 2 ranks shared 2
+    # samples in epoch 2). Padded with copies of the first samples of the first tar, only those repeat.
+    monkeypatch.setenv("FASTRES_DATA", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    write_tree(root, classes=tuple(f"c{i}" for i in range(5)), per_class=(6, 1))
+    train, _ = scan_imagenet(root)
+    samples = tuple((p, i) for i, (p, _) in enumerate(train.samples[:n]))  # labelled by position
+    write_split_shards(FolderSplit(train.root, tuple(map(str, range(n))), samples), tmp_path / "s", "train", 10, False)
+    shards = Shards(tmp_path / "s")
+    extra = world - n % world
+    padded = shards.padded(extra)
+    assert padded.size == n + extra and padded.paths[:-1] == shards.paths
+    assert shards.padded(extra).paths[-1] == padded.paths[-1]  # written once, found again
+    loaders = [DaliLoader(shards, True, 4, 16, CPU, rank=r, world=world, threads=1) for r in range(world)]
+    for e in range(3):
+        seen = [[i for _, y in lo for i in y.tolist()] for lo in loaders]
+        assert {len(s) for s in seen} == {4 * len(loaders[0])}
+        every = [i for s in seen for i in s]
+        assert {i for i in every if every.count(i) > 1} <= set(range(extra)), e  # the first tar's first samples

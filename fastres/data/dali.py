@@ -57,7 +57,8 @@ iterator strips the padding and the sum over ranks counts every val image exactl
 Shards: the training list is padded to a multiple of the processes with its first samples
 (at most processes - 1 of them, seen twice an epoch): DALI's shards move on through the list
 from epoch to epoch, and shards of unequal size then overlap (some samples twice an epoch,
-others not at all). Webdataset shards are not padded.
+others not at all). Webdataset shards get one more tar holding copies of the first samples of
+the first one, written once to fastres's cache folder (`Shards.padded`).
 
 Sample order: a fresh permutation of the whole training list every epoch
 (`shuffle_after_epoch`, one seed on every rank, so the ranks split one permutation), as
@@ -305,12 +306,15 @@ class DaliLoader:
         self.crop_scale_min, self.hw_decoder_load, self.prealloc = crop_scale_min, hw_decoder_load, prealloc
         self.gpu = self.device.type == "cuda"
         n = len(self.files)
-        if train and self.labels is not None and n % world:
+        if train and n % world:
             # Equal shards: where they differ in size, DALI's shards (which move on through the list
             # from epoch to epoch under shuffle_after_epoch) overlap in later epochs. The list is
             # padded to a multiple of the processes with its first samples (at most world - 1).
             extra = world - n % world
-            self.files, self.labels = self.files + self.files[:extra], self.labels + self.labels[:extra]
+            if self.labels is None:  # webdataset shards: one more tar with copies of the first samples
+                self.files = self.files.padded(extra)
+            else:
+                self.files, self.labels = self.files + self.files[:extra], self.labels + self.labels[:extra]
         self.rounding = rounding
         if train:
             # Every rank runs the same number of full batches (module docstring, last-batch policy);

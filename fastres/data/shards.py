@@ -24,11 +24,13 @@ half-written folder is never taken for shards) and the old shards it no longer n
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,64 @@ class Shards:
 
     def __len__(self) -> int:
         return self.size
+
+    def padded(self, extra: int, cache: str | os.PathLike | None = None) -> Shards:
+        """These shards and one more holding copies of the first `extra` samples of the first shard:
+        `extra` more samples in all (DALI's loader makes the count a multiple of the processes, see
+        fastres.data.dali). The extra shard is written once under `cache` (by default fastres's
+        cache folder, else the temporary folder), atomically: every rank of a job may write it."""
+        if extra <= 0:
+            return self
+        first = Path(self.paths[0])
+        try:
+            with tarfile.open(first) as tar:
+                members: dict[str, list[tarfile.TarInfo]] = {}
+                for m in tar.getmembers():
+                    key = m.name.rsplit(".", 1)[0]
+                    if key not in members and len(members) == extra:
+                        break
+                    members.setdefault(key, []).append(m)
+                if len(members) < extra:
+                    raise DatasetError(f"{first}: fewer than {extra} samples to pad the shards with")
+                payload = [(m.name, tar.extractfile(m).read()) for ms in members.values() for m in ms]
+        except (OSError, tarfile.TarError) as e:
+            raise DatasetError(f"{first}: cannot read it to pad the shards ({e})") from None
+        stat = first.stat()
+        ident = f"{first.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{extra}".encode()
+        tag = hashlib.sha1(ident).hexdigest()[:16]  # the same in every process of a job
+        tar_path = _padding_folder(cache) / f"pad-{tag}.tar"
+        if not (tar_path.is_file() and tar_path.with_suffix(".idx").is_file()):
+            fd, tmp = tempfile.mkstemp(prefix=".pad-", suffix=".tar", dir=tar_path.parent)
+            os.close(fd)
+            with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as out:
+                for name, data in payload:
+                    _add(out, f"pad{name}", data)
+            idx_tmp = Path(tmp).with_suffix(".idx")
+            _index(Path(tmp), idx_tmp)
+            os.replace(idx_tmp, tar_path.with_suffix(".idx"))
+            os.replace(tmp, tar_path)
+        copy = object.__new__(Shards)
+        copy.folder, copy.classes, copy.size = self.folder, self.classes, self.size + extra
+        copy.paths = [*self.paths, str(tar_path)]
+        copy.index_paths = [*self.index_paths, str(tar_path.with_suffix(".idx"))]
+        return copy
+
+
+def _padding_folder(cache: str | os.PathLike | None) -> Path:
+    if cache is not None:
+        folders = [Path(cache)]
+    else:
+        from fastres.data.builtin import default_cache_dir
+
+        folders = [Path(default_cache_dir()) / "shard-padding", Path(tempfile.gettempdir()) / "fastres-shard-padding"]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    raise DatasetError(f"no writable folder for the shards' padding: tried {', '.join(map(str, folders))}")
 
 
 def read_manifest(folder: str | os.PathLike) -> Shards:
