@@ -168,7 +168,7 @@ class Shards:
         try:
             with tarfile.open(first) as tar:
                 members: dict[str, list[tarfile.TarInfo]] = {}
-                for m in tar.getmembers():
+                for m in tar:  # read as far as needed, not the whole tar
                     key = m.name.rsplit(".", 1)[0]
                     if key not in members and len(members) == extra:
                         break
