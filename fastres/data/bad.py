@@ -70,9 +70,9 @@ def substitute_image(folder: str | os.PathLike | None = None) -> str:
     from PIL import Image
 
     if folder is None:
-        from fastres.data.builtin import default_cache_dir
+        from fastres.data.builtin import cache_folders
 
-        folders = [default_cache_dir(), Path(tempfile.gettempdir()) / "fastres"]
+        folders = cache_folders()
     else:
         folders = [Path(folder)]
     errors = []

@@ -38,6 +38,7 @@ __all__ = [
     "VERSION",
     "builtin_root",
     "builtin_sizes",
+    "cache_folders",
     "default_cache_dir",
     "ensure_builtin_dataset",
     "rewrite_if_builtin",
@@ -65,6 +66,13 @@ _SUPERSAMPLE = 2  # shapes are drawn at 2x and downsampled: anti-aliased edges
 def default_cache_dir() -> Path:
     env = os.environ.get("FASTRES_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fastres"
+
+
+def cache_folders() -> list[Path]:
+    """Where fastres writes the small files it makes once and reuses, in order of preference: its
+    cache folder ($FASTRES_DATA, else ~/.cache/fastres), then the temporary folder's fastres/ (a
+    read-only home)."""
+    return [default_cache_dir(), Path(tempfile.gettempdir()) / "fastres"]
 
 
 def _polygon(cx: float, cy: float, radii, angles) -> list[tuple[float, float]]:

@@ -418,8 +418,7 @@ class DaliLoader:
         return self._len
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        it = self._iterator()
-        last = it.checkpoints()[0]  # DALI's state after the last batch taken from the pipeline
+        last = self._iterator().checkpoints()[0]  # DALI's state after the last batch taken from the pipeline
         if self.train:
             self._epoch_start = {"dali": last, "epochs_read": self._epochs_read}
         skip, self._skip = self._skip, 0
@@ -427,15 +426,8 @@ class DaliLoader:
         # it by one where the shards differ in size); what DALI has past that is read and dropped.
         budget = self._len if self.train else None
         taken = 0
-        while True:
-            try:
-                out = next(it)
-            except StopIteration:
-                break
-            except RuntimeError as e:  # DALI's "Critical error in pipeline": a bad file, or not
-                it = self._recover(e, last)
-                continue
-            last = it.checkpoints()[0]
+        batches = self._read(last)
+        for out in batches:
             taken += 1
             if taken <= skip:
                 continue
@@ -444,13 +436,33 @@ class DaliLoader:
                 # The epoch's last batch: DALI's epoch is run to its end before it is handed over, so
                 # the next epoch starts at its beginning on every rank, and a checkpoint taken in this
                 # step holds the next epoch's start (the step count says the epoch is done).
-                images, labels = images.clone(), labels.clone()  # the drain reuses DALI's buffers
-                self._finish_epoch(it, last)
+                images, labels = images.clone(), labels.clone()  # the rest reuses DALI's buffers
+                for _ in batches:
+                    pass
+                self._end_epoch()
                 yield images, labels
                 return
             yield images, labels
         if budget is not None and taken < budget:  # would leave the other ranks waiting in a collective
             raise FastresError(f"DALI loader: rank {self.rank} read {taken} batches of an epoch, {budget} expected")
+        self._end_epoch()
+
+    def _read(self, last: str):
+        """DALI's batches to the end of its epoch; a file it cannot decode is substituted and the
+        pipeline rebuilt from `last`, the state after the batch before (module docstring)."""
+        it = self._iterator()
+        while True:
+            try:
+                out = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as e:  # DALI's "Critical error in pipeline": a bad file, or not
+                it = self._recover(e, last)
+                continue
+            last = it.checkpoints()[0]
+            yield out
+
+    def _end_epoch(self) -> None:
         self._epochs_read += 1
         self._epoch_start = None
 
@@ -468,21 +480,6 @@ class DaliLoader:
             images = images.to(self.dtype)
         labels = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=True)
         return images, labels
-
-    def _finish_epoch(self, it, last: str) -> None:
-        """Read DALI's epoch to its end (the batches past this rank's budget: at most one), then
-        record the epoch as read."""
-        while True:
-            try:
-                next(it)
-            except StopIteration:
-                break
-            except RuntimeError as e:
-                it = self._recover(e, last)
-                continue
-            last = it.checkpoints()[0]
-        self._epochs_read += 1
-        self._epoch_start = None
 
     def take_new_bad(self) -> list[tuple[str, str]]:
         """(path, reason) of the files found undecodable since the last call, each file once."""

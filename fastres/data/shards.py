@@ -24,6 +24,7 @@ half-written folder is never taken for shards) and the old shards it no longer n
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -157,63 +158,68 @@ class Shards:
     def __len__(self) -> int:
         return self.size
 
-    def padded(self, extra: int, cache: str | os.PathLike | None = None) -> Shards:
+    def padded(self, extra: int) -> Shards:
         """These shards and one more holding copies of the first `extra` samples of the first shard:
         `extra` more samples in all (DALI's loader makes the count a multiple of the processes, see
-        fastres.data.dali). The extra shard is written once under `cache` (by default fastres's
-        cache folder, else the temporary folder), atomically: every rank of a job may write it."""
+        fastres.data.dali). The extra shard is written once to the first of fastres's cache folders
+        that takes it (fastres.data.builtin.cache_folders), atomically: every rank of a job may
+        write it, under a name that is the same in every process."""
         if extra <= 0:
             return self
         first = Path(self.paths[0])
-        try:
-            with tarfile.open(first) as tar:
-                members: dict[str, list[tarfile.TarInfo]] = {}
-                for m in tar:  # read as far as needed, not the whole tar
-                    key = m.name.rsplit(".", 1)[0]
-                    if key not in members and len(members) == extra:
-                        break
-                    members.setdefault(key, []).append(m)
-                if len(members) < extra:
-                    raise DatasetError(f"{first}: fewer than {extra} samples to pad the shards with")
-                payload = [(m.name, tar.extractfile(m).read()) for ms in members.values() for m in ms]
-        except (OSError, tarfile.TarError) as e:
-            raise DatasetError(f"{first}: cannot read it to pad the shards ({e})") from None
         stat = first.stat()
         ident = f"{first.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{extra}".encode()
-        tag = hashlib.sha1(ident).hexdigest()[:16]  # the same in every process of a job
-        tar_path = _padding_folder(cache) / f"pad-{tag}.tar"
-        if not (tar_path.is_file() and tar_path.with_suffix(".idx").is_file()):
-            fd, tmp = tempfile.mkstemp(prefix=".pad-", suffix=".tar", dir=tar_path.parent)
-            os.close(fd)
-            with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as out:
-                for name, data in payload:
-                    _add(out, f"pad{name}", data)
-            idx_tmp = Path(tmp).with_suffix(".idx")
-            _index(Path(tmp), idx_tmp)
-            os.replace(idx_tmp, tar_path.with_suffix(".idx"))
-            os.replace(tmp, tar_path)
-        copy = object.__new__(Shards)
-        copy.folder, copy.classes, copy.size = self.folder, self.classes, self.size + extra
-        copy.paths = [*self.paths, str(tar_path)]
-        copy.index_paths = [*self.index_paths, str(tar_path.with_suffix(".idx"))]
-        return copy
+        name = f"pad-{hashlib.sha1(ident).hexdigest()[:16]}.tar"
+        from fastres.data.builtin import cache_folders
+
+        errors = []
+        for where in cache_folders():
+            tar_path = where / "shard-padding" / name
+            if tar_path.is_file() and tar_path.with_suffix(".idx").is_file():
+                break
+            try:
+                tar_path.parent.mkdir(parents=True, exist_ok=True)
+                _write_padding(tar_path, _first_samples(first, extra))
+                break
+            except OSError as e:
+                errors.append(f"{tar_path}: {e.strerror or e}")
+        else:
+            raise DatasetError(f"cannot write the shards' padding ({'; '.join(errors)})")
+        padded = copy.copy(self)
+        padded.size = self.size + extra
+        padded.paths = [*self.paths, str(tar_path)]
+        padded.index_paths = [*self.index_paths, str(tar_path.with_suffix(".idx"))]
+        return padded
 
 
-def _padding_folder(cache: str | os.PathLike | None) -> Path:
-    if cache is not None:
-        folders = [Path(cache)]
-    else:
-        from fastres.data.builtin import default_cache_dir
+def _first_samples(tar_path: Path, count: int) -> list[tuple[str, bytes]]:
+    """(member name, bytes) of the first `count` samples of a shard, reading it only that far."""
+    try:
+        with tarfile.open(tar_path) as tar:
+            members: dict[str, list[tarfile.TarInfo]] = {}
+            for m in tar:
+                key = m.name.rsplit(".", 1)[0]
+                if key not in members and len(members) == count:
+                    break
+                members.setdefault(key, []).append(m)
+            if len(members) < count:
+                raise DatasetError(f"{tar_path}: fewer than {count} samples to pad the shards with")
+            return [(m.name, tar.extractfile(m).read()) for ms in members.values() for m in ms]
+    except (OSError, tarfile.TarError) as e:
+        raise DatasetError(f"{tar_path}: cannot read it to pad the shards ({e})") from None
 
-        folders = [Path(default_cache_dir()) / "shard-padding", Path(tempfile.gettempdir()) / "fastres-shard-padding"]
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    raise DatasetError(f"no writable folder for the shards' padding: tried {', '.join(map(str, folders))}")
+
+def _write_padding(tar_path: Path, payload: list[tuple[str, bytes]]) -> None:
+    """The padding shard and its index, each put in place by a rename (OSError where the folder refuses)."""
+    fd, tmp = tempfile.mkstemp(prefix=".pad-", suffix=".tar", dir=tar_path.parent)
+    os.close(fd)
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as out:
+        for member, data in payload:
+            _add(out, f"pad{member}", data)
+    idx_tmp = Path(tmp).with_suffix(".idx")
+    _index(Path(tmp), idx_tmp)
+    os.replace(idx_tmp, tar_path.with_suffix(".idx"))
+    os.replace(tmp, tar_path)
 
 
 def read_manifest(folder: str | os.PathLike) -> Shards:
