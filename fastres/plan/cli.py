@@ -4,12 +4,12 @@ How long ResNet-50 takes to train on a cluster, before booking it:
 
     python -m fastres.plan --device h100 --devices 64 --global-batch 8192 --inter-node-gbps 3200
     python -m fastres.plan --device h100 --devices 256 --global-batch 16384 --inter-node-gbps 3200 --target-top1 75.9
-    python -m fastres.plan --device h100 --devices-per-node 8 --inter-node-gbps 3200 --sweep-devices 8:3584 \
+    python -m fastres.plan --device h100 --devices-per-node 8 --inter-node-gbps 3200 --sweep-devices 8:3584 \\
         --batch-per-device 16:400 --target-top1 75.9 --plot sweep.png     # how many devices are worth booking
-    python -m fastres.plan --device p100 --devices 256 --global-batch 8192 --inter-node-gbps 50 \
+    python -m fastres.plan --device p100 --devices 256 --global-batch 8192 --inter-node-gbps 50 \\
         --allreduce hierarchical --device-images-per-s 138@32            # your own speed per device
     python -m fastres.plan --device h100 --devices 512 --calibrate-run runs/resnet50-1 --target-top1 75.9
-    python -m fastres.plan --device xeon-8160 --devices 1600 --devices-per-node 2 --global-batch 32768
+    python -m fastres.plan --device xeon-8160 --devices 1600 --devices-per-node 2 --global-batch 32000
     python -m fastres.plan --measure-cpu cpu.json            # this machine's training speed, per core
     python -m fastres.plan --device cpu --calibrate-cpu cpu.json --cores-per-device 32 --devices 64
     python -m fastres.plan --calibrate bench/results/hosts-allreduce.json --devices 8 --devices-per-node 2
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="alpha and inter-node bandwidth measured by bench/bench_hosts.py (explicit flags still win)",
     )  # fmt: skip
     g = p.add_argument_group("speed of one device (default: the device's calibrated speed, --validate's table)")
-    g.add_argument("--speed", choices=sorted(SPEEDS), help="a calibrated speed by name (the table in README.md)")
+    g.add_argument("--speed", choices=sorted(SPEEDS), metavar="NAME",
+                   help=f"a calibrated speed by name (README.md's table): {', '.join(sorted(SPEEDS))}")  # fmt: skip
     g.add_argument(
         "--device-images-per-s", metavar="R[@b]",
         help="your device's images/s: R at a large batch, or R@b measured at b images per device",

@@ -179,7 +179,7 @@ def _device_and_speed(args) -> tuple[DeviceSpec, str, Speed, dict, dict | None]:
         _need(args.calibrate_cpu or args.calibrate_run or args.device_images_per_s,
               "--device cpu needs --calibrate-cpu CPU.json (see --measure-cpu), --calibrate-run or "
               "--device-images-per-s")  # fmt: skip
-        cores = args.cores_per_device or os.cpu_count() or 1
+        cores = args.cores_per_device if args.cores_per_device is not None else (os.cpu_count() or 1)
         _need(cores >= 1, f"--cores-per-device must be a positive integer, got {cores}")
         _positive("--memory-gbs", args.memory_gbs)
         dev = cpu_device(cores, args.memory_gbs) if args.memory_gbs else cpu_device(cores)
@@ -247,7 +247,7 @@ def epochs_for(args, global_batch: int, sweep: bool = False) -> Epochs:
     return Epochs(law.epochs, args.evals if args.evals is not None else law.evals, "law", law)
 
 
-def _links(args, dev: DeviceSpec, cal: dict | None) -> dict:
+def _links(args, cal: dict | None) -> dict:
     for name in ("intra_node_gbps", "inter_node_gbps", "data_images_per_s", "bucket_mb"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     for name in ("intra_node_alpha_us", "inter_node_alpha_us"):
@@ -314,7 +314,7 @@ def request(args, sweep: bool = False) -> Request:
         wire_dtype=args.wire_dtype or "fp32",
         bucket_mb=args.bucket_mb,
         overlap=not args.no_overlap,
-        **_links(args, dev, cal),
+        **_links(args, cal),
     )
     if dev.torus_links and args.allreduce == "auto":
         sc = replace(sc, allreduce="2d-torus")
