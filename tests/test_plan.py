@@ -27,7 +27,7 @@ from fastres.plan.cost import RESNET50_PARAMS
 from fastres.plan.cpu import cpu_device
 from fastres.plan.records import BAND, CALIBRATION, RUNS, VALIDATION, run_by_key
 from fastres.plan.speed import fit_one, fit_pair
-from fastres.plan.validate import check, checks, validation_table
+from fastres.plan.validate import check, checks, law_summary, validation_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEED = Speed(3000.0, 4e-3, "test")
@@ -83,13 +83,46 @@ def test_ring_tree_hierarchical_and_2d_torus_formulas():
 
 
 def test_torus_of_single_device_nodes_is_square_and_tree_wins_at_scale():
-    pod = cluster(devices=1024, per_node=1, inter=560)  # TPU chips on a 32 x 32 torus
+    pod = cluster(devices=1024, per_node=1, inter=560)  # one GPU per node on a switched network, as a 32 x 32 grid
     s, b, base = 50e6, 560e9 / 8, NCCL_BASE_S
     along = base + 31 * pod.inter_alpha_s + 31 / 32 * s / b
     across = base + 62 * pod.inter_alpha_s + 2 * 31 / 32 * (s / 32) / b
     assert allreduce_seconds(pod, s, "2d-torus") == pytest.approx(2 * along + across)
     big = cluster(devices=4096, per_node=8, inter=400)
     assert allreduce_seconds(big, 1e6, "ring") > 10 * allreduce_seconds(big, 1e6, "tree")  # 2(N-1) vs 2 log2 K steps
+
+
+def test_a_tpu_pod_is_a_torus_of_four_links_per_chip_where_2d_torus_beats_the_ring(capsys):
+    tpu = lookup_device("tpu-v3")  # Cloud TPU v3: 340 TB/s of all-reduce bandwidth per pod of 1,024 chips
+    assert tpu.torus_links == 4 and tpu.intra_node_gbs * 4 * 1024 == pytest.approx(340e3, rel=0.01)
+    pod = Cluster(device=tpu, devices=1024, per_node=4, intra_gbps=83 * 8, inter_gbps=1, speed=SPEED,
+                  inter_alpha_s=3.4e-6, torus_links=4)  # fmt: skip
+    s, a, base, b = 25e6, 3.4e-6, NCCL_BASE_S, 2 * 83e9  # a dimension's ring runs over both of its links
+    along = base + 31 * a + 31 / 32 * s / b
+    across = base + 62 * a + 2 * 31 / 32 * (s / 32) / b
+    assert allreduce_seconds(pod, s, "2d-torus") == pytest.approx(2 * along + across)
+    assert allreduce_seconds(pod, s, "ring") == pytest.approx(base + 2046 * a + 2 * 1023 / 1024 * s / b)
+    assert allreduce_seconds(pod, s, "2d-torus") < allreduce_seconds(pod, s, "ring") / 4
+    assert allreduce_seconds(replace(pod, per_node=1), s, "2d-torus") == allreduce_seconds(pod, s, "2d-torus")
+    for algorithm in ("tree", "flat", "hierarchical"):  # no switch, no node between the chips
+        with pytest.raises(ValueError, match="no switch"):
+            allreduce_seconds(pod, s, algorithm)
+    code, out, _ = run("--device", "tpu-v3", "--devices", "1024", "--global-batch", "32768", "--json", capsys=capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["allreduce"]["algorithm"] == "2d-torus" and doc["bound"] == "compute"
+
+
+# Seconds per epoch in a steady 4-epoch block of the v0.6 TPU pod runs (block_start to block_stop, one
+# evaluation included; the median over the blocks after the first, then over the five logs of
+# mlcommons/training_results_v0.6 Google/results/tpu-v3-<cores>/resnet/result_*.txt).
+V06_TPU_EPOCH_S = {32: 41.0302, 128: 10.2430, 256: 5.3273, 512: 3.0893, 1024: 1.7299, 2048: 0.9870}
+
+
+def test_tpu_pod_steps_are_compute_bound_as_the_published_logs_show():
+    for cores, seconds in V06_TPU_EPOCH_S.items():
+        e = check(run_by_key(f"mlperf-v0.6-tpu-v3-{cores}")).estimate
+        assert e.bound == "compute" and e.exposed_allreduce_s < 0.15 * e.step_time_s, cores
+        assert (e.epoch_time_s + e.eval_s / 4) / seconds == pytest.approx(1, abs=0.10), cores
 
 
 def test_hierarchical_beats_the_flat_ring_by_the_bytes_on_a_slow_link():
@@ -264,7 +297,8 @@ def test_json_output_has_the_promised_keys_under_old_and_new_flags(capsys):
     assert doc["time_to_train_s"] == pytest.approx(90 * doc["epoch_time_s"])
     assert doc["speed"]["images_per_s_large_batch"] == pytest.approx(default_speed("v100", "mixed").rate)
     code, out2, _ = run("--device", "v100", "--devices", "64", "--devices-per-node", "8", "--global-batch", "4096",
-                        "--inter-node-gbps", "100", "--wire-dtype", "bf16", "--json", capsys=capsys)  # fmt: skip
+                        "--inter-node-gbps", "100", "--wire-dtype", "bf16", "--epochs", "90", "--json",
+                        capsys=capsys)  # fmt: skip
     assert json.loads(out2) == doc
 
 
@@ -328,7 +362,7 @@ def test_measure_cpu_fits_a_rate_and_t0(tmp_path):
 
 def test_validate_prints_the_table(capsys):
     code, out, _ = run("--validate", capsys=capsys)
-    assert code == 0 and out.strip() == validation_table()
+    assert code == 0 and out.strip() == validation_table() + "\n\n" + law_summary()
 
 
 @pytest.mark.parametrize(

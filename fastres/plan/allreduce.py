@@ -23,8 +23,21 @@ Every algorithm adds one launch latency (NCCL's base latency) per collective:
                   2 [base + (L-1) alpha_intra + (L-1)/L S / B_intra] + flat(S/L over K nodes at B_node/L)
   2d-torus      Mikami et al. 2018 (arXiv:1811.05233) and Ying et al. 2018 (arXiv:1811.06992): the
                 devices as an X x Y grid, reduce-scatter along X, all-reduce of the 1/X shard along
-                Y as a ring, all-gather along X. On GPU nodes X = L (the node) and Y = K; with one
-                device per node (TPU chips on their torus) X = Y = sqrt(N), every link B_node.
+                Y as a ring, all-gather along X. On GPU nodes X = L (the node) and Y = K.
+
+A TPU pod is no switched network: every chip has 4 ICI links, two per dimension of a 2-D torus
+(Cluster.torus_links; fastres.plan.devices), and no node boundary matters. There the planner
+costs what the wires allow, with B_link one link's bandwidth (one direction):
+
+  2d-torus      X x Y chips (X the largest divisor of N up to sqrt(N)); each phase a ring along one
+                dimension that runs both ways around it (its two links, 2 B_link), as Google's
+                torus all-reduce does rows, then columns:
+                  2 [base + (X-1) alpha + (X-1)/X S / 2B_link] + base + 2(Y-1) alpha + 2(Y-1)/Y (S/X) / 2B_link
+  ring          one ring through all N chips (a path of torus neighbours), both ways: 2(N-1) steps
+                  base + 2(N-1) alpha + 2(N-1)/N S / 2B_link
+  tree, flat, hierarchical
+                not on a torus: NCCL's tree needs a switch, and no node sits between the chips; the
+                planner refuses them there (TORUS_ALGORITHMS)
 
 One node: every algorithm is the ring inside it. The NCCL constants are NCCL's own tuning model
 (NVIDIA/nccl src/graph/tuning.cc, Simple protocol): base latency 8.4 us, 3.4 us per NVLink ring
@@ -38,15 +51,18 @@ import math
 
 __all__ = [
     "ALGORITHMS",
+    "TORUS_ALGORITHMS",
     "NCCL_BASE_S",
     "NCCL_NET_STEP_S",
     "NCCL_NVLINK_STEP_S",
     "NCCL_PCIE_STEP_S",
     "TREE_BW",
+    "algorithms_for",
     "allreduce_seconds",
 ]
 
 ALGORITHMS = ("ring", "tree", "flat", "hierarchical", "2d-torus")
+TORUS_ALGORITHMS = ("ring", "2d-torus")
 NCCL_BASE_S = 8.4e-6  # tuning.cc baseLatencies, Ring/Tree, Simple
 NCCL_NVLINK_STEP_S = 3.4e-6  # hwLatencies[NVLINK][Ring][Simple] (Tree: 4.0)
 NCCL_NVLINK_TREE_STEP_S = 4.0e-6
@@ -91,13 +107,32 @@ def _flat(c, n: int, k: int, s: float, b_intra: float, b_node: float, a_in: floa
     return min(ring, tree)
 
 
-def _torus_x(c) -> int:
-    if c.per_node > 1:
-        return c.per_node
-    x = int(math.isqrt(c.devices))
-    while c.devices % x:
+def _grid_x(devices: int) -> int:
+    """X of an X x Y grid of `devices`: the largest divisor up to the square root."""
+    x = int(math.isqrt(devices))
+    while devices % x:
         x -= 1
     return x
+
+
+def algorithms_for(c) -> tuple[str, ...]:
+    """The all-reduces cluster `c` can run: all of ALGORITHMS on a switched network, TORUS_ALGORITHMS on a torus."""
+    return TORUS_ALGORITHMS if c.torus_links else ALGORITHMS
+
+
+def _torus(c, nbytes: float, algorithm: str) -> float:
+    """A 2-D torus of chips, two links per dimension: each ring runs both ways around its dimension."""
+    if algorithm not in TORUS_ALGORITHMS:
+        raise ValueError(f"a 2-D torus runs {' or '.join(TORUS_ALGORITHMS)}, not {algorithm!r}: it has no switch")
+    n, a, base = c.devices, c.inter_alpha_s, c.base_s
+    b = (c.torus_links // 2) * c.intra_gbps * 1e9 / 8  # a dimension's links, both ways around its ring
+    if algorithm == "ring":
+        return base + 2 * (n - 1) * a + 2 * (n - 1) / n * nbytes / b
+    x = _grid_x(n)
+    y = n // x
+    along_x = base + (x - 1) * a + (x - 1) / x * nbytes / b if x > 1 else 0.0
+    along_y = base + 2 * (y - 1) * a + 2 * (y - 1) / y * (nbytes / x) / b if y > 1 else 0.0
+    return 2 * along_x + along_y
 
 
 def allreduce_seconds(c, nbytes: float, algorithm: str) -> float:
@@ -107,6 +142,8 @@ def allreduce_seconds(c, nbytes: float, algorithm: str) -> float:
     n, k, l = c.devices, c.nodes, c.per_node
     if n == 1:
         return 0.0
+    if c.torus_links:
+        return _torus(c, nbytes, algorithm)
     b_intra, b_node = c.intra_gbps * 1e9 / 8, c.inter_gbps * 1e9 / 8
     a_in, a_out, base = c.intra_alpha_s, c.inter_alpha_s, c.base_s
     if k == 1 or algorithm == "ring":
@@ -121,13 +158,12 @@ def allreduce_seconds(c, nbytes: float, algorithm: str) -> float:
         node_phase = base + (l - 1) * a_in + (l - 1) / l * nbytes / b_intra
         across = _flat(c, k, k, nbytes / l, b_intra, b_node / l, a_in, a_out)
         return 2 * node_phase + across
-    # 2d-torus
-    x = _torus_x(c)
-    y = n // x
+    # 2d-torus on GPU nodes: X = the node, Y = the nodes
     if l > 1:
-        b_x, a_x, b_y, a_y = b_intra, a_in, b_node / l, a_out
+        x, b_x, a_x, b_y = l, b_intra, a_in, b_node / l
     else:
-        b_x, a_x, b_y, a_y = b_node, a_out, b_node, a_out
+        x, b_x, a_x, b_y = _grid_x(n), b_node, a_out, b_node
+    y = n // x
     along_x = base + (x - 1) * a_x + (x - 1) / x * nbytes / b_x if x > 1 else 0.0
-    along_y = _ring(y, y, nbytes / x, b_y, b_y, a_y, a_y, base) if y > 1 else 0.0
+    along_y = _ring(y, y, nbytes / x, b_y, b_y, a_out, a_out, base) if y > 1 else 0.0
     return 2 * along_x + along_y

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fastres.plan.allreduce import NCCL_NVLINK_STEP_S, NCCL_PCIE_STEP_S
 from fastres.plan.cost import RESNET50_PARAMS, Cluster, Job, estimate
 from fastres.plan.devices import DEVICES, DeviceSpec
 from fastres.plan.records import CALIBRATION, Run
+from fastres.plan.scenario import Scenario, build
 from fastres.plan.speed import Recipe, Speed, fit_one, fit_pair
 
 __all__ = [
@@ -53,6 +53,8 @@ __all__ = [
     "cpu_t0",
     "default_speed",
     "job_for",
+    "scenario_for",
+    "speed_for",
 ]
 
 # A momentum (or LARS) step reads w, g, m and writes w, m: 5 x 4 bytes per fp32 parameter (assumed
@@ -124,35 +126,33 @@ def scaled_rate(rate: float, src: DeviceSpec, dst: DeviceSpec, precision: str) -
     return 1 / t_dst
 
 
-def cluster_for(run: Run, speed: Speed) -> Cluster:
-    """The cluster a published run ran on, as the model sees it."""
-    dev = DEVICES[run.device]
-    pcie = dev.kind == "gpu" and dev.intra_node_gbs <= 32
-    tpu = dev.kind == "tpu"
-    return Cluster(
-        device=dev,
+def scenario_for(run: Run, speed: Speed) -> Scenario:
+    """A published run's inputs, as the command line would take them (fastres.plan.scenario)."""
+    return Scenario(
+        device=DEVICES[run.device],
         devices=run.devices,
         per_node=run.per_node,
-        intra_gbps=dev.intra_node_gbs * 8,
-        inter_gbps=run.inter_gbps or dev.intra_node_gbs * 8,
+        global_batch=run.global_batch,
         speed=speed,
-        intra_alpha_s=NCCL_PCIE_STEP_S if pcie else NCCL_NVLINK_STEP_S,
-        inter_alpha_s=NCCL_NVLINK_STEP_S if tpu else Cluster.inter_alpha_s,
+        epochs=run.epochs,
+        evals=run.evals,
+        precision=run.precision,
+        allreduce=run.allreduce,
+        wire_dtype=run.wire_dtype,
+        bucket_mb=run.bucket_mb,
+        overlap=run.overlap,
+        inter_gbps=run.inter_gbps or None,
         backend=run.backend,
     )
 
 
+def cluster_for(run: Run, speed: Speed) -> Cluster:
+    """The cluster a published run ran on, as the model sees it."""
+    return build(scenario_for(run, speed))[0]
+
+
 def job_for(run: Run) -> Job:
-    return Job(
-        global_batch=run.global_batch,
-        epochs=run.epochs,
-        precision=run.precision,
-        wire_dtype=run.wire_dtype,
-        allreduce=run.allreduce,
-        bucket_mb=run.bucket_mb,
-        overlap=run.overlap,
-        evals=run.evals,
-    )
+    return build(scenario_for(run, Speed(1.0, 0.0, "")))[1]
 
 
 def _step_seconds(run: Run) -> float:

@@ -11,8 +11,9 @@ backward does not hide:
             path on declared one-device and one-node runs). Forward is a third of b / R and
             backward two thirds (backward = 2 x forward FLOPs, He et al. 2016); t0 is never
             overlapped with communication.
-  all-reduce  fastres.plan.allreduce: ring, tree, flat (NCCL's choice), hierarchical, 2d-torus,
-            per bucket (latency once per bucket, bytes once in total).
+  all-reduce  fastres.plan.allreduce: ring, tree, flat (NCCL's choice), hierarchical, 2d-torus
+            (a TPU pod's torus: ring and 2d-torus), per bucket (latency once per bucket, bytes once
+            in total).
   overlap   buckets leave during backward: the step ends when backward is done and the last
             bucket has been reduced, or when all buckets have been reduced after the first is
             ready, whichever is later (no overlap: backward, then every bucket).
@@ -74,6 +75,7 @@ class Cluster:
     base_s: float = NCCL_BASE_S  # per collective
     backend: str = "nccl"  # "nccl" (GPU), "gloo" (CPU: rings only), "mpi" (rings only)
     data_images_per_s_per_node: float | None = None  # the node's loader; None: not a limit
+    torus_links: int = 0  # links per device on a 2-D torus (TPU: 4; intra_gbps is one link); 0: switched
 
     @property
     def nodes(self) -> int:

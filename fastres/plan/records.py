@@ -58,6 +58,7 @@ class Run:
     band: float = BAND
     explained: str = ""  # why a run sits outside BAND (then `band` is its own, wider one)
     unconfirmed: str = ""  # inputs that could not be read from the source
+    epochs_law: str = ""  # the fastres.plan.epochs family whose law predicts its epochs ("": none)
 
     @property
     def nodes(self) -> int:
@@ -76,6 +77,7 @@ def _mlperf(key, rnd, folder, device, nodes, per_node, batch, score_s, epochs, e
     """An MLPerf closed-division result: five logs, MLPerf's olympic mean."""
     parts = folder.split("/")
     org = parts[1] if parts[0] == "v0.5.0" else parts[0]
+    kw.setdefault("epochs_law", {"v0.5": "", "v0.6": "lars-v0.6"}.get(rnd, "lars"))  # v0.5's target was 74.9%
     system = parts[2] if parts[0] == "v0.5.0" and parts[-1] == "tpu" else parts[-1]
     return Run(
         key=key,
@@ -305,6 +307,7 @@ VALIDATION: list[Run] = (
             overlap=True,
             speed="p100-caffe2",
             unconfirmed="sec. 4 details from the paper as cited in this repository's earlier planner, not re-read",
+            epochs_law="goyal",
         ),
         Run(
             key="you-2017-skylake",
@@ -315,7 +318,7 @@ VALIDATION: list[Run] = (
             device="xeon-8160",
             devices=1600,
             per_node=2,
-            global_batch=32768,
+            global_batch=32000,
             published_s=32 * 60,
             published="32 min (31 per Intel)",
             precision="fp32",
@@ -326,7 +329,8 @@ VALIDATION: list[Run] = (
             overlap=True,
             band=0.30,
             explained="CPU small-batch penalty: 37.5 img/s per socket implied at 20 per socket vs 53.7 modelled",
-            unconfirmed="batch 32K (the paper's headline batch) and two sockets per node: not confirmed for this run",
+            unconfirmed="batch 32,000, 20 per socket (the paper's headline 32K does not split evenly over 1,600 "
+            "sockets) and two sockets per node: not confirmed for this run",
         ),
         Run(
             key="you-2017-knl",
@@ -353,7 +357,7 @@ VALIDATION: list[Run] = (
             key="akiba-2017",
             name="Akiba et al. 2017 (PFN), 1,024 x P100 PCIe",
             source="arXiv:1711.04325 abstract (90 epochs, 32k batch, 1,024 Tesla P100, 15 min); MN-1: 128 nodes "
-            "x 8 P100 PCIe, two InfiniBand FDR ports per node (issue 23's reading of the paper and PFN's MN-1 "
+            "x 8 P100 PCIe, two InfiniBand FDR ports per node (an earlier reading here of the paper and PFN's MN-1 "
             "page; not re-read here); ChainerMN: NCCL ring, fp16 gradients, after backward",
             device="p100-pcie",
             devices=1024,
@@ -436,8 +440,7 @@ VALIDATION: list[Run] = (
             published_s=1 / 1.05e6,
             published="1.05M img/s",
             kind="throughput",
-            inter_gbps=70 * 8,
-            network="2-D torus ICI (per-link bandwidth assumed)",
+            network="2-D torus ICI (4 links per chip, fastres.plan.devices)",
             allreduce="2d-torus",
             wire_dtype="fp32",
             unconfirmed="batch 32,768 (as Google's MLPerf v0.6 1,024-chip run) not confirmed for the paper",
@@ -552,6 +555,7 @@ VALIDATION: list[Run] = (
             11,
             0,
             "",
+            epochs_law="sgd",  # opt_name sgd in its logs
         ),
         _mlperf(
             "mlperf-v0.7-dgxa100-n2",
@@ -568,6 +572,7 @@ VALIDATION: list[Run] = (
             DGXA100,
             band=0.40,
             explained="v0.7 software: 87.8 ms per step measured at 204 per GPU vs 62.6 modelled",
+            epochs_law="sgd",  # opt_name sgd in its logs
         ),
         _mlperf(
             "mlperf-v0.7-dgxa100-n96",
@@ -856,8 +861,8 @@ VALIDATION: list[Run] = (
             3593.1,
             64,
             16,
-            560,
-            "2-D torus ICI",
+            0,
+            "2-D torus ICI (4 links per chip, fastres.plan.devices)",
             allreduce="2d-torus",
             wire_dtype="fp32",
             band=0.25,
@@ -874,8 +879,8 @@ VALIDATION: list[Run] = (
             424.5,
             74.67,
             18.33,
-            560,
-            "2-D torus ICI",
+            0,
+            "2-D torus ICI (4 links per chip, fastres.plan.devices)",
             allreduce="2d-torus",
             wire_dtype="fp32",
             band=0.45,
@@ -894,8 +899,8 @@ VALIDATION: list[Run] = (
             score,
             epochs,
             evals,
-            560,
-            "2-D torus ICI",
+            0,
+            "2-D torus ICI (4 links per chip, fastres.plan.devices)",
             allreduce="2d-torus",
             wire_dtype="fp32",
         )
