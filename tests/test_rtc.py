@@ -288,31 +288,102 @@ def test_rtc_pack_unpack_equal_cpu_bitwise(dtype):
     assert torch.equal(norms, again)  # the same traversal and order: the same bits
 
 
+def step_inputs(device, seed: int = 4) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    offsets = offsets_of([5, 4097, 0, 300, 17, 70_001], start=1)
+    n, S = int(offsets[-1]) + 2, 6
+    w, gr, m = (torch.randn(n, generator=g).to(device) for _ in range(3))
+    return dict(
+        params=w,
+        grads=gr,
+        momentum=m,
+        chunks=ops.segment_chunks(offsets, device),
+        seg_group=torch.zeros(S, dtype=torch.int32, device=device),
+        seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device=device),
+        hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01] + [0.0] * (ops.HPARAM_STRIDE - 4), device=device),
+    )
+
+
+def step_terms(x: dict, mode: int, eps: float) -> dict:
+    """csrc/lars.h's step on x in float64, per element: its coefficients and intermediate values."""
+    off = x["chunks"].offsets.tolist()
+    w, g, m = (x[k].double().cpu() for k in ("params", "grads", "momentum"))
+    lr, wd, mu, eta = x["hparams"][:4].double().tolist()  # one group, every segment adapted and decayed
+    a, b, depth = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
+    for lo, hi in zip(off[:-1], off[1:]):
+        wn, gn = w[lo:hi].norm().item(), g[lo:hi].norm().item()
+        trust = eta * wn / (gn + wd * wn + eps) if mode & ops.STEP_LARS and wn > 0 and gn > 0 else 1.0
+        a[lo:hi], b[lo:hi] = (trust, lr) if mode & ops.STEP_LR_AFTER_MOMENTUM else (lr * trust, 1.0)
+        # the GPU's and torch._foreach_norm's sums of squares: other orders, at most this deep
+        depth[lo:hi] = 200 + (hi - lo) / 4096 if mode & ops.STEP_LARS else 0
+    inside = torch.zeros_like(w, dtype=torch.bool)
+    inside[off[0] : off[-1]] = True  # the kernels touch nothing outside the segments
+    gd = g + wd * w
+    mn = mu * m + a * gd
+    return dict(w=w, g=g, m=m, wd=wd, mu=mu, a=a, b=b, gd=gd, mn=mn, depth=depth, inside=inside)
+
+
+def assert_step_close(got: dict, want: dict, x: dict, mode: int, eps: float) -> None:
+    """The GPU's step (`got`) against the torch path's (`want`), within what the arithmetic allows.
+
+    nvcc and NVRTC contract a * b + c into one FMA (-fmad=true): g + wd*w, mu*m + a*gd and
+    w - b*m each round once on the GPU where torch rounds two or three times, which moves each
+    result by at most 3 roundings (2^-24) of its operands' magnitudes, and an operand's error
+    carries on; the trust ratio's norms are summed in other orders (`depth` roundings of a*gd).
+    A fixed atol says nothing of that: a result that cancels to near 0 keeps the operands' error."""
+    t, U = step_terms(x, mode, eps), 2.0**-24
+    e_gd = 3 * U * ((t["wd"] * t["w"]).abs() + t["g"].abs())
+    agd = (t["a"] * t["gd"]).abs()
+    e_m = 3 * U * (t["mu"] * t["m"].abs() + agd) + t["a"].abs() * e_gd + t["depth"] * U * agd
+    if mode & ops.STEP_NESTEROV:
+        step = t["a"] * t["gd"] + t["mu"] * t["mn"]
+        e_step = 3 * U * (agd + (t["mu"] * t["mn"]).abs()) + t["a"].abs() * e_gd + t["mu"] * e_m + t["depth"] * U * agd
+    else:
+        step, e_step = t["mn"], e_m
+    e_w = 3 * U * (t["w"].abs() + (t["b"] * step).abs()) + t["b"].abs() * e_step
+    for key, bound in (("momentum", e_m), ("params", e_w)):
+        diff = (got[key].double().cpu() - want[key].double().cpu()).abs()
+        outside = int((diff > bound).sum())
+        assert outside == 0, (
+            f"{key}: {outside} elements beyond the arithmetic's bound (excess up to {float((diff - bound).max()):.3g})"
+        )
+
+
+def fma_step(x: dict, mode: int, eps: float) -> dict:
+    """The fused step in float32 with lars.h's momentum_update as the GPU computes it: each a * b + c
+    one FMA (the exact product and sum, rounded once), the trust ratio from float64 norms."""
+    t = step_terms(x, mode, eps)
+    f32 = lambda v: torch.as_tensor(v, dtype=torch.float64).float().double()  # noqa: E731 - round to fp32
+    fma = lambda p, q, r: f32(p * q + r)  # noqa: E731 - the product of two fp32 values is exact in float64
+    w, g, m = t["w"], t["g"], t["m"]
+    wd, mu, a, b = f32(t["wd"]), f32(t["mu"]), f32(t["a"]), f32(t["b"])
+    gd = fma(wd, w, g)
+    mn = fma(mu, m, f32(a * gd))
+    step = fma(mu, mn, f32(a * gd)) if mode & ops.STEP_NESTEROV else mn
+    new_w, new_m = torch.where(t["inside"], fma(-b, step, w), w), torch.where(t["inside"], mn, m)
+    return {"params": new_w.float(), "momentum": new_m.float()}
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+@pytest.mark.parametrize("mode", [ops.STEP_LARS, ops.STEP_LARS | ops.STEP_NESTEROV, ops.STEP_LR_AFTER_MOMENTUM])
+def test_the_bound_admits_the_gpus_fma_contraction(mode, seed):
+    # on the CPU: the GPU's arithmetic emulated in float32 on the GPU test's own inputs lies within
+    # the bound assert_step_close states, against the torch path run here
+    x, want = step_inputs("cpu", seed), step_inputs("cpu", seed)
+    ops.fused_step(**want, mode=mode, eps=1e-9, path="torch")
+    assert_step_close(fma_step(x, mode, 1e-9), want, x, mode, 1e-9)
+
+
 @requires_rtc
 @pytest.mark.parametrize("mode", [ops.STEP_LARS, ops.STEP_LARS | ops.STEP_NESTEROV, ops.STEP_LR_AFTER_MOMENTUM])
 def test_rtc_fused_step_equals_torch_and_native(mode):
-    def inputs():
-        g = torch.Generator().manual_seed(4)
-        offsets = offsets_of([5, 4097, 0, 300, 17, 70_001], start=1)
-        n, S = int(offsets[-1]) + 2, 6
-        w, gr, m = (torch.randn(n, generator=g).cuda() for _ in range(3))
-        return dict(
-            params=w,
-            grads=gr,
-            momentum=m,
-            chunks=ops.segment_chunks(offsets, "cuda"),
-            seg_group=torch.zeros(S, dtype=torch.int32, device="cuda"),
-            seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device="cuda"),
-            hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01] + [0.0] * (ops.HPARAM_STRIDE - 4), device="cuda"),
-        )
-
-    a, b = inputs(), inputs()
+    x = step_inputs("cpu")
+    a, b = step_inputs("cuda"), step_inputs("cuda")
     assert ops.fused_step(**a, mode=mode, eps=1e-9, path="rtc") == "rtc"
     ops.fused_step(**b, mode=mode, eps=1e-9, path="torch")
-    torch.testing.assert_close(a["params"], b["params"], rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(a["momentum"], b["momentum"], rtol=1e-6, atol=1e-7)
+    assert_step_close(a, b, x, mode, 1e-9)
     if ops.has_kernel("fused_step", "cuda"):
-        c = inputs()
+        c = step_inputs("cuda")
         assert ops.fused_step(**c, mode=mode, eps=1e-9) == "cuda"
         torch.testing.assert_close(a["params"], c["params"], rtol=2e-7, atol=1e-8)
 
