@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -146,11 +147,18 @@ def test_run_time_float_code_is_the_nvcc_builds(file, tmp_path):
     assert rtc_ops == nvcc_ops, f"{file}: only nvcc makes {only_nvcc}, only NVRTC {only_nvrtc}"
 
 
-def _stand_in_cupy(loaded: list, launched: list):
-    """CuPy as fastres.kernels.rtc uses it. RawModule(code=...) compiles the way CuPy's
+def _stand_in_cupy(loaded: list, launched: list, version: str = "14.2.0"):
+    """CuPy as fastres.kernels.rtc uses it, in the shape of CuPy `version` (13.6.0 or 14.2.0, read in
+    cupy/cupy's sources at those tags). RawModule(code=...) compiles the way CuPy's
     compile_with_cache does (cupy/cuda/compiler.py: the caller's options, then `-ftz=true`);
-    RawModule(path=...) loads the file. `loaded` gets the PTX behind what was loaded."""
+    RawModule(path=...) loads the file; `loaded` gets the PTX behind what was loaded. A kernel
+    call is cupy/cuda/function.pyx's Function.__call__(tuple grid, tuple block, args,
+    shared_mem=0, stream=None): Cython refuses a grid or block that is not a tuple, and the launch
+    goes on `stream.ptr`; `launched` gets each call with its arguments. 14.2.0 wraps a foreign
+    stream with Stream.from_external, checking the CUDA stream protocol as cupy/cuda/stream.pyx
+    does, and its ExternalStream warns DeprecationWarning; 13.6.0 has ExternalStream only."""
     cupy = types.ModuleType("cupy")
+    cupy.__version__ = version
 
     class RawModule:
         def __init__(self, *, code=None, path=None, options=(), name_expressions=None, **kw):
@@ -169,14 +177,40 @@ def _stand_in_cupy(loaded: list, launched: list):
 
         def get_function(self, name):
             kernel = self.names.get(name, name)
-            return lambda grid, block, args, stream=None: launched.append((kernel, grid, block, args, stream))
+
+            def call(grid, block, args, shared_mem=0, stream=None, enable_cooperative_groups=False):
+                if type(grid) is not tuple or type(block) is not tuple:
+                    raise TypeError("Argument 'grid' has incorrect type (expected tuple)")
+                launched.append((kernel, grid, block, args, stream.ptr if stream is not None else 0))
+
+            return call
+
+    class Stream:
+        def __init__(self, ptr, device_id):
+            self.ptr, self.device_id = ptr, device_id
+
+        def synchronize(self):
+            pass
+
+    def from_external(obj):  # cupy/cuda/stream.pyx v14.2.0, Stream.from_external's checks
+        version, ptr = obj.__cuda_stream__()
+        if not isinstance(version, int) or not isinstance(ptr, int):
+            raise TypeError("__cuda_stream__() must return (int, int)")
+        if version != 0:
+            raise TypeError(f"__cuda_stream__() returned unsupported version {version}")
+        return Stream(ptr, -1)
+
+    def external_stream(ptr, device_id=-1):
+        if version.startswith("14."):
+            warnings.warn(
+                "ExternalStream is deprecated. Use Stream.from_external() instead", DeprecationWarning, stacklevel=2
+            )
+        return Stream(ptr, device_id)
 
     cupy.RawModule = RawModule
-    stream = lambda handle: types.SimpleNamespace(handle=handle, synchronize=lambda: None)
+    stream_class = types.SimpleNamespace(from_external=from_external) if version.startswith("14.") else object
     cupy.cuda = types.SimpleNamespace(
-        Device=lambda device: contextlib.nullcontext(),
-        Stream=types.SimpleNamespace(from_external=lambda h: stream(h.__cuda_stream__()[1])),
-        ExternalStream=lambda handle, device: stream(handle),
+        Device=lambda device: contextlib.nullcontext(), Stream=stream_class, ExternalStream=external_stream
     )
     return cupy
 
@@ -202,7 +236,7 @@ def test_gpu_path_loads_fastres_cubin_and_never_lets_cupy_compile(monkeypatch, t
     assert not flushed_or_approximate(out.ptx)
     [(kernel, grid, block, got, stream)] = launched
     assert kernel == out.lowered["fastres::rtc::pack_kernel<2>"] and (grid, block) == ((3,), (256,)) and got == args
-    assert stream.handle == 1234  # torch's stream, handed to CuPy
+    assert stream == 1234  # torch's stream, handed to CuPy
     # a second process finds the cubin in the cache: same file, nothing compiled
     cubins = list(tmp_path.glob("wire_cuda-sm_90-*.cubin"))
     assert len(cubins) == 1 and cubins[0].read_bytes() == out.cubin
@@ -210,6 +244,38 @@ def test_gpu_path_loads_fastres_cubin_and_never_lets_cupy_compile(monkeypatch, t
     monkeypatch.setattr(rtc, "compile_kernels", lambda *a: pytest.fail("compiled again despite the cache"))
     rtc.launch("wire_cuda.cu", "unpack_kernel<0>", 1, 256, args, 0, 1234)
     assert loaded[-1] == ("path", out.cubin)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("version", ["13.6.0", "14.2.0"])
+def test_rtc_calls_cupy_13_and_14_alike(monkeypatch, tmp_path, version):
+    # the run-time compiled path's calls, from an op's description (fastres.kernels.launches) to
+    # CuPy's kernel call: the same in both versions, no deprecated API, every argument a numpy
+    # scalar of its parameter's C type (CuPy 14 packs a scalar as its own dtype, CuPy 13 by its
+    # itemsize; a Python int would go as an int64 in 14)
+    nvrtc_lib()
+    import numpy as np
+
+    from fastres.kernels import launches
+
+    loaded, launched = [], []
+    monkeypatch.setitem(sys.modules, "cupy", _stand_in_cupy(loaded, launched, version))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setenv("FASTRES_RTC_CACHE", str(tmp_path))
+    monkeypatch.setattr(rtc, "_MODULES", {})
+    monkeypatch.setattr(rtc, "_STREAMS", {})
+    norms = dict(table=16, S=2, C=3, lo=5, hi=9000, partials=32, out=48)
+    call = launches.Call.of("wire_unpack", src=64, src_dtype=2, dst=128, n=9003, scale=0.5, **norms)
+    work = launches.kernel_launches(call)
+    rtc.run(work, 0, 4321)
+    assert [k for k, *_ in launched] == [
+        compiled_for_sm90("wire_cuda.cu").lowered["fastres::rtc::" + w.kernel] for w in work
+    ]
+    width = {"p": np.uint64, "i64": np.int64, "i32": np.int32, "f32": np.float32}
+    for (_, grid, block, args, stream), w in zip(launched, work):
+        assert (grid, block, stream) == ((w.grid,), (w.block,), 4321)
+        assert [type(a) for a in args] == [width[ctype] for _, ctype, _ in w.args]
+        assert [a.item() for a in args] == [v for _, _, v in w.args]
 
 
 def test_missing_nvrtc_says_how_to_get_it(monkeypatch):

@@ -40,6 +40,15 @@ argument names and C types, launch order), which fastres.kernels.sim runs on the
 coupled, change them together. FASTRES_SYNC_CHECK=1 synchronises and checks after each launch
 here too. Arguments are passed as numpy scalars of the kernels' exact C types (CuPy's
 RawKernel documentation: Python ints would not say their width).
+
+CuPy 13 and 14 both serve (read in cupy/cupy's sources at v13.6.0 and v14.2.0): every call made
+here is the same in both (RawModule(path=) loads a cubin with cuModuleLoad; get_function takes
+the lowered name; a kernel call passes `stream=` on to Function.__call__(grid, block, args,
+shared_mem=0, stream=None), which launches on `stream.ptr`; a numpy scalar argument keeps its
+dtype's width: CuPy 13 views it by itemsize, CuPy 14's CScalar packs it as its own dtype;
+Device(i) is a context manager; runtime.runtimeGetVersion), except how torch's stream is
+wrapped: Stream.from_external (new in 14, where ExternalStream warns DeprecationWarning) or
+ExternalStream (13). tests/test_rtc.py runs this file against stand-ins of both.
 """
 
 from __future__ import annotations
@@ -183,10 +192,13 @@ def cubin_for(file: str, sm: int) -> tuple[Path, dict[str, str]]:
 @functools.lru_cache(maxsize=1)
 def status() -> dict:
     """What the run-time compiled path has: {"available": bool, "reason": why not (or ""),
-    "cupy": version, "runtime": CuPy's CUDA runtime version (13000), "nvrtc": (major, minor)
-    of the NVRTC fastres compiles with, "archs": the sm_XY numbers it compiles for}. Needs no
-    GPU: CuPy links its CUDA runtime statically and is asked nothing that needs a driver."""
-    out = {"available": False, "reason": "", "cupy": None, "runtime": None, "nvrtc": None, "archs": ()}
+    "cupy": version, "runtime": CuPy's CUDA runtime version (13000), "stream_api": how torch's
+    streams reach CuPy ("Stream.from_external" from CuPy 14 on, else "ExternalStream"), "nvrtc":
+    (major, minor) of the NVRTC fastres compiles with, "archs": the sm_XY numbers it compiles
+    for}. Needs no GPU: CuPy links its CUDA runtime statically and is asked nothing that needs a
+    driver."""
+    out = {"available": False, "reason": "", "cupy": None, "runtime": None, "stream_api": None, "nvrtc": None}
+    out["archs"] = ()
     try:
         import cupy
         from cupy.cuda import runtime
@@ -194,6 +206,7 @@ def status() -> dict:
         out["reason"] = f"CuPy is not importable ({type(e).__name__}: {e}); `pip install fastres[gpu]` brings it"
         return out
     out["cupy"] = cupy.__version__
+    out["stream_api"] = _stream_api(cupy)
     try:
         out["runtime"] = int(runtime.runtimeGetVersion())
     except Exception as e:  # noqa: BLE001
@@ -253,14 +266,22 @@ class _StreamHandle:
 _STREAMS: dict[tuple[int, int], object] = {}
 
 
+def _stream_api(cupy) -> str:
+    """CuPy 14 wraps a foreign stream with Stream.from_external (the CUDA stream protocol) and
+    deprecates ExternalStream(ptr, device_id), CuPy 13's only way (cupy/cuda/stream.pyx of both)."""
+    return "Stream.from_external" if hasattr(cupy.cuda.Stream, "from_external") else "ExternalStream"
+
+
 def _cupy_stream(handle: int, device: int):
-    """A CuPy view of torch's stream `handle` on `device` (cached: torch keeps its streams)."""
+    """A CuPy view of torch's stream `handle` on `device` (cached: torch keeps its streams). CuPy
+    never destroys it: from_external keeps a reference to the protocol object and leaves the
+    stream alone when collected, ExternalStream owns nothing."""
     key = (device, handle)
     st = _STREAMS.get(key)
     if st is None:
         import cupy
 
-        if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14; ExternalStream is deprecated there
+        if _stream_api(cupy) == "Stream.from_external":
             st = cupy.cuda.Stream.from_external(_StreamHandle(handle))
         else:
             st = cupy.cuda.ExternalStream(handle, device)
