@@ -6,7 +6,7 @@
 // and, to sim_ubsan.cpp, fastres_sim_abort_launch(what): ends the running launch with `what`.
 //
 // A launch runs its blocks one at a time, in an order drawn from `seed`. A block's threads are
-// fibers (x86-64: the 20-instruction switch below; elsewhere ucontext), each with its own 64 KiB
+// fibers (x86-64: the 15-instruction switch below; elsewhere ucontext), each with its own 64 KiB
 // stack above a guard page. A fiber runs until it reaches a __syncthreads, a warp shuffle or the
 // end of the kernel. Scheduling is by warp: a warp's pass runs each of its ready lanes, in an
 // order drawn anew for every pass, to its next stop; then the next warp is picked. At the start
@@ -47,10 +47,15 @@
 
 #include "sim/sim_abi.h"
 
-#if defined(__x86_64__)
-#include <xmmintrin.h>
+// The fibers switch with the assembly below on x86-64, with ucontext elsewhere (or where
+// FASTRES_SIM_UCONTEXT is defined: slower, a system call per switch, the same schedule).
+#if defined(__x86_64__) && !defined(FASTRES_SIM_UCONTEXT)
+#define FASTRES_SIM_ASM_SWITCH 1
 #else
 #include <ucontext.h>
+#endif
+#if defined(__x86_64__)
+#include <xmmintrin.h>
 #endif
 
 #define FASTRES_SIM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -68,7 +73,7 @@ enum State { kReady, kBarrier, kShuffle, kExited };
 
 struct Fiber {
   void* sp = nullptr;
-#if !defined(__x86_64__)
+#if !defined(FASTRES_SIM_ASM_SWITCH)
   ucontext_t context;
 #endif
   unsigned tid = 0;
@@ -102,7 +107,7 @@ struct Sim {
   size_t stack_count = 0;
   size_t page = 4096;
   void* main_sp = nullptr;
-#if !defined(__x86_64__)
+#if !defined(FASTRES_SIM_ASM_SWITCH)
   ucontext_t main_context;
 #endif
   Fiber* current = nullptr;
@@ -138,7 +143,7 @@ std::string format(const char* fmt, ...) {
 
 // ----------------------------------------------------------------------------- switching
 
-#if defined(__x86_64__)
+#if defined(FASTRES_SIM_ASM_SWITCH)
 // fastres_sim_switch(save, load): saves the callee-saved registers on this stack, stores the
 // stack pointer at *save, loads `load` and restores them from there. MXCSR and the x87 control
 // word are not switched: the launch sets them once, and every fiber runs with them.
@@ -186,7 +191,7 @@ namespace {
 void switch_to(Fiber* from, Fiber* to) {
   g.current = to;
   fastres_sim_now.thread = fastres_sim_dim3{to->tid, 0, 0};
-#if defined(__x86_64__)
+#if defined(FASTRES_SIM_ASM_SWITCH)
   fastres_sim_switch(from ? &from->sp : &g.main_sp, to->sp);
 #else
   swapcontext(from ? &from->context : &g.main_context, &to->context);
@@ -194,7 +199,7 @@ void switch_to(Fiber* from, Fiber* to) {
 }
 
 [[noreturn]] void to_main(Fiber* self) {
-#if defined(__x86_64__)
+#if defined(FASTRES_SIM_ASM_SWITCH)
   fastres_sim_switch(&self->sp, g.main_sp);
 #else
   swapcontext(&self->context, &g.main_context);
@@ -202,7 +207,7 @@ void switch_to(Fiber* from, Fiber* to) {
   __builtin_unreachable();
 }
 
-#if !defined(__x86_64__)
+#if !defined(FASTRES_SIM_ASM_SWITCH)
 void fiber_trampoline(unsigned hi, unsigned lo) {
   fastres_sim_fiber_main(reinterpret_cast<Fiber*>((static_cast<uintptr_t>(hi) << 32) | lo));
 }
@@ -214,7 +219,7 @@ void start_fiber(Fiber* f, size_t index) {
   // Stacks 68 KiB apart would put every fiber's top in the same cache sets: each starts lower by
   // a different multiple of 64 bytes (up to 32 KiB), so that the hot tops spread over the caches.
   char* top = base + kStackBytes - ((index * 17) % 512) * 64;
-#if defined(__x86_64__)
+#if defined(FASTRES_SIM_ASM_SWITCH)
   auto* sp = reinterpret_cast<uint64_t*>(top);  // 16-byte aligned
   sp -= 7;  // what fastres_sim_switch pops: after its `ret` the stack is aligned for the `call`
   sp[0] = sp[1] = sp[2] = 0;              // r15, r14, r13
