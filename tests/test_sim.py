@@ -134,6 +134,26 @@ def test_native_params_are_the_modules_signatures():
             assert types[: len(names)] == want, (op, kind, params)
 
 
+def test_a_shared_variable_the_sim_cannot_refill_is_refused():
+    # GCC drops the section of a static inside a template: such a __shared__ would keep its value
+    # from block to block, so the sim refuses to build it rather than run it unrefilled
+    source = (
+        rtc.inlined("common.h")
+        + """
+namespace fastres { namespace rtc {
+template <int D> __global__ void k(float* out) {
+  __shared__ float s[32];
+  s[threadIdx.x & 31] = D;
+  __syncthreads();
+  out[threadIdx.x] = s[(threadIdx.x + 1) & 31];
+}
+} }
+"""
+    )
+    with pytest.raises(sim.SimError, match=r"__shared__ .*k<1>.*::s is not in the per-block section"):
+        sim.build("template-shared", source, ("fastres::rtc::k<1>",))
+
+
 def test_the_sim_sources_are_installed():
     # an install without a source tree (fastres/csrc in the wheel) builds the sim from these
     cmake = (rtc.source_dir().parent / "CMakeLists.txt").read_text()
