@@ -21,13 +21,16 @@ reported beside it. In the same run:
 "GB/s" counts the bytes a kernel must move; "of copy" is that bandwidth as a fraction of the
 copy's, measured in the same run; "x fused SGD" is the step's device time over
 torch.optim.SGD(fused=True)'s. Results are checked against each other before anything is
-timed. Prints `FIGURES` lines (bench/gpu_suite.sh puts them in its summary) and writes the
-rows with the machine (GPU, clocks, driver, versions) to `--json`.
+timed. Prints a `FIGURES` line per row as soon as it is measured, and the ratios at the end
+(bench/gpu_suite.sh puts them in its summary), and writes the rows measured so far with the
+machine (GPU, clocks, driver, versions) to `--json` after every row: a run stopped at its cap
+keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -48,14 +51,23 @@ from timing import time_calls  # noqa: E402
 SCALE = 0.125  # 1 / world size
 
 
-def resnet50_params(device, small: bool):
+@functools.cache
+def _resnet50_tensors(small: bool) -> tuple:
     torch.manual_seed(0)
     model = resnet50(num_classes=10 if small else 1000)
-    params = [torch.nn.Parameter(p.detach().to(device)) for p in model.parameters()]
+    tensors = tuple(p.detach() for p in model.parameters())
     if small:  # the same 161 tensors, each cut to at most 4K elements
-        params = [torch.nn.Parameter(p.detach().reshape(-1)[:4096].reshape(-1, *([1] * (p.ndim - 1)))) for p in params]
+        tensors = tuple(t.reshape(-1)[:4096].reshape(-1, *([1] * (t.ndim - 1))).clone() for t in tensors)
+    return tensors
+
+
+def resnet50_params(device, small: bool):
+    """ResNet-50's parameters, fresh ones at every call (the model is built once), with gradients:
+    the same values at every call."""
+    params = [torch.nn.Parameter(t.to(device, copy=True)) for t in _resnet50_tensors(small)]
+    gen = torch.Generator().manual_seed(1)
     for p in params:
-        p.grad = torch.randn_like(p) * 1e-2
+        p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(device)
     return params
 
 
@@ -85,18 +97,46 @@ def main() -> int:
         raise SystemExit(ops._missing_native_message())
     use_rtc = device.type == "cuda" and rtc.available()[0]
     rows: list[dict] = []
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    state_before = gpu_state() if device.type == "cuda" else {}
+    t_start = time.perf_counter()
+
+    def save() -> None:
+        if not args.json:
+            return
+        out = {
+            "bench": "bench/gpu_kernels.py",
+            "command": "python " + " ".join(sys.argv),
+            "rows": rows,
+            "seconds": time.perf_counter() - t_start,
+            "machine": describe(
+                gpu=where,
+                cuda=torch.version.cuda,
+                capability=list(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None,
+                gpu_before=state_before,
+                gpu_after=gpu_state() if device.type == "cuda" else {},
+                fastres_build=ops.build_info(),
+                rtc=rtc.status() if use_rtc else None,
+                date=time.strftime("%Y-%m-%d"),
+            ),
+        }
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1, default=str) + "\n")
+        tmp.replace(args.json)  # whole, or not at all, if the run is stopped
 
     def row(group: str, name: str, fn, nbytes: int) -> dict:
         t = time_calls(fn, device, calls=args.calls, rounds=args.rounds)
         r = dict(group=group, name=name, device_us=t.device_s * 1e6, host_us=t.host_s * 1e6, bytes=nbytes,
                  GB_per_s=nbytes / t.device_s / 1e9, queue_filled=t.queue_filled)  # fmt: skip
         rows.append(r)
-        print(f"  {group:16s} {name:44s} {t.describe()}  {r['GB_per_s']:8.1f} GB/s", flush=True)
+        filled = "" if t.queue_filled else " [host-bound: queue not filled]"
+        print(f"FIGURES   {group}: {name} {r['device_us']:.1f} us (host {r['host_us']:.1f} us), "
+              f"{r['GB_per_s']:.1f} GB/s{filled}", flush=True)  # fmt: skip
+        save()
         return r
 
-    state_before = gpu_state() if device.type == "cuda" else {}
-    t_start = time.perf_counter()
-
+    clock = f"CUDA events around {args.calls} calls queued first" if device.type == "cuda" else "the host clock"
+    print(f"FIGURES kernel timings on {where} (time per call, {clock}):", flush=True)
     # ------------------------------------------------------------------ segment_sq_norms
     params = resnet50_params(device, args.small)
     sizes = [p.numel() for p in params]
@@ -170,37 +210,15 @@ def main() -> int:
             r["of_copy"] = r["GB_per_s"] / ceiling["GB_per_s"]
             if sgd:
                 r["x_fused_sgd"] = r["device_us"] / sgd["device_us"]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"FIGURES kernel timings on {where} (device time per call, CUDA events, {args.calls} calls queued first):")
+    print(f"FIGURES kernel ratios on {where} (from the times above):")
     for r in rows:
         if r["name"].startswith("ceiling"):
-            line = f"{r['group']}: {r['name']} {r['device_us']:.1f} us, {r['GB_per_s']:.0f} GB/s"
-        else:
-            line = (f"{r['group']}: {r['name']} {r['device_us']:.1f} us (host {r['host_us']:.1f} us), "
-                    f"{r['of_copy']:.0%} of copy")  # fmt: skip
-            if "x_fused_sgd" in r:
-                line += f", {r['x_fused_sgd']:.2f}x fused SGD's time"
-        if not r["queue_filled"]:
-            line += " [host-bound: queue not filled]"
+            continue
+        line = f"{r['group']}: {r['name']} {r['of_copy']:.0%} of copy"
+        if "x_fused_sgd" in r:
+            line += f", {r['x_fused_sgd']:.2f}x fused SGD's time"
         print(f"FIGURES   {line}")
-    if args.json:
-        out = {
-            "bench": "bench/gpu_kernels.py",
-            "command": "python " + " ".join(sys.argv),
-            "rows": rows,
-            "seconds": time.perf_counter() - t_start,
-            "machine": describe(
-                gpu=where,
-                cuda=torch.version.cuda,
-                capability=list(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None,
-                gpu_before=state_before,
-                gpu_after=gpu_state() if device.type == "cuda" else {},
-                fastres_build=ops.build_info(),
-                rtc=rtc.status() if use_rtc else None,
-                date=time.strftime("%Y-%m-%d"),
-            ),
-        }
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    save()
     return 0
 
 

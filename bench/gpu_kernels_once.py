@@ -2,6 +2,7 @@
 
     compute-sanitizer --tool memcheck --kernel-name kns=fastres python bench/gpu_kernels_once.py
     python bench/gpu_kernels_once.py --device cpu      # the same calls on the CPU kernels (a dry run)
+    python bench/gpu_kernels_once.py --device cpu --sim   # and on the CUDA kernels, executed on the CPU
 
 bench/gpu_suite.sh runs it under memcheck, racecheck and synccheck: a test suite would take
 minutes under the sanitizers, this takes seconds. Each op runs on inputs whose starts and
@@ -15,7 +16,9 @@ did nothing fails here too. Kernels, by file (csrc/):
                             fused_update_kernel<true> (Nesterov)
   wire_cuda.cu              pack_kernel, unpack_kernel, unpack_chunks_kernel for fp32, fp16 and
                             bf16 wires, and its segment_partials_sum_kernel
-`--rtc` runs them once more through the run-time compiled path (fastres.kernels.rtc; needs CuPy).
+`--rtc` runs them once more through the run-time compiled path (fastres.kernels.rtc; needs CuPy);
+`--device cpu --sim` once more through the sim (fastres.kernels.sim: the same CUDA kernels on the
+CPU, warps in a random order, UBSan's checks), the CPU stand-in for the sanitizers.
 Prints one line per op and `ALL KERNELS RAN` at the end; exits 1 on a mismatch.
 """
 
@@ -132,13 +135,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", help="cuda (default), or cpu for a dry run")
     ap.add_argument("--rtc", action="store_true", help="also the run-time compiled kernels (needs CuPy)")
+    ap.add_argument("--sim", action="store_true", help="with --device cpu: also the CUDA kernels on the CPU (sim)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_kernels_once: no CUDA GPU visible to torch")
     if not ops.native_available():
         raise SystemExit(ops._missing_native_message())
+    if args.sim and device.type != "cpu":
+        raise SystemExit("gpu_kernels_once: --sim runs the CUDA kernels on the CPU: use it with --device cpu")
     bad = run(device, "auto" if device.type == "cpu" else "native")
+    if args.sim:
+        bad += run(device, "sim")
     if args.rtc:
         ok, why = rtc.available()
         if not ok:

@@ -13,9 +13,10 @@ Each configuration is checked against the float64 mean of every rank's own gradi
 the same backward pass: tensor hooks copy each parameter's local gradient as autograd
 delivers it, before the reducer's hooks see it (two backward passes may differ where cuDNN
 picks non-deterministic algorithms), gathered over the ranks; then timed (forward + backward
-+ reduce, mean of 5). Rank 0 prints `PASS`/`FAIL` lines and one `FIGURES` line per
-configuration. `--cpu` runs the same checks on CPU tensors (a dry run of this script where
-there is no GPU).
++ reduce, mean of `--steps`, 5 by default). Rank 0 prints `PASS`/`FAIL` lines and one
+`FIGURES` line per configuration. `--cpu` runs the same checks on CPU tensors (a dry run of this
+script where there is no GPU; `--cpu --steps 0 --image-size 32 --arch resnet18` checks quickly,
+without timing).
 
 What one GPU cannot show: NCCL refuses two ranks on one GPU, so the NCCL path (collectives
 on the reducer's communication stream, overlapped with backward) and the reducer against DDP
@@ -35,7 +36,7 @@ from torch import nn
 
 from fastres.distributed import destroy, discover, init_distributed
 from fastres.distributed.reducer import Reducer, bucket_layout
-from fastres.model import resnet50
+from fastres.model import ARCHS, build_model
 
 TOLERANCE = {"fp32": 1e-6, "bf16": 1e-2}  # relative error of the whole gradient (norm)
 
@@ -43,6 +44,9 @@ TOLERANCE = {"fp32": 1e-6, "bf16": 1e-2}  # relative error of the whole gradient
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu", action="store_true", help="CPU tensors (a dry run without a GPU)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default 5; 0: check only)")
+    ap.add_argument("--image-size", type=int, default=64, help="pixels a side of the 8 images (default 64)")
+    ap.add_argument("--arch", default="resnet50", choices=list(ARCHS), help="the model (default resnet50)")
     args = ap.parse_args()
     dev = torch.device("cpu" if args.cpu else "cuda")
     cuda = dev.type == "cuda"
@@ -54,7 +58,7 @@ def main() -> int:
     say(f"gpu_reducer_check: {topo.describe()}, {where}")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     gen = torch.Generator().manual_seed(rank)
-    x = torch.randn(8, 3, 64, 64, generator=gen).to(dev)
+    x = torch.randn(8, 3, args.image_size, args.image_size, generator=gen).to(dev)
     y = torch.randint(0, 100, (8,), generator=gen).to(dev)
     loss_fn = nn.CrossEntropyLoss()
     configs = [("flat", "fp32"), ("flat", "bf16")]
@@ -64,7 +68,7 @@ def main() -> int:
     side = torch.cuda.Stream() if cuda else None
     for algorithm, wire in configs:
         torch.manual_seed(0)
-        model = resnet50(num_classes=100).to(dev)
+        model = build_model(args.arch, 100, zero_init_last_gamma=False).to(dev)
         layout = bucket_layout(model, groups, algorithm=algorithm, bucket_cap_mb=8)
         reducer = Reducer(layout, groups, algorithm=algorithm, bucket_cap_mb=8, wire_dtype=wire)
         if cuda:
@@ -90,8 +94,12 @@ def main() -> int:
         ok = err <= TOLERANCE[wire]
         failed += not ok
         say(f"{'PASS' if ok else 'FAIL'} {algorithm} {wire}: relative error {err:.2e} (<= {TOLERANCE[wire]:.0e})")
+        if args.steps == 0:  # checked, not timed
+            say(f"FIGURES reducer {algorithm} {wire}, {world} ranks: relative error {err:.2e}; {reducer.describe()}")
+            reducer.remove()
+            continue
         times = []
-        for _ in range(6):
+        for _ in range(args.steps + 1):
             sync()
             dist.barrier(group=groups.world)
             t0 = time.perf_counter()
@@ -100,11 +108,12 @@ def main() -> int:
             reducer.wait()
             sync()
             times.append(time.perf_counter() - t0)
-        slowest = torch.tensor([sum(times[1:]) / 5])
+        slowest = torch.tensor([sum(times[1:]) / args.steps])
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=groups.world)
         say(
             f"FIGURES reducer {algorithm} {wire}, {world} ranks on one {dev.type.upper()}: "
-            f"{slowest.item() * 1e3:.1f} ms per step (forward + backward + reduce, slowest rank), {reducer.describe()}"
+            f"{slowest.item() * 1e3:.1f} ms per step (forward + backward + reduce, slowest rank, {args.steps} steps), "
+            f"{reducer.describe()}"
         )
         reducer.remove()
     flags = torch.tensor([failed])

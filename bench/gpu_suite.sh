@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/gpu_suite.sh: every check of fastres that needs a GPU, as one command, in at most 480 s.
 #
-#   bash bench/gpu_suite.sh OUT          # writes OUT/summary.md and OUT/gpu-suite.tgz, nothing else
-#   bash bench/gpu_suite.sh --dry-run    # the parts in run order with their caps (no GPU needed)
+#   bash bench/gpu_suite.sh OUT             # on a GPU: writes OUT/summary.md and OUT/gpu-suite.tgz, nothing else
+#   bash bench/gpu_suite.sh --dry-run [OUT] # without a GPU: every part in its CPU mode (OUT: a new folder)
+#   bash bench/gpu_suite.sh --plan          # the parts in run order with their caps and CPU modes
 #
 # For a machine with one NVIDIA GPU and no package registry: torch with CUDA, nvcc, the Python
 # headers, cmake, ninja, pybind11, scikit-build-core and pytest already installed; CuPy for the
@@ -15,7 +16,9 @@
 #              `python -m fastres.doctor`: every op on cuda:0 must take fastres._C's CUDA kernel
 #   memcheck   compute-sanitizer --tool memcheck on bench/gpu_kernels_once.py: every fastres
 #   racecheck  kernel once, native and run-time compiled, on small unaligned inputs (the
-#   synccheck  sanitizers check fastres's kernels only: --kernel-name kns=fastres)
+#   synccheck  sanitizers check fastres's kernels only: --kernel-name kns=fastres); judged by
+#              bench/sanitizer_summary.py: CUDA API errors raised inside torch or CuPy are
+#              reported on their own line and not counted, every other error is fastres's
 #   tests      the test suite's CUDA cases only (-k), with FASTRES_SYNC_CHECK=1; CI runs the rest
 #   kernels    bench/gpu_kernels.py: device time per call (CUDA events, the host queue filled
 #              first), bandwidth as a fraction of a copy of the same bytes, the LARS step against
@@ -30,10 +33,20 @@
 #              so nothing can be left half-restored; a trap removes the side install however the
 #              part ends, and the suite checks at the end that the native build still imports.
 #
+# --dry-run runs each part's CPU mode instead (`--plan` lists them), under the same caps: the
+# sanitizers' script on the CPU kernels and then, for racecheck and synccheck, on the CUDA
+# kernels executed on the CPU (fastres.kernels.sim: warps in random orders, barriers and shuffles
+# checked, UBSan), the CUDA test cases (which must skip cleanly), bench/gpu_kernels.py,
+# bench/gpu_train_step.py and bench/gpu_reducer_check.py on small CPU inputs, and the NVRTC
+# compile the rtc part starts with. It installs and builds nothing. What it shows of a GPU: that
+# every script and command line of the suite runs; no GPU figure.
+#
 # Every Python runs the installed package: PYTHONSAFEPATH=1 keeps the repository root (whose
 # fastres/ has no _C) off sys.path, for pytest and for the processes tests start. OUT/summary.md
-# has one line per part (PASS, FAIL, NOT RUN or NOT AVAILABLE) and its headline figures;
-# OUT/gpu-suite.tgz holds every log, report and JSON. Exit status: the number of failed parts.
+# has one line per part (PASS, FAIL, RUNNING, NOT RUN or NOT AVAILABLE) and its headline figures,
+# and is written again before and after every part: a suite stopped at any point, even by
+# SIGKILL, leaves the parts done so far there. OUT/gpu-suite.tgz (at the end) holds every log,
+# report and JSON. Exit status: the number of failed parts.
 # FASTRES_SUITE_PARTS="tests kernels" runs only the parts named (the others say NOT RUN).
 set -uo pipefail
 
@@ -51,19 +64,52 @@ declare -A WHAT=(
   [reducer]="gradient reducer, 4 processes on one GPU over Gloo"
   [rtc]="run-time compiled kernels (CPU-only build in a side folder)"
 )
+# each part's CPU mode: what --dry-run runs
+declare -A DRY=(
+  [build]="python -m fastres.doctor on the installed package (nothing built or installed)"
+  [memcheck]="bench/gpu_kernels_once.py --device cpu: the sanitizers' script on the CPU kernels"
+  [racecheck]="bench/gpu_kernels_once.py --device cpu --sim: its calls on the CUDA kernels, run on the CPU"
+  [synccheck]="bench/gpu_kernels_once.py --device cpu --sim again, under other schedules (FASTRES_SIM_SEED=1000)"
+  [tests]="the same pytest command, collecting only: its files and -k select the CUDA cases (CI runs them all)"
+  [kernels]="bench/gpu_kernels.py --device cpu --small --calls 2 --rounds 1"
+  [train]="bench/gpu_train_step.py --device cpu --precision fp32 --batch-size 2 --image-size 32 --steps 1 --rounds 1 --warmup 0"
+  [reducer]="bench/gpu_reducer_check.py --cpu --steps 0 --image-size 32 --arch resnet18 on 2 processes (2 virtual nodes)"
+  [rtc]="every kernel file compiled by fastres's NVRTC for sm_90, as the part does before CuPy loads it"
+)
 TOTAL=0
 for p in "${PARTS[@]}"; do TOTAL=$((TOTAL + CAP[$p])); done
 
-if [[ "${1:-}" == "--dry-run" ]]; then
-  echo "fastres GPU suite: ${#PARTS[@]} parts, in run order, each with its cap"
-  for p in "${PARTS[@]}"; do printf '%-10s %4d s  %s\n' "$p" "${CAP[$p]}" "${WHAT[$p]}"; done
+plan() {
+  echo "fastres GPU suite: ${#PARTS[@]} parts, in run order, each with its cap (and its CPU mode: --dry-run)"
+  for p in "${PARTS[@]}"; do
+    printf '%-10s %4d s  %s\n' "$p" "${CAP[$p]}" "${WHAT[$p]}"
+    printf '%-10s %6s  CPU mode: %s\n' "" "" "${DRY[$p]}"
+  done
   printf '%-10s %4d s\n' total "$TOTAL"
+}
+
+DRY_RUN=0
+case "${1:-}" in
+--plan)
+  plan
   exit 0
-fi
-if [[ $# -ne 1 || "$1" == -* ]]; then
-  echo "usage: bash bench/gpu_suite.sh OUT | --dry-run" >&2
-  exit 2
-fi
+  ;;
+--dry-run)
+  DRY_RUN=1
+  shift
+  if [[ $# -gt 1 || "${1:-}" == -* ]]; then
+    echo "usage: bash bench/gpu_suite.sh OUT | --dry-run [OUT] | --plan" >&2
+    exit 2
+  fi
+  set -- "${1:-$(mktemp -d "${TMPDIR:-/tmp}/fastres-gpu-suite-dry-run.XXXXXX")}"
+  ;;
+*)
+  if [[ $# -ne 1 || "$1" == -* ]]; then
+    echo "usage: bash bench/gpu_suite.sh OUT | --dry-run [OUT] | --plan" >&2
+    exit 2
+  fi
+  ;;
+esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$1" || exit 2
@@ -139,27 +185,32 @@ sanitize() {
       "$WORK/$tool-run.log"))"
     return 77
   fi
-  echo "FIGURES compute-sanitizer $tool: $(grep -m1 'ERROR SUMMARY' "$WORK/$tool-run.log" || echo 'no summary'), exit $rc" \
-    "$([[ ${#extra[@]} -gt 0 ]] && echo '(native and run-time compiled kernels)' || echo '(native kernels; no CuPy)')"
-  return "$rc"
+  # compute-sanitizer's exit status counts CUDA API errors raised inside torch and CuPy too: the
+  # verdict is bench/sanitizer_summary.py's, which reports those on their own line
+  local verdict=0
+  $PY "$ROOT/bench/sanitizer_summary.py" "$WORK/$tool-run.log" --tool "$tool" || verdict=1
+  echo "FIGURES   ($([[ ${#extra[@]} -gt 0 ]] && echo 'native and run-time compiled kernels' ||
+    echo 'native kernels; no CuPy'); compute-sanitizer's own exit status $rc)"
+  return "$verdict"
 }
 memcheck() { sanitize memcheck; }
 racecheck() { sanitize racecheck; }
 synccheck() { sanitize synccheck; }
 
 # The CUDA cases: their names say cuda/gpu/rtc_/sync/stream (parametrised "cuda" device included),
-# and the doctor's and the build's files whole. CI runs everything else.
+# and the doctor's and the build's files whole. CI runs everything else. (Not PYTEST_TIMEOUT:
+# pytest-timeout reads that variable as a number of seconds, in every pytest a test starts too.)
 CUDA_TEST_FILES="tests/test_ops.py tests/test_wire.py tests/test_lars.py tests/test_rmsprop.py tests/test_rtc.py
   tests/test_no_sync.py tests/test_normalize.py tests/test_flat.py tests/test_doctor.py tests/test_build.py
   tests/test_dali.py"
 CUDA_TEST_K="cuda or gpu or rtc_ or sync or stream or test_doctor or test_build"
-PYTEST_TIMEOUT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
-export CUDA_TEST_FILES CUDA_TEST_K PYTEST_TIMEOUT
+PYTEST_TIMEOUT_ARGS=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
+export CUDA_TEST_FILES CUDA_TEST_K PYTEST_TIMEOUT_ARGS
 
 tests() {
   cd "$ROOT"
   # shellcheck disable=SC2086 # one word per file
-  FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT $CUDA_TEST_FILES -k "$CUDA_TEST_K" \
+  FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT_ARGS $CUDA_TEST_FILES -k "$CUDA_TEST_K" \
     --junitxml="$WORK/tests.xml" 2>&1 | tee "$WORK/tests.txt"
   local rc=${PIPESTATUS[0]}
   echo "FIGURES CUDA test cases (FASTRES_SYNC_CHECK=1): $(tail -n 1 "$WORK/tests.txt")"
@@ -186,6 +237,8 @@ rtc() {
   local why
   why=$($PY -c "from fastres.kernels import rtc; print(rtc.available()[1])" 2>&1) || { echo "$why"; return 1; }
   [[ -z "$why" ]] || { echo "FIGURES no run-time compiled path to test: $why"; return 77; }
+  $PY -c "from fastres.kernels import rtc; s = rtc.status()
+print(f'FIGURES CuPy {s[\"cupy\"]} (runtime {s[\"runtime\"]}, torch\'s streams through {s[\"stream_api\"]}), NVRTC {s[\"nvrtc\"]}')"
   local site=$WORK/rtc-site
   trap 'rm -rf "$WORK/rtc-site"' EXIT # the side install goes whatever happens; the native one was never touched
   trap 'exit 143' TERM INT             # (so that the EXIT trap runs when the cap's timeout stops the part)
@@ -207,7 +260,7 @@ print("FIGURES CPU-only build: every op on cuda:0 takes the run-time compiled ke
 EOF
   cd "$ROOT"
   # shellcheck disable=SC2086 # empty or two words
-  FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT tests/test_rtc.py tests/test_wire.py \
+  FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT_ARGS tests/test_rtc.py tests/test_wire.py \
     tests/test_ops.py tests/test_lars.py tests/test_rmsprop.py tests/test_no_sync.py -k "cuda or rtc_ or sync" \
     -W "ignore::RuntimeWarning" --junitxml="$WORK/rtc-tests.xml" 2>&1 | tee "$WORK/rtc-tests.txt"
   local rc=${PIPESTATUS[0]}
@@ -215,31 +268,107 @@ EOF
   return "$rc"
 }
 
+# ------------------------------------------------------------------------- the parts' CPU modes (--dry-run)
+
+dry_build() {
+  cd "$WORK"
+  $PY -m fastres.doctor | tee doctor.txt
+  $PY -c "import fastres, fastres.kernels.ops as o; i = o.build_info()
+kind = 'CUDA kernels for ' + ', '.join(i['cuda_archs']) if i['cuda'] else 'CPU kernels only'
+print(f'FIGURES installed fastres imports from {fastres.__file__} (_C: {kind}); the doctor reports every op')"
+}
+
+once() { # the sanitizers' script on the CPU: $1 its extra arguments, $2 what ran, $3 a name for its output
+  cd "$WORK"
+  # shellcheck disable=SC2086 # empty or one word
+  $PY "$ROOT/bench/gpu_kernels_once.py" --device cpu $1 | tee "once-$3.txt"
+  local rc=${PIPESTATUS[0]}
+  echo "FIGURES $(grep -c ' ok$' "once-$3.txt") ops ok ($2): $(tail -n 1 "once-$3.txt")"
+  return "$rc"
+}
+dry_memcheck() { once "" "the CPU kernels" cpu; }
+dry_racecheck() { once --sim "the CPU kernels, then the CUDA kernels on the CPU, seeds from 0" sim; }
+dry_synccheck() { FASTRES_SIM_SEED=1000 once --sim "the same, under other schedules: seeds from 1000" sim-1000; }
+
+dry_tests() {
+  cd "$ROOT"
+  # shellcheck disable=SC2086 # one word per file
+  $PY -m pytest -p no:cacheprovider -q --collect-only $CUDA_TEST_FILES -k "$CUDA_TEST_K" 2>&1 | tee "$WORK/tests.txt"
+  local rc=${PIPESTATUS[0]}
+  echo "FIGURES the tests part's command collects $(tail -n 1 "$WORK/tests.txt") (on a GPU they run; CI runs them here)"
+  return "$rc"
+}
+
+dry_kernels() {
+  cd "$WORK"
+  $PY "$ROOT/bench/gpu_kernels.py" --device cpu --small --calls 2 --rounds 1 --json "$WORK/kernels.json"
+}
+
+dry_train() {
+  cd "$WORK"
+  $PY "$ROOT/bench/gpu_train_step.py" --device cpu --precision fp32 --batch-size 2 --image-size 32 --steps 1 \
+    --rounds 1 --warmup 0 --json "$WORK/train.json"
+}
+
+dry_reducer() {
+  cd "$WORK"
+  FASTRES_VIRTUAL_NODES=2 $PY -m torch.distributed.run --standalone --nproc-per-node 2 \
+    "$ROOT/bench/gpu_reducer_check.py" --cpu --steps 0 --image-size 32 --arch resnet18
+}
+
+dry_rtc() {
+  cd "$WORK"
+  $PY - <<'EOF'
+import time
+
+from fastres.kernels import nvrtc, rtc
+
+t0 = time.perf_counter()
+sizes = {f: rtc.cubin_for(f, 90)[0].stat().st_size for f in rtc.KERNELS}
+st = rtc.status()
+print(f"FIGURES NVRTC {'.'.join(map(str, nvrtc.load().version()))} compiled {len(sizes)} kernel files for sm_90 in "
+      f"{time.perf_counter() - t0:.1f} s ({', '.join(f'{f} {n // 1024} KiB' for f, n in sizes.items())}); "
+      f"CuPy: {st['cupy'] or st['reason']}")
+EOF
+}
+
 export -f build sanitize memcheck racecheck synccheck tests kernels train reducer rtc
+export -f dry_build once dry_memcheck dry_racecheck dry_synccheck dry_tests dry_kernels dry_train dry_reducer dry_rtc
 
 # ------------------------------------------------------------------------- summary and archive
 
-finish() {
-  local native
-  native=$(cd "$WORK" && $PY -c "import fastres.kernels.ops as o; print('yes' if o.build_info()['cuda'] else 'NO')" \
-    2>/dev/null || echo "NO (does not import)")
+# OUT/summary.md as things stand: written before and after every part, through a rename, so
+# that a suite stopped at any moment (SIGKILL included) leaves the parts done so far.
+write_summary() {
   {
-    echo "# fastres GPU suite"
+    echo "# fastres GPU suite$([[ $DRY_RUN == 1 ]] && echo ': dry run (CPU modes, no GPU figure)')"
     echo
     echo "commit ${FASTRES_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}," \
       "$(date -u +%FT%TZ), $((SECONDS - START)) s (caps $TOTAL s); $GPU_LINE"
     echo
-    for p in "${PARTS[@]}"; do
-      echo "- ${RESULT[$p]:-NOT RUN} $p (${TOOK[$p]:-0} s of ${CAP[$p]} s): ${WHAT[$p]}${WHY[$p]:+: ${WHY[$p]}}"
-      [[ -f "$WORK/$p.log" ]] && grep -h '^FIGURES' "$WORK/$p.log" | sed 's/^FIGURES */    - /'
-      if [[ "${RESULT[$p]:-}" == FAIL ]]; then
-        tail -n 6 "$WORK/$p.log" | sed 's/^/        /'
+    local q took
+    for q in "${PARTS[@]}"; do
+      took=${TOOK[$q]:-0}
+      [[ "${RESULT[$q]:-}" == RUNNING ]] && took=$((SECONDS - T0))
+      echo "- ${RESULT[$q]:-NOT RUN} $q ($took s of ${CAP[$q]} s): ${WHAT[$q]}${WHY[$q]:+: ${WHY[$q]}}"
+      [[ $DRY_RUN == 1 ]] && echo "    - CPU mode: ${DRY[$q]}"
+      [[ -f "$WORK/$q.log" ]] && grep -h '^FIGURES' "$WORK/$q.log" | sed 's/^FIGURES */    - /'
+      if [[ "${RESULT[$q]:-}" == FAIL ]]; then
+        tail -n 6 "$WORK/$q.log" | sed 's/^/        /'
       fi
     done
     echo
-    echo "native build still installed and importable after the suite: $native"
-    echo "everything else (logs, doctor reports, JSON, junit XML): gpu-suite.tgz"
-  } >"$OUT/summary.md"
+    [[ -n "${NATIVE:-}" ]] && echo "native build still installed and importable after the suite: $NATIVE"
+    echo "everything else (logs, doctor reports, JSON, junit XML): gpu-suite.tgz, written at the end"
+  } >"$OUT/.summary.md.tmp" && mv -f "$OUT/.summary.md.tmp" "$OUT/summary.md"
+}
+
+finish() {
+  if [[ $DRY_RUN == 0 ]]; then
+    NATIVE=$(cd "$WORK" && $PY -c "import fastres.kernels.ops as o; print('yes' if o.build_info()['cuda'] else 'NO')" \
+      2>/dev/null || echo "NO (does not import)")
+  fi
+  write_summary
   rm -rf "$WORK/rtc-site"
   tar -C "$WORK" --exclude=build-native --exclude=build-rtc --exclude=rtc-site --exclude=rtc-cache \
     -czf "$OUT/gpu-suite.tgz" .
@@ -248,6 +377,8 @@ finish() {
 }
 declare -A WHY
 GPU_LINE="no GPU"
+T0=$SECONDS
+for p in "${PARTS[@]}"; do WHY[$p]="not reached yet"; done
 trap finish EXIT
 
 {
@@ -260,13 +391,19 @@ trap finish EXIT
   $PY -m pip list 2>/dev/null
 } >"$WORK/environment.txt" 2>&1
 
-if ! GPU_LINE=$($PY -c "import torch
+if [[ $DRY_RUN == 1 ]]; then
+  GPU_LINE="dry run on $(uname -n) ($($PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)" 2>&1))"
+elif ! GPU_LINE=$($PY -c "import torch
 p = torch.cuda.get_device_properties(0)
 print(f'{p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}')" \
   2>>"$WORK/environment.txt"); then
-  GPU_LINE="no CUDA GPU visible to torch ($PY): nothing was run (environment.txt says what there is)"
+  GPU_LINE="no CUDA GPU visible to torch ($PY): nothing was run (environment.txt says what there is;"
+  GPU_LINE+=" --dry-run runs the CPU modes)"
+  for p in "${PARTS[@]}"; do WHY[$p]="no GPU"; done
   exit 2
 fi
+[[ $DRY_RUN == 1 ]] && plan
+write_summary
 
 for p in "${PARTS[@]}"; do
   if [[ -n "${FASTRES_SUITE_PARTS:-}" && " $FASTRES_SUITE_PARTS " != *" $p "* ]]; then
@@ -284,10 +421,16 @@ for p in "${PARTS[@]}"; do
     continue
   fi
   echo "--- $p (at most $limit s)"
-  t0=$SECONDS
-  timeout -k 5 "$limit" bash -c "$p" >"$WORK/$p.log" 2>&1
+  T0=$SECONDS
+  RESULT[$p]=RUNNING
+  WHY[$p]="started; a summary that still says RUNNING was left by a suite stopped during this part"
+  write_summary
+  fn=$p
+  [[ $DRY_RUN == 1 ]] && fn=dry_$p
+  timeout -k 5 "$limit" bash -c "$fn" >"$WORK/$p.log" 2>&1
   rc=$?
-  TOOK[$p]=$((SECONDS - t0))
+  TOOK[$p]=$((SECONDS - T0))
+  unset "WHY[$p]"
   case $rc in
   0) RESULT[$p]=PASS ;;
   77) RESULT[$p]="NOT AVAILABLE" ;;
@@ -302,5 +445,6 @@ for p in "${PARTS[@]}"; do
   esac
   [[ ${RESULT[$p]} == FAIL ]] && FAILED=$((FAILED + 1))
   echo "    ${RESULT[$p]} (${TOOK[$p]} s)"
+  write_summary
 done
 exit "$FAILED"

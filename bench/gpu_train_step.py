@@ -2,9 +2,11 @@
 
     python bench/gpu_train_step.py --json train.json           # bench/gpu_suite.sh runs it
     python bench/gpu_train_step.py --compile                    # also fastres's step with torch.compile
-    python bench/gpu_train_step.py --device cpu --batch-size 4 --image-size 32 --steps 2 --rounds 1 --warmup 1
+    python bench/gpu_train_step.py --device cpu --precision fp32 --batch-size 2 --image-size 32 \
+        --steps 1 --rounds 1 --warmup 0                          # a dry run on the CPU
 
-Both loops: fastres's ResNet-50 (1000 classes), bf16 autocast, channels_last, one synthetic
+Both loops: fastres's ResNet-50 (1000 classes), bf16 autocast (`--precision fp32`: none, for a
+CPU dry run: a CPU without native bf16 runs it ~50x slower), channels_last, one synthetic
 batch (`--batch-size` 256 of 224 px, N(0, 1) images as fastres's synthetic loader makes them)
 already on the GPU, cross-entropy with label smoothing 0.1, momentum 0.9, weight decay 5e-5 on
 conv/fc weights, a learning rate that changes every step (as a schedule does).
@@ -66,7 +68,15 @@ def lr_at(i: int) -> float:
 class Loop:
     """One training loop on one batch: `step(i)` queues step i."""
 
-    def __init__(self, name: str, device: torch.device, batch: int, image: int, compile_model: bool = False):
+    def __init__(
+        self,
+        name: str,
+        device: torch.device,
+        batch: int,
+        image: int,
+        amp: torch.dtype | None,
+        compile_model: bool = False,
+    ):
         self.name, self.device = name, device
         torch.manual_seed(0)
         model = build_model("resnet50", 1000, zero_init_last_gamma=False).to(device)
@@ -76,7 +86,7 @@ class Loop:
         self.images = x.to(device).contiguous(memory_format=torch.channels_last)
         self.labels = torch.randint(0, 1000, (batch,), generator=g).to(device)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-        self.amp = torch.bfloat16
+        self.amp = amp
         if name.startswith("fastres"):
             self.forward = torch.compile(self.model) if compile_model else self.model
             self.layout = bucket_layout(self.model, None)
@@ -104,7 +114,7 @@ class Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(i)
         self.model.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp):
+        with autocast(self.device, self.amp):
             loss = self.criterion(self.model(self.images), self.labels)
         loss.backward()
         self.optimizer.step()
@@ -134,6 +144,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=15, help="timed steps per loop per round (default 15)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, each loop once per round (default 3)")
     ap.add_argument("--warmup", type=int, default=6, help="untimed steps per loop first (default 6)")
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                    help="bf16 autocast (default), or fp32 (a CPU dry run)")  # fmt: skip
     ap.add_argument("--compile", action="store_true", help="also fastres's step with torch.compile (minutes)")
     ap.add_argument("--json", help="write the results and the machine here")
     args = ap.parse_args()
@@ -147,7 +159,8 @@ def main() -> int:
     for name in names:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        loops[name] = loop = Loop(name, device, args.batch_size, args.image_size, compile_model="compile" in name)
+        amp = torch.bfloat16 if args.precision == "bf16" else None
+        loops[name] = loop = Loop(name, device, args.batch_size, args.image_size, amp, compile_model="compile" in name)
         loop.window(0, args.warmup)
         if device.type == "cuda":
             peak[name] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -176,7 +189,7 @@ def main() -> int:
             steps=args.steps,
             rounds=args.rounds,
             warmup=args.warmup,
-            precision="bf16 autocast",
+            precision="bf16 autocast" if args.precision == "bf16" else "fp32",
             memory_format="channels_last",
             data="one synthetic batch on the device",
         ),  # fmt: skip
@@ -196,7 +209,7 @@ def main() -> int:
     for n in names:
         row = out["loops"][n]
         mem = f", peak {row['peak_memory_gib']:.1f} GiB" if row["peak_memory_gib"] is not None else ""
-        print(f"FIGURES train step on {where}, ResNet-50 bf16 channels_last batch {args.batch_size}: {n} "
+        print(f"FIGURES train step on {where}, ResNet-50 {args.precision} channels_last batch {args.batch_size}: {n} "
               f"{row['img_per_s']:.4g} img/s (median of {args.rounds} rounds: "
               f"{', '.join(f'{x:.4g}' for x in row['rounds'])}){mem}")  # fmt: skip
     sm = [c.get("clocks.sm") for c in clocks if c]

@@ -17,7 +17,10 @@ calls, and reports
   queue_filled  whether the host had queued every call before the GPU reached the first event
                 (the start event had not completed when the host finished); a round where it
                 had is run again with a twice longer sleep, up to three times, and then reported
-                as not filled
+                as not filled. Every round starts from the first sleep again, and after a round
+                that did not fill even so, the later rounds run once each: a row whose calls
+                hold more launches than the GPU's launch queue takes (a foreach LARS: ~130 a
+                step) can never fill it, and must not sleep 8x longer, then 64x, round after round
 
 On a CPU both figures are the host clock around `calls` back-to-back calls. `time_kernel` runs
 it under pytest-benchmark (whose own table then shows the host time of whole rounds) and
@@ -85,8 +88,8 @@ def time_calls(fn, device: torch.device | str, *, calls: int = 20, rounds: int =
     device = torch.device(device)
     for _ in range(warmup):
         fn()
-    dev, host, all_filled = [], [], True
     if device.type != "cuda":
+        dev = []
         for _ in range(rounds):
             t0 = time.perf_counter()
             for _ in range(calls):
@@ -100,16 +103,29 @@ def time_calls(fn, device: torch.device | str, *, calls: int = 20, rounds: int =
         for _ in range(calls):
             fn()
         sleep_s = max(2.0 * (time.perf_counter() - t0), 1e-3)  # twice what queueing took, unsynchronised
-        for _ in range(rounds):
-            for _attempt in range(4):
-                d, h, filled = _cuda_round(fn, calls, sleep_s, index)
-                if filled:
-                    break
-                sleep_s *= 2
-            all_filled &= filled
-            dev.append(d)
-            host.append(h)
+        dev, host, all_filled = _rounds(lambda s: _cuda_round(fn, calls, s, index), rounds, sleep_s)
     return Timing(statistics.median(dev), statistics.median(host), calls, all_filled, dev)
+
+
+def _rounds(run_round, rounds: int, sleep_s: float, attempts: int = 4) -> tuple[list, list, bool]:
+    """`rounds` rounds of run_round(sleep) -> (device s, host s, filled), each retried with twice the
+    sleep while the queue did not fill, at most `attempts` times, from `sleep_s` every round; once
+    a round has not filled after all its attempts, the others run once each (the module docstring
+    says why). Returns the device and host seconds per round and whether every round filled."""
+    dev, host, all_filled, tries = [], [], True, attempts
+    for _ in range(rounds):
+        sleep = sleep_s
+        for _attempt in range(tries):
+            d, h, filled = run_round(sleep)
+            if filled:
+                break
+            sleep *= 2
+        if not filled:
+            tries = 1
+        all_filled &= filled
+        dev.append(d)
+        host.append(h)
+    return dev, host, all_filled
 
 
 def time_kernel(

@@ -79,11 +79,13 @@ FASTRES_HD uint16_t float_to_fp16_bits(float f) {
   const uint32_t r = a - 0x38000000u;
   uint32_t normal = (r + 0xFFFu + ((r >> 13) & 1u)) >> 13;
   normal = a >= 0x477FF000u ? 0x7C00u : normal;  // 65520 and above (and Inf)
-  // subnormal range (a < 2^-14): m * 2^(e - 150) in units of 2^-24 is m >> (126 - e);
-  // shifts of 25 and more give 0 (m < 2^24), capped at 31 to stay defined
+  // subnormal range (a < 2^-14, e <= 112): m * 2^(e - 150) in units of 2^-24 is m >> (126 - e);
+  // shifts of 25 and more give 0 (m < 2^24), capped at 31. Computed for every input and selected
+  // below only in that range; above it (e > 112) the shift is held at 14, not 126 - e, which
+  // wraps for e >= 126 and would make `1u << (sh - 1u)` undefined in C++ (UBSan's shift check)
   const uint32_t e = a >> 23;
   const uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
-  const uint32_t sh = e < 95u ? 31u : 126u - e;
+  const uint32_t sh = e < 95u ? 31u : (e > 112u ? 14u : 126u - e);
   const uint32_t sub = (m + ((1u << (sh - 1u)) - 1u) + ((m >> sh) & 1u)) >> sh;
   const uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);  // quiet, top of the payload
   uint32_t h = a < 0x38800000u ? sub : normal;

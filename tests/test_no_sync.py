@@ -4,7 +4,9 @@ torch's sync debug mode (torch.cuda.set_sync_debug_mode("error")) raises on ever
 synchronises the host with the device (a blocking copy, .item(), a stream sync): the step
 must pass under it with lr given as a float, as a CPU tensor (which torch's optimizers
 accept: fastres reads it on the host and fills the device scalar, where a copy_ from pageable
-memory would block) and as a device tensor, and with a found-inf flag. Skips without CUDA.
+memory would block) and as a device tensor, and with a found-inf flag. The lr tensors are made
+before the checked block: making a device tensor from a Python number is itself a copy from
+pageable memory, which the mode reports (pytorch/pytorch issue 120996). Skips without CUDA.
 """
 
 from __future__ import annotations
@@ -50,14 +52,14 @@ def test_fused_step_never_syncs(cls, lr_kind):
     opt.step()  # first step outside: one-time set-up (probing the GPU) may sync
     torch.cuda.synchronize()
     before = opt.layout.params.clone()
+    # the lr values are made before the checked block: torch.tensor(x, device="cuda") copies from
+    # pageable host memory, itself a synchronising operation that sync-debug mode reports
+    make = {"float": float, "cpu tensor": torch.tensor, "device tensor": lambda x: torch.tensor(x, device="cuda")}
+    lrs = [make[lr_kind](0.1 / (step + 1)) for step in range(3)]
+    torch.cuda.synchronize()
     with no_sync_allowed():
-        for step in range(3):
-            lr = 0.1 / (step + 1)
-            opt.param_groups[0]["lr"] = {
-                "float": lr,
-                "cpu tensor": torch.tensor(lr),
-                "device tensor": torch.tensor(lr, device="cuda"),
-            }[lr_kind]
+        for lr in lrs:
+            opt.param_groups[0]["lr"] = lr
             opt.step(found_inf=found_inf)
     torch.cuda.synchronize()
     assert not torch.equal(opt.layout.params, before)  # it stepped

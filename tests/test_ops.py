@@ -417,8 +417,11 @@ def test_forced_paths():
         paths.choose("fused_step", CUDA0, old, "rtc")
     with pytest.raises(RuntimeError, match=r"path='rtc': run-time compiled kernels are CUDA kernels"):
         paths.choose("fused_step", torch.device("cpu"), probe(), "rtc")
-    with pytest.raises(ValueError, match=r"path: must be one of auto, native, rtc, torch, got 'fast'"):
+    with pytest.raises(ValueError, match=r"path: must be one of auto, native, rtc, torch, sim, got 'fast'"):
         paths.choose("fused_step", CUDA0, probe(), "fast")
+    with pytest.raises(RuntimeError, match=r"path='sim': the sim runs fastres's CUDA kernels on the CPU; .* cuda"):
+        paths.choose("fused_step", CUDA0, probe(), "sim")
+    assert paths.choose("fused_step", torch.device("cpu"), probe(), "sim").path == "sim"
     assert paths.choose("fused_step", CUDA0, probe(), "rtc").path == "rtc"
     assert paths.choose("fused_step", CUDA0, old, "torch").path == "torch"
     assert paths.choose("fused_step", torch.device("cpu"), probe(), "native").path == "cpu"
@@ -563,7 +566,7 @@ def test_fused_step_forced_paths_on_cpu():
     x = step_inputs()
     with pytest.raises(RuntimeError, match=r"path='rtc': run-time compiled kernels are CUDA kernels"):
         ops.fused_step(**x, mode=ops.STEP_LARS, path="rtc")
-    with pytest.raises(ValueError, match=r"path: must be one of auto, native, rtc, torch"):
+    with pytest.raises(ValueError, match=r"path: must be one of auto, native, rtc, torch, sim"):
         ops.fused_step(**x, mode=ops.STEP_LARS, path="gpu")
     assert ops.fused_step(**x, mode=ops.STEP_LARS, path="native") == "cpu"
 

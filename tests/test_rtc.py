@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -146,11 +147,18 @@ def test_run_time_float_code_is_the_nvcc_builds(file, tmp_path):
     assert rtc_ops == nvcc_ops, f"{file}: only nvcc makes {only_nvcc}, only NVRTC {only_nvrtc}"
 
 
-def _stand_in_cupy(loaded: list, launched: list):
-    """CuPy as fastres.kernels.rtc uses it. RawModule(code=...) compiles the way CuPy's
+def _stand_in_cupy(loaded: list, launched: list, version: str = "14.2.0"):
+    """CuPy as fastres.kernels.rtc uses it, in the shape of CuPy `version` (13.6.0 or 14.2.0, read in
+    cupy/cupy's sources at those tags). RawModule(code=...) compiles the way CuPy's
     compile_with_cache does (cupy/cuda/compiler.py: the caller's options, then `-ftz=true`);
-    RawModule(path=...) loads the file. `loaded` gets the PTX behind what was loaded."""
+    RawModule(path=...) loads the file; `loaded` gets the PTX behind what was loaded. A kernel
+    call is cupy/cuda/function.pyx's Function.__call__(tuple grid, tuple block, args,
+    shared_mem=0, stream=None): Cython refuses a grid or block that is not a tuple, and the launch
+    goes on `stream.ptr`; `launched` gets each call with its arguments. 14.2.0 wraps a foreign
+    stream with Stream.from_external, checking the CUDA stream protocol as cupy/cuda/stream.pyx
+    does, and its ExternalStream warns DeprecationWarning; 13.6.0 has ExternalStream only."""
     cupy = types.ModuleType("cupy")
+    cupy.__version__ = version
 
     class RawModule:
         def __init__(self, *, code=None, path=None, options=(), name_expressions=None, **kw):
@@ -169,14 +177,40 @@ def _stand_in_cupy(loaded: list, launched: list):
 
         def get_function(self, name):
             kernel = self.names.get(name, name)
-            return lambda grid, block, args, stream=None: launched.append((kernel, grid, block, args, stream))
+
+            def call(grid, block, args, shared_mem=0, stream=None, enable_cooperative_groups=False):
+                if type(grid) is not tuple or type(block) is not tuple:
+                    raise TypeError("Argument 'grid' has incorrect type (expected tuple)")
+                launched.append((kernel, grid, block, args, stream.ptr if stream is not None else 0))
+
+            return call
+
+    class Stream:
+        def __init__(self, ptr, device_id):
+            self.ptr, self.device_id = ptr, device_id
+
+        def synchronize(self):
+            pass
+
+    def from_external(obj):  # cupy/cuda/stream.pyx v14.2.0, Stream.from_external's checks
+        version, ptr = obj.__cuda_stream__()
+        if not isinstance(version, int) or not isinstance(ptr, int):
+            raise TypeError("__cuda_stream__() must return (int, int)")
+        if version != 0:
+            raise TypeError(f"__cuda_stream__() returned unsupported version {version}")
+        return Stream(ptr, -1)
+
+    def external_stream(ptr, device_id=-1):
+        if version.startswith("14."):
+            warnings.warn(
+                "ExternalStream is deprecated. Use Stream.from_external() instead", DeprecationWarning, stacklevel=2
+            )
+        return Stream(ptr, device_id)
 
     cupy.RawModule = RawModule
-    stream = lambda handle: types.SimpleNamespace(handle=handle, synchronize=lambda: None)
+    stream_class = types.SimpleNamespace(from_external=from_external) if version.startswith("14.") else object
     cupy.cuda = types.SimpleNamespace(
-        Device=lambda device: contextlib.nullcontext(),
-        Stream=types.SimpleNamespace(from_external=lambda h: stream(h.__cuda_stream__()[1])),
-        ExternalStream=lambda handle, device: stream(handle),
+        Device=lambda device: contextlib.nullcontext(), Stream=stream_class, ExternalStream=external_stream
     )
     return cupy
 
@@ -202,7 +236,7 @@ def test_gpu_path_loads_fastres_cubin_and_never_lets_cupy_compile(monkeypatch, t
     assert not flushed_or_approximate(out.ptx)
     [(kernel, grid, block, got, stream)] = launched
     assert kernel == out.lowered["fastres::rtc::pack_kernel<2>"] and (grid, block) == ((3,), (256,)) and got == args
-    assert stream.handle == 1234  # torch's stream, handed to CuPy
+    assert stream == 1234  # torch's stream, handed to CuPy
     # a second process finds the cubin in the cache: same file, nothing compiled
     cubins = list(tmp_path.glob("wire_cuda-sm_90-*.cubin"))
     assert len(cubins) == 1 and cubins[0].read_bytes() == out.cubin
@@ -210,6 +244,38 @@ def test_gpu_path_loads_fastres_cubin_and_never_lets_cupy_compile(monkeypatch, t
     monkeypatch.setattr(rtc, "compile_kernels", lambda *a: pytest.fail("compiled again despite the cache"))
     rtc.launch("wire_cuda.cu", "unpack_kernel<0>", 1, 256, args, 0, 1234)
     assert loaded[-1] == ("path", out.cubin)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("version", ["13.6.0", "14.2.0"])
+def test_rtc_calls_cupy_13_and_14_alike(monkeypatch, tmp_path, version):
+    # the run-time compiled path's calls, from an op's description (fastres.kernels.launches) to
+    # CuPy's kernel call: the same in both versions, no deprecated API, every argument a numpy
+    # scalar of its parameter's C type (CuPy 14 packs a scalar as its own dtype, CuPy 13 by its
+    # itemsize; a Python int would go as an int64 in 14)
+    nvrtc_lib()
+    import numpy as np
+
+    from fastres.kernels import launches
+
+    loaded, launched = [], []
+    monkeypatch.setitem(sys.modules, "cupy", _stand_in_cupy(loaded, launched, version))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setenv("FASTRES_RTC_CACHE", str(tmp_path))
+    monkeypatch.setattr(rtc, "_MODULES", {})
+    monkeypatch.setattr(rtc, "_STREAMS", {})
+    norms = dict(table=16, S=2, C=3, lo=5, hi=9000, partials=32, out=48)
+    call = launches.Call.of("wire_unpack", src=64, src_dtype=2, dst=128, n=9003, scale=0.5, **norms)
+    work = launches.kernel_launches(call)
+    rtc.run(work, 0, 4321)
+    assert [k for k, *_ in launched] == [
+        compiled_for_sm90("wire_cuda.cu").lowered["fastres::rtc::" + w.kernel] for w in work
+    ]
+    width = {"p": np.uint64, "i64": np.int64, "i32": np.int32, "f32": np.float32}
+    for (_, grid, block, args, stream), w in zip(launched, work):
+        assert (grid, block, stream) == ((w.grid,), (w.block,), 4321)
+        assert [type(a) for a in args] == [width[ctype] for _, ctype, _ in w.args]
+        assert [a.item() for a in args] == [v for _, _, v in w.args]
 
 
 def test_missing_nvrtc_says_how_to_get_it(monkeypatch):
@@ -288,31 +354,102 @@ def test_rtc_pack_unpack_equal_cpu_bitwise(dtype):
     assert torch.equal(norms, again)  # the same traversal and order: the same bits
 
 
+def step_inputs(device, seed: int = 4) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    offsets = offsets_of([5, 4097, 0, 300, 17, 70_001], start=1)
+    n, S = int(offsets[-1]) + 2, 6
+    w, gr, m = (torch.randn(n, generator=g).to(device) for _ in range(3))
+    return dict(
+        params=w,
+        grads=gr,
+        momentum=m,
+        chunks=ops.segment_chunks(offsets, device),
+        seg_group=torch.zeros(S, dtype=torch.int32, device=device),
+        seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device=device),
+        hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01] + [0.0] * (ops.HPARAM_STRIDE - 4), device=device),
+    )
+
+
+def step_terms(x: dict, mode: int, eps: float) -> dict:
+    """csrc/lars.h's step on x in float64, per element: its coefficients and intermediate values."""
+    off = x["chunks"].offsets.tolist()
+    w, g, m = (x[k].double().cpu() for k in ("params", "grads", "momentum"))
+    lr, wd, mu, eta = x["hparams"][:4].double().tolist()  # one group, every segment adapted and decayed
+    a, b, depth = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
+    for lo, hi in zip(off[:-1], off[1:]):
+        wn, gn = w[lo:hi].norm().item(), g[lo:hi].norm().item()
+        trust = eta * wn / (gn + wd * wn + eps) if mode & ops.STEP_LARS and wn > 0 and gn > 0 else 1.0
+        a[lo:hi], b[lo:hi] = (trust, lr) if mode & ops.STEP_LR_AFTER_MOMENTUM else (lr * trust, 1.0)
+        # the GPU's and torch._foreach_norm's sums of squares: other orders, at most this deep
+        depth[lo:hi] = 200 + (hi - lo) / 4096 if mode & ops.STEP_LARS else 0
+    inside = torch.zeros_like(w, dtype=torch.bool)
+    inside[off[0] : off[-1]] = True  # the kernels touch nothing outside the segments
+    gd = g + wd * w
+    mn = mu * m + a * gd
+    return dict(w=w, g=g, m=m, wd=wd, mu=mu, a=a, b=b, gd=gd, mn=mn, depth=depth, inside=inside)
+
+
+def assert_step_close(got: dict, want: dict, x: dict, mode: int, eps: float) -> None:
+    """The GPU's step (`got`) against the torch path's (`want`), within what the arithmetic allows.
+
+    nvcc and NVRTC contract a * b + c into one FMA (-fmad=true): g + wd*w, mu*m + a*gd and
+    w - b*m each round once on the GPU where torch rounds two or three times, which moves each
+    result by at most 3 roundings (2^-24) of its operands' magnitudes, and an operand's error
+    carries on; the trust ratio's norms are summed in other orders (`depth` roundings of a*gd).
+    A fixed atol says nothing of that: a result that cancels to near 0 keeps the operands' error."""
+    t, U = step_terms(x, mode, eps), 2.0**-24
+    e_gd = 3 * U * ((t["wd"] * t["w"]).abs() + t["g"].abs())
+    agd = (t["a"] * t["gd"]).abs()
+    e_m = 3 * U * (t["mu"] * t["m"].abs() + agd) + t["a"].abs() * e_gd + t["depth"] * U * agd
+    if mode & ops.STEP_NESTEROV:
+        step = t["a"] * t["gd"] + t["mu"] * t["mn"]
+        e_step = 3 * U * (agd + (t["mu"] * t["mn"]).abs()) + t["a"].abs() * e_gd + t["mu"] * e_m + t["depth"] * U * agd
+    else:
+        step, e_step = t["mn"], e_m
+    e_w = 3 * U * (t["w"].abs() + (t["b"] * step).abs()) + t["b"].abs() * e_step
+    for key, bound in (("momentum", e_m), ("params", e_w)):
+        diff = (got[key].double().cpu() - want[key].double().cpu()).abs()
+        outside = int((diff > bound).sum())
+        assert outside == 0, (
+            f"{key}: {outside} elements beyond the arithmetic's bound (excess up to {float((diff - bound).max()):.3g})"
+        )
+
+
+def fma_step(x: dict, mode: int, eps: float) -> dict:
+    """The fused step in float32 with lars.h's momentum_update as the GPU computes it: each a * b + c
+    one FMA (the exact product and sum, rounded once), the trust ratio from float64 norms."""
+    t = step_terms(x, mode, eps)
+    f32 = lambda v: torch.as_tensor(v, dtype=torch.float64).float().double()  # noqa: E731 - round to fp32
+    fma = lambda p, q, r: f32(p * q + r)  # noqa: E731 - the product of two fp32 values is exact in float64
+    w, g, m = t["w"], t["g"], t["m"]
+    wd, mu, a, b = f32(t["wd"]), f32(t["mu"]), f32(t["a"]), f32(t["b"])
+    gd = fma(wd, w, g)
+    mn = fma(mu, m, f32(a * gd))
+    step = fma(mu, mn, f32(a * gd)) if mode & ops.STEP_NESTEROV else mn
+    new_w, new_m = torch.where(t["inside"], fma(-b, step, w), w), torch.where(t["inside"], mn, m)
+    return {"params": new_w.float(), "momentum": new_m.float()}
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+@pytest.mark.parametrize("mode", [ops.STEP_LARS, ops.STEP_LARS | ops.STEP_NESTEROV, ops.STEP_LR_AFTER_MOMENTUM])
+def test_the_bound_admits_the_gpus_fma_contraction(mode, seed):
+    # on the CPU: the GPU's arithmetic emulated in float32 on the GPU test's own inputs lies within
+    # the bound assert_step_close states, against the torch path run here
+    x, want = step_inputs("cpu", seed), step_inputs("cpu", seed)
+    ops.fused_step(**want, mode=mode, eps=1e-9, path="torch")
+    assert_step_close(fma_step(x, mode, 1e-9), want, x, mode, 1e-9)
+
+
 @requires_rtc
 @pytest.mark.parametrize("mode", [ops.STEP_LARS, ops.STEP_LARS | ops.STEP_NESTEROV, ops.STEP_LR_AFTER_MOMENTUM])
 def test_rtc_fused_step_equals_torch_and_native(mode):
-    def inputs():
-        g = torch.Generator().manual_seed(4)
-        offsets = offsets_of([5, 4097, 0, 300, 17, 70_001], start=1)
-        n, S = int(offsets[-1]) + 2, 6
-        w, gr, m = (torch.randn(n, generator=g).cuda() for _ in range(3))
-        return dict(
-            params=w,
-            grads=gr,
-            momentum=m,
-            chunks=ops.segment_chunks(offsets, "cuda"),
-            seg_group=torch.zeros(S, dtype=torch.int32, device="cuda"),
-            seg_flags=torch.full((S,), ops.SEG_ADAPT | ops.SEG_DECAY, dtype=torch.int32, device="cuda"),
-            hparams=torch.tensor([0.1, 1e-3, 0.9, 0.01] + [0.0] * (ops.HPARAM_STRIDE - 4), device="cuda"),
-        )
-
-    a, b = inputs(), inputs()
+    x = step_inputs("cpu")
+    a, b = step_inputs("cuda"), step_inputs("cuda")
     assert ops.fused_step(**a, mode=mode, eps=1e-9, path="rtc") == "rtc"
     ops.fused_step(**b, mode=mode, eps=1e-9, path="torch")
-    torch.testing.assert_close(a["params"], b["params"], rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(a["momentum"], b["momentum"], rtol=1e-6, atol=1e-7)
+    assert_step_close(a, b, x, mode, 1e-9)
     if ops.has_kernel("fused_step", "cuda"):
-        c = inputs()
+        c = step_inputs("cuda")
         assert ops.fused_step(**c, mode=mode, eps=1e-9) == "cuda"
         torch.testing.assert_close(a["params"], c["params"], rtol=2e-7, atol=1e-8)
 

@@ -10,8 +10,11 @@ prints it for every op and device):
   rtc    the same CUDA kernels compiled at run time with NVRTC, loaded with CuPy (fastres.kernels.rtc),
          where the native ones cannot run and CuPy is installed (`pip install fastres[gpu]`)
   torch  the torch version of the op (fastres.kernels.torch_ops): slower
-A GPU op that does not get the native CUDA kernel warns once, saying why. `path=` on
-`fused_step` forces one ("native", "rtc", "torch"; FusedLARS's `backend=` passes it on).
+  sim    the same CUDA kernels executed on the CPU (fastres.kernels.sim), for CPU tensors and only
+         when asked for: how CI runs the GPU's code without a GPU
+A GPU op that does not get the native CUDA kernel warns once, saying why. `path=` on every op
+forces one ("native", "rtc", "torch", "sim"; FusedLARS's `backend=` passes it on). Each op
+describes its call once (fastres.kernels.launches.Call): the native, rtc and sim paths all read it.
 
 FASTRES_SYNC_CHECK=1 in the environment (before the first launch) makes every CUDA launch
 synchronise its stream and check for errors, naming the kernel: with CUDA_LAUNCH_BLOCKING=1
@@ -52,11 +55,11 @@ from fastres.kernels.checks import (
     check_chunks_on,
     check_end,
     check_flat,
-    check_grid,
     check_wire_pair,
     check_wire_tensor,
     host_offsets,
 )
+from fastres.kernels.launches import Call, kernel_launches
 from fastres.kernels.torch_ops import (
     HPARAM_STRIDE,
     SEG_ADAPT,
@@ -218,44 +221,28 @@ def _pick_path(device: torch.device, op: str, path: str = "auto") -> str:
     return choice.path
 
 
-def _launch(op: str, device: torch.device, args: tuple, cpu_extra: tuple = ()) -> None:
-    """Call `_C.<op>_cpu(*args, *cpu_extra, threads)` or `_C.<op>_cuda(*args, device, stream)`.
+def _run(call: Call, device: torch.device, path: str, cpu_extra: tuple = ()) -> None:
+    """Run `call` on `path`: `_C.<op>_cpu(*call.values(), *cpu_extra, threads)`, `_C.<op>_cuda(*call.values(),
+    device, stream)`, or its kernel launches (fastres.kernels.launches) through CuPy (rtc) or on the
+    CPU (sim). On a GPU the kernels go on `device`'s current stream (no host sync)."""
+    if path == "cpu":
+        getattr(_C, f"{call.op}_cpu")(*call.values(), *cpu_extra, torch.get_num_threads())
+    elif path == "sim":
+        from fastres.kernels import sim
 
-    The CUDA kernel goes on `device`'s current stream (no host sync)."""
-    if device.type == "cpu":
-        getattr(_C, f"{op}_cpu")(*args, *cpu_extra, torch.get_num_threads())
+        sim.run(kernel_launches(call))
     else:
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
-            getattr(_C, f"{op}_cuda")(*args, device.index, stream)
+            if path == "rtc":
+                from fastres.kernels import rtc
 
-
-def _rtc(file: str, device: torch.device, launches: list) -> None:
-    """Run `launches`, (kernel, grid, block, args) with args as (C type, value) pairs, from
-    fastres.kernels.rtc's module of `file` on `device`'s current stream: the host launchers of
-    csrc/*_cuda.cu, mirrored (coupled: the same kernels, grids and order)."""
-    import numpy as np
-
-    from fastres.kernels import rtc
-
-    types = {"p": np.uint64, "i64": np.int64, "i32": np.int32, "f32": np.float32}
-    with torch.cuda.device(device):
-        stream = torch.cuda.current_stream(device).cuda_stream
-        for kernel, grid, block, args in launches:
-            typed = tuple(types[t](v) for t, v in args)
-            rtc.launch(file, kernel, int(grid), int(block), typed, device.index, stream)
+                rtc.run(kernel_launches(call), device.index, stream)
+            else:
+                getattr(_C, f"{call.op}_cuda")(*call.values(), device.index, stream)
 
 
 STEP_COEFS_FLOATS = 8  # csrc/lars.h kStepCoefsFloats: the CPU kernel's per-segment scratch
-
-_RTC_THREADS = 256  # csrc/cuda_common.cuh kChunkThreads, segment_sq_norms_cuda.cuh, wire_cuda.cu
-_RTC_MAX_BLOCKS = 65535  # csrc/wire_cuda.cu kMaxBlocks
-
-
-def _rtc_grid_for(n: int) -> int:
-    """csrc/wire_cuda.cu's grid_for: grid-stride kernels over n elements, 4 per thread."""
-    quads = -(-n // 4)
-    return min(max(-(-quads // _RTC_THREADS), 1), _RTC_MAX_BLOCKS)
 
 
 def segment_chunks(offsets: torch.Tensor, device: torch.device | str | None = None) -> SegmentChunks:
@@ -315,25 +302,17 @@ def segment_sq_norms(flat: torch.Tensor, offsets: torch.Tensor | SegmentChunks, 
     if S == 0:
         return out
     partials = torch.empty(C, dtype=torch.float32, device=flat.device)  # stage-1 scratch
-    if path == "rtc":
-        check_grid("segments and chunks", max(S, C))
-        table = ("p", chunks.table.data_ptr())
-        stage1 = [("p", flat.data_ptr()), table, ("i64", S), ("i64", C), ("p", partials.data_ptr())]
-        stage2 = [("p", partials.data_ptr()), table, ("i64", S), ("i64", C), ("p", out.data_ptr())]
-        launches = [("chunk_sq_sums_kernel", C, _RTC_THREADS, stage1)] if C else []
-        launches.append(("segment_partials_sum_kernel", S, _RTC_THREADS, stage2))
-        _rtc("segment_sq_norms_cuda.cu", flat.device, launches)
-        return out
-    args = (
-        flat.data_ptr(),
-        _DTYPE_CODES[flat.dtype],
-        chunks.table.data_ptr(),
-        S,
-        C,
-        partials.data_ptr(),
-        out.data_ptr(),
+    call = Call.of(
+        op,
+        flat=flat.data_ptr(),
+        dtype=_DTYPE_CODES[flat.dtype],
+        table=chunks.table.data_ptr(),
+        S=S,
+        C=C,
+        partials=partials.data_ptr(),
+        out=out.data_ptr(),
     )
-    _launch(op, flat.device, args)
+    _run(call, flat.device, path)
     return out
 
 
@@ -351,13 +330,26 @@ def has_kernel(op: str, device: torch.device | str) -> bool:
     return path_for(op, device).path in ("cpu", "cuda")
 
 
-def fused_step(*operands, path: str = "auto", **named) -> str:
+def fused_step(
+    params: torch.Tensor,
+    grads: torch.Tensor,
+    momentum: torch.Tensor,
+    chunks: SegmentChunks,
+    seg_group: torch.Tensor,
+    seg_flags: torch.Tensor,
+    hparams: torch.Tensor,
+    *,
+    mode: int,
+    eps: float = 0.0,
+    found_inf: torch.Tensor | None = None,
+    partials: torch.Tensor | None = None,
+    wsq_out: torch.Tensor | None = None,
+    sq_avg: torch.Tensor | None = None,
+    path: str = "auto",
+) -> str:
     """One fused LARS (mode & STEP_LARS) or momentum-SGD step over flat buffers, in place.
 
-    fused_step(params, grads, momentum, chunks, seg_group, seg_flags, hparams, *, mode, eps=0.0,
-               found_inf=None, partials=None, wsq_out=None, sq_avg=None, path="auto")
-    (the operands are fastres.kernels.checks.StepOperands's, checked there once for every path)
-
+    The operands are checked once for every path (fastres.kernels.checks.StepOperands):
     params, grads, momentum: fp32, 1-D, contiguous, same device, numel >= chunks.end,
                pairwise disjoint
     chunks:    SegmentChunks of the segment layout, on the same device (built once)
@@ -367,6 +359,8 @@ def fused_step(*operands, path: str = "auto", **named) -> str:
     hparams:   fp32, G * HPARAM_STRIDE: lr, wd, mu, eta, then the RMSprop warm-up's blend,
                rate, beta, eps per group, on the device (device scalars: the schedule fills
                them without a host sync)
+    mode:      STEP_* bits (csrc/lars.h)
+    eps:       added to the denominator of the trust ratio
     found_inf: optional fp32 scalar tensor on the device; nonzero makes the step a no-op
     partials:  optional fp32 scratch of 2 * C (allocated here if None); with mode bit
                STEP_W_NORM_CACHED its first C hold sum(w^2) per chunk, as written by the
@@ -376,15 +370,16 @@ def fused_step(*operands, path: str = "auto", **named) -> str:
     sq_avg:    fp32 like params, needed with mode bit STEP_RMSPROP (RMSprop warm-up, Akiba et
                al. 2017, sec. 2.2; formula in csrc/lars.h): RMSprop's average of g'^2, updated
                in place (not on a found-inf step)
-    path:      "auto" (see the module docstring), "native", "rtc" or "torch"
+    path:      "auto" (see the module docstring), "native", "rtc", "torch" or "sim"
     Every buffer the kernel writes (params, momentum, partials, wsq_out) must be disjoint from
     every other one. The math is csrc/lars.h's. Two launches on a GPU (one without
     STEP_LARS), no host sync. The torch path (fastres.kernels.torch_ops.fused_step_torch) computes the
     weight norms afresh and leaves `partials` and `wsq_out` alone: do not cache norms there.
-    Returns the path taken ("cpu", "cuda", "rtc" or "torch").
+    Returns the path taken ("cpu", "cuda", "rtc", "torch" or "sim").
     """
     op = "fused_step"
-    s = StepOperands(*operands, **named)
+    s = StepOperands(params, grads, momentum, chunks, seg_group, seg_flags, hparams, mode=mode, eps=eps,
+                     found_inf=found_inf, partials=partials, wsq_out=wsq_out, sq_avg=sq_avg)  # fmt: skip
     device, mode, S, C = s.params.device, s.mode, s.chunks.num_segments, s.chunks.num_chunks
     taken = _pick_path(device, op, path)
     if taken == "torch":
@@ -395,52 +390,27 @@ def fused_step(*operands, path: str = "auto", **named) -> str:
     partials = s.partials
     if partials is None:
         partials = torch.empty(2 * C if mode & STEP_LARS else 1, dtype=torch.float32, device=device)
-    ptr = {
-        "w": s.params.data_ptr(),
-        "g": s.grads.data_ptr(),
-        "m": s.momentum.data_ptr(),
-        "table": s.chunks.table.data_ptr(),
-        "group": s.seg_group.data_ptr(),
-        "flags": s.seg_flags.data_ptr(),
-        "hparams": s.hparams.data_ptr(),
-        "found_inf": 0 if s.found_inf is None else s.found_inf.data_ptr(),
-        "partials": partials.data_ptr(),
-        "wsq_out": 0 if s.wsq_out is None else s.wsq_out.data_ptr(),
-        "sq_avg": 0 if s.sq_avg is None else s.sq_avg.data_ptr(),
-    }
-    if taken == "rtc":
-        check_grid("chunks", C)
-        p = {k: ("p", v) for k, v in ptr.items()}
-        sizes = [("i64", S), ("i64", C)]
-        launches = []
-        if mode & STEP_LARS:
-            args = [p["w"], p["g"], ("i32", mode), p["table"], *sizes, p["flags"], p["partials"]]
-            launches.append(("chunk_norms_kernel", C, _RTC_THREADS, args))
-        update = [p["w"], p["g"], p["m"], p["table"], *sizes, p["group"], p["flags"], p["hparams"], p["found_inf"]]
-        update += [("i32", mode), ("f32", s.eps), p["partials"], p["wsq_out"], p["sq_avg"]]
-        kernel = "fused_update_kernel<true>" if mode & STEP_NESTEROV else "fused_update_kernel<false>"
-        launches.append((kernel, C, _RTC_THREADS, update))
-        _rtc("lars_cuda.cu", device, launches)
-        return taken
-    args = (
-        ptr["w"],
-        ptr["g"],
-        ptr["m"],
-        ptr["table"],
-        S,
-        C,
-        ptr["group"],
-        ptr["flags"],
-        ptr["hparams"],
-        ptr["found_inf"],
-        int(mode),
-        float(s.eps),
-        ptr["partials"],
-        ptr["wsq_out"],
-        ptr["sq_avg"],
+    address = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+    call = Call.of(
+        op,
+        w=s.params.data_ptr(),
+        g=s.grads.data_ptr(),
+        m=s.momentum.data_ptr(),
+        table=s.chunks.table.data_ptr(),
+        S=S,
+        C=C,
+        seg_group=s.seg_group.data_ptr(),
+        seg_flags=s.seg_flags.data_ptr(),
+        hparams=s.hparams.data_ptr(),
+        found_inf=address(s.found_inf),
+        mode=int(mode),
+        eps=float(s.eps),
+        partials=partials.data_ptr(),
+        wsq_out=address(s.wsq_out),
+        sq_avg=address(s.sq_avg),
     )
-    coefs = torch.empty(STEP_COEFS_FLOATS * max(S, 1), dtype=torch.float32) if device.type == "cpu" else None
-    _launch(op, device, args, cpu_extra=() if coefs is None else (coefs.data_ptr(),))
+    coefs = torch.empty(STEP_COEFS_FLOATS * max(S, 1), dtype=torch.float32) if taken == "cpu" else None
+    _run(call, device, taken, cpu_extra=() if coefs is None else (coefs.data_ptr(),))
     return taken
 
 
@@ -473,13 +443,8 @@ def pack_wire(src: torch.Tensor, dst: torch.Tensor, scale: float = 1.0, *, path:
     if path == "torch":
         torch_ops.pack_wire_torch(src, dst, scale)
         return
-    if path == "rtc":
-        args = [("p", src.data_ptr()), ("p", dst.data_ptr()), ("i64", n), ("f32", scale)]
-        kernel = f"pack_kernel<{_DTYPE_CODES[dst.dtype]}>"
-        _rtc("wire_cuda.cu", src.device, [(kernel, _rtc_grid_for(n), _RTC_THREADS, args)])
-        return
-    args = (src.data_ptr(), dst.data_ptr(), _DTYPE_CODES[dst.dtype], n, scale)
-    _launch(op, src.device, args)
+    call = Call.of(op, src=src.data_ptr(), dst=dst.data_ptr(), dst_dtype=_DTYPE_CODES[dst.dtype], n=n, scale=scale)
+    _run(call, src.device, path)
 
 
 def unpack_wire(
@@ -520,49 +485,21 @@ def unpack_wire(
     if path == "torch":
         torch_ops.unpack_wire_torch(src, dst, scale)
         return None if chunks is None else torch_ops.segment_sq_norms_torch(dst, chunks.offsets)
-    if path == "rtc":
-        return _rtc_unpack(src, dst, scale, chunks)
     if chunks is None:
         if n == 0:
             return None
-        norms = (0, 0, 0, 0, 0, 0, 0)
         out = None
+        norms = dict(table=0, S=0, C=0, lo=0, hi=0, partials=0, out=0)
     else:
         S, C = chunks.num_segments, chunks.num_chunks
         out = torch.empty(S, dtype=torch.float32, device=dst.device)
         partials = torch.empty(max(C, 1), dtype=torch.float32, device=dst.device)
-        lo = int(chunks.offsets[0]) if C else 0
-        hi = chunks.end if C else 0
-        norms = (chunks.table.data_ptr(), S, C, lo, hi, partials.data_ptr(), out.data_ptr())
-    args = (src.data_ptr(), _DTYPE_CODES[src.dtype], dst.data_ptr(), n, scale, *norms)
-    _launch(op, dst.device, args)
-    return out
-
-
-def _rtc_unpack(src: torch.Tensor, dst: torch.Tensor, scale: float, chunks: SegmentChunks | None):
-    """unpack_wire on the rtc path: csrc/wire_cuda.cu's launch_unpack, mirrored."""
-    n, d = dst.numel(), _DTYPE_CODES[src.dtype]
-    s, o = ("p", src.data_ptr()), ("p", dst.data_ptr())
-    lo = hi = n  # without norms everything is a "gap"
-    out = None
-    if chunks is not None:
-        S, C = chunks.num_segments, chunks.num_chunks
-        check_grid("segments and chunks", max(S, C))
-        out = torch.empty(S, dtype=torch.float32, device=dst.device)
-        partials = torch.empty(max(C, 1), dtype=torch.float32, device=dst.device)
         lo, hi = (int(chunks.offsets[0]), chunks.end) if C else (0, 0)
-    launches = []
-    for begin, end in ((0, lo), (hi, n)):
-        if end > begin:
-            args = [s, o, ("i64", begin), ("i64", end), ("f32", scale)]
-            launches.append((f"unpack_kernel<{d}>", _rtc_grid_for(end - begin), _RTC_THREADS, args))
-    if chunks is not None and S:
-        table, sizes = ("p", chunks.table.data_ptr()), [("i64", S), ("i64", C)]
-        if C:
-            args = [s, o, ("f32", scale), table, *sizes, ("p", partials.data_ptr())]
-            launches.append((f"unpack_chunks_kernel<{d}>", C, _RTC_THREADS, args))
-        args = [("p", partials.data_ptr()), table, *sizes, ("p", out.data_ptr())]
-        launches.append(("segment_partials_sum_kernel", S, _RTC_THREADS, args))
-    if launches:
-        _rtc("wire_cuda.cu", dst.device, launches)
+        norms = dict(
+            table=chunks.table.data_ptr(), S=S, C=C, lo=lo, hi=hi, partials=partials.data_ptr(), out=out.data_ptr()
+        )
+    call = Call.of(
+        op, src=src.data_ptr(), src_dtype=_DTYPE_CODES[src.dtype], dst=dst.data_ptr(), n=n, scale=scale, **norms
+    )
+    _run(call, dst.device, path)
     return out

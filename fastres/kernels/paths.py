@@ -9,6 +9,7 @@ Paths:
   cuda   fastres._C's CUDA kernel (native CUDA)
   rtc    the same CUDA kernels compiled at run time with NVRTC, loaded with CuPy (fastres.kernels.rtc)
   torch  the torch version of the op (fastres.kernels.torch_ops)
+  sim    the CUDA kernels executed on the CPU (fastres.kernels.sim), for CPU tensors, only when asked for
 
 The native CUDA kernels are chosen only where they can run. fastres._C links the CUDA
 runtime statically (CMakeLists.txt), so the driver must support that runtime's major
@@ -40,8 +41,9 @@ PATHS = {
     "cuda": "native CUDA",
     "rtc": "run-time compiled (CuPy/NVRTC)",
     "torch": "torch fallback",
+    "sim": "CUDA kernels on the CPU (sim)",
 }
-FORCES = ("auto", "native", "rtc", "torch")
+FORCES = ("auto", "native", "rtc", "torch", "sim")
 
 # the first driver of each CUDA major version (NVIDIA's CUDA Toolkit release notes, table 3)
 _MIN_DRIVER = {11: "450.80", 12: "525.60", 13: "580"}
@@ -237,11 +239,17 @@ def choose(op: str, device: torch.device, probe: Probe, force: str = "auto") -> 
     """The path of `op` for a tensor on `device`.
 
     force: "auto" (the best that runs), "native" (fastres._C's kernel or RuntimeError), "rtc"
-    (the CuPy path or RuntimeError), "torch". Never raises for "auto"."""
+    (the CuPy path or RuntimeError), "torch", "sim" (CPU tensors only). Never raises for "auto"."""
     if force not in FORCES:
         raise ValueError(f"path: must be one of {', '.join(FORCES)}, got {force!r}")
     if force == "torch":
         return Choice("torch", "asked for (path='torch')")
+    if force == "sim":
+        if device.type != "cpu":
+            raise RuntimeError(
+                f"path='sim': the sim runs fastres's CUDA kernels on the CPU; {op} got a {device.type} tensor"
+            )
+        return Choice("sim", "asked for (path='sim'): fastres's CUDA kernels executed on the CPU (fastres.kernels.sim)")
     if device.type == "cpu":
         if force == "rtc":
             raise RuntimeError(f"path='rtc': run-time compiled kernels are CUDA kernels; {op} got a CPU tensor")

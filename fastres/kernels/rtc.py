@@ -10,6 +10,7 @@ only their kernels are compiled, without the host launchers or any standard head
     KERNELS                       the .cu files and the name expressions of their kernels
     NVRTC_OPTIONS                 the options of every run-time compile: those of the nvcc build
     kernel_source(file)           the file with its local #includes inlined: one string
+    inlined(name)                 the same for any file of source_dir() (fastres.kernels.sim's header)
     compile_kernels(file, arch)   fastres's own NVRTC call (fastres.kernels.nvrtc): PTX, and a
                                   cubin for a real architecture ("sm_90")
     cubin_for(file, sm)           the cubin for sm_XY and its kernels' lowered names, from the
@@ -17,6 +18,7 @@ only their kernels are compiled, without the host launchers or any standard head
     source_dir()                  where the kernel sources are (the installed copy, or csrc/)
     status(), available()         what the path has (CuPy, NVRTC, architectures), or why not
     launch(file, kernel, grid, block, args, device, stream)   on torch's stream `stream`
+    run(launch_list, device, stream)   fastres.kernels.launches' Launches, one after another
 
 Bit-exact with the nvcc build: the kernels are compiled by fastres's NVRTC call
 (fastres.kernels.nvrtc) with NVRTC_OPTIONS and nothing else, to a cubin for the device's own
@@ -33,10 +35,20 @@ NVRTC version ($FASTRES_RTC_CACHE, else $XDG_CACHE_HOME/fastres/rtc or ~/.cache/
 a temporary folder where none is writable); the loaded modules per (file, device) in this
 process.
 
-The host launchers of csrc/*_cuda.cu are mirrored by fastres.kernels.ops (grids and launch order):
+The host launchers of csrc/*_cuda.cu are mirrored by fastres.kernels.launches (kernels, grids,
+argument names and C types, launch order), which fastres.kernels.sim runs on the CPU in CI:
 coupled, change them together. FASTRES_SYNC_CHECK=1 synchronises and checks after each launch
 here too. Arguments are passed as numpy scalars of the kernels' exact C types (CuPy's
 RawKernel documentation: Python ints would not say their width).
+
+CuPy 13 and 14 both serve (read in cupy/cupy's sources at v13.6.0 and v14.2.0): every call made
+here is the same in both (RawModule(path=) loads a cubin with cuModuleLoad; get_function takes
+the lowered name; a kernel call passes `stream=` on to Function.__call__(grid, block, args,
+shared_mem=0, stream=None), which launches on `stream.ptr`; a numpy scalar argument keeps its
+dtype's width: CuPy 13 views it by itemsize, CuPy 14's CScalar packs it as its own dtype;
+Device(i) is a context manager; runtime.runtimeGetVersion), except how torch's stream is
+wrapped: Stream.from_external (new in 14, where ExternalStream warns DeprecationWarning) or
+ExternalStream (13). tests/test_rtc.py runs this file against stand-ins of both.
 """
 
 from __future__ import annotations
@@ -46,10 +58,9 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
-from fastres.kernels import nvrtc
+from fastres.kernels import cache, nvrtc
 
 __all__ = [
     "KERNELS",
@@ -57,8 +68,10 @@ __all__ = [
     "available",
     "compile_kernels",
     "cubin_for",
+    "inlined",
     "kernel_source",
     "launch",
+    "run",
     "source_dir",
     "status",
 ]
@@ -105,9 +118,9 @@ def source_dir() -> Path:
 
 
 @functools.cache
-def kernel_source(file: str) -> str:
-    """`file` (a key of KERNELS) with every `#include "..."` of a local header inlined once
-    (they all say #pragma once), with #line markers so that NVRTC's messages name the file."""
+def inlined(name: str) -> str:
+    """The file `name` of source_dir() with every `#include "..."` of a file there inlined once (they
+    all say #pragma once), with #line markers so that compilers' messages name the file."""
     root = source_dir()
     seen: set[str] = set()
 
@@ -130,9 +143,14 @@ def kernel_source(file: str) -> str:
                 out.append(line)
         return out
 
+    return "\n".join(expand(name)) + "\n"
+
+
+def kernel_source(file: str) -> str:
+    """`file` (a key of KERNELS) with its local #includes inlined: what NVRTC compiles (inlined)."""
     if file not in KERNELS:
         raise ValueError(f"file: not a kernel source of fastres.kernels.rtc ({', '.join(KERNELS)}), got {file!r}")
-    return "\n".join(expand(file)) + "\n"
+    return inlined(file)
 
 
 def _sync_check() -> bool:
@@ -148,21 +166,6 @@ def compile_kernels(file: str, arch: str) -> nvrtc.Compiled:
     )
 
 
-def _cache_dir() -> Path:
-    """A writable folder for cubins: $FASTRES_RTC_CACHE, $XDG_CACHE_HOME/fastres/rtc, ~/.cache/fastres/rtc,
-    or a temporary folder of this process."""
-    env = os.environ.get("FASTRES_RTC_CACHE")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for d in [env] if env else [os.path.join(base, "fastres", "rtc")]:
-        try:
-            os.makedirs(d, exist_ok=True)
-            if os.access(d, os.W_OK):
-                return Path(d)
-        except OSError:
-            pass
-    return Path(tempfile.mkdtemp(prefix="fastres-rtc-"))
-
-
 def cubin_for(file: str, sm: int) -> tuple[Path, dict[str, str]]:
     """The cubin of `file` for sm_`sm` (a file: CuPy loads it) and {name expression: lowered
     name}: from the cache when the same source, options, architecture and NVRTC made it,
@@ -171,7 +174,7 @@ def cubin_for(file: str, sm: int) -> tuple[Path, dict[str, str]]:
     arch = f"sm_{sm}"
     key = json.dumps([kernel_source(file), NVRTC_OPTIONS, arch, lib.version(), KERNELS[file]])
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    d = _cache_dir()
+    d = cache.cache_dir("rtc", "FASTRES_RTC_CACHE")
     cubin, names = d / f"{file[:-3]}-{arch}-{digest}.cubin", d / f"{file[:-3]}-{arch}-{digest}.json"
     if cubin.is_file() and names.is_file():
         try:
@@ -182,20 +185,20 @@ def cubin_for(file: str, sm: int) -> tuple[Path, dict[str, str]]:
             pass
     out = compile_kernels(file, arch)
     for path, data in ((names, json.dumps(out.lowered).encode()), (cubin, out.cubin)):
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        cache.write_atomically(path, data)
     return cubin, dict(out.lowered)
 
 
 @functools.lru_cache(maxsize=1)
 def status() -> dict:
     """What the run-time compiled path has: {"available": bool, "reason": why not (or ""),
-    "cupy": version, "runtime": CuPy's CUDA runtime version (13000), "nvrtc": (major, minor)
-    of the NVRTC fastres compiles with, "archs": the sm_XY numbers it compiles for}. Needs no
-    GPU: CuPy links its CUDA runtime statically and is asked nothing that needs a driver."""
-    out = {"available": False, "reason": "", "cupy": None, "runtime": None, "nvrtc": None, "archs": ()}
+    "cupy": version, "runtime": CuPy's CUDA runtime version (13000), "stream_api": how torch's
+    streams reach CuPy ("Stream.from_external" from CuPy 14 on, else "ExternalStream"), "nvrtc":
+    (major, minor) of the NVRTC fastres compiles with, "archs": the sm_XY numbers it compiles
+    for}. Needs no GPU: CuPy links its CUDA runtime statically and is asked nothing that needs a
+    driver."""
+    out = {"available": False, "reason": "", "cupy": None, "runtime": None, "stream_api": None, "nvrtc": None}
+    out["archs"] = ()
     try:
         import cupy
         from cupy.cuda import runtime
@@ -203,6 +206,7 @@ def status() -> dict:
         out["reason"] = f"CuPy is not importable ({type(e).__name__}: {e}); `pip install fastres[gpu]` brings it"
         return out
     out["cupy"] = cupy.__version__
+    out["stream_api"] = _stream_api(cupy)
     try:
         out["runtime"] = int(runtime.runtimeGetVersion())
     except Exception as e:  # noqa: BLE001
@@ -262,14 +266,22 @@ class _StreamHandle:
 _STREAMS: dict[tuple[int, int], object] = {}
 
 
+def _stream_api(cupy) -> str:
+    """CuPy 14 wraps a foreign stream with Stream.from_external (the CUDA stream protocol) and
+    deprecates ExternalStream(ptr, device_id), CuPy 13's only way (cupy/cuda/stream.pyx of both)."""
+    return "Stream.from_external" if hasattr(cupy.cuda.Stream, "from_external") else "ExternalStream"
+
+
 def _cupy_stream(handle: int, device: int):
-    """A CuPy view of torch's stream `handle` on `device` (cached: torch keeps its streams)."""
+    """A CuPy view of torch's stream `handle` on `device` (cached: torch keeps its streams). CuPy
+    never destroys it: from_external keeps a reference to the protocol object and leaves the
+    stream alone when collected, ExternalStream owns nothing."""
     key = (device, handle)
     st = _STREAMS.get(key)
     if st is None:
         import cupy
 
-        if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14; ExternalStream is deprecated there
+        if _stream_api(cupy) == "Stream.from_external":
             st = cupy.cuda.Stream.from_external(_StreamHandle(handle))
         else:
             st = cupy.cuda.ExternalStream(handle, device)
@@ -293,3 +305,14 @@ def launch(file: str, kernel: str, grid: int, block: int, args: tuple, device: i
                 st.synchronize()
             except Exception as e:  # noqa: BLE001 - CuPy's CUDARuntimeError, renamed to say where
                 raise RuntimeError(f"FASTRES_SYNC_CHECK after {kernel} ({file}, compiled at run time): {e}") from e
+
+
+def run(launch_list, device: int, stream: int) -> None:
+    """Each of `launch_list` (fastres.kernels.launches.Launch), in order, on `device` and torch's stream
+    `stream`, its arguments as numpy scalars of their C types (np.uint64 for addresses)."""
+    import numpy as np
+
+    types = {"p": np.uint64, "i64": np.int64, "i32": np.int32, "f32": np.float32}
+    for one in launch_list:
+        args = tuple(types[ctype](value) for _, ctype, value in one.args)
+        launch(one.file, one.kernel, one.grid, one.block, args, device, stream)
