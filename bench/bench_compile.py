@@ -8,7 +8,10 @@ Every run is the main command as a new user runs it (no --data: the `builtin` pr
 built-in dataset) in a process of its own, with `--precision P`, with or without `--compile`, and
 `--log-every 1` (a metrics.jsonl record after every step, so that the first step's time is read, not
 inferred; on a CPU a record costs no device sync). The built-in dataset is written before the first
-run and is not in any run's time. Flags after `--` go to every run (e.g. `-- --threads 2`).
+run and is not in any run's time. Flags after `--` go to every run (e.g. `-- --threads 2`). Every
+run compiles from nothing, in a TORCHINDUCTOR_CACHE_DIR of its own: inductor keeps what it compiled
+in a cache folder (/tmp/torchinductor_$USER by default), and a later run of the same graphs skips
+most of the compiling; `--inductor-cache DIR` gives every run that one folder, to time that case.
 
 Precisions: `auto` (the default) measures fp32, and bf16 where this CPU computes bf16 natively (AVX-512
 BF16 or AMX, as fastres.doctor says); `--precisions fp32,bf16` measures bf16 anyway, and its rows say
@@ -32,6 +35,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,18 +115,24 @@ def summarize(run_dir: Path, started: float, skip: int) -> dict:
     }
 
 
-def run_one(precision: str, mode: str, work: Path, extra: list[str], skip: int) -> dict:
+def run_one(precision: str, mode: str, work: Path, extra: list[str], skip: int, cache: Path | None) -> dict:
+    """One run of the main command; `cache`: inductor's cache folder to share (None: a fresh one, removed after:
+    compiling from nothing, as the first run on a machine does)."""
     name = f"{precision}-{mode}-{time.monotonic_ns()}"
     cmd = command(precision, mode, work, name, extra)
+    env = without_launcher(os.environ)
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache or work / f"{name}.inductor-cache")
     load_before = os.getloadavg()
     started = time.time()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=without_launcher(os.environ))
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.time() - started
+    if cache is None:
+        shutil.rmtree(env["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
     if done.returncode != 0:
         raise SystemExit(f"failed ({shlex.join(cmd)}):\n{done.stderr[-3000:]}")
     said = done.stdout.splitlines()
     row = {"label": label(precision, mode), "precision": precision, "mode": mode, "command": shlex.join(cmd),
-           "run_dir": str(work / name)}  # fmt: skip
+           "run_dir": str(work / name), "inductor_cache": str(cache) if cache else "cold (a fresh folder)"}  # fmt: skip
     row.update(wall_s=round(wall, 2), **summarize(work / name, started, skip))
     row["estimate_line"] = next((x for x in said if x.startswith("fastres: estimate:")), None)
     row["load_before"], row["load_after"] = [round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]
@@ -156,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", type=int, default=5, help="steps of each epoch left out of the steady img/s")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compile-cpu.json")
     p.add_argument("--work", type=Path, default=None, help="keep the run folders here (default: a temporary folder)")
+    p.add_argument("--inductor-cache", type=Path, default=None, help="one TORCHINDUCTOR_CACHE_DIR for every run, "
+                   "kept (a run after the first compiles from it); default: a fresh one per run (compiling from "
+                   "nothing, as on a machine's first run)")  # fmt: skip
     args = p.parse_args(own)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tmp)
         for r in range(args.rounds):
             for precision, mode in configs[r % len(configs) :] + configs[: r % len(configs)]:
-                row = run_one(precision, mode, work, extra, args.skip)
+                row = run_one(precision, mode, work, extra, args.skip, args.inductor_cache)
                 rows.append({"round": r + 1, **row})
                 print(f"round {r + 1}: {row['label']}: {row['wall_s']:.0f} s wall, first step at "
                       f"{row['first_step_s']:.1f} s, first validation {row['first_validation_s']:.1f} s, steady "
@@ -184,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT)
     results = {
         "command": shlex.join(["python", "bench/bench_compile.py", *argv]),
-        "setup": dict(precisions=args.precisions, modes=modes, rounds=args.rounds, skip=args.skip, extra=extra),
+        "setup": dict(
+            precisions=args.precisions,
+            modes=modes,
+            rounds=args.rounds,
+            skip=args.skip,
+            extra=extra,
+            inductor_cache=str(args.inductor_cache) if args.inductor_cache else "a fresh one per run",
+        ),
         "machine": describe(
             bf16_features=cpu_bf16_features(), date=time.strftime("%Y-%m-%d %H:%M"), git=git.stdout.strip() or None
         ),  # fmt: skip

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -233,6 +233,8 @@ def evaluate(
             loaded = load_model(path, "cpu", say=say0)
         cfg = loaded.config
         chosen_precision = resolve_precision(precision or cfg.get("precision", "auto"), dev)
+        if precision is None and cfg.get("precision", "auto") != "auto":  # the run's named precision
+            chosen_precision = replace(chosen_precision, why=f"the run's {chosen_precision.why}")
         amp = chosen_precision.dtype
         channels_last = use_channels_last(cfg.get("channels_last"), dev)
         model = loaded.model.to(dev)

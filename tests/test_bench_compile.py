@@ -39,6 +39,7 @@ def test_the_script_times_the_main_command_and_reads_its_records(tmp_path):
     assert row["label"] == "fp32 eager" and row["precision_chosen"] == "fp32: --precision fp32"
     assert " -m fastres.train --precision fp32 --log-every 1 --epochs 2 --config builtin " in row["command"]
     assert "--compile" not in row["command"]
+    assert row["inductor_cache"] == "cold (a fresh folder)" and not list(work.glob("*.inductor-cache"))
     records = [json.loads(x) for x in (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     summary = next(r for r in records if r["kind"] == "summary")

@@ -106,7 +106,7 @@ TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--work
 
 def test_a_run_trained_in_bf16_by_auto_evaluates_predicts_exports_and_resumes_in_fp32(tmp_path, monkeypatch, capsys):
     from fastres import export, predict
-    from fastres.eval import evaluate
+    from fastres.eval import _report, evaluate
     from fastres.run import trainer
     from fastres.train import main
 
@@ -132,6 +132,7 @@ def test_a_run_trained_in_bf16_by_auto_evaluates_predicts_exports_and_resumes_in
     fake_cpu(tmp_path, monkeypatch, AVX2)
     moved = evaluate(run, None, say=lambda _: None)
     assert moved.precision.name == "fp32" and moved.images == val["images"] == 20
+    assert " in fp32 (this CPU has no native bf16 " in _report(moved)  # eval says what it computed in
     assert abs(moved.top1 - val["top1"]) <= 10.0  # the same weights in fp32: at most 2 of 20 images change
     asked = evaluate(run, None, precision="bf16", say=lambda _: None)
     assert asked.precision.emulated and asked.top1 == val["top1"]  # emulated bf16 computes the same numbers
