@@ -23,7 +23,7 @@ import torch
 
 import fastres
 from fastres.kernels import nvrtc, ops, paths, rtc
-from fastres.run.execution import cpu_has_native_bf16
+from fastres.run.execution import cpu_has_native_bf16, resolve_precision
 
 __all__ = ["collect", "main", "render"]
 
@@ -62,6 +62,7 @@ def _torch() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "cpu_native_bf16": cpu_has_native_bf16(),  # --precision bf16 on the CPU: fast, or emulated
+        "cpu_auto_precision": str(resolve_precision("auto", "cpu")),  # what a CPU run trains in by default, and why
     }
 
 
@@ -207,6 +208,7 @@ def render(r: dict) -> str:
     bf16 = {True: "native (AVX-512 BF16 or AMX): --precision bf16 is fast here", None: "unknown (no /proc/cpuinfo)",
             False: "not native: bf16 autocast on the CPU is emulated, often slower than fp32"}  # fmt: skip
     item("CPU bf16", bf16[t["cpu_native_bf16"]])
+    item("CPU precision auto", t["cpu_auto_precision"])
     item("GPUs torch sees", t["device_count"])
     for g in r["gpus"]:
         cc = ".".join(str(x) for x in g["capability"])

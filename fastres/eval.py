@@ -28,7 +28,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,15 @@ from fastres.data.folder import DatasetError, FolderSplit, describe_skipped, exi
 from fastres.data.loader import resolve_backend
 from fastres.distributed import collectives as coll
 from fastres.distributed import destroy, discover, init_distributed
-from fastres.run.execution import DEVICES, PRECISIONS, amp_dtype, autocast, pick_device, use_channels_last
+from fastres.run.execution import (
+    DEVICES,
+    PRECISIONS,
+    Precision,
+    autocast,
+    pick_device,
+    resolve_precision,
+    use_channels_last,
+)
 from fastres.run.metrics import accuracy_counts
 from fastres.tools.cli import ToolParser, run_tool
 from fastres.tools.loading import Loaded, find_checkpoint, load_model
@@ -58,6 +66,7 @@ class EvalResult:
     checkpoint: Loaded
     rank: int = 0  # this process's rank (only rank 0 reports)
     run_val_dir: Path | None = None  # where the run measured the accuracy it logged (None: not a plain folder)
+    precision: Precision | None = None  # what the model computed in here, and why
 
     @property
     def same_split(self) -> bool:
@@ -80,6 +89,7 @@ class EvalResult:
             skipped=self.skipped,
             logged=c.val if self.same_split else None,  # only where it is the same measurement
             logged_on=str(self.run_val_dir) if self.run_val_dir else None,
+            precision=self.precision.name if self.precision else None,
         )
 
 
@@ -222,7 +232,10 @@ def evaluate(
             path = coll.rank0_first(groups, lambda: find_checkpoint(target, best=best, say=say0)[0])
             loaded = load_model(path, "cpu", say=say0)
         cfg = loaded.config
-        amp = amp_dtype(precision or cfg.get("precision", "auto"), dev)
+        chosen_precision = resolve_precision(precision or cfg.get("precision", "auto"), dev)
+        if precision is None and cfg.get("precision", "auto") != "auto":  # the run's named precision
+            chosen_precision = replace(chosen_precision, why=f"the run's {chosen_precision.why}")
+        amp = chosen_precision.dtype
         channels_last = use_channels_last(cfg.get("channels_last"), dev)
         model = loaded.model.to(dev)
         if channels_last:
@@ -257,7 +270,7 @@ def evaluate(
     if n != len(split):
         raise DatasetError(f"{split.root}: {n} images were evaluated of {len(split)} listed")  # a loader lost some
     top1, top5 = 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1)
-    return EvalResult(top1, top5, n, skipped, split.root, loaded, rank, run_val_dir(loaded.config))
+    return EvalResult(top1, top5, n, skipped, split.root, loaded, rank, run_val_dir(loaded.config), chosen_precision)
 
 
 def _report(result: EvalResult) -> str:
@@ -266,6 +279,8 @@ def _report(result: EvalResult) -> str:
         f"fastres eval: {c.describe()}: top-1 {result.top1:.2f}% top-5 {result.top5:.2f}% "
         f"on {result.images} images of {result.val_dir}"
     )
+    if result.precision is not None:
+        line += f" in {result.precision.name} ({result.precision.why})"
     if result.skipped:
         line += f" ({result.skipped} bad files left out)"
     if not (c.val and all(isinstance(c.val.get(k), (int, float)) for k in ("top1", "top5"))):
@@ -311,7 +326,8 @@ def build_parser() -> ToolParser:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="autocast precision: auto (bf16 on CUDA, fp32 on the CPU) or one named (default: the run's)",
+        help="autocast precision: auto (bf16 on CUDA and on CPUs with native bf16, else fp32) or one named "
+        "(default: the run's; a checkpoint evaluates in any of them)",
     )
     p.add_argument(
         "--backend",

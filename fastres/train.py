@@ -75,6 +75,13 @@ def _print(text: str) -> int:
     return 0
 
 
+def _resolved_here(cfg) -> dict[str, str]:
+    """--print-config's notes: what `--precision` resolves to on this machine, and why."""
+    from fastres.run.execution import device_type, resolve_precision
+
+    return {"precision": f"here: {resolve_precision(cfg.precision, device_type(cfg.device))}"}
+
+
 SMOKE_IMAGES = (20, 5)  # per class, train and val: the smoke run's copy of the built-in dataset
 
 
@@ -134,7 +141,7 @@ def _main(argv: list[str] | None) -> int:
         resolved = resolve_command_line(_smoke_argv(argv) if smoke else argv)
         cfg, given = resolved.cfg, resolved.given
         if print_config_requested(argv):  # no data, no device, no run folder
-            return _print(resolved.describe())
+            return _print(resolved.describe(_resolved_here(cfg)))
         if print_schedule_requested(argv):
             return _print(_schedule_table(cfg))
         plan = plan_resume(cfg, given, say=say)

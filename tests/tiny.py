@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# fp32 on every CPU: the tests compare runs at fp32's tolerances, and `--precision auto` is bf16 on a CPU
+# with native bf16 (tests/test_precision.py checks auto)
 TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--warmup-epochs", "0",
-        "--no-progress"]  # fmt: skip
+        "--no-progress", "--precision", "fp32"]  # fmt: skip
 
 
 def records(run_dir: Path, kind: str | None = None) -> list[dict]:

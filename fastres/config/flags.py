@@ -50,8 +50,9 @@ class Resolved:
     given: frozenset[str]  # flags given and, with an explicit --config, the preset's keys
     sources: dict[str, str]  # key -> RECIPE, "preset NAME", FLAG or what derived it
 
-    def describe(self) -> str:
-        """--print-config: every key as YAML (a preset file could hold it), its source in a comment."""
+    def describe(self, notes: dict[str, str] | None = None) -> str:
+        """--print-config: every key as YAML (a preset file could hold it), its source in a comment, then
+        `notes[key]` where given (what a value resolves to on this machine, e.g. precision auto)."""
         values = self.cfg.to_dict()
         width = max(len(k) for k in values) + 2
         lines = ["# the resolved config of this command line; after each value, where it came from"]
@@ -62,6 +63,8 @@ class Resolved:
                 source = self.sources[key]
                 if key == "data" and values[key] is None:
                     source += "; none: the built-in dataset, under $FASTRES_DATA or ~/.cache/fastres"
+                if notes and key in notes:
+                    source += f"; {notes[key]}"
                 lines.append(f"{text:<{width + 24}} # {source}")
         return "\n".join(lines)
 

@@ -91,7 +91,8 @@ HELP: dict[str, dict[str, str]] = {
     },
     "precision and devices": {
         "device": "auto (CUDA where available), cpu or cuda; several processes take one GPU each",
-        "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16 (autocast, CPU or GPU), or fp16 "
+        "precision": "auto (bf16 autocast on CUDA and on a CPU that computes bf16 natively: AVX-512 BF16 or AMX; "
+        "fp32 on other CPUs, where bf16 is emulated and slower), fp32, bf16 (autocast, CPU or GPU), or fp16 "
         "(autocast with dynamic loss scaling; a step whose scaled gradients overflow is skipped)",
         "channels_last": "NHWC memory format for the model and batches; none: on CUDA only, not on the CPU",
         "compile": "run the model's forward and backward through torch.compile (inductor); the first steps "

@@ -198,7 +198,7 @@ class TrainConfig:
     target_top1: float | None = None  # stop at this val top-1 (%); None: train every epoch
     # execution
     device: str = "auto"  # auto (cuda if available), cpu, cuda
-    precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
+    precision: str = "auto"  # auto (bf16 autocast on cuda and on cpus with native bf16, else fp32), fp32, bf16
     channels_last: bool | None = None  # None: on for cuda, off for cpu
     compile: bool = False  # torch.compile the model for training and validation
     threads: int | None = None  # torch intra-op threads on cpu; None: torch's default

@@ -37,7 +37,7 @@ from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
 from fastres.run.badsamples import BadSampleLedger
 from fastres.run.console import active_sinks, describe_failure
-from fastres.run.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
+from fastres.run.execution import pick_device, resolve_precision, seed_all, use_channels_last
 from fastres.run.preemption import StopSignals
 from fastres.run.runlock import RunLock
 from fastres.run.runlog import MetricsLog, make_run_dir, write_config
@@ -65,10 +65,10 @@ class Run:
         self.topology = discover(virtual_nodes=cfg.virtual_nodes)
         self.rank, self.world = self.topology.rank, self.topology.world_size
         self.device = pick_device(cfg.device, self.topology)
-        self.amp = amp_dtype(cfg.precision, self.device)
-        if self.amp == torch.bfloat16 and self.device.type == "cpu" and cpu_has_native_bf16() is False:
-            self.say("fastres: warning: this CPU has no native bf16 (no AVX-512 BF16 or AMX in /proc/cpuinfo): bf16 "
-                     "autocast is emulated and may be slower than --precision fp32")  # fmt: skip
+        self.precision = resolve_precision(cfg.precision, self.device)  # auto: bf16 where it is fast (why says)
+        self.amp = self.precision.dtype
+        if self.precision.emulated:
+            self.say(f"fastres: warning: precision {self.precision}")
         self.channels_last = use_channels_last(cfg.channels_last, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -153,7 +153,8 @@ class Run:
         facts = dict(dataset=str(data.root), classes=len(data.classes), train_images=data.train_size)
         facts.update(val_images=data.val_size, backend=resolve_backend(self.cfg.backend), device=str(self.device))
         amp = "fp32 (no autocast)" if self.amp is None else str(self.amp).removeprefix("torch.")
-        facts.update(amp=amp, channels_last=self.channels_last, global_batch=self.global_batch)
+        facts.update(amp=amp, precision_chosen=str(self.precision), channels_last=self.channels_last)
+        facts.update(global_batch=self.global_batch)
         facts.update(peak_lr=self.schedule.peak, ranks=self.world, launcher=t.launcher, topology=t.describe())
         facts.update(allreduce=reducer.describe() if reducer else None)
         if self.plan is not None and self.plan.state is not None:

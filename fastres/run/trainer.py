@@ -129,7 +129,8 @@ class Trainer:
         left_text = f"the {epochs} epochs left take" if epochs > 1 else "the epoch left takes"
         run.say(f"fastres: estimate: {left_text} about "
                 f"{format_eta(left * per_step)} "
-                f"of training here ({rate:.0f} img/s; validation adds a little after each epoch). Shorter: fewer "
+                f"of training here ({rate:.0f} img/s in {run.precision.name}; validation adds a little after each "
+                f"epoch). Shorter: fewer "
                 f"--epochs or a smaller --image-size (both cost accuracy), or --smoke for a check "
                 f"in seconds")  # fmt: skip
 
@@ -278,6 +279,7 @@ class Trainer:
         run.say(f"fastres: {cfg.arch} on {run.data.root} ({run.data.train_size} train / {run.data.val_size} val "
                 f"images, {len(run.data.classes)} classes), {run.device}, global batch {run.global_batch}, "
                 f"peak lr {run.schedule.peak:.4g}, run folder {run.run_dir}")  # fmt: skip
+        run.say(f"fastres: precision {run.precision}")  # which one --precision auto chose, and why
         if run.reducer is not None:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
         if run.plan is not None and run.plan.checkpoint is not None:
