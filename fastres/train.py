@@ -75,6 +75,10 @@ def _print(text: str) -> int:
     return 0
 
 
+def _to_stderr(text: str, **_) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 SMOKE_IMAGES = (20, 5)  # per class, train and val: the smoke run's copy of the built-in dataset
 
 
@@ -121,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from fastres.config import print_config_requested, print_schedule_requested, resolve_command_line, smoke_requested
+    from fastres.config import (
+        Resolved,
+        print_config_requested,
+        print_schedule_requested,
+        resolve_command_line,
+        smoke_requested,
+    )
     from fastres.run.preemption import Preempted, exit_status
     from fastres.run.resume import plan_resume
     from fastres.run.trainer import Trainer
@@ -133,11 +143,15 @@ def _main(argv: list[str] | None) -> int:
     try:
         resolved = resolve_command_line(_smoke_argv(argv) if smoke else argv)
         cfg, given = resolved.cfg, resolved.given
-        if print_config_requested(argv):  # no data, no device, no run folder
+        printing = print_config_requested(argv) or print_schedule_requested(argv)  # no data, no device, no writes
+        plan = plan_resume(cfg, given, say=_to_stderr if printing else say)  # a resume: what it would continue
+        if plan is not None and plan.state is not None:
+            title = f"the config the resume continues with, from {plan.checkpoint}"
+            resolved = Resolved(plan.cfg, given, plan.sources, title)
+        if print_config_requested(argv):
             return _print(resolved.describe())
         if print_schedule_requested(argv):
-            return _print(_schedule_table(cfg))
-        plan = plan_resume(cfg, given, say=say)
+            return _print(_schedule_table(resolved.cfg))
         if plan is not None and plan.finished:
             say(f"fastres: run {plan.run_dir} is finished ({plan.cfg.epochs} epochs, checkpoint {plan.checkpoint}); "
                 "nothing to do (give a larger --epochs to train on)", flush=True)  # fmt: skip

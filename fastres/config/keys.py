@@ -24,9 +24,11 @@ from fastres.optim.factory import OPTIMIZERS
 from fastres.optim.schedule import ORIGINS, ROUNDINGS, SCHEDULES
 
 FLAG = "the command line"  # the source of a value given as a flag (fastres.config.flags)
+SAVED = "the run's saved config"  # the start of the source of a value a resume keeps (fastres.run.resume)
 
 __all__ = [
     "FLAG",
+    "SAVED",
     "CHOICES",
     "DEVICES",
     "PRECISIONS",
@@ -233,6 +235,8 @@ class TrainConfig:
                 flag = "--" + key.replace("_", "-")
                 source = (sources or {}).get(key, FLAG)
                 whence = "" if source == FLAG else f" ({source}, not a flag: give {flag} to change it)"
+                if source.startswith(SAVED):  # a resume's: the source says whether a flag may change it
+                    whence = f" ({source})"
                 raise ConfigError(f"{flag} must be {what}, got {getattr(self, key)!r}{whence}")
 
         for key, valid in CHOICES.items():

@@ -39,15 +39,12 @@ from fastres.run.badsamples import BadSampleLedger
 from fastres.run.console import active_sinks, describe_failure
 from fastres.run.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
 from fastres.run.preemption import StopSignals
+from fastres.run.resume import processes
 from fastres.run.runlock import RunLock
 from fastres.run.runlog import MetricsLog, make_run_dir, write_config
 from fastres.run.stepguard import StepGuard
 
 __all__ = ["Run"]
-
-
-def processes(n: int) -> str:
-    return f"{n} process" if n == 1 else f"{n} processes"
 
 
 class Run:

@@ -5,6 +5,7 @@
     plan.run_dir      the run folder that continues (or starts, for `--resume auto` with nothing in it)
     plan.checkpoint   the checkpoint continued from (None: start), plan.state its contents
     plan.changes      key -> (saved value, value now), for the metrics log's resume record
+    plan.sources      key -> where plan.cfg's value came from (the saved config, a flag), for --print-config
 
 `--resume auto` (with `--name NAME`): continue OUT/NAME from its newest checkpoint that
 verifies, or start OUT/NAME when it has none, so re-running the same job script continues
@@ -38,6 +39,7 @@ from fastres.checkpoint.fileformat import CheckpointError, read_checkpoint_file
 from fastres.checkpoint.state import saved_world_size
 from fastres.checkpoint.store import CHECKPOINT_DIR, CheckpointStore
 from fastres.config import ConfigError, TrainConfig, launch_world_size
+from fastres.config.keys import FLAG, SAVED
 from fastres.run.runlog import check_name
 
 __all__ = ["MUTABLE", "ResumePlan", "batch_for", "plan_resume", "run_dir_of"]
@@ -60,6 +62,7 @@ class ResumePlan:
     checkpoint: Path | None = None
     state: dict[str, Any] | None = None
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -67,6 +70,10 @@ class ResumePlan:
         if self.state is None or (self.state.get("extra") or {}).get("val_pending"):
             return False  # a validation still to be done is not the end
         return int(self.state["step"]) >= int(self.state["steps_per_epoch"]) * self.cfg.epochs
+
+
+def processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
 
 
 def run_dir_of(out: str, name: str) -> Path:
@@ -132,6 +139,7 @@ def plan_resume(
     checkpoint, state = found
     saved = _saved_config(state, str(checkpoint))
     values, changes = saved.to_dict(), {}
+    sources = {k: f"{SAVED} ({checkpoint}){': give the flag to change it' if k in MUTABLE else ''}" for k in values}
     now = cfg.to_dict()
     world = launch_world_size() if world is None else world
     saved_world = saved_world_size(state)
@@ -143,8 +151,9 @@ def plan_resume(
             if value != values[key]:
                 changes[key] = (values[key], value)
             values[key] = value
+            sources[key] = f"chosen to keep the run's global batch of {global_batch} on {processes(world)}"
         given = given - {"batch_size", "accumulate"}
-        say(f"fastres: resumed on {world} process{'es' if world > 1 else ''}, saved by {saved_world}: --batch-size "
+        say(f"fastres: resumed on {processes(world)}, saved by {saved_world}: --batch-size "
             f"{batch} x --accumulate {acc} keeps the run's global batch of {global_batch} images per step")  # fmt: skip
     for key in sorted(given):
         if now[key] == values[key]:
@@ -158,7 +167,8 @@ def plan_resume(
         if key not in ("resume",):
             changes[key] = (values[key], now[key])
         values[key] = now[key]
-    values["resume"] = cfg.resume
+        sources[key] = FLAG
+    values["resume"], sources["resume"] = cfg.resume, FLAG
     if cfg.resume == "auto":
         values["out"], values["name"] = cfg.out, cfg.name
-    return ResumePlan(TrainConfig(**values).validate(), run_dir, checkpoint, state, changes)
+    return ResumePlan(TrainConfig(**values).validate(sources), run_dir, checkpoint, state, changes, sources)
