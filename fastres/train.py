@@ -28,9 +28,10 @@
 
 `--lr` is the peak learning rate per 256 images, scaled linearly with the global batch
 (Goyal et al. 2017), or absolute with `--lr-unit absolute`. `--print-schedule` prints a
-recipe's lr, momentum and batch per epoch and exits, touching no data and no device:
+recipe's lr, momentum and batch per epoch for the dataset the run trains on (or --train-images
+images) and exits, reading no image and no device:
 
-    python -m fastres.train --config goyal-8k --print-schedule
+    python -m fastres.train --config goyal-8k --print-schedule --train-images 1281167
 
 `--print-config` prints the resolved config, every value with where it came from (preset,
 default, flag), and exits. Run `python -m fastres.train --help` for every flag. Bad flags, data
@@ -57,13 +58,22 @@ def _rank() -> int:
 
 def _schedule_table(cfg) -> str:
     """--print-schedule: the recipe's lr, momentum and batch per epoch, for the global batch of
-    --global-batch (else this launch's: batch x processes x --accumulate) and --train-images
-    (else ImageNet's) images per epoch."""
+    --global-batch (else this launch's: batch x processes x --accumulate) and the images of the
+    dataset the run trains on (--train-images overrides), with the steps per epoch and the
+    refusals of training itself."""
     from fastres.config import launch_world_size
-    from fastres.optim.schedule import IMAGENET_TRAIN_IMAGES, schedule_table
+    from fastres.data.dataset import batches_per_epoch, optimizer_steps, train_images
+    from fastres.optim.schedule import schedule_table
 
-    global_batch = cfg.global_batch or cfg.batch_size * launch_world_size() * cfg.accumulate
-    return schedule_table(cfg, global_batch, cfg.train_images or IMAGENET_TRAIN_IMAGES)
+    world = launch_world_size()
+    if cfg.train_images:
+        where, images = f"--train-images {cfg.train_images}:", cfg.train_images
+    else:
+        root, images = train_images(cfg.data, cfg.train_list)
+        where = f"{root}/train"
+    batches = batches_per_epoch(where, images, world, cfg.batch_size, cfg.steps_rounding)
+    steps = optimizer_steps(batches, cfg.accumulate)
+    return schedule_table(cfg, cfg.batch_size * world * cfg.accumulate, images, steps)
 
 
 def _print(text: str) -> int:

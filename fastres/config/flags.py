@@ -142,7 +142,8 @@ def build_parser(
         action="store_true",
         default=argparse.SUPPRESS,
         help="print the lr, momentum and batch of every epoch (for the global batch of --global-batch, else of "
-        "this launch; for --train-images images per epoch) and exit, touching no data and no device",
+        "this launch; for the images of the dataset the run trains on, or --train-images) and exit, reading no image "
+        "and no device; refused as training would refuse it",
     )
     parser.add_argument(
         "--smoke",

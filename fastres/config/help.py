@@ -20,8 +20,8 @@ HELP: dict[str, dict[str, str]] = {
         "train_list": "train only on the files this list names: `relative/path label` lines, relative to "
         "ROOT/train (the format `python -m fastres.data check --lists` writes, DALI's file_list)",
         "val_list": "validate only on the files this list names (same format, relative to ROOT/val)",
-        "train_images": "training images per epoch that --print-schedule assumes; none: ImageNet's 1,281,167 "
-        "(training itself counts its dataset)",
+        "train_images": "training images per epoch that --print-schedule assumes (ImageNet: 1281167); none: those "
+        "of the dataset the run trains on, counted as training counts them (training itself always does)",
     },
     "model": {
         "arch": "ResNet depth (v1.5: the stride in the 3x3 convolution)",

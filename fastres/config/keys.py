@@ -157,7 +157,7 @@ class TrainConfig:
     max_bad_samples: int | None = None  # undecodable samples met in training before the run stops; None: 0.1%
     train_list: str | None = None  # file of `relative/path label` lines (DALI file_list) naming the train files
     val_list: str | None = None  # the same for the val files
-    train_images: int | None = None  # --print-schedule's images per epoch; None: ImageNet's 1,281,167
+    train_images: int | None = None  # --print-schedule's images per epoch; None: the dataset's own count
     # model
     arch: str = "resnet50"
     zero_init_last_gamma: bool = True  # Goyal et al. 2017, sec. 5.1

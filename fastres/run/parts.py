@@ -25,6 +25,7 @@ from fastres.checkpoint.state import saved_world_size
 from fastres.config import TrainConfig
 from fastres.data import check_dataset, make_loaders, max_bad_default, open_dataset
 from fastres.data.builtin import builtin_root, rewrite_if_builtin
+from fastres.data.dataset import optimizer_steps
 from fastres.data.folder import describe_skipped
 from fastres.data.loader import resolve_backend
 from fastres.distributed import Reducer, destroy, discover, init_distributed
@@ -109,10 +110,7 @@ class Run:
             coll.broadcast_tensors(self.groups, [self.layout.params, *self.model.buffers()], "parameters and buffers")
         self.optimizer = build_optimizer(cfg, self.model, self.layout)
         self.fused = hasattr(self.optimizer, "layout")  # skips a non-finite step on the device
-        self.steps_per_epoch = len(self.data.train) // cfg.accumulate  # optimizer steps
-        if self.steps_per_epoch == 0:
-            raise FastresError(f"--accumulate {cfg.accumulate}: an epoch has only {len(self.data.train)} batches "
-                               "per process: lower --accumulate or --batch-size")  # fmt: skip
+        self.steps_per_epoch = optimizer_steps(len(self.data.train), cfg.accumulate)
         self.global_batch = cfg.batch_size * self.world * cfg.accumulate  # images per optimizer step
         self.scaler = LossScaler(self.device) if self.amp == torch.float16 else None
         self.schedule = run_schedule(cfg, self.steps_per_epoch, self.global_batch)
