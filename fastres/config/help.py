@@ -15,8 +15,8 @@ HELP: dict[str, dict[str, str]] = {
         "image_size": "side of the square training crop, in pixels",
         "val_image_size": "side of the square validation crop, in pixels; none: --image-size",
         "crop_scale_min": "smallest area of a random-resized crop, as a fraction (0 to 1] of the image",
-        "max_bad_samples": "undecodable samples met during training (each replaced by a neutral substitute) before "
-        "the run stops; none: 0.1%% of the training set",
+        "max_bad_samples": "undecodable samples (each replaced by a neutral substitute) in the training set, or in "
+        "the validation set, before the run stops; none: 0.1%% of that set",
         "train_list": "train only on the files this list names: `relative/path label` lines, relative to "
         "ROOT/train (the format `python -m fastres.data check --lists` writes, DALI's file_list)",
         "val_list": "validate only on the files this list names (same format, relative to ROOT/val)",

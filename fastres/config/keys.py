@@ -154,7 +154,7 @@ class TrainConfig:
     image_size: int = 224  # train crop side, pixels
     val_image_size: int | None = None  # val crop side, pixels; None: image_size
     crop_scale_min: float = 0.08  # smallest area fraction of a random-resized crop
-    max_bad_samples: int | None = None  # undecodable samples met in training before the run stops; None: 0.1%
+    max_bad_samples: int | None = None  # undecodable samples of each set before the run stops; None: 0.1%
     train_list: str | None = None  # file of `relative/path label` lines (DALI file_list) naming the train files
     val_list: str | None = None  # the same for the val files
     train_images: int | None = None  # --print-schedule's images per epoch; None: the dataset's own count

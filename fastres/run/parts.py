@@ -87,9 +87,11 @@ class Run:
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)
         self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
-        say, limit = self.say, cfg.max_bad_samples
-        limit = max_bad_default(len(dataset.train or ())) if limit is None else limit
-        self.bad = BadSampleLedger(self.run_dir, limit, self.groups, self.rank == 0, self.write, say)
+        say, limit, sets = self.say, cfg.max_bad_samples, {"train": dataset.train, "val": dataset.val}
+        limits = {k: max_bad_default(len(v or ())) if limit is None else limit for k, v in sets.items()}
+        val_files = frozenset(p for p, _ in dataset.val.samples) if dataset.val else frozenset()
+        split_of = lambda path: "val" if path in val_files else "train"
+        self.bad = BadSampleLedger(self.run_dir, limits, split_of, self.groups, self.rank == 0, self.write, say)
         self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
                                  exclude=exclude, dataset=dataset, known_bad=frozenset(self.bad.known))  # fmt: skip
         if self.world % cfg.bn_group:
@@ -119,6 +121,7 @@ class Run:
                                   every_minutes=cfg.checkpoint_minutes, writer=self.rank == 0, say=say)  # fmt: skip
         self.step, self.best, self.last_val, self.attempt = 0, (float("-inf"), 0), None, 1
         self.val_pending: int | None = None  # an epoch (1-based) whose validation is still to be done
+        self.val_pending_why = "that a stop interrupted"  # why, for the resume banner
         self._said_skipping = False
         self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.rank == 0 else None
         self.sinks = active_sinks()
@@ -189,6 +192,7 @@ class Run:
             return
         self.step = (step // spe + 1) * spe
         self.val_pending = step // spe + 1
+        self.val_pending_why = f"whose last {self.step - step} steps are skipped"
         self.say(f"fastres: {where}: saved by {processes(saved_world)} at step {step}, resumed by {self.world}: "
                  f"DALI's readers split each epoch by process, so the run continues from the next epoch boundary "
                  f"(step {self.step}: the last {self.step - step} steps of epoch {self.val_pending} are skipped, "

@@ -156,7 +156,7 @@ class Trainer:
         """A log step (syncs the device): the window's mean loss, skipped steps, bad samples."""
         run = self.run
         stats = run.guard.take(functools.partial(coll.mean_over_ranks, run.groups))
-        run.bad.drain(run.data.train)
+        run.bad.drain("train", run.data.train)
         momentum = run.optimizer.param_groups[0].get("momentum")
         run.write("train", epoch=epoch + 1, step=run.step, loss=stats.loss, lr=lr, momentum=momentum,
                   img_per_s=ips, skipped_steps=stats.skipped)  # fmt: skip
@@ -230,7 +230,7 @@ class Trainer:
             if verdict.signum:
                 return Interrupted(verdict.signum, done, polls)
         last = run.stop.poll().signum  # a signal during the last batch: the epoch ends, then the run
-        run.bad.drain(run.data.val)
+        run.bad.drain("val", run.data.val)
         top1, top5, n = coll.sum_over_ranks(run.groups, totals, "validation counts").tolist()
         return 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1), n, last
 
@@ -282,7 +282,7 @@ class Trainer:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
         if run.plan is not None and run.plan.checkpoint is not None:
             epoch, into = divmod(run.step, run.steps_per_epoch)
-            first = f"; first the validation of epoch {epoch} that a stop interrupted" if run.val_pending else ""
+            first = f"; first the validation of epoch {epoch} {run.val_pending_why}" if run.val_pending else ""
             run.say(f"fastres: resuming at step {run.step}, epoch {epoch + 1}, {into}/{run.steps_per_epoch} of the "
                     f"epoch, from {run.plan.checkpoint} (attempt {run.attempt}){first}")  # fmt: skip
         top1 = top5 = float("nan")
