@@ -95,3 +95,28 @@ def test_print_config_of_a_resume_prints_the_config_it_continues_with_and_its_re
     # a value the merged config cannot take
     assert main(["--print-config", "--resume", run, "--epochs", "1", "--checkpoint-every", "0"]) == 2
     assert "--checkpoint-every must be an integer in [1, 1000000000], got 0" in capsys.readouterr().err
+
+
+def test_a_hand_edit_of_config_yaml_is_refused_where_the_resume_would_drop_it(finished, tmp_path, capsys):
+    """config.yaml only records a run's config (the checkpoint holds it, and every attempt writes the file
+    again): an edit that the resume would drop is refused in one line, the edited file kept; an edit the
+    command line makes too is no conflict. Before, the edit was dropped without a word."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    path = run / "config.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["config"].update(lr=0.5, epochs=2)
+    edited = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, indent=4)  # another style, too
+    path.write_text(edited)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path} was edited by hand (lr: 0.5 there, 0.2 in the run)" in err[0], err
+    assert path.read_text() == edited and len(records(run, "resume")) == 0  # nothing written
+    doc["config"]["lr"] = 0.2  # only the edit the command line makes too: the run continues
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["--resume", str(run), "--epochs", "2"]) == 0, capsys.readouterr().err
+    assert [r["step"] for r in records(run, "train")][-5:] == [6, 7, 8, 9, 10]
+    assert yaml.safe_load(path.read_text())["config"]["epochs"] == 2

@@ -23,7 +23,7 @@ KEY_SETTINGS = (
     "image_size", "val_image_size", "backend", "device", "precision", "amp", "fastres", "torch", "git", "host",
 )  # fmt: skip
 # Keys that differ between any two runs and say nothing about them.
-_NOT_SETTINGS = ("started", "name", "out")
+_NOT_SETTINGS = ("started", "name", "out", "config_sha256")
 
 
 def flat_config(run: Run) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from fastres.checkpoint.state import saved_world_size
 from fastres.checkpoint.store import CHECKPOINT_DIR, CheckpointStore
 from fastres.config import ConfigError, TrainConfig, launch_world_size
 from fastres.config.keys import FLAG, SAVED
-from fastres.run.runlog import check_name
+from fastres.run.runlog import check_name, hand_edited_config
 
 __all__ = ["MUTABLE", "ResumePlan", "batch_for", "plan_resume", "run_dir_of"]
 
@@ -110,6 +110,23 @@ def batch_for(global_batch: int, world: int, saved_batch: int, batch: int | None
                       f"that divides {global_batch}")  # fmt: skip
 
 
+def _refuse_hand_edits(run_dir: Path, values: dict[str, Any], checkpoint: Path) -> None:
+    """A config.yaml edited by hand is refused where it differs from what the resume runs with: a run continues
+    with the config saved in its checkpoint, and config.yaml (written again by every attempt) only records it."""
+    edited = hand_edited_config(run_dir)
+    if edited is None:
+        return
+    differ = [k for k in sorted(edited) if k in values and k != "resume" and edited[k] != values[k]]
+    if differ:
+        shown = ", ".join(f"{k}: {edited[k]!r} there, {values[k]!r} in the run" for k in differ[:3])
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'} was edited by hand ({shown}{', ...' if len(differ) > 3 else ''}): a run "
+            f"continues with the config saved in its checkpoint ({checkpoint}), which config.yaml only records; "
+            "give a value a resume may change as a flag (--epochs, --checkpoint-every, ...), undo the edit, or start "
+            "a new run"
+        )
+
+
 def plan_resume(
     cfg: TrainConfig, given: frozenset[str], say: Callable[[str], None] = print, world: int | None = None
 ) -> ResumePlan | None:
@@ -171,4 +188,5 @@ def plan_resume(
     values["resume"], sources["resume"] = cfg.resume, FLAG
     if cfg.resume == "auto":
         values["out"], values["name"] = cfg.out, cfg.name
+    _refuse_hand_edits(run_dir, values, checkpoint)
     return ResumePlan(TrainConfig(**values).validate(sources), run_dir, checkpoint, state, changes, sources)
