@@ -193,7 +193,7 @@ def _main(argv: list[str] | None) -> int:
         if rank == 0 or not e.shared:
             where = f" (rank {rank})" if rank != 0 else ""
             print(f"python -m fastres.train: error{where}: {e}", file=sys.stderr, flush=True)
-        return 2
+        return getattr(e, "exit_status", 2)  # 75 for a lost peer (fastres.distributed.errors), else bad input
     if summary.rank != 0:
         return 0
     if smoke:

@@ -107,7 +107,11 @@ HELP: dict[str, dict[str, str]] = {
         "of several processes)",
         "bucket_cap_mb": "MiB of fp32 gradients per all-reduce bucket (the first bucket: 1 MiB)",
         "wire_dtype": "gradients on the wire: fp32, bf16 or fp16 (half the bytes; scaled and cast in one pass)",
-        "dist_timeout": "seconds a rendezvous or collective waits for the other processes before the run stops",
+        "dist_timeout": "seconds the rendezvous and the run's setup (rank 0 checking the dataset, writing the run "
+        "folder) wait for the other processes before the run stops",
+        "collective_timeout": "seconds a collective of the running job (a step's gradient all-reduce, a checkpoint's "
+        "gather) waits for the other processes before every rank leaves with one line and exit status 75, which an "
+        "elastic launcher restarts on: how long a dead host or a cut link goes unnoticed at most",
     },
     "run": {
         "out": "parent folder of run folders",

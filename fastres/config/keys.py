@@ -126,6 +126,7 @@ RANGES: dict[str, Range] = {
     "virtual_nodes": Range("[", 1, 1024, "]"),
     "bucket_cap_mb": Range("(", 0, 4096, "]"),
     "dist_timeout": Range("(", 0, 7 * 86400, "]"),
+    "collective_timeout": Range("(", 0, 7 * 86400, "]"),
     "log_every": Range("[", 1, 10**9, "]"),
     "checkpoint_every": Range("[", 1, 10**9, "]"),
     "checkpoint_minutes": Range("(", 0, 100_000, "]"),
@@ -212,7 +213,9 @@ class TrainConfig:
     allreduce: str = "auto"  # gradient all-reduce: auto (hierarchical across nodes), flat, hierarchical
     bucket_cap_mb: float = 25.0  # fp32 gradient MB per all-reduce bucket (the first one: 1 MB)
     wire_dtype: str = "fp32"  # gradients on the wire: fp32, bf16, fp16
-    dist_timeout: float = 1800.0  # seconds a rendezvous or collective waits for the other ranks
+    dist_timeout: float = 1800.0  # seconds the rendezvous and the setup (rank 0 checking the data) wait for the others
+    collective_timeout: float = 300.0  # seconds a collective of the running job waits for a peer (a dead or cut-off
+    # host) before every rank leaves; Gloo's and NCCL's timeouts from the first step on
     # output
     out: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None: <arch>-<date>-<time>

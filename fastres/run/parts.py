@@ -28,7 +28,7 @@ from fastres.data.builtin import builtin_root, rewrite_if_builtin
 from fastres.data.dataset import optimizer_steps
 from fastres.data.folder import describe_skipped
 from fastres.data.loader import resolve_backend
-from fastres.distributed import Reducer, destroy, discover, init_distributed
+from fastres.distributed import CollectiveError, Reducer, destroy, discover, init_distributed, set_collective_timeout
 from fastres.distributed import collectives as coll
 from fastres.distributed.reducer import bucket_layout
 from fastres.model import build_model
@@ -36,6 +36,7 @@ from fastres.model.bn import convert_bn_groups, convert_ghost_bn
 from fastres.optim import build_optimizer
 from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
+from fastres.run.attempts import attempt_loss
 from fastres.run.badsamples import BadSampleLedger
 from fastres.run.console import active_sinks, describe_failure
 from fastres.run.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
@@ -87,6 +88,8 @@ class Run:
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)
         self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
+        if self.groups is not None:  # the setup's long waits are over: a peer lost from now on is noticed sooner
+            set_collective_timeout(self.groups, cfg.collective_timeout, self.stop.group)
         say, limit, sets = self.say, cfg.max_bad_samples, {"train": dataset.train, "val": dataset.val}
         limits = {k: max_bad_default(len(v or ())) if limit is None else limit for k, v in sets.items()}
         val_files = frozenset(p for p, _ in dataset.val.samples) if dataset.val else frozenset()
@@ -120,6 +123,7 @@ class Run:
         self.saver = Checkpointer(self.run_dir, keep=cfg.keep_checkpoints, every_steps=cfg.checkpoint_every,
                                   every_minutes=cfg.checkpoint_minutes, writer=self.rank == 0, say=say)  # fmt: skip
         self.step, self.best, self.last_val, self.attempt = 0, (float("-inf"), 0), None, 1
+        self.step_done_at = time.time()  # wall-clock time the last optimizer step (or the setup) ended
         self.val_pending: int | None = None  # an epoch (1-based) whose validation is still to be done
         self.val_pending_why = "that a stop interrupted"  # why, for the resume banner
         self._said_skipping = False
@@ -179,8 +183,14 @@ class Run:
         saved_data = state.get("config", {}).get("data")
         if saved_data != self.cfg.data:  # a run from before fastres recorded its built-in dataset's path
             changed.setdefault("data", [saved_data, self.cfg.data])
+        lost = {}
+        if self.rank == 0:  # what the attempt before lost: read from the run folder before this one writes to it
+            saved_at = extra.get("time") or plan.checkpoint.stat().st_mtime
+            loss = attempt_loss(self.run_dir, int(state["step"]), saved_at, self.world, self.attempt)
+            self.say(loss.line())
+            lost = loss.record()
         self.write("resume", attempt=self.attempt, checkpoint=where, checkpoint_step=int(state["step"]), step=self.step,
-                   world_size=self.world, saved_world_size=saved_world, changed=changed)  # fmt: skip
+                   world_size=self.world, saved_world_size=saved_world, changed=changed, **lost)  # fmt: skip
 
     def _dali_epoch_boundary(self, where: str, saved_world: int) -> None:
         """A loader whose order is its readers' (DALI) cannot continue another process count's epoch: the run
@@ -217,7 +227,8 @@ class Run:
         train = self.data.train
         states = coll.gather_objects(self.groups, train.state_dict() if hasattr(train, "state_dict") else None,
                                      "the data loaders' states")  # fmt: skip
-        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt, world=self.world)
+        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt, world=self.world,
+                     time=self.step_done_at)  # fmt: skip
         if val_pending is not None:
             extra["val_pending"] = val_pending
         if self.scaler is not None:
@@ -251,6 +262,22 @@ class Run:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    def peer_lost(self, error: BaseException) -> CollectiveError:
+        """A collective failed (a peer died or was cut off): the one line every surviving rank ends with, naming the
+        peer where the error gives its address, and rank 0's `peer_lost` record (step, seconds since it)."""
+        hostnames = self.groups.hostnames if self.groups is not None else []
+        text = str(error) if isinstance(error, CollectiveError) else f"a collective failed: {coll.cause(error)}"
+        peers = coll.peers_named(text, hostnames)
+        if not peers and coll.other_hosts(hostnames, self.rank):  # a timeout names no peer: one of the others
+            peers = f"no answer from {coll.other_hosts(hostnames, self.rank)}"
+        waited = time.time() - self.step_done_at
+        line = (f"lost a peer {waited:.1f} s after step {self.step}: {text}{f' ({peers})' if peers else ''}; exit "
+                f"status {CollectiveError.exit_status}, which an elastic launcher restarts on; "
+                f"{self.last_checkpoint()}")  # fmt: skip
+        self.write("peer_lost", step=self.step, seconds_after_step=round(waited, 3), world_size=self.world,
+                   peers=peers or None, error=text[:1000])  # fmt: skip
+        return CollectiveError(line)
 
     def last_checkpoint(self) -> str:
         if self.saver is not None:

@@ -49,9 +49,9 @@ __all__ = ["MUTABLE", "ResumePlan", "batch_for", "plan_resume", "run_dir_of"]
 MUTABLE = frozenset({
     "data", "train_list", "val_list", "workers", "prefetch", "hw_decoder_load", "data_check", "skip_bad_files",
     "max_bad_samples", "epochs", "val_batch_size", "threads", "virtual_nodes", "allreduce", "bucket_cap_mb",
-    "dist_timeout", "out", "name", "log_every", "progress", "resume", "checkpoint_every", "checkpoint_minutes",
-    "keep_checkpoints", "progress_seconds", "max_skipped_steps", "tensorboard", "target_top1", "train_images",
-    "compile",
+    "dist_timeout", "collective_timeout", "out", "name", "log_every", "progress", "resume", "checkpoint_every",
+    "checkpoint_minutes", "keep_checkpoints", "progress_seconds", "max_skipped_steps", "tensorboard", "target_top1",
+    "train_images", "compile",
 })  # fmt: skip
 
 

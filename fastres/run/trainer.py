@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import torch
+import torch.distributed as dist
 
 from fastres import FastresError
 from fastres.checkpoint.state import restore_rng, rng_state
 from fastres.config import TrainConfig
+from fastres.distributed import CollectiveError
 from fastres.distributed import collectives as coll
 from fastres.model.bn import recompute_bn_statistics
 from fastres.run.execution import autocast
@@ -96,6 +98,7 @@ class Trainer:
                 run.scaler.update()
             run.guard.add(loss_sum / acc, bad)
             run.step, seen, loss_sum, j = run.step + 1, seen + 1, None, i // acc
+            run.step_done_at = time.time()
             if self.cfg.bn_eval == "batch" and j + 1 == run.steps_per_epoch:
                 self.last_batch = images.clone()  # the BN statistics of validation (--bn-eval batch)
             logged = (j + 1) % self.cfg.log_every == 0 or j + 1 == run.steps_per_epoch
@@ -267,8 +270,12 @@ class Trainer:
         """Train from the start (or the resumed step) to the last epoch; release the run however it ends."""
         try:
             summary = self._fit()
-        except BaseException:
+        except BaseException as e:
+            # a peer died or was cut off: fastres's collectives say so; torch's own calls (SyncBN's) raise DistError
+            lost = self.run.peer_lost(e) if isinstance(e, (CollectiveError, dist.DistError)) else None
             self.run.close(error=True)
+            if lost is not None:
+                raise lost from e
             raise
         self.run.close()
         return summary
