@@ -135,7 +135,8 @@ def run_through(job: ElasticJob, fault: str, then=None) -> tuple[list[dict], flo
     try:
         job.start(0)
         job.start(1)
-        job.wait_for(lambda rs: any(s >= 4 for s in steps(rs)), 60, "step 4 of the 2-host job")
+        saved = job.run / "checkpoints" / f"step-{CHECKPOINT_EVERY:09d}.pt"  # written in the background: on disk
+        job.wait_for(lambda rs: any(s >= 4 for s in steps(rs)) and saved.is_file(), 60, "step 4 of the 2-host job")
         failed_at = time.time()
         host = job.net.hosts[1]
         job.net.kill_host(host) if fault == "kill" else job.net.set_link(host, up=False)

@@ -120,3 +120,50 @@ def test_a_hand_edit_of_config_yaml_is_refused_where_the_resume_would_drop_it(fi
     assert main(["--resume", str(run), "--epochs", "2"]) == 0, capsys.readouterr().err
     assert [r["step"] for r in records(run, "train")][-5:] == [6, 7, 8, 9, 10]
     assert yaml.safe_load(path.read_text())["config"]["epochs"] == 2
+
+
+def test_resume_auto_where_an_attempt_left_no_checkpoint_says_it_starts_again(finished, tmp_path, capsys):
+    """An attempt that died before its first checkpoint (here: its checkpoints deleted) leaves records and no
+    checkpoint: the next attempt of the same command says in one line that it starts again from step 0 and what
+    that lost, and keeps the earlier records (before, it started over without a word)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    shutil.rmtree(run / "checkpoints")
+    (run / "best.pt").unlink()
+    earlier = (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    args = ["--data", str(yaml.safe_load((run / "config.yaml").read_text())["config"]["data"]), *SMALL,
+            "--global-batch", "8", "--out", str(tmp_path), "--name", "run", "--resume", "auto"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    said = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("fastres: attempt 2")]
+    assert len(said) == 1 and "world size 1 -> 1; 5 steps lost (the attempt before reached step 5, this one starts "
+    "again from step 0: no checkpoint yet)" in said[0], said
+    assert (run / "metrics.jsonl").read_text().startswith(earlier)  # nothing lost
+    (resume,) = records(run, "resume")
+    assert (resume["checkpoint"], resume["step"], resume["steps_lost"], resume["attempt"]) == (None, 0, 5, 2)
+    assert [r["step"] for r in records(run, "train")] == [1, 2, 3, 4, 5] * 2
+
+
+@pytest.mark.parametrize(
+    "argv, refusal",
+    [
+        (["--batch-size", "4"], "--resume: --batch-size 4 on 3 processes cannot keep the run's global batch of 8"),
+        ([], "--resume: the run's global batch of 8 images per step cannot be split over 3 processes"),
+    ],
+)
+def test_a_resume_on_a_process_count_that_cannot_keep_the_global_batch_is_one_line_and_loses_nothing(
+    finished, monkeypatch, capsys, argv, refusal
+):
+    """The run (global batch 8) resumed by 3 processes (the hosts that remain after a failure): refused in one
+    line before anything is written, by rank 0 (every rank meets it)."""
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "3"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "3"),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*")}
+    capsys.readouterr()
+    assert main(["--resume", str(finished), "--epochs", "2", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and refusal in err[0], err
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*")} == before

@@ -17,6 +17,7 @@ gives TORCHELASTIC_RESTART_COUNT (of at most TORCHELASTIC_MAX_RESTARTS), Slurm S
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["AttemptLoss", "attempt_loss", "restart_label"]
+__all__ = ["AttemptLoss", "attempt_loss", "earlier_attempt", "restart_label"]
 
 TAIL_BYTES = 1 << 18  # the end of metrics.jsonl that holds the attempt before's last records
 
@@ -59,11 +60,15 @@ class AttemptLoss:
             return 0.0
         return min(self.seconds_lost, max(0.0, self.reached_time - self.checkpoint_time))
 
-    def line(self) -> str:
+    def line(self, checkpoint: bool = True) -> str:
+        """checkpoint False: the attempt before left none, and this one starts the run again."""
         before = "?" if self.world_before is None else self.world_before
+        resumes = f"resumes from step {self.checkpoint_step}"
+        if not checkpoint:
+            resumes = "starts again from step 0: no checkpoint yet"
         return (
             f"fastres: {self.label}: world size {before} -> {self.world}; {self.steps_lost} steps lost (the attempt "
-            f"before reached step {self.reached_step}, this one resumes from step {self.checkpoint_step}); "
+            f"before reached step {self.reached_step}, this one {resumes}); "
             f"{self.seconds_lost:.1f} s lost ({self.redone_seconds:.1f} s of training done again, "
             f"{self.seconds_lost - self.redone_seconds:.1f} s from the last step before to this resume)"
         )
@@ -111,13 +116,32 @@ def _last_records(metrics: Path) -> list[dict]:
     return out
 
 
-def _world_before(run_dir: Path) -> int | None:
+def _config_yaml(run_dir: Path) -> dict:
     try:
         doc = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    ranks = doc.get("ranks") if isinstance(doc, dict) else None
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _world_before(run_dir: Path) -> int | None:
+    ranks = _config_yaml(run_dir).get("ranks")
     return ranks if isinstance(ranks, int) else None
+
+
+def earlier_attempt(run_dir: Path) -> tuple[int, float] | None:
+    """(its attempt number, when it started) of the attempt that left `run_dir` with no checkpoint, None when no
+    attempt ran there (no metrics.jsonl record)."""
+    records = _last_records(Path(run_dir) / "metrics.jsonl")
+    if not records:
+        return None
+    attempt = max([1, *(r.get("attempt", 1) for r in records if r.get("kind") == "resume")])
+    started = _config_yaml(Path(run_dir)).get("started")
+    try:
+        when = datetime.datetime.fromisoformat(started).timestamp()
+    except (TypeError, ValueError):
+        when = min(float(r.get("time", time.time())) for r in records)
+    return attempt, when
 
 
 def attempt_loss(

@@ -36,7 +36,7 @@ from fastres.model.bn import convert_bn_groups, convert_ghost_bn
 from fastres.optim import build_optimizer
 from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
-from fastres.run.attempts import attempt_loss
+from fastres.run.attempts import attempt_loss, earlier_attempt
 from fastres.run.badsamples import BadSampleLedger
 from fastres.run.console import active_sinks, describe_failure
 from fastres.run.execution import amp_dtype, cpu_has_native_bf16, pick_device, seed_all, use_channels_last
@@ -133,6 +133,8 @@ class Run:
             self.sinks.attach(lambda **fields: self.write("sink_dropped", step=self.step, **fields))
         if self.plan is not None and self.plan.state is not None:
             self._resume(self.plan)
+        elif self.plan is not None and self.rank == 0:  # --resume auto, nothing to resume
+            self._start_again()
         if self.rank == 0:  # on a resume too: a config.yaml cut short by a crash is whole again
             self._write_config()
         if cfg.tensorboard and self.rank == 0:
@@ -191,6 +193,18 @@ class Run:
             lost = loss.record()
         self.write("resume", attempt=self.attempt, checkpoint=where, checkpoint_step=int(state["step"]), step=self.step,
                    world_size=self.world, saved_world_size=saved_world, changed=changed, **lost)  # fmt: skip
+
+    def _start_again(self) -> None:
+        """--resume auto in a run folder where an attempt ran but left no checkpoint (it died before its first):
+        the run starts again from step 0, and says so with what was lost, as a resume does."""
+        earlier = earlier_attempt(self.run_dir)
+        if earlier is None:
+            return  # a new run
+        self.attempt = earlier[0] + 1
+        loss = attempt_loss(self.run_dir, 0, earlier[1], self.world, self.attempt)
+        self.say(loss.line(checkpoint=False))
+        self.write("resume", attempt=self.attempt, checkpoint=None, checkpoint_step=0, step=0, world_size=self.world,
+                   saved_world_size=None, changed={}, **loss.record())  # fmt: skip
 
     def _dali_epoch_boundary(self, where: str, saved_world: int) -> None:
         """A loader whose order is its readers' (DALI) cannot continue another process count's epoch: the run
