@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,11 @@ from fastres.distributed.emulate.processes import _die_with_parent, launcher_fre
 from emulated import assert_nothing_left, machine_state, needs_emulation
 
 pytestmark = [needs_emulation, pytest.mark.timeout(150)]
+ETCD = shutil.which("etcd")
+try:
+    import etcd  # noqa: F401 - python-etcd, which torch's etcd-v2 rendezvous imports
+except ImportError:
+    ETCD = None
 
 CHECKPOINT_EVERY = 3
 COLLECTIVE_TIMEOUT = 15  # seconds: the cut link's bound
@@ -48,9 +54,11 @@ def data(tmp_path_factory) -> Path:
 class ElasticJob:
     """A torchrun elastic agent per emulated host, all running one fastres.train command; the run folder's records."""
 
-    def __init__(self, net: EmulatedNetwork, data: Path, out: Path, epochs: int):
+    def __init__(self, net: EmulatedNetwork, data: Path, out: Path, epochs: int, rdzv: str = "c10d",
+                 launcher: str = "torch.distributed.run"):  # fmt: skip
         self.net, self.out, self.run = net, out, out / "run"
         self.agents: dict[int, subprocess.Popen] = {}
+        self.rdzv, self.launcher, self.watched = rdzv, launcher, 0  # watched: the host whose agent must live
         self.train = ["-m", "fastres.train", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
                       "--global-batch", "8", "--epochs", str(epochs), "--workers", "0", "--threads", "1",
                       "--no-progress", "--log-every", "1", "--warmup-epochs", "0", "--backend", "pytorch",
@@ -59,11 +67,15 @@ class ElasticJob:
                       "--resume", "auto"]  # fmt: skip
         self.env = {**launcher_free_environ(), "GLOO_SOCKET_IFNAME": "eth0", "OMP_NUM_THREADS": "1",
                     "PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # fmt: skip
+        if launcher == "fastres.distributed.elastic":
+            del self.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"]  # it sets it itself
 
     def start(self, host: int) -> None:
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1:2", "--nproc-per-node", "1",
-                    "--max-restarts", "3", "--rdzv-backend", "c10d", "--rdzv-id", "job", "--rdzv-conf", RDZV,
-                    "--rdzv-endpoint", f"{self.net.hosts[0].address}:29400", "--monitor-interval", "0.5"]  # fmt: skip
+        # c10d: the rendezvous on host 0's agent; etcd-v2: on the etcd server of the last host, which trains nothing
+        endpoint = f"{self.net.hosts[0].address}:29400" if self.rdzv == "c10d" else f"{self.net.hosts[-1].address}:2379"
+        torchrun = [sys.executable, "-m", self.launcher, "--nnodes", "1:2", "--nproc-per-node", "1", "--max-restarts",
+                    "3", "--rdzv-backend", self.rdzv, "--rdzv-id", "job", "--rdzv-conf", RDZV, "--rdzv-endpoint",
+                    endpoint, "--monitor-interval", "0.5"]  # fmt: skip
         log = open(self.out / f"host{host}.log", "a")  # noqa: SIM115 - the agent holds it; closed with the process
         self.agents[host] = subprocess.Popen(
             self.net.wrap(self.net.hosts[host], [*torchrun, *self.train]), env=self.env, stdout=log,
@@ -91,17 +103,19 @@ class ElasticJob:
             records = self.records()
             if condition(records):
                 return records
-            if self.agents[0].poll() is not None:
+            if self.agents[self.watched].poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"{what}: not within {seconds:g} s; host 0's agent: {self.agents[0].poll()}\n"
-                             f"{self.log(0)[-4000:]}")  # fmt: skip
+        raise AssertionError(f"{what}: not within {seconds:g} s; host {self.watched}'s agent: "
+                             f"{self.agents[self.watched].poll()}\n{self.log(self.watched)[-4000:]}")  # fmt: skip
 
     def finish(self, seconds: float) -> int:
+        host = self.watched
         try:
-            return self.agents[0].wait(timeout=seconds)
+            return self.agents[host].wait(timeout=seconds)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"host 0's agent still running after {seconds:g} s\n{self.log(0)[-4000:]}") from None
+            log = self.log(host)[-4000:]
+            raise AssertionError(f"host {host}'s agent still running after {seconds:g} s\n{log}") from None
 
     def close(self) -> None:
         for proc in self.agents.values():
@@ -129,20 +143,21 @@ def losses_done_twice(records: list[dict]) -> list[tuple[int, float, float]]:
     return again
 
 
-def run_through(job: ElasticJob, fault: str, then=None) -> tuple[list[dict], float]:
-    """Both hosts' agents started; at step 4 or later host 1 killed ("kill") or cut off ("cut"), then `then()`;
-    the job must end well on host 0. Its records, and when the fault came."""
+def run_through(job: ElasticJob, fault: str, then=None, victim: int = 1) -> tuple[list[dict], float]:
+    """Both hosts' agents started; at step 4 or later host `victim` killed ("kill") or cut off ("cut"), then
+    `then()`; the job must end well on the other host. Its records, and when the fault came."""
+    job.watched = 1 - victim
     try:
         job.start(0)
         job.start(1)
         saved = job.run / "checkpoints" / f"step-{CHECKPOINT_EVERY:09d}.pt"  # written in the background: on disk
         job.wait_for(lambda rs: any(s >= 4 for s in steps(rs)) and saved.is_file(), 60, "step 4 of the 2-host job")
         failed_at = time.time()
-        host = job.net.hosts[1]
+        host = job.net.hosts[victim]
         job.net.kill_host(host) if fault == "kill" else job.net.set_link(host, up=False)
         if then is not None:
             then()
-        assert job.finish(80) == 0, job.log(0)[-4000:]
+        assert job.finish(80) == 0, job.log(job.watched)[-4000:]
     finally:
         job.close()
     return job.records(), failed_at
@@ -220,4 +235,39 @@ def test_host_1_back_the_job_grows_to_2_hosts_again(data, tmp_path, record_prope
     numbers.update(grow_seconds_lost=grown["seconds_lost"])
     record_property("elastic", numbers)
     print(f"back: {numbers}")
+    assert_nothing_left(before)
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd (Debian: etcd-server) or python-etcd (pip) is not installed")
+def test_with_the_rendezvous_on_etcd_outside_the_training_hosts_the_job_survives_rank_0_s_host(data, tmp_path):
+    """etcd on a third host that trains nothing (torchrun's etcd-v2 rendezvous), the agents started by
+    python -m fastres.distributed.elastic: host 0, which runs rank 0 and the processes' store, killed; host 1 goes
+    on alone, resumed on 1 process. With c10d the rendezvous lives in the agent of host 0 and every other agent ends
+    with it (README, "Elastic runs")."""
+    before = machine_state()
+    with EmulatedNetwork(hosts=3, link_gbit=None) as net:
+        server = net.hosts[2].address
+        with open(tmp_path / "etcd.log", "w") as log:
+            etcd_server = subprocess.Popen(
+                net.wrap(net.hosts[2], [ETCD, "--name", "rdzv", "--data-dir", str(tmp_path / "etcd"), "--enable-v2",
+                                        "--listen-client-urls", f"http://{server}:2379", "--advertise-client-urls",
+                                        f"http://{server}:2379", "--listen-peer-urls", "http://127.0.0.1:2380"]),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while "ready to serve client requests" not in (tmp_path / "etcd.log").read_text():
+                assert time.monotonic() < deadline and etcd_server.poll() is None, (tmp_path / "etcd.log").read_text()
+                time.sleep(0.1)
+            job = ElasticJob(net, data, tmp_path, epochs=2, rdzv="etcd-v2", launcher="fastres.distributed.elastic")
+            records, _ = run_through(job, "kill", victim=0)
+        finally:
+            os.killpg(etcd_server.pid, signal.SIGKILL)
+            etcd_server.wait()
+    assert "fastres-h0" in job.log(0) and "rank 0/2" in job.log(0)  # host 0 ran rank 0
+    (resume,) = [r for r in records if r["kind"] == "resume"]
+    assert (resume["previous_world_size"], resume["world_size"]) == (2, 1), resume
+    assert 0 <= resume["steps_lost"] < CHECKPOINT_EVERY and resume["checkpoint_step"] >= CHECKPOINT_EVERY
+    assert steps(records, "val") == [10, 20] and records[-1]["kind"] == "summary"
+    assert "attempt 2, torchrun's elastic agent's restart 1 of at most 3: world size 2 -> 1" in job.log(1)
     assert_nothing_left(before)

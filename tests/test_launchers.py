@@ -199,3 +199,45 @@ def test_slurm_preemption_checkpoints_requeues_and_ends_as_an_uninterrupted_job(
     resumes = records(run, "resume")
     assert len(resumes) == 1 and resumes[0]["step"] == first
     assert_same_run(tmp_path / "straight", run)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--nnodes", "2:1"], "--nnodes 2:1: give N or MIN:MAX hosts, 0 < MIN <= MAX"),
+        (["--nnodes", "1:2:3"], "--nnodes 1:2:3: give N or MIN:MAX hosts"),
+        (["--max-restarts", "-1"], "--max-restarts -1: give 0 or more restarts"),
+        (["--nnodes", "1:2"], "an elastic job needs a dynamic rendezvous (--rdzv-backend c10d or etcd-v2"),
+        (["--nnodes", "1:2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:1"],
+         "fastres.train restarts here (--nnodes MIN:MAX or --max-restarts above 0): give it --resume auto --name"),
+    ],
+)  # fmt: skip
+def test_the_elastic_launcher_says_what_torchrun_would_refuse_with_a_traceback_in_one_line(flags, message, capsys):
+    """python -m fastres.distributed.elastic: torchrun's flags; what torchrun refuses with an AssertionError
+    traceback (--nnodes 2:1) or runs wrongly (an elastic fastres.train that would start over at each restart) is
+    one line, exit 2, before any process starts."""
+    from fastres.distributed.elastic import main
+
+    argv = [*flags, "--nproc-per-node", "1", "-m", "fastres.train", "--name", "r"]
+    if message == "--nnodes 2:1: give N or MIN:MAX hosts, 0 < MIN <= MAX":  # one case as a user runs it
+        done = subprocess.run([sys.executable, "-m", "fastres.distributed.elastic", *argv], capture_output=True,
+                              text=True, timeout=120, env=clean_environ())  # fmt: skip
+        code, err = done.returncode, done.stderr
+    else:
+        code, err = main(argv), capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("python -m fastres.distributed.elastic: error: ")
+    assert message in lines[0], lines
+
+
+def test_the_elastic_launcher_runs_torchrun_with_a_store_a_returning_host_can_join(tmp_path):
+    """The same flags reach torchrun, and its processes see TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (a host that joins
+    a running job needs it with torch 2.13: tests/test_elastic.py grows a job back to 2 hosts)."""
+    script = tmp_path / "show.py"
+    script.write_text("import os, sys\nprint('seen', os.environ['WORLD_SIZE'], os.environ.get("
+                      "'TORCH_DISABLE_SHARE_RDZV_TCP_STORE'), sys.argv[1:])\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "fastres.distributed.elastic", "--standalone", "--nproc-per-node",
+                           "2", str(script), "--x", "1"], capture_output=True, text=True, timeout=120,
+                          env=clean_environ())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("seen 2 1 ['--x', '1']") == 2, done.stdout

@@ -9,6 +9,8 @@ fastres.kernels only.
                 buffer, flat or hierarchical, overlapped with backward
   collectives   the job's other collectives (broadcasts, sums, the weight-agreement check), one-line failures
   errors        TopologyError, DistTimeoutError, CollectiveError
+  elastic       `python -m fastres.distributed.elastic`: torchrun for an elastic job, its flags checked first
+  emulate       `python -m fastres.distributed.emulate`: emulated hosts (network namespaces) on one machine
 
     topology = discover()                       # from the launcher's environment
     groups = init_distributed(topology)         # several ranks: the default group and its subgroups
