@@ -270,4 +270,5 @@ def test_with_the_rendezvous_on_etcd_outside_the_training_hosts_the_job_survives
     assert 0 <= resume["steps_lost"] < CHECKPOINT_EVERY and resume["checkpoint_step"] >= CHECKPOINT_EVERY
     assert steps(records, "val") == [10, 20] and records[-1]["kind"] == "summary"
     assert "attempt 2, torchrun's elastic agent's restart 1 of at most 3: world size 2 -> 1" in job.log(1)
+    print(f"etcd, rank 0's host killed: steps_lost {resume['steps_lost']}, seconds_lost {resume['seconds_lost']}")
     assert_nothing_left(before)

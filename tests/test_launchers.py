@@ -141,6 +141,29 @@ def test_srun_with_a_bad_flag_ends_the_job_with_one_line(slurm, tmp_path):
     assert 1 <= len(errors) <= 2 and all("--batch-size" in e and "got 0" in e for e in errors), proc.stderr
 
 
+@pytest.mark.timeout(300)
+def test_the_readme_s_srun_line_runs_an_elastic_job_under_slurm(slurm, tiny_data, tmp_path):
+    """README, "Elastic runs": srun starts one elastic agent per node (here the one node, 2 processes); the
+    rendezvous id and endpoint come from Slurm's variables inside the step, and each process sees the world the
+    rendezvous made (the config it would train with: --global-batch 8 over 2 processes)."""
+    port = free_port()
+    train = " ".join([*TRAIN, "--global-batch", "8", "--data", str(tiny_data), "--out", str(tmp_path), "--name", "rn",
+                      "--resume", "auto", "--print-config"])  # fmt: skip
+    first_host = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    line = (
+        f"{sys.executable} -m fastres.distributed.elastic --nnodes 1:2 --nproc-per-node 2 --max-restarts 3 "
+        f'--rdzv-backend c10d --rdzv-id "$SLURM_JOB_ID" --rdzv-endpoint "{first_host}:{port}" '
+        f"--rdzv-conf last_call_timeout=1 {train}"
+    )  # fmt: skip; last_call: 30 s of waiting for a second node
+    cmd = ["srun", "--nodes", "1", "--ntasks-per-node", "1", "--no-kill", "--time", "5", "bash", "-c", line]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm.env(clean_environ()), capture_output=True, text=True,
+                          timeout=280)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + slurm.logs()[-3000:]
+    batch = [line for line in proc.stdout.splitlines() if line.startswith("batch_size:")]
+    assert len(batch) == 2 and all("# --global-batch 8 / (2 processes x --accumulate 1)" in b for b in batch), batch
+    assert all(line.startswith("batch_size: 4 ") for line in batch), batch
+
+
 def job_state(slurm, job: str) -> str:
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm.env({})).stdout
     m = re.search(r"JobState=(\w+)", out)
