@@ -28,9 +28,10 @@
 
 `--lr` is the peak learning rate per 256 images, scaled linearly with the global batch
 (Goyal et al. 2017), or absolute with `--lr-unit absolute`. `--print-schedule` prints a
-recipe's lr, momentum and batch per epoch and exits, touching no data and no device:
+recipe's lr, momentum and batch per epoch for the dataset the run trains on (or --train-images
+images) and exits, reading no image and no device:
 
-    python -m fastres.train --config goyal-8k --print-schedule
+    python -m fastres.train --config goyal-8k --print-schedule --train-images 1281167
 
 `--print-config` prints the resolved config, every value with where it came from (preset,
 default, flag), and exits. Run `python -m fastres.train --help` for every flag. Bad flags, data
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from fastres import FastresError
 
@@ -57,13 +59,22 @@ def _rank() -> int:
 
 def _schedule_table(cfg) -> str:
     """--print-schedule: the recipe's lr, momentum and batch per epoch, for the global batch of
-    --global-batch (else this launch's: batch x processes x --accumulate) and --train-images
-    (else ImageNet's) images per epoch."""
+    --global-batch (else this launch's: batch x processes x --accumulate) and the images of the
+    dataset the run trains on (--train-images overrides), with the steps per epoch and the
+    refusals of training itself."""
     from fastres.config import launch_world_size
-    from fastres.optim.schedule import IMAGENET_TRAIN_IMAGES, schedule_table
+    from fastres.data.dataset import batches_per_epoch, optimizer_steps, train_images
+    from fastres.optim.schedule import schedule_table
 
-    global_batch = cfg.global_batch or cfg.batch_size * launch_world_size() * cfg.accumulate
-    return schedule_table(cfg, global_batch, cfg.train_images or IMAGENET_TRAIN_IMAGES)
+    world = launch_world_size()
+    if cfg.train_images:
+        where, images = f"--train-images {cfg.train_images}:", cfg.train_images
+    else:
+        root, images = train_images(cfg.data, cfg.train_list)
+        where = f"{root}/train"
+    batches = batches_per_epoch(where, images, world, cfg.batch_size, cfg.steps_rounding)
+    steps = optimizer_steps(batches, cfg.accumulate)
+    return schedule_table(cfg, cfg.batch_size * world * cfg.accumulate, images, steps)
 
 
 def _print(text: str) -> int:
@@ -80,6 +91,10 @@ def _resolved_here(cfg) -> dict[str, str]:
     from fastres.run.execution import device_type, resolve_precision
 
     return {"precision": f"here: {resolve_precision(cfg.precision, device_type(cfg.device))}"}
+
+
+def _to_stderr(text: str, **_) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 SMOKE_IMAGES = (20, 5)  # per class, train and val: the smoke run's copy of the built-in dataset
@@ -107,7 +122,7 @@ def _smoke_check(summary) -> int:
     done = subprocess.run(command, capture_output=True, text=True, env=without_launcher(os.environ))
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if done.returncode == 0 and lines else None
-    if result is None or abs(result["top1"] - summary.top1) > 1e-6:
+    if result is None or not abs(result["top1"] - summary.top1) <= 1e-6:  # a top-1 never logged (NaN) fails
         got = (
             f"top-1 {result['top1']:.2f}%" if result else f"exit status {done.returncode}: {done.stderr.strip()[-300:]}"
         )
@@ -120,6 +135,16 @@ def _smoke_check(summary) -> int:
     return 0
 
 
+def _finished(plan, started: float):
+    """What the last validation of a finished run (`plan`, a resume with nothing to do) logged, as a Summary."""
+    from fastres.run.runlog import Summary
+
+    val = (plan.state.get("extra") or {}).get("val") or {}
+    return Summary(epochs=plan.cfg.epochs, top1=val.get("top1", float("nan")), top5=val.get("top5", float("nan")),
+                   train_seconds=0.0, total_seconds=time.perf_counter() - started, images_per_second=0.0,
+                   run_dir=plan.run_dir)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     from fastres.run.console import guarded_streams
 
@@ -128,11 +153,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from fastres.config import print_config_requested, print_schedule_requested, resolve_command_line, smoke_requested
+    from fastres.config import (
+        ConfigError,
+        Resolved,
+        print_config_requested,
+        print_schedule_requested,
+        resolve_command_line,
+        smoke_requested,
+    )
     from fastres.run.preemption import Preempted, exit_status
     from fastres.run.resume import plan_resume
     from fastres.run.trainer import Trainer
 
+    started = time.perf_counter()
     rank = _rank()
     say = print if rank == 0 else (lambda *a, **k: None)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -140,15 +173,23 @@ def _main(argv: list[str] | None) -> int:
     try:
         resolved = resolve_command_line(_smoke_argv(argv) if smoke else argv)
         cfg, given = resolved.cfg, resolved.given
-        if print_config_requested(argv):  # no data, no device, no run folder
-            return _print(resolved.describe(_resolved_here(cfg)))
+        printing = print_config_requested(argv) or print_schedule_requested(argv)  # no data, no device, no writes
+        plan = plan_resume(cfg, given, say=_to_stderr if printing else say)  # a resume: what it would continue
+        if plan is not None and plan.state is not None:
+            title = f"the config the resume continues with, from {plan.checkpoint}"
+            resolved = Resolved(plan.cfg, given, plan.sources, title)
+        if print_config_requested(argv):
+            return _print(resolved.describe(_resolved_here(resolved.cfg)))
         if print_schedule_requested(argv):
-            return _print(_schedule_table(cfg))
-        plan = plan_resume(cfg, given, say=say)
+            return _print(_schedule_table(resolved.cfg))
+        if smoke and resolved.cfg.backend == "synthetic":
+            raise ConfigError("--smoke checks every part of a run, its data included: --backend synthetic leaves the "
+                              "data out (and `python -m fastres.eval` reads the real images); give --backend pytorch "
+                              "or dali, or leave out --smoke")  # fmt: skip
         if plan is not None and plan.finished:
             say(f"fastres: run {plan.run_dir} is finished ({plan.cfg.epochs} epochs, checkpoint {plan.checkpoint}); "
                 "nothing to do (give a larger --epochs to train on)", flush=True)  # fmt: skip
-            return 0
+            return _smoke_check(_finished(plan, started)) if smoke and rank == 0 else 0
         summary = Trainer(plan.cfg if plan else cfg, plan).fit()
     except Preempted as e:
         if rank == 0:
@@ -159,7 +200,7 @@ def _main(argv: list[str] | None) -> int:
         if rank == 0 or not e.shared:
             where = f" (rank {rank})" if rank != 0 else ""
             print(f"python -m fastres.train: error{where}: {e}", file=sys.stderr, flush=True)
-        return 2
+        return getattr(e, "exit_status", 2)  # 75 for a lost peer (fastres.distributed.errors), else bad input
     if summary.rank != 0:
         return 0
     if smoke:

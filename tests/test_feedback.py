@@ -82,10 +82,23 @@ def test_the_estimate_of_the_run_s_length_comes_early_and_once(tmp_path, capsys,
 
 
 def test_smoke_touches_every_part_and_says_it_passed(tmp_path):
-    done = run("--smoke", "--out", str(tmp_path / "runs"), cwd=tmp_path, data_home=tmp_path / "cache")
+    smoke = ["--smoke", "--out", str(tmp_path / "runs"), "--name", "smoke", "--resume", "auto"]
+    done = run(*smoke, cwd=tmp_path, data_home=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("fastres: smoke run passed in ") and "`python -m fastres.eval`" in last, done.stdout
+    # the same command again: the run is finished, and the eval of its checkpoint still says passed or failed
+    again = run(*smoke, cwd=tmp_path, data_home=tmp_path / "cache")
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.strip().splitlines()
+    assert "is finished" in lines[-2] and lines[-1].startswith("fastres: smoke run passed in "), again.stdout
+    # synthetic images cannot be checked against the real ones python -m fastres.eval reads: refused, nothing run
+    refused = run("--smoke", "--backend", "synthetic", "--out", str(tmp_path / "synthetic"), cwd=tmp_path,
+                  data_home=tmp_path / "cache")  # fmt: skip
+    assert refused.returncode == 2 and not (tmp_path / "synthetic").exists()
+    assert "--smoke checks every part of a run, its data included: --backend synthetic" in tiny.one_line_error(
+        refused.stderr
+    )
     (run_dir,) = (tmp_path / "runs").iterdir()
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*.pt"))
     assert checkpoints == ["step-000000010.pt", "step-000000012.pt"], (

@@ -141,6 +141,29 @@ def test_srun_with_a_bad_flag_ends_the_job_with_one_line(slurm, tmp_path):
     assert 1 <= len(errors) <= 2 and all("--batch-size" in e and "got 0" in e for e in errors), proc.stderr
 
 
+@pytest.mark.timeout(300)
+def test_the_readme_s_srun_line_runs_an_elastic_job_under_slurm(slurm, tiny_data, tmp_path):
+    """README, "Elastic runs": srun starts one elastic agent per node (here the one node, 2 processes); the
+    rendezvous id and endpoint come from Slurm's variables inside the step, and each process sees the world the
+    rendezvous made (the config it would train with: --global-batch 8 over 2 processes)."""
+    port = free_port()
+    train = " ".join([*TRAIN, "--global-batch", "8", "--data", str(tiny_data), "--out", str(tmp_path), "--name", "rn",
+                      "--resume", "auto", "--print-config"])  # fmt: skip
+    first_host = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    line = (
+        f"{sys.executable} -m fastres.distributed.elastic --nnodes 1:2 --nproc-per-node 2 --max-restarts 3 "
+        f'--rdzv-backend c10d --rdzv-id "$SLURM_JOB_ID" --rdzv-endpoint "{first_host}:{port}" '
+        f"--rdzv-conf last_call_timeout=1 {train}"
+    )  # fmt: skip; last_call: 30 s of waiting for a second node
+    cmd = ["srun", "--nodes", "1", "--ntasks-per-node", "1", "--no-kill", "--time", "5", "bash", "-c", line]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm.env(clean_environ()), capture_output=True, text=True,
+                          timeout=280)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + slurm.logs()[-3000:]
+    batch = [line for line in proc.stdout.splitlines() if line.startswith("batch_size:")]
+    assert len(batch) == 2 and all("# --global-batch 8 / (2 processes x --accumulate 1)" in b for b in batch), batch
+    assert all(line.startswith("batch_size: 4 ") for line in batch), batch
+
+
 def job_state(slurm, job: str) -> str:
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm.env({})).stdout
     m = re.search(r"JobState=(\w+)", out)
@@ -199,3 +222,45 @@ def test_slurm_preemption_checkpoints_requeues_and_ends_as_an_uninterrupted_job(
     resumes = records(run, "resume")
     assert len(resumes) == 1 and resumes[0]["step"] == first
     assert_same_run(tmp_path / "straight", run)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--nnodes", "2:1"], "--nnodes 2:1: give N or MIN:MAX hosts, 0 < MIN <= MAX"),
+        (["--nnodes", "1:2:3"], "--nnodes 1:2:3: give N or MIN:MAX hosts"),
+        (["--max-restarts", "-1"], "--max-restarts -1: give 0 or more restarts"),
+        (["--nnodes", "1:2"], "an elastic job needs a dynamic rendezvous (--rdzv-backend c10d or etcd-v2"),
+        (["--nnodes", "1:2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:1"],
+         "fastres.train restarts here (--nnodes MIN:MAX or --max-restarts above 0): give it --resume auto --name"),
+    ],
+)  # fmt: skip
+def test_the_elastic_launcher_says_what_torchrun_would_refuse_with_a_traceback_in_one_line(flags, message, capsys):
+    """python -m fastres.distributed.elastic: torchrun's flags; what torchrun refuses with an AssertionError
+    traceback (--nnodes 2:1) or runs wrongly (an elastic fastres.train that would start over at each restart) is
+    one line, exit 2, before any process starts."""
+    from fastres.distributed.elastic import main
+
+    argv = [*flags, "--nproc-per-node", "1", "-m", "fastres.train", "--name", "r"]
+    if message == "--nnodes 2:1: give N or MIN:MAX hosts, 0 < MIN <= MAX":  # one case as a user runs it
+        done = subprocess.run([sys.executable, "-m", "fastres.distributed.elastic", *argv], capture_output=True,
+                              text=True, timeout=120, env=clean_environ())  # fmt: skip
+        code, err = done.returncode, done.stderr
+    else:
+        code, err = main(argv), capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("python -m fastres.distributed.elastic: error: ")
+    assert message in lines[0], lines
+
+
+def test_the_elastic_launcher_runs_torchrun_with_a_store_a_returning_host_can_join(tmp_path):
+    """The same flags reach torchrun, and its processes see TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (a host that joins
+    a running job needs it with torch 2.13: tests/test_elastic.py grows a job back to 2 hosts)."""
+    script = tmp_path / "show.py"
+    script.write_text("import os, sys\nprint('seen', os.environ['WORLD_SIZE'], os.environ.get("
+                      "'TORCH_DISABLE_SHARE_RDZV_TCP_STORE'), sys.argv[1:])\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "fastres.distributed.elastic", "--standalone", "--nproc-per-node",
+                           "2", str(script), "--x", "1"], capture_output=True, text=True, timeout=120,
+                          env=clean_environ())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("seen 2 1 ['--x', '1']") == 2, done.stdout

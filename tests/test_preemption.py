@@ -404,6 +404,33 @@ def test_a_jpeg_that_passes_the_header_check_but_cannot_be_decoded_never_stops_t
     assert len(records(run, "bad_file")) == 1 and "cannot decode" not in out  # substituted, not decoded again
 
 
+def test_a_bad_validation_file_counts_against_the_validation_set_s_limit_not_the_training_set_s(data, tmp_path):
+    """40 training and 20 validation images: --max-bad-samples defaults to 1 for each. One bad file in each set
+    keeps each within its limit (before, the validation file counted against the training set's one and the
+    run stopped); a second bad validation file stops the run, naming the validation set."""
+    import shutil
+
+    from jpegs import corrupt_huffman
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    bad = [sorted((root / split).rglob("*.JPEG"))[k] for split, k in (("train", 7), ("val", 3), ("val", 11))]
+    for path in bad[:2]:
+        path.write_bytes(corrupt_huffman(path.read_bytes()))
+    args = ["--data", str(root), *TINY, "--data-check", "header", "--epochs", "1", "--out", str(tmp_path)]
+    proc = start([*args, "--name", "one-each"], tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert sorted(r["path"] for r in records(tmp_path / "one-each", "bad_file")) == sorted(map(str, bad[:2]))
+    bad[2].write_bytes(corrupt_huffman(bad[2].read_bytes()))
+    proc = start([*args, "--name", "two-val"], tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "2 validation samples could not be decoded, more than --max-bad-samples 1 for the validation set" in (
+        tiny.one_line_error(err)
+    )
+
+
 def test_a_save_killed_midway_leaves_the_old_checkpoint_and_its_leftover_is_removed(tmp_path, monkeypatch):
     from fastres.checkpoint import fileformat
     from fastres.checkpoint.saver import Checkpointer

@@ -73,7 +73,7 @@ def test_each_preset_parses_and_prints_its_schedule(name, capsys):
     global_batch, epochs = RECIPES[name]
     cfg = parse_args(["--config", name])
     assert (cfg.global_batch, cfg.epochs, cfg.batch_size) == (global_batch, epochs, global_batch)  # one process
-    assert train.main(["--config", name, "--print-schedule"]) == 0
+    assert train.main(["--config", name, "--print-schedule", "--train-images", "1281167"]) == 0  # ImageNet's
     out = capsys.readouterr().out.splitlines()
     header = out[1].split()
     assert header[:5] == ["epoch", "step", "lr", "momentum", "batch"]
@@ -245,3 +245,26 @@ def test_you_32k_runs_on_two_cpu_processes_over_gloo(tmp_path):
     steps = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in steps] == [1, 2]  # 40 images / 2 processes = 20 each: 2 batches of 8
     assert steps[0]["lr"] == pytest.approx(20.87 / 1)  # the 1-step warm-up reaches the peak at its step
+
+
+def test_print_schedule_counts_the_dataset_the_run_trains_on_and_refuses_what_training_refuses(capsys, tmp_path):
+    """The built-in preset's 6,000 images and --smoke's 200 (counted without writing them), a tree's files as
+    training lists them; an epoch with no optimizer step is refused in training's words (before, the printer
+    assumed ImageNet's 1,281,167 images and printed a schedule training refuses)."""
+    from fastres.data.builtin import ensure_builtin_dataset
+
+    for argv, steps in ((["--config", "builtin"], "187 steps (6,000 images"), (["--smoke"], "12 steps (200 images")):
+        assert train.main([*argv, "--print-schedule"]) == 0
+        assert steps in capsys.readouterr().out.splitlines()[0], argv
+    data = ensure_builtin_dataset(tmp_path, train_per_class=4, val_per_class=2, workers=1)
+    renamed = data.rename(tmp_path / "tree")  # not named as the built-in dataset: listed
+    assert train.main(["--data", str(renamed), "--batch-size", "8", "--print-schedule"]) == 0
+    assert "5 steps (40 images" in capsys.readouterr().out.splitlines()[0]
+    refused = "--accumulate 1000: an epoch has only 3 batches per process: lower --accumulate or --batch-size"
+    assert refused in _error_of(["--config", "builtin", "--accumulate", "1000", "--train-images", "100",
+                                 "--print-schedule"], capsys)  # fmt: skip
+    # the same words as training's own refusal
+    run = ["--data", str(renamed), "--batch-size", "8", "--accumulate", "6", "--workers", "0", "--backend", "pytorch",
+           "--out", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    printed = _error_of([*run, "--print-schedule"], capsys)
+    assert printed == _error_of(run, capsys) and "an epoch has only 5 batches per process" in printed

@@ -245,7 +245,8 @@ def test_plots_of_a_short_interrupted_run_read_well(tmp_path, monkeypatch):
     (run / "config.yaml").write_text(yaml.safe_dump(doc))
     recs = [dict(kind="train", time=T0 + s, epoch=1, step=s, loss=2.3 - 0.1 * s, lr=0.1, momentum=0.9, img_per_s=9)
             for s in (2, 4, 6)]  # fmt: skip
-    recs.append(dict(kind="resume", time=T0 + 60, attempt=2, checkpoint="checkpoints/step-000000004.pt", step=4))
+    recs.append(dict(kind="resume", time=T0 + 60, attempt=2, checkpoint="checkpoints/step-000000004.pt", step=4,
+                     world_size=1, previous_world_size=2, restart=1, steps_lost=2, seconds_lost=12.4))  # fmt: skip
     recs += [dict(kind="train", time=T0 + 60 + s, epoch=1, step=s, loss=2.0, lr=0.1, momentum=0.9, img_per_s=9)
              for s in (6, 8, 10)]  # fmt: skip
     recs.append(dict(kind="val", time=T0 + 80, epoch=1, step=10, top1=41.5, top5=88.0, images=20, img_per_s=9,
@@ -268,8 +269,10 @@ def test_plots_of_a_short_interrupted_run_read_well(tmp_path, monkeypatch):
     assert {t.get_text() for t in by_epoch.texts} == {"41.5", "88.0"}  # the values, written beside the points
     assert by_epoch.get_xlim()[0] == 0 and by_epoch.get_xlim()[1] >= 1.1  # not 0.96..1.04 around one point
     (resumed,) = [line for label, line in lines.items() if "resumed (attempt 2)" in label]
+    assert resumed.get_label() == "short resumed (attempt 2): 2 -> 1 processes, 2 steps and 12 s lost"
     assert resumed.get_xdata()[0] == pytest.approx(0.4)  # step 4 of 10 in the epoch
     loss_epoch, loss_time = drawn["loss"]
     assert any("resumed" in line.get_label() for line in loss_time.get_lines())
     text = written["report"].read_text()
     assert "None" not in text and "| amp |" not in text, text
+    assert "| short |" in text and "| 2 | 1 | checkpoints/step-000000004.pt | 4 | 2 -> 1 | 2 | 12.4 |" in text, text

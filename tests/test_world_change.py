@@ -163,6 +163,8 @@ def test_dali_resumed_on_another_process_count_continues_from_the_next_epoch_bou
     assert [p.returncode for p in ranks] == [0, 0], [e[-2000:] for _, e in outs]
     said = [line for line in outs[0][0].splitlines() if "DALI's readers split each epoch by process" in line]
     assert len(said) == 1 and "continues from the next epoch boundary (step 5" in said[0], outs[0][0]
+    banner = [line for line in outs[0][0].splitlines() if line.startswith("fastres: resuming at step")]
+    assert banner and banner[0].endswith("first the validation of epoch 1 whose last 3 steps are skipped"), banner
     resume = records(run, "resume")[-1]
     assert (resume["checkpoint_step"], resume["step"], resume["world_size"]) == (2, 5, 2)
     after = last_attempt(run)

@@ -49,13 +49,14 @@ class Resolved:
     cfg: TrainConfig
     given: frozenset[str]  # flags given and, with an explicit --config, the preset's keys
     sources: dict[str, str]  # key -> RECIPE, "preset NAME", FLAG or what derived it
+    title: str = "the resolved config of this command line"  # --print-config's first line
 
     def describe(self, notes: dict[str, str] | None = None) -> str:
         """--print-config: every key as YAML (a preset file could hold it), its source in a comment, then
         `notes[key]` where given (what a value resolves to on this machine, e.g. precision auto)."""
         values = self.cfg.to_dict()
         width = max(len(k) for k in values) + 2
-        lines = ["# the resolved config of this command line; after each value, where it came from"]
+        lines = [f"# {self.title}; after each value, where it came from"]
         for title, keys in HELP.items():
             lines.append(f"# {title}")
             for key in keys:
@@ -144,7 +145,8 @@ def build_parser(
         action="store_true",
         default=argparse.SUPPRESS,
         help="print the lr, momentum and batch of every epoch (for the global batch of --global-batch, else of "
-        "this launch; for --train-images images per epoch) and exit, touching no data and no device",
+        "this launch; for the images of the dataset the run trains on, or --train-images) and exit, reading no image "
+        "and no device; refused as training would refuse it",
     )
     parser.add_argument(
         "--smoke",
@@ -215,8 +217,10 @@ def resolve_command_line(argv: list[str] | None = None) -> Resolved:
     """Flags -> the validated config, the keys the command line set, and the source of every value.
 
     The keys set are the flags given and, with an explicit --config, the preset's keys: on a
-    resume they are compared with the run's saved config. Paths (--data, --train-list, --val-list)
-    become absolute. Raises ConfigError; argparse exits 2 on malformed flags."""
+    resume they are compared with the run's saved config. `--resume auto` resolves like a fresh
+    run (its first attempt is one); `--resume RUN|FILE` leaves the values unresolved, to be
+    validated merged with the saved config. Paths (--data, --train-list, --val-list) become
+    absolute. Raises ConfigError; argparse exits 2 on malformed flags."""
     argv = sys.argv[1:] if argv is None else argv
     preset, implicit = _preset_of(argv)
     values = load_preset(preset) if preset else {}
@@ -237,8 +241,12 @@ def resolve_command_line(argv: list[str] | None = None) -> Resolved:
         if values.get(key) is not None:
             values[key] = _absolute(values[key])
     cfg = TrainConfig(**values)
-    if cfg.resume is not None:  # validated once merged with the run's saved config (fastres.run.resume)
+    if cfg.resume not in (None, "auto"):
+        # --resume RUN|FILE: the flags change a run whose other values are saved in its checkpoint; they are
+        # validated merged with it (fastres.run.resume), each value's source known there
         return Resolved(cfg, frozenset(given), sources)
+    # a fresh run, or --resume auto: every attempt runs the same whole command line, and the first one
+    # starts the run, so it resolves as a fresh run's; the resume then compares it with the saved config
     cfg.validate(sources)
     world = launch_world_size()
     if "batch_size" in args and "global_batch" in args and cfg.global_batch is not None:

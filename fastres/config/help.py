@@ -15,13 +15,13 @@ HELP: dict[str, dict[str, str]] = {
         "image_size": "side of the square training crop, in pixels",
         "val_image_size": "side of the square validation crop, in pixels; none: --image-size",
         "crop_scale_min": "smallest area of a random-resized crop, as a fraction (0 to 1] of the image",
-        "max_bad_samples": "undecodable samples met during training (each replaced by a neutral substitute) before "
-        "the run stops; none: 0.1%% of the training set",
+        "max_bad_samples": "undecodable samples (each replaced by a neutral substitute) in the training set, or in "
+        "the validation set, before the run stops; none: 0.1%% of that set",
         "train_list": "train only on the files this list names: `relative/path label` lines, relative to "
         "ROOT/train (the format `python -m fastres.data check --lists` writes, DALI's file_list)",
         "val_list": "validate only on the files this list names (same format, relative to ROOT/val)",
-        "train_images": "training images per epoch that --print-schedule assumes; none: ImageNet's 1,281,167 "
-        "(training itself counts its dataset)",
+        "train_images": "training images per epoch that --print-schedule assumes (ImageNet: 1281167); none: those "
+        "of the dataset the run trains on, counted as training counts them (training itself always does)",
     },
     "model": {
         "arch": "ResNet depth (v1.5: the stride in the 3x3 convolution)",
@@ -108,7 +108,11 @@ HELP: dict[str, dict[str, str]] = {
         "of several processes)",
         "bucket_cap_mb": "MiB of fp32 gradients per all-reduce bucket (the first bucket: 1 MiB)",
         "wire_dtype": "gradients on the wire: fp32, bf16 or fp16 (half the bytes; scaled and cast in one pass)",
-        "dist_timeout": "seconds a rendezvous or collective waits for the other processes before the run stops",
+        "dist_timeout": "seconds the rendezvous and the run's setup (rank 0 checking the dataset, writing the run "
+        "folder) wait for the other processes before the run stops",
+        "collective_timeout": "seconds a collective of the running job (a step's gradient all-reduce, a checkpoint's "
+        "gather) waits for the other processes before every rank leaves with one line and exit status 75, which an "
+        "elastic launcher restarts on: how long a dead host or a cut link goes unnoticed at most",
     },
     "run": {
         "out": "parent folder of run folders",

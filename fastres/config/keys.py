@@ -24,9 +24,11 @@ from fastres.optim.factory import OPTIMIZERS
 from fastres.optim.schedule import ORIGINS, ROUNDINGS, SCHEDULES
 
 FLAG = "the command line"  # the source of a value given as a flag (fastres.config.flags)
+SAVED = "the run's saved config"  # the start of the source of a value a resume keeps (fastres.run.resume)
 
 __all__ = [
     "FLAG",
+    "SAVED",
     "CHOICES",
     "DEVICES",
     "PRECISIONS",
@@ -124,6 +126,7 @@ RANGES: dict[str, Range] = {
     "virtual_nodes": Range("[", 1, 1024, "]"),
     "bucket_cap_mb": Range("(", 0, 4096, "]"),
     "dist_timeout": Range("(", 0, 7 * 86400, "]"),
+    "collective_timeout": Range("(", 0, 7 * 86400, "]"),
     "log_every": Range("[", 1, 10**9, "]"),
     "checkpoint_every": Range("[", 1, 10**9, "]"),
     "checkpoint_minutes": Range("(", 0, 100_000, "]"),
@@ -152,10 +155,10 @@ class TrainConfig:
     image_size: int = 224  # train crop side, pixels
     val_image_size: int | None = None  # val crop side, pixels; None: image_size
     crop_scale_min: float = 0.08  # smallest area fraction of a random-resized crop
-    max_bad_samples: int | None = None  # undecodable samples met in training before the run stops; None: 0.1%
+    max_bad_samples: int | None = None  # undecodable samples of each set before the run stops; None: 0.1%
     train_list: str | None = None  # file of `relative/path label` lines (DALI file_list) naming the train files
     val_list: str | None = None  # the same for the val files
-    train_images: int | None = None  # --print-schedule's images per epoch; None: ImageNet's 1,281,167
+    train_images: int | None = None  # --print-schedule's images per epoch; None: the dataset's own count
     # model
     arch: str = "resnet50"
     zero_init_last_gamma: bool = True  # Goyal et al. 2017, sec. 5.1
@@ -210,7 +213,9 @@ class TrainConfig:
     allreduce: str = "auto"  # gradient all-reduce: auto (hierarchical across nodes), flat, hierarchical
     bucket_cap_mb: float = 25.0  # fp32 gradient MB per all-reduce bucket (the first one: 1 MB)
     wire_dtype: str = "fp32"  # gradients on the wire: fp32, bf16, fp16
-    dist_timeout: float = 1800.0  # seconds a rendezvous or collective waits for the other ranks
+    dist_timeout: float = 1800.0  # seconds the rendezvous and the setup (rank 0 checking the data) wait for the others
+    collective_timeout: float = 300.0  # seconds a collective of the running job waits for a peer (a dead or cut-off
+    # host) before every rank leaves; Gloo's and NCCL's timeouts from the first step on
     # output
     out: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None: <arch>-<date>-<time>
@@ -233,6 +238,8 @@ class TrainConfig:
                 flag = "--" + key.replace("_", "-")
                 source = (sources or {}).get(key, FLAG)
                 whence = "" if source == FLAG else f" ({source}, not a flag: give {flag} to change it)"
+                if source.startswith(SAVED):  # a resume's: the source says whether a flag may change it
+                    whence = f" ({source})"
                 raise ConfigError(f"{flag} must be {what}, got {getattr(self, key)!r}{whence}")
 
         for key, valid in CHOICES.items():

@@ -114,9 +114,10 @@ def _dali_dtype(dtype: torch.dtype):
 
 
 def _decoder_kwargs(gpu: bool, hw_decoder_load: float, prealloc: tuple[int, int]) -> dict:
+    # An image is turned upright by its EXIF orientation tag, as the PIL backend does (fastres.data.pil.load_rgb)
     if not gpu:
-        return {"device": "cpu"}
-    kw = {"device": "mixed", "hw_decoder_load": hw_decoder_load}
+        return {"device": "cpu", "adjust_orientation": True}
+    kw = {"device": "mixed", "hw_decoder_load": hw_decoder_load, "adjust_orientation": True}
     if prealloc[0] and prealloc[1]:  # largest expected image: lets nvJPEG allocate once
         kw.update(preallocate_width_hint=prealloc[0], preallocate_height_hint=prealloc[1])
     return kw

@@ -19,7 +19,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastres.data.builtin import ensure_builtin_dataset, rewrite_if_builtin
+from fastres.data.builtin import (
+    CLASSES,
+    TRAIN_PER_CLASS,
+    VAL_PER_CLASS,
+    builtin_root,
+    builtin_sizes,
+    ensure_builtin_dataset,
+    rewrite_if_builtin,
+)
 from fastres.data.folder import (
     DatasetError,
     FolderSplit,
@@ -31,9 +39,57 @@ from fastres.data.folder import (
 )
 from fastres.data.lists import split_from_list
 
-__all__ = ["CHECK_DEPTHS", "Dataset", "check_dataset", "is_shard_dir", "open_dataset", "train_steps"]
+__all__ = [
+    "CHECK_DEPTHS",
+    "Dataset",
+    "batches_per_epoch",
+    "check_dataset",
+    "is_shard_dir",
+    "open_dataset",
+    "optimizer_steps",
+    "train_images",
+    "train_steps",
+]
 
 CHECK_DEPTHS = ("none", "header", "decode")  # --data-check: nothing, open + size + end marker, full decode
+
+
+def batches_per_epoch(where: str, images: int, world: int, batch_size: int, rounding: str = "floor") -> int:
+    """train_steps, or a DatasetError when `images` (ROOT/train's, `where` names it) make no global batch."""
+    steps = train_steps(images, world, batch_size, rounding)
+    if steps == 0:
+        raise DatasetError(
+            f"{where} has {images} images, fewer than one global batch "
+            f"({batch_size} x {world} processes): lower --batch-size"
+        )
+    return steps
+
+
+def optimizer_steps(batches: int, accumulate: int) -> int:
+    """Optimizer steps per epoch of `batches` per-process batches at --accumulate passes a step, or a
+    DatasetError when they make none."""
+    if batches // accumulate == 0:
+        raise DatasetError(f"--accumulate {accumulate}: an epoch has only {batches} batches per process: lower "
+                           "--accumulate or --batch-size")  # fmt: skip
+    return batches // accumulate
+
+
+def train_images(data: str | None, train_list: str | None = None) -> tuple[Path, int]:
+    """(root, training images) of the dataset a run on `data` trains on, reading no image: the built-in
+    dataset's sizes are known without it being written; a tree is listed as training lists it (its
+    --train-list when given); shards are counted from their manifest."""
+    sizes = builtin_sizes(data) if data else (TRAIN_PER_CLASS, VAL_PER_CLASS)
+    if sizes is not None:
+        return (Path(data) if data else builtin_root()), sizes[0] * len(CLASSES)
+    root = Path(data).expanduser()
+    if is_shard_dir(root):
+        from fastres.data.shards import Shards
+
+        return root, len(Shards(root / "train"))
+    if train_list:
+        train_dir = split_folder(existing_dir(root, "--data "), "train")
+        return root, len(split_from_list(train_dir, tuple(class_dirs(train_dir)), train_list, "--train-list"))
+    return root, len(scan_split(split_folder(existing_dir(root, "--data "), "train")))
 
 
 def train_steps(num_images: int, world: int, batch_size: int, rounding: str = "floor") -> int:

@@ -54,7 +54,7 @@ from typing import Protocol
 
 import torch
 
-from fastres.data.dataset import Dataset, open_dataset, train_steps
+from fastres.data.dataset import Dataset, batches_per_epoch, open_dataset, train_steps
 from fastres.data.folder import DatasetError, FolderSplit
 from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8
 from fastres.data.transforms import RandomResizedCropFlip, ResizeCenterCrop
@@ -136,13 +136,7 @@ class LoaderOptions:
 
     def train_steps(self, images: int) -> int:
         """Steps per epoch over `images` training images, or a DatasetError when there is not one global batch."""
-        steps = train_steps(images, self.world, self.cfg.batch_size, self.rounding)
-        if steps == 0:
-            raise DatasetError(
-                f"{self.dataset.root}/train has {images} images, fewer than one global batch "
-                f"({self.cfg.batch_size} x {self.world} processes): lower --batch-size"
-            )
-        return steps
+        return batches_per_epoch(f"{self.dataset.root}/train", images, self.world, self.cfg.batch_size, self.rounding)
 
 
 def _without(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:

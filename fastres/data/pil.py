@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fastres import FastresError
 from fastres.data.bad import substitute_array
@@ -34,10 +34,21 @@ from fastres.data.transforms import normalize_batch
 __all__ = ["ImageFolderDataset", "ShardedSampler", "collate_uint8", "DeviceLoader", "load_rgb"]
 
 
+# Pillow's modes of one channel wider than 8 bits (16-bit PNG and TIFF grayscale): convert("RGB") clips them
+# at 255 (a 16-bit image turns white), so they are rounded to 8 bits first.
+WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Decode one image file as RGB; a file that cannot be decoded is named in the error."""
+    """Decode one image file as 8-bit RGB as DALI's decoder does: turned upright by its EXIF orientation tag
+    (both backends apply it: fastres.data.dali's adjust_orientation), a 16-bit channel x rounded to x / 257
+    (65535 -> 255). A file that cannot be decoded is named in the error."""
     try:
         with Image.open(path) as img:
+            ImageOps.exif_transpose(img, in_place=True)
+            if img.mode in WIDE_GRAY:
+                wide = np.asarray(img, dtype=np.float64)
+                return Image.fromarray(np.clip(np.rint(wide / 257), 0, 255).astype(np.uint8)).convert("RGB")
             return img.convert("RGB")
     except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError
         raise FastresError(f"cannot decode image {path}: {e}") from None

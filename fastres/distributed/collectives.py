@@ -1,6 +1,8 @@
 """The few collectives a training job makes outside the gradient reducer, each failing in one line.
 
     checked(what, fn, *args)            a torch.distributed call whose failure is a CollectiveError naming `what`
+    peers_named(text, hostnames)        the hosts and ranks behind the peer addresses of a Gloo error
+    other_hosts(hostnames, rank)        the hosts a rank waits for when an error names no peer
     rank0_first(groups, fn)             fn() on rank 0, its result (or its FastresError) on every rank
     broadcast_tensors(groups, ts, what) rank 0's tensors to every rank, in place
     sum_over_ranks(groups, t, what)     an all_reduce (sum) of a tensor, in place
@@ -15,6 +17,9 @@ collective, not as a stack trace from inside Gloo or NCCL.
 
 from __future__ import annotations
 
+import re
+import socket
+
 import torch
 import torch.distributed as dist
 
@@ -28,15 +33,55 @@ __all__ = [
     "checked",
     "gather_objects",
     "mean_over_ranks",
+    "other_hosts",
+    "peers_named",
     "rank0_first",
     "sum_over_ranks",
 ]
 
 
 def cause(e: BaseException) -> str:
-    """The first line of a torch.distributed error, without Gloo's boilerplate advice."""
+    """The first line of a torch.distributed error, without Gloo's boilerplate advice and source location."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = re.sub(r"^\[[^\]\s]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", first)  # [.../gloo/transport/tcp/pair.cc:537]
     return first.split(" This is typically caused by")[0]
+
+
+_ADDRESS = re.compile(r"\[([0-9A-Fa-f:.]+)\]:\d+")  # how Gloo names a peer: [198.18.0.2]:37004
+
+
+def peers_named(text: str, hostnames: list[str]) -> str:
+    """The hosts and ranks behind the peer addresses a Gloo error names (`hostnames`: each rank's, as
+    fastres.distributed.groups gathered them), e.g. "198.18.0.2 is fastres-h1 (rank 1)"; "" when it names none."""
+    addresses = sorted(set(_ADDRESS.findall(text)))
+    if not addresses:
+        return ""
+    by_address: dict[str, set[str]] = {}
+    for host in set(hostnames):
+        try:
+            for *_, sockaddr in socket.getaddrinfo(host, None):
+                by_address.setdefault(sockaddr[0], set()).add(host)
+        except OSError:
+            continue  # a name that does not resolve here names nothing
+    said = []
+    for address in addresses:
+        for host in sorted(by_address.get(address, ())):
+            ranks = [r for r, h in enumerate(hostnames) if h == host]
+            said.append(f"{address} is {host} (rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})")
+    return "; ".join(said)
+
+
+def other_hosts(hostnames: list[str], rank: int, most: int = 3) -> str:
+    """The hosts other than `rank`'s and their ranks, for an error that names no peer (a collective that timed
+    out: one of them did not answer), e.g. "fastres-h1 (rank 1)"; "" when every rank is on this host."""
+    mine = hostnames[rank] if 0 <= rank < len(hostnames) else None
+    hosts = list(dict.fromkeys(h for h in hostnames if h != mine))
+    said = []
+    for host in hosts[:most]:
+        ranks = [r for r, h in enumerate(hostnames) if h == host]
+        shown = ", ".join(map(str, ranks[:4])) + (", ..." if len(ranks) > 4 else "")
+        said.append(f"{host} (rank{'s' if len(ranks) > 1 else ''} {shown})")
+    return ", ".join(said) + (f" and {len(hosts) - most} more hosts" if len(hosts) > most else "")
 
 
 def checked(what: str, fn, *args, **kwargs):

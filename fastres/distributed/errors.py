@@ -21,4 +21,10 @@ class DistTimeoutError(TopologyError):
 
 
 class CollectiveError(FastresError, RuntimeError):
-    """A collective failed or timed out; the message names it, its bucket (if any) and its ranks."""
+    """A collective failed or timed out; the message names it, its bucket (if any) and its ranks.
+
+    A command ends on it with exit status 75 (EX_TEMPFAIL of sysexits.h: try again), not the 2 of bad input:
+    a peer that died or was cut off is no fault of the command line, and an elastic launcher (torchrun
+    restarts on any failure) or a requeue script restarts the job from its newest checkpoint."""
+
+    exit_status = 75

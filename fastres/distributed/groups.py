@@ -35,7 +35,7 @@ from fastres.distributed.topology import Topology
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProcessGroups", "cuda_device", "destroy", "init_distributed", "plan_groups"]
+__all__ = ["ProcessGroups", "cuda_device", "destroy", "init_distributed", "plan_groups", "set_collective_timeout"]
 
 
 def plan_groups(
@@ -219,6 +219,9 @@ def init_distributed(
     td = datetime.timedelta(seconds=timeout)
     device_id = None
     if backend == "nccl":
+        # a collective that times out aborts its communicator and fails the rank (the default of torchrun's agent,
+        # said here for srun and mpirun too): a dead peer never leaves a rank blocked on the GPU
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         device_id = cuda_device(t, device)
         torch.cuda.set_device(device_id)
     else:
@@ -307,6 +310,17 @@ def init_distributed(
         intra_gather=groups["intra_gather"],
         setup_seconds=time.perf_counter() - start,
     )
+
+
+def set_collective_timeout(groups: ProcessGroups, seconds: float, *more: dist.ProcessGroup | None) -> None:
+    """From now on a collective of `groups` (and of the groups in `more`) waits at most `seconds` for the other
+    ranks, Gloo's and NCCL's alike: the setup's long waits (--dist-timeout) are over, and a peer that died or
+    was cut off ends every rank's wait within `seconds` (--collective-timeout)."""
+    td = datetime.timedelta(seconds=seconds)
+    every = (groups.world, groups.intra, groups.inter, groups.intra_gather, *more)
+    for pg in {id(g): g for g in every if g is not None}.values():
+        dist.distributed_c10d._set_pg_timeout(td, pg)  # torch's own setter (public since 2.3 in all but name)
+    groups.timeout = td
 
 
 def _check_agreement(gathered: list, t: Topology, backend: str) -> None:

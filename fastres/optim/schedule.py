@@ -263,10 +263,11 @@ def steps_per_epoch(images: int, global_batch: int, rounding: str = "floor", wor
     return max(1, math.ceil((images // world) / (global_batch // world)))
 
 
-def schedule_rows(cfg, global_batch: int, train_images: int) -> list[dict]:
+def schedule_rows(cfg, global_batch: int, train_images: int, steps: int | None = None) -> list[dict]:
     """One row per epoch: the lr, momentum (and RMSprop blend) at the epoch's first step,
-    for `train_images` images per epoch at `global_batch` images per optimizer step."""
-    steps = steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
+    for `train_images` images per epoch at `global_batch` images per optimizer step (`steps` per
+    epoch, as the run's loaders count them; None: steps_per_epoch's count)."""
+    steps = steps or steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
     schedule = run_schedule(cfg, steps, global_batch)
     rows = []
     for epoch in range(cfg.epochs):
@@ -284,10 +285,10 @@ def schedule_rows(cfg, global_batch: int, train_images: int) -> list[dict]:
     return rows
 
 
-def schedule_table(cfg, global_batch: int, train_images: int) -> str:
+def schedule_table(cfg, global_batch: int, train_images: int, steps: int | None = None) -> str:
     """`python -m fastres.train --print-schedule`: a header line, then one line per epoch."""
-    rows = schedule_rows(cfg, global_batch, train_images)
-    steps = steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
+    rows = schedule_rows(cfg, global_batch, train_images, steps)
+    steps = steps or steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
     head = (
         f"# {cfg.epochs} epochs x {steps} steps ({train_images:,} images, global batch {global_batch:,}), "
         f"optimizer {cfg.optimizer}, schedule {cfg.schedule}; lr at each epoch's first step"

@@ -23,7 +23,7 @@ KEY_SETTINGS = (
     "image_size", "val_image_size", "backend", "device", "precision", "amp", "fastres", "torch", "git", "host",
 )  # fmt: skip
 # Keys that differ between any two runs and say nothing about them.
-_NOT_SETTINGS = ("started", "name", "out")
+_NOT_SETTINGS = ("started", "name", "out", "config_sha256")
 
 
 def flat_config(run: Run) -> dict[str, Any]:
@@ -153,9 +153,13 @@ def write_markdown(runs: list[Run], path: Path, figures: dict[str, Path]) -> str
             for rec in run.resumes:
                 when = rec.get("time")
                 when = _dt.datetime.fromtimestamp(when).isoformat(timespec="seconds") if when else "-"
-                fields = [rec.get(k) for k in ("attempt", "checkpoint", "step", "world_size", "changed")]
-                rows.append([run.name, when, *[_show(v) for v in fields]])
-        lines += _table(["run", "time", "attempt", "checkpoint", "step", "processes", "changed"], rows)
+                fields = [rec.get(k) for k in ("attempt", "restart", "checkpoint", "step")]
+                before = rec.get("previous_world_size")
+                processes = f"{before} -> {rec.get('world_size')}" if before is not None else rec.get("world_size")
+                lost = [rec.get(k) for k in ("steps_lost", "seconds_lost", "changed")]
+                rows.append([run.name, when, *[_show(v) for v in [*fields, processes, *lost]]])
+        lines += _table(["run", "time", "attempt", "restart", "checkpoint", "step", "processes", "steps lost",
+                         "seconds lost", "changed"], rows)  # fmt: skip
         lines += ["", "Records logged after a resumed step are replaced by the resumed attempt's.", ""]
     with_bad = [r for r in runs if r.bad_files]
     if with_bad:

@@ -12,7 +12,8 @@ step has 450,000 train records) are averaged over equal runs of records, which k
 figures fast to draw and smooths the loss the way a reader wants to see it. Any run reads:
 where a line has at most ANNOTATE points each is marked and labelled with its value, epoch
 and time axes start at 0 and span at least one epoch, and every resume is a dotted vertical
-line at the step it resumed from (a stop followed by a resume).
+line at the step it resumed from (a stop, or a lost host and a restart, then a resume), labelled with the
+world sizes before and after and the steps and seconds the restart lost.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from fastres import FastresError
 from fastres.report.runs import Run
 
-__all__ = ["ANNOTATE", "FIGURES", "MAX_POINTS", "plot_runs", "time_unit"]
+__all__ = ["ANNOTATE", "FIGURES", "MAX_POINTS", "plot_runs", "resume_label", "time_unit"]
 
 FIGURES = ("accuracy", "loss", "schedule", "throughput")
 MAX_POINTS = 2000
@@ -93,13 +94,25 @@ def _line(ax, x: np.ndarray, y: np.ndarray, style: str = "-", fmt: str = "{:.3g}
                         fontsize="x-small", color=kw.get("color"))  # fmt: skip
 
 
+def resume_label(run: Run, rec: dict) -> str:
+    """`short resumed (attempt 2): 2 -> 1 processes, 1 steps and 12 s lost`: what the restart changed and cost, as
+    far as its resume record says (fastres.run.attempts)."""
+    label = f"{run.name} resumed (attempt {rec.get('attempt', '?')})"
+    if rec.get("previous_world_size") is not None and rec.get("world_size") is not None:
+        label += f": {rec['previous_world_size']} -> {rec['world_size']} processes"
+    if rec.get("steps_lost") is not None and rec.get("seconds_lost") is not None:
+        label += f"{',' if ':' in label else ':'} {rec['steps_lost']} steps and {rec['seconds_lost']:.0f} s lost"
+    return label
+
+
 def _resumes(ax, run: Run, axis: str, per: float, color: str) -> None:
-    """A dotted vertical line where each resumed attempt of `run` took over (epoch or wall-time axis)."""
+    """A dotted vertical line where each resumed attempt of `run` took over (epoch or wall-time axis), labelled
+    with the world sizes and what the restart lost."""
     for rec in run.resumes:
         where = run.epoch_of(rec) if axis == "epoch" else run.seconds_of(rec)
         if where is not None:
-            label = f"{run.name} resumed (attempt {rec.get('attempt', '?')})"
-            ax.axvline(where / (1.0 if axis == "epoch" else per), color=color, linestyle=":", linewidth=1, label=label)
+            x = where / (1.0 if axis == "epoch" else per)
+            ax.axvline(x, color=color, linestyle=":", linewidth=1, label=resume_label(run, rec))
 
 
 def _lighter(color: str) -> tuple[float, float, float]:

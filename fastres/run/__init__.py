@@ -5,6 +5,7 @@ command.
   trainer      Trainer: the loop (data -> forward -> loss -> backward/reduce -> step -> log), validation
   parts        Run: the trainer's collaborators, assembled once and released once
   resume       --resume auto|PATH: which checkpoint, which config, what changed between attempts
+  attempts     what a resumed attempt lost to the one before: world sizes, steps and seconds lost
   execution    device, precision (autocast), memory format, seeds
   preemption   signals -> a checkpoint at the step every rank agrees on; the parent-death watch
   stepguard    NaN/Inf steps: found on the device, skipped on every rank, counted

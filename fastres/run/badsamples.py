@@ -4,8 +4,8 @@ The loaders (fastres.data) replace a sample they cannot decode by a neutral subs
 report it once (`take_new_bad()`). At each log step and after validation the ranks pool
 what they found; rank 0 appends the new ones to RUN/bad_files.txt (which later attempts
 read, so they never decode those files again and substitute them identically) and writes
-a `bad_file` record per file to metrics.jsonl. More than `--max-bad-samples` in total stops
-the run with a message that names the list.
+a `bad_file` record per file to metrics.jsonl. More than `--max-bad-samples` of the training set, or
+of the validation set (each set's own 0.1% by default), stops the run with a message that names the list.
 """
 
 from __future__ import annotations
@@ -33,14 +33,18 @@ def read_bad_files(run_dir: Path) -> dict[str, str]:
 
 
 class BadSampleLedger:
-    def __init__(self, run_dir: Path, limit: int, groups, writer: bool, write_record, say):
+    """limits: the most bad samples of each set ("train", "val") before the run stops; split_of(path): the set
+    a file belongs to (a validation file counts against the validation set's limit, not the training set's)."""
+
+    def __init__(self, run_dir: Path, limits: dict[str, int], split_of, groups, writer: bool, write_record, say):
         self.path = Path(run_dir) / BAD_FILES_NAME
         self.known = read_bad_files(run_dir)
-        self.limit, self.groups, self.writer = limit, groups, writer
+        self.limits, self.split_of, self.groups, self.writer = limits, split_of, groups, writer
         self.write_record, self.say = write_record, say
 
-    def drain(self, *loaders) -> int:
-        """Pool every rank's newly found bad samples (a collective: call on every rank); total so far."""
+    def drain(self, split: str, *loaders) -> int:
+        """Pool every rank's newly found bad samples of `split`'s loaders (a collective: call on every rank); that
+        set's total so far."""
         mine = [item for loader in loaders for item in getattr(loader, "take_new_bad", list)()]
         found = {
             p: why for rank_items in coll.gather_objects(self.groups, mine, "bad samples") for p, why in rank_items
@@ -53,9 +57,12 @@ class BadSampleLedger:
                          f"listed in {self.path}")  # fmt: skip
                 self.write_record("bad_file", path=p, reason=why)
         self.known.update(new)
-        if len(self.known) > self.limit:
+        count = sum(self.split_of(p) == split for p in self.known)
+        if count > self.limits[split]:
+            what = "training" if split == "train" else "validation"
             raise TooManyBadSamples(
-                f"{len(self.known)} samples could not be decoded, more than --max-bad-samples {self.limit}; "
-                f"they are listed in {self.path}: check the dataset (python -m fastres.data check --decode)"
+                f"{count} {what} samples could not be decoded, more than --max-bad-samples {self.limits[split]} "
+                f"for the {what} set; they are listed in {self.path}: check the dataset "
+                "(python -m fastres.data check --decode)"
             )
-        return len(self.known)
+        return count

@@ -25,9 +25,10 @@ from fastres.checkpoint.state import saved_world_size
 from fastres.config import TrainConfig
 from fastres.data import check_dataset, make_loaders, max_bad_default, open_dataset
 from fastres.data.builtin import builtin_root, rewrite_if_builtin
+from fastres.data.dataset import optimizer_steps
 from fastres.data.folder import describe_skipped
 from fastres.data.loader import resolve_backend
-from fastres.distributed import Reducer, destroy, discover, init_distributed
+from fastres.distributed import CollectiveError, Reducer, destroy, discover, init_distributed, set_collective_timeout
 from fastres.distributed import collectives as coll
 from fastres.distributed.reducer import bucket_layout
 from fastres.model import build_model
@@ -35,19 +36,17 @@ from fastres.model.bn import convert_bn_groups, convert_ghost_bn
 from fastres.optim import build_optimizer
 from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
+from fastres.run.attempts import attempt_loss, earlier_attempt
 from fastres.run.badsamples import BadSampleLedger
 from fastres.run.console import active_sinks, describe_failure
 from fastres.run.execution import pick_device, resolve_precision, seed_all, use_channels_last
 from fastres.run.preemption import StopSignals
+from fastres.run.resume import processes
 from fastres.run.runlock import RunLock
 from fastres.run.runlog import MetricsLog, make_run_dir, write_config
 from fastres.run.stepguard import StepGuard
 
 __all__ = ["Run"]
-
-
-def processes(n: int) -> str:
-    return f"{n} process" if n == 1 else f"{n} processes"
 
 
 class Run:
@@ -89,9 +88,13 @@ class Run:
         check = functools.partial(check_dataset, dataset, cfg.data_check, cfg.skip_bad_files, cfg.progress)
         exclude = coll.rank0_first(self.groups, check)
         self.run_dir = coll.rank0_first(self.groups, self._open_run_dir)  # only once the input is known good
-        say, limit = self.say, cfg.max_bad_samples
-        limit = max_bad_default(len(dataset.train or ())) if limit is None else limit
-        self.bad = BadSampleLedger(self.run_dir, limit, self.groups, self.rank == 0, self.write, say)
+        if self.groups is not None:  # the setup's long waits are over: a peer lost from now on is noticed sooner
+            set_collective_timeout(self.groups, cfg.collective_timeout, self.stop.group)
+        say, limit, sets = self.say, cfg.max_bad_samples, {"train": dataset.train, "val": dataset.val}
+        limits = {k: max_bad_default(len(v or ())) if limit is None else limit for k, v in sets.items()}
+        val_files = frozenset(p for p, _ in dataset.val.samples) if dataset.val else frozenset()
+        split_of = lambda path: "val" if path in val_files else "train"
+        self.bad = BadSampleLedger(self.run_dir, limits, split_of, self.groups, self.rank == 0, self.write, say)
         self.data = make_loaders(cfg, self.device, torch.float32, self.channels_last, self.rank, self.world,
                                  exclude=exclude, dataset=dataset, known_bad=frozenset(self.bad.known))  # fmt: skip
         if self.world % cfg.bn_group:
@@ -112,10 +115,7 @@ class Run:
             coll.broadcast_tensors(self.groups, [self.layout.params, *self.model.buffers()], "parameters and buffers")
         self.optimizer = build_optimizer(cfg, self.model, self.layout)
         self.fused = hasattr(self.optimizer, "layout")  # skips a non-finite step on the device
-        self.steps_per_epoch = len(self.data.train) // cfg.accumulate  # optimizer steps
-        if self.steps_per_epoch == 0:
-            raise FastresError(f"--accumulate {cfg.accumulate}: an epoch has only {len(self.data.train)} batches "
-                               "per process: lower --accumulate or --batch-size")  # fmt: skip
+        self.steps_per_epoch = optimizer_steps(len(self.data.train), cfg.accumulate)
         self.global_batch = cfg.batch_size * self.world * cfg.accumulate  # images per optimizer step
         self.scaler = LossScaler(self.device) if self.amp == torch.float16 else None
         self.schedule = run_schedule(cfg, self.steps_per_epoch, self.global_batch)
@@ -123,7 +123,9 @@ class Run:
         self.saver = Checkpointer(self.run_dir, keep=cfg.keep_checkpoints, every_steps=cfg.checkpoint_every,
                                   every_minutes=cfg.checkpoint_minutes, writer=self.rank == 0, say=say)  # fmt: skip
         self.step, self.best, self.last_val, self.attempt = 0, (float("-inf"), 0), None, 1
+        self.step_done_at = time.time()  # wall-clock time the last optimizer step (or the setup) ended
         self.val_pending: int | None = None  # an epoch (1-based) whose validation is still to be done
+        self.val_pending_why = "that a stop interrupted"  # why, for the resume banner
         self._said_skipping = False
         self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.rank == 0 else None
         self.sinks = active_sinks()
@@ -131,6 +133,8 @@ class Run:
             self.sinks.attach(lambda **fields: self.write("sink_dropped", step=self.step, **fields))
         if self.plan is not None and self.plan.state is not None:
             self._resume(self.plan)
+        elif self.plan is not None and self.rank == 0:  # --resume auto, nothing to resume
+            self._start_again()
         if self.rank == 0:  # on a resume too: a config.yaml cut short by a crash is whole again
             self._write_config()
         if cfg.tensorboard and self.rank == 0:
@@ -182,8 +186,26 @@ class Run:
         saved_data = state.get("config", {}).get("data")
         if saved_data != self.cfg.data:  # a run from before fastres recorded its built-in dataset's path
             changed.setdefault("data", [saved_data, self.cfg.data])
+        lost = {}
+        if self.rank == 0:  # what the attempt before lost: read from the run folder before this one writes to it
+            saved_at = extra.get("time") or plan.checkpoint.stat().st_mtime
+            loss = attempt_loss(self.run_dir, int(state["step"]), saved_at, self.world, self.attempt)
+            self.say(loss.line())
+            lost = loss.record()
         self.write("resume", attempt=self.attempt, checkpoint=where, checkpoint_step=int(state["step"]), step=self.step,
-                   world_size=self.world, saved_world_size=saved_world, changed=changed)  # fmt: skip
+                   world_size=self.world, saved_world_size=saved_world, changed=changed, **lost)  # fmt: skip
+
+    def _start_again(self) -> None:
+        """--resume auto in a run folder where an attempt ran but left no checkpoint (it died before its first):
+        the run starts again from step 0, and says so with what was lost, as a resume does."""
+        earlier = earlier_attempt(self.run_dir)
+        if earlier is None:
+            return  # a new run
+        self.attempt = earlier[0] + 1
+        loss = attempt_loss(self.run_dir, 0, earlier[1], self.world, self.attempt)
+        self.say(loss.line(checkpoint=False))
+        self.write("resume", attempt=self.attempt, checkpoint=None, checkpoint_step=0, step=0, world_size=self.world,
+                   saved_world_size=None, changed={}, **loss.record())  # fmt: skip
 
     def _dali_epoch_boundary(self, where: str, saved_world: int) -> None:
         """A loader whose order is its readers' (DALI) cannot continue another process count's epoch: the run
@@ -195,6 +217,7 @@ class Run:
             return
         self.step = (step // spe + 1) * spe
         self.val_pending = step // spe + 1
+        self.val_pending_why = f"whose last {self.step - step} steps are skipped"
         self.say(f"fastres: {where}: saved by {processes(saved_world)} at step {step}, resumed by {self.world}: "
                  f"DALI's readers split each epoch by process, so the run continues from the next epoch boundary "
                  f"(step {self.step}: the last {self.step - step} steps of epoch {self.val_pending} are skipped, "
@@ -219,7 +242,8 @@ class Run:
         train = self.data.train
         states = coll.gather_objects(self.groups, train.state_dict() if hasattr(train, "state_dict") else None,
                                      "the data loaders' states")  # fmt: skip
-        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt, world=self.world)
+        extra = dict(best=list(self.best), val=self.last_val, attempt=self.attempt, world=self.world,
+                     time=self.step_done_at)  # fmt: skip
         if val_pending is not None:
             extra["val_pending"] = val_pending
         if self.scaler is not None:
@@ -253,6 +277,22 @@ class Run:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    def peer_lost(self, error: BaseException) -> CollectiveError:
+        """A collective failed (a peer died or was cut off): the one line every surviving rank ends with, naming the
+        peer where the error gives its address, and rank 0's `peer_lost` record (step, seconds since it)."""
+        hostnames = self.groups.hostnames if self.groups is not None else []
+        text = str(error) if isinstance(error, CollectiveError) else f"a collective failed: {coll.cause(error)}"
+        peers = coll.peers_named(text, hostnames)
+        if not peers and coll.other_hosts(hostnames, self.rank):  # a timeout names no peer: one of the others
+            peers = f"no answer from {coll.other_hosts(hostnames, self.rank)}"
+        waited = time.time() - self.step_done_at
+        line = (f"lost a peer {waited:.1f} s after step {self.step}: {text}{f' ({peers})' if peers else ''}; exit "
+                f"status {CollectiveError.exit_status}, which an elastic launcher restarts on; "
+                f"{self.last_checkpoint()}")  # fmt: skip
+        self.write("peer_lost", step=self.step, seconds_after_step=round(waited, 3), world_size=self.world,
+                   peers=peers or None, error=text[:1000])  # fmt: skip
+        return CollectiveError(line)
 
     def last_checkpoint(self) -> str:
         if self.saver is not None:

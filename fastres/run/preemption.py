@@ -104,6 +104,7 @@ class StopSignals:
         if groups is not None:
             # a group of its own, on the CPU: the flag never waits behind gradient traffic
             self._group = checked("new_group (stop signals)", dist.new_group, backend="gloo", timeout=groups.timeout)
+        self.group = self._group  # the flags' Gloo group (None for one process), for its timeout
         for sig in SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -5,6 +5,7 @@
     plan.run_dir      the run folder that continues (or starts, for `--resume auto` with nothing in it)
     plan.checkpoint   the checkpoint continued from (None: start), plan.state its contents
     plan.changes      key -> (saved value, value now), for the metrics log's resume record
+    plan.sources      key -> where plan.cfg's value came from (the saved config, a flag), for --print-config
 
 `--resume auto` (with `--name NAME`): continue OUT/NAME from its newest checkpoint that
 verifies, or start OUT/NAME when it has none, so re-running the same job script continues
@@ -38,7 +39,8 @@ from fastres.checkpoint.fileformat import CheckpointError, read_checkpoint_file
 from fastres.checkpoint.state import saved_world_size
 from fastres.checkpoint.store import CHECKPOINT_DIR, CheckpointStore
 from fastres.config import ConfigError, TrainConfig, launch_world_size
-from fastres.run.runlog import check_name
+from fastres.config.keys import FLAG, SAVED
+from fastres.run.runlog import check_name, hand_edited_config
 
 __all__ = ["MUTABLE", "ResumePlan", "batch_for", "plan_resume", "run_dir_of"]
 
@@ -47,9 +49,9 @@ __all__ = ["MUTABLE", "ResumePlan", "batch_for", "plan_resume", "run_dir_of"]
 MUTABLE = frozenset({
     "data", "train_list", "val_list", "workers", "prefetch", "hw_decoder_load", "data_check", "skip_bad_files",
     "max_bad_samples", "epochs", "val_batch_size", "threads", "virtual_nodes", "allreduce", "bucket_cap_mb",
-    "dist_timeout", "out", "name", "log_every", "progress", "resume", "checkpoint_every", "checkpoint_minutes",
-    "keep_checkpoints", "progress_seconds", "max_skipped_steps", "tensorboard", "target_top1", "train_images",
-    "compile",
+    "dist_timeout", "collective_timeout", "out", "name", "log_every", "progress", "resume", "checkpoint_every",
+    "checkpoint_minutes", "keep_checkpoints", "progress_seconds", "max_skipped_steps", "tensorboard", "target_top1",
+    "train_images", "compile",
 })  # fmt: skip
 
 
@@ -60,6 +62,7 @@ class ResumePlan:
     checkpoint: Path | None = None
     state: dict[str, Any] | None = None
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -67,6 +70,10 @@ class ResumePlan:
         if self.state is None or (self.state.get("extra") or {}).get("val_pending"):
             return False  # a validation still to be done is not the end
         return int(self.state["step"]) >= int(self.state["steps_per_epoch"]) * self.cfg.epochs
+
+
+def processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
 
 
 def run_dir_of(out: str, name: str) -> Path:
@@ -103,6 +110,23 @@ def batch_for(global_batch: int, world: int, saved_batch: int, batch: int | None
                       f"that divides {global_batch}")  # fmt: skip
 
 
+def _refuse_hand_edits(run_dir: Path, values: dict[str, Any], checkpoint: Path) -> None:
+    """A config.yaml edited by hand is refused where it differs from what the resume runs with: a run continues
+    with the config saved in its checkpoint, and config.yaml (written again by every attempt) only records it."""
+    edited = hand_edited_config(run_dir)
+    if edited is None:
+        return
+    differ = [k for k in sorted(edited) if k in values and k != "resume" and edited[k] != values[k]]
+    if differ:
+        shown = ", ".join(f"{k}: {edited[k]!r} there, {values[k]!r} in the run" for k in differ[:3])
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'} was edited by hand ({shown}{', ...' if len(differ) > 3 else ''}): a run "
+            f"continues with the config saved in its checkpoint ({checkpoint}), which config.yaml only records; "
+            "give a value a resume may change as a flag (--epochs, --checkpoint-every, ...), undo the edit, or start "
+            "a new run"
+        )
+
+
 def plan_resume(
     cfg: TrainConfig, given: frozenset[str], say: Callable[[str], None] = print, world: int | None = None
 ) -> ResumePlan | None:
@@ -132,6 +156,7 @@ def plan_resume(
     checkpoint, state = found
     saved = _saved_config(state, str(checkpoint))
     values, changes = saved.to_dict(), {}
+    sources = {k: f"{SAVED} ({checkpoint}){': give the flag to change it' if k in MUTABLE else ''}" for k in values}
     now = cfg.to_dict()
     world = launch_world_size() if world is None else world
     saved_world = saved_world_size(state)
@@ -143,8 +168,9 @@ def plan_resume(
             if value != values[key]:
                 changes[key] = (values[key], value)
             values[key] = value
+            sources[key] = f"chosen to keep the run's global batch of {global_batch} on {processes(world)}"
         given = given - {"batch_size", "accumulate"}
-        say(f"fastres: resumed on {world} process{'es' if world > 1 else ''}, saved by {saved_world}: --batch-size "
+        say(f"fastres: resumed on {processes(world)}, saved by {saved_world}: --batch-size "
             f"{batch} x --accumulate {acc} keeps the run's global batch of {global_batch} images per step")  # fmt: skip
     for key in sorted(given):
         if now[key] == values[key]:
@@ -158,7 +184,9 @@ def plan_resume(
         if key not in ("resume",):
             changes[key] = (values[key], now[key])
         values[key] = now[key]
-    values["resume"] = cfg.resume
+        sources[key] = FLAG
+    values["resume"], sources["resume"] = cfg.resume, FLAG
     if cfg.resume == "auto":
         values["out"], values["name"] = cfg.out, cfg.name
-    return ResumePlan(TrainConfig(**values).validate(), run_dir, checkpoint, state, changes)
+    _refuse_hand_edits(run_dir, values, checkpoint)
+    return ResumePlan(TrainConfig(**values).validate(sources), run_dir, checkpoint, state, changes, sources)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,17 @@ import fastres
 from fastres import FastresError
 from fastres.checkpoint.fileformat import write_bytes_atomic
 
-__all__ = ["check_name", "git_revision", "make_run_dir", "write_config", "MetricsLog", "Summary"]
+__all__ = [
+    "CONFIG_DIGEST",
+    "check_name",
+    "config_digest",
+    "git_revision",
+    "hand_edited_config",
+    "make_run_dir",
+    "write_config",
+    "MetricsLog",
+    "Summary",
+]
 
 
 def git_revision(path: Path | None = None) -> str | None:
@@ -80,13 +91,37 @@ def make_run_dir(out: str, name: str | None, arch: str, exact: bool = False) -> 
     raise FastresError(f"--out {out}: 1000 run folders named {base}-* exist already; choose another --name")
 
 
+CONFIG_DIGEST = "config_sha256"  # config.yaml: the digest of its config section as written, to tell a hand edit
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def hand_edited_config(run_dir: Path) -> dict[str, Any] | None:
+    """RUN/config.yaml's config section when someone edited it after fastres wrote it (its digest no longer
+    matches), else None (not edited, or a file of a fastres that wrote no digest, or none)."""
+    try:
+        doc = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(doc, dict) or CONFIG_DIGEST not in doc:
+        return None
+    config = doc.get("config")
+    if isinstance(config, dict) and config_digest(config) == doc[CONFIG_DIGEST]:
+        return None
+    return config if isinstance(config, dict) else {}
+
+
 def write_config(run_dir: Path, config: dict[str, Any], extra: dict[str, Any]) -> None:
     """RUN/config.yaml: the resolved config, what ran (backend, launcher, world size, ...), versions.
 
     Written atomically (a temporary file renamed over it): a crash leaves the old file or the new
-    one, never half of one; every attempt of a run writes it again (what ran may have changed)."""
+    one, never half of one; every attempt of a run writes it again (what ran may have changed).
+    The digest of the config section beside it tells a later resume that the file was edited."""
     doc = {
         "config": config,
+        CONFIG_DIGEST: config_digest(config),
         "fastres": fastres.__version__,
         "torch": str(torch.__version__),
         "git": git_revision(),

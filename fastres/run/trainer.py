@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import torch
+import torch.distributed as dist
 
 from fastres import FastresError
 from fastres.checkpoint.state import restore_rng, rng_state
 from fastres.config import TrainConfig
+from fastres.distributed import CollectiveError
 from fastres.distributed import collectives as coll
 from fastres.model.bn import recompute_bn_statistics
 from fastres.run.execution import autocast
@@ -96,6 +98,7 @@ class Trainer:
                 run.scaler.update()
             run.guard.add(loss_sum / acc, bad)
             run.step, seen, loss_sum, j = run.step + 1, seen + 1, None, i // acc
+            run.step_done_at = time.time()
             if self.cfg.bn_eval == "batch" and j + 1 == run.steps_per_epoch:
                 self.last_batch = images.clone()  # the BN statistics of validation (--bn-eval batch)
             logged = (j + 1) % self.cfg.log_every == 0 or j + 1 == run.steps_per_epoch
@@ -157,7 +160,7 @@ class Trainer:
         """A log step (syncs the device): the window's mean loss, skipped steps, bad samples."""
         run = self.run
         stats = run.guard.take(functools.partial(coll.mean_over_ranks, run.groups))
-        run.bad.drain(run.data.train)
+        run.bad.drain("train", run.data.train)
         momentum = run.optimizer.param_groups[0].get("momentum")
         run.write("train", epoch=epoch + 1, step=run.step, loss=stats.loss, lr=lr, momentum=momentum,
                   img_per_s=ips, skipped_steps=stats.skipped)  # fmt: skip
@@ -231,7 +234,7 @@ class Trainer:
             if verdict.signum:
                 return Interrupted(verdict.signum, done, polls)
         last = run.stop.poll().signum  # a signal during the last batch: the epoch ends, then the run
-        run.bad.drain(run.data.val)
+        run.bad.drain("val", run.data.val)
         top1, top5, n = coll.sum_over_ranks(run.groups, totals, "validation counts").tolist()
         return 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1), n, last
 
@@ -268,8 +271,12 @@ class Trainer:
         """Train from the start (or the resumed step) to the last epoch; release the run however it ends."""
         try:
             summary = self._fit()
-        except BaseException:
+        except BaseException as e:
+            # a peer died or was cut off: fastres's collectives say so; torch's own calls (SyncBN's) raise DistError
+            lost = self.run.peer_lost(e) if isinstance(e, (CollectiveError, dist.DistError)) else None
             self.run.close(error=True)
+            if lost is not None:
+                raise lost from e
             raise
         self.run.close()
         return summary
@@ -284,7 +291,7 @@ class Trainer:
             run.say(f"fastres: {run.topology.describe()}; {run.reducer.describe()}")
         if run.plan is not None and run.plan.checkpoint is not None:
             epoch, into = divmod(run.step, run.steps_per_epoch)
-            first = f"; first the validation of epoch {epoch} that a stop interrupted" if run.val_pending else ""
+            first = f"; first the validation of epoch {epoch} {run.val_pending_why}" if run.val_pending else ""
             run.say(f"fastres: resuming at step {run.step}, epoch {epoch + 1}, {into}/{run.steps_per_epoch} of the "
                     f"epoch, from {run.plan.checkpoint} (attempt {run.attempt}){first}")  # fmt: skip
         top1 = top5 = float("nan")

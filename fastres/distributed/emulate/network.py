@@ -3,6 +3,7 @@
     with EmulatedNetwork(hosts=4, link_gbit=1.0) as net:    # needs root, `ip` and `tc`
         net.hosts[2].address                                # "198.18.0.3"
         net.wrap(net.hosts[2], ["python", "-c", "..."])     # a command line that runs inside host 2
+        net.kill_host(net.hosts[1]); net.set_link(net.hosts[1], up=False)   # faults: a crash, a cut link
 
 Layout of one emulation (`PREFIX-<pid>` names every namespace it makes, so a stale one is found):
 
@@ -291,6 +292,25 @@ class EmulatedNetwork:
             "egress": _run("tc", "-n", host.namespace, "qdisc", "show", "dev", "eth0").stdout.strip(),
             "ingress": _run("tc", "-n", self.switch, "qdisc", "show", "dev", f"port{host.index}").stdout.strip(),
         }
+
+    # ------------------------------------------------------------------ faults
+    def kill_host(self, host: Host) -> list[int]:
+        """SIGKILL every process inside `host` at once (`kill -9` of everything a crashed host ran): none of them
+        runs a handler; their sockets are closed by the kernel, so their peers see the connections reset. The
+        pids killed."""
+        out = _run("ip", "netns", "pids", host.namespace, check=False).stdout
+        pids = [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def set_link(self, host: Host, up: bool) -> None:
+        """Take `host`'s link down (`ip link set eth0 down`: a cut cable or a dead switch port; its processes run
+        on, and no packet reaches or leaves it, so its peers hear nothing, not even a reset) or up again."""
+        _run("ip", "-n", host.namespace, "link", "set", "eth0", "up" if up else "down")
 
     # ------------------------------------------------------------------ tear down
     def close(self) -> None:
