@@ -63,14 +63,19 @@ def common(arch: str, image_size: int, epochs: int) -> list[str]:
 def arms(epochs: int, tuned_lrs: tuple[float, ...] = ()) -> dict[str, list[str]]:
     """arm -> its flags (on top of `common`): the main arms, then the probes."""
 
+    def batch(b: int) -> list[str]:
+        # --batch-size too: with --resume auto, fastres.train starting a new run takes --batch-size (here the
+        # builtin preset's 32) and not --global-batch; main() checks the batch each run trained at
+        return ["--global-batch", str(b), "--batch-size", str(b)]
+
     def large(lr_per_256: float) -> list[str]:
         start = BASE_BATCH * LR_PER_256 / (LARGE_BATCH * lr_per_256)  # the warm-up starts at the baseline's rate
-        return ["--global-batch", str(LARGE_BATCH), "--lr", f"{lr_per_256:g}", "--warmup-epochs", f"{epochs / 4:g}",
+        return [*batch(LARGE_BATCH), "--lr", f"{lr_per_256:g}", "--warmup-epochs", f"{epochs / 4:g}",
                 "--warmup-start", f"{start:.6g}"]  # fmt: skip
 
     sgd, lars = ["--optimizer", "fused-sgd"], ["--optimizer", "lars", "--lars-eps", "0"]
     return {
-        "baseline": [*sgd, "--global-batch", str(BASE_BATCH), "--lr", f"{LR_PER_256:g}", "--warmup-epochs", "0.5",
+        "baseline": [*sgd, *batch(BASE_BATCH), "--lr", f"{LR_PER_256:g}", "--warmup-epochs", "0.5",
                      "--warmup-start", "0"],
         "sgd-linear": [*sgd, *large(LR_PER_256)],
         "lars": [*lars, *large(LR_PER_256), "--lars-eta", f"{LARS_ETA:.6g}"],
@@ -291,6 +296,9 @@ def main() -> None:
         run_one(cmd, args.out / key)
         loads[key].append(_uptime())
         results[key] = r = read_arm_run(args.out / key)
+        want = int(recipes[name][recipes[name].index("--global-batch") + 1])
+        if r["global_batch"] != want:
+            raise SystemExit(f"{key}: trained at global batch {r['global_batch']}, not {want}: remove {args.out / key}")
         said = "diverged" if r["top1"] is None else f"top-1 {r['top1']:.1f}%"
         print(f"{key}: {said}; per epoch {', '.join(f'{x:.1f}' for x in r['val_top1'])}", flush=True)
     wall = time.time() - t0
