@@ -1,5 +1,8 @@
-"""A large-batch experiment scaled to the records: on the built-in data (6,000 training images) a
-batch of B makes the steps per epoch that ImageNet's 1,281,167 images make at about 213 x B, so
+"""A large-batch experiment scaled to the records, superseded by bench/bench_batch_claim.py.
+
+bench_batch_claim.py's arms differ only where the large-batch claim says they should; bench/README.md says
+why this one cannot decide it. On the built-in data (6,000 training images) a batch of B makes the steps
+per epoch that ImageNet's 1,281,167 images make at about 213 x B, so
 
     batch 16   ~ ImageNet at   3.4K   the small-batch baseline
     batch 38   ~ ImageNet at   8.1K   Goyal et al. 2017 (goyal-8k)
@@ -24,8 +27,10 @@ wherever the preset scales it:
 - goyal-38: goyal-8k at batch 38: warm-up from the baseline's lr (16 / 38 of the peak), as the paper
   warms up from eta to k eta; iteration 0 at that start, momentum correction, Nesterov, x0.1 steps.
 - sgd-154: the same recipe, linearly scaled to batch 154 (warm-up from 16 / 154 of the peak).
-- lars-154: you-32k at batch 154: LARS with its absolute peak lr (LARS's step is lr x eta x ||w||
-  per layer whatever the batch), warm-up, poly(2) decay.
+- lars-154: you-32k at batch 154: LARS with its absolute peak lr for the conv/fc weights (LARS's step
+  is lr x eta x ||w|| per layer whatever the batch), warm-up, poly(2) decay; BN parameters and biases
+  at 20.87 x 154 / 32768 (the preset's --lr-global-batch; bench/results/large-batch.json was measured
+  before it, with 20.87 for them too).
 - pfn-154: pfn-32k at batch 154: the RMSprop warm-up (RMSprop's own rate as the preset's), the
   slow-start piecewise lr, momentum correction, BN without moving averages for validation.
 

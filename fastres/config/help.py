@@ -48,6 +48,10 @@ HELP: dict[str, dict[str, str]] = {
         "lr": "peak learning rate, in the unit of --lr-unit: per 256 images (the run uses lr x global batch / 256, "
         "Goyal et al. 2017) or absolute",
         "lr_unit": "unit of --lr and --end-lr: per-256 (scaled linearly with the global batch) or absolute",
+        "lr_global_batch": "with --lr-unit absolute: the global batch --lr was set for (a record's preset sets its "
+        "own). At another global batch the tensors whose step no trust ratio scales (BN parameters and biases with "
+        "--optimizer lars, every tensor without LARS) take --lr x global batch / this, linearly scaled; LARS's "
+        "conv/fc weights keep --lr (their step is lr x eta x ||w|| / ||g||); none: --lr for every tensor at any batch",
         "momentum": "momentum coefficient, in [0, 1)",
         "nesterov": "Nesterov momentum",
         "optimizer": "sgd (torch.optim.SGD), fused-sgd (fastres FusedSGD: one fused kernel over the flat layout), "

@@ -107,6 +107,7 @@ RANGES: dict[str, Range] = {
     "label_smoothing": Range("[", 0, 1, ")"),
     "warmup_epochs": Range("[", 0, 100_000, "]"),
     "global_batch": Range("[", 1, 1 << 24, "]"),
+    "lr_global_batch": Range("[", 1, 1 << 24, "]"),
     "accumulate": Range("[", 1, 1024, "]"),
     "warmup_start": Range("[", 0, 1, "]"),
     "poly_power": Range("(", 0, 100, "]"),
@@ -173,6 +174,8 @@ class TrainConfig:
     val_batch_size: int | None = None  # None: batch_size
     lr: float = 0.1  # peak lr per 256 images; scaled linearly with the global batch (Goyal et al.)
     lr_unit: str = "per-256"  # per-256 (scaled with the global batch) or absolute
+    lr_global_batch: int | None = None  # absolute lr: the global batch it was set for; the rate of tensors LARS does
+    # not adapt (BN, biases; every tensor of SGD) is lr x global batch / lr_global_batch; None: lr at every batch
     momentum: float = 0.9
     nesterov: bool = False
     optimizer: str = "sgd"  # sgd (torch), lars (fastres FusedLARS, MLPerf convention), fused-sgd (fastres FusedSGD),
@@ -262,6 +265,9 @@ class TrainConfig:
         if self.factors is not None:
             n = len(self.milestones) if self.milestones is not None else (3 if self.schedule == "step" else 0)
             need(len(self.factors) == n + 1, "factors", f"{n + 1} numbers (one more than the {n} milestones)")
+        if self.lr_global_batch is not None:
+            need(self.lr_unit == "absolute", "lr_global_batch", "none with --lr-unit per-256 (the rate is scaled "
+                 "with the global batch already)")  # fmt: skip
         if self.optimizer == "rmsprop-warmup":
             need(self.rmsprop_lr is not None, "rmsprop_lr", "set with --optimizer rmsprop-warmup")
         if self.momentum_correction:

@@ -17,7 +17,10 @@ NVIDIA/benchmarks/resnet/implementations/mxnet/common/fit.py, zeroes the decay o
 parameter but the weights and the fc bias). BN's gamma and beta are never decayed, and
 LARS never adapts a tensor of ndim <= 1 (the same fit.py skips names ending in gamma, beta,
 bias). The learning rate starts at 0: the
-trainer's schedule sets it every step.
+trainer's schedule sets it every step: `set_lrs` gives the groups whose tensors LARS adapts
+(`"adapt": True`, the conv/fc weights under lars) the schedule's lr and every other group the
+rate of the tensors no trust ratio adapts (fastres.optim.schedule: they differ only when an
+absolute lr meant for another global batch is scaled for BN and biases, `lr_global_batch`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from torch import nn
 
 from fastres.kernels.flat import FlatParams
 
-__all__ = ["OPTIMIZERS", "OptimConfig", "build_optimizer", "param_groups"]
+__all__ = ["OPTIMIZERS", "OptimConfig", "build_optimizer", "param_groups", "set_lrs"]
 
 OPTIMIZERS = ("sgd", "fused-sgd", "lars", "rmsprop-warmup")
 
@@ -48,15 +51,24 @@ class OptimConfig(Protocol):
 
 def param_groups(model: nn.Module, weight_decay: float, bias_decay: bool = False) -> list[dict]:
     """Weight decay on conv/fc weights only; BN parameters and biases (ndim <= 1) get none,
-    except the biases with `bias_decay` (BN parameters never)."""
+    except the biases with `bias_decay` (BN parameters never). The conv/fc weights (ndim > 1,
+    the tensors LARS adapts) are the first group, alone: a group's tensors share one lr."""
     bn = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-    decayed = [p.ndim > 1 or (bias_decay and id(p) not in bn) for p in model.parameters()]
-    decay = [p for p, d in zip(model.parameters(), decayed) if d]
-    no_decay = [p for p, d in zip(model.parameters(), decayed) if not d]
-    first = {"params": decay, "weight_decay": weight_decay}
-    if bias_decay:
-        first["decay"] = True  # FusedLARS: decay this group's ndim <= 1 tensors too (its default: none)
-    return [first, {"params": no_decay, "weight_decay": 0.0}]
+    params = list(model.parameters())
+    weights = [p for p in params if p.ndim > 1]
+    biases = [p for p in params if p.ndim <= 1 and bias_decay and id(p) not in bn]
+    rest = [p for p in params if p.ndim <= 1 and not (bias_decay and id(p) not in bn)]
+    groups = [{"params": weights, "weight_decay": weight_decay}]
+    if biases:  # FusedLARS: decay these ndim <= 1 tensors too (its default: none)
+        groups.append({"params": biases, "weight_decay": weight_decay, "decay": True})
+    return [*groups, {"params": rest, "weight_decay": 0.0}]
+
+
+def set_lrs(optimizer: torch.optim.Optimizer, lr: float, unadapted_lr: float) -> None:
+    """This step's rates into the param groups: `lr` where LARS adapts the tensors (a group marked
+    "adapt": True), `unadapted_lr` everywhere else (module doc)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr if group.get("adapt") else unadapted_lr
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module, layout: FlatParams | None = None) -> torch.optim.Optimizer:
@@ -74,6 +86,8 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, layout: FlatParams | Non
     inside = convention == "mlperf"
     if cfg.optimizer == "lars":
         from fastres.optim.lars import FusedLARS
+
+        groups[0]["adapt"] = True  # the conv/fc weights (set_lrs); FusedLARS adapts ndim > 1 by default
 
         return FusedLARS(groups, lr=0.0, momentum=cfg.momentum, eta=cfg.lars_eta, eps=getattr(cfg, "lars_eps", 0.0),
                          nesterov=cfg.nesterov, lr_inside_momentum=inside, layout=layout)  # fmt: skip

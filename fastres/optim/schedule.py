@@ -9,6 +9,12 @@ exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
 - Linear scaling rule (Goyal et al. 2017, sec. 2.1): `scaled_lr(base, global_batch)` =
   base * global_batch / 256, where `base` is the lr per 256 images (`lr_unit: per-256`);
   `lr_unit: absolute` takes `lr` as the peak itself (MLPerf configs state absolute values).
+- An absolute lr set for one global batch (`lr_global_batch`: a record's preset) at another one: LARS's
+  conv/fc step is lr x eta x ||w|| / ||g||, which the records keep at every batch, but the
+  tensors it does not adapt (BN, biases: trust 1) step by lr itself, as SGD does, so their rate
+  is scaled linearly: `unadapted(step)` = lr(step) x global batch / lr_global_batch (`unadapted_scale`;
+  1 without lr_global_batch and with per-256, which scales every tensor already). Without LARS every
+  tensor takes `unadapted(step)`.
 - Linear warm-up from `warmup_start` x peak to the peak over `warmup_steps` (Goyal et al.
   sec. 2.2, "gradual warm-up": from eta = 0.1 to 3.2 at 8K over 5 epochs, i.e. a start of
   1/32 of the peak there):
@@ -74,6 +80,7 @@ __all__ = [
     "LRSchedule",
     "rmsprop_warmup_blend",
     "run_schedule",
+    "unadapted_scale",
     "schedule_rows",
     "schedule_table",
 ]
@@ -119,6 +126,7 @@ class LRSchedule:
     rmsprop_period: float = 5.0  # RMSprop warm-up period in epochs
     origin: str = "fastres"  # fastres, mxnet, zero (module doc)
     momentum_correction: bool = False  # momentum(step) = mu * lr(step) / lr(step - 1)
+    unadapted_scale: float = 1.0  # the rate of tensors no trust ratio adapts, as a multiple of lr(step)
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
@@ -189,6 +197,10 @@ class LRSchedule:
             return self._warm(i / W)
         return self._decay(step, i - W)
 
+    def unadapted(self, step: int) -> float:
+        """The lr of step `step` for the tensors no trust ratio adapts (BN, biases; every tensor of SGD)."""
+        return self(step) * self.unadapted_scale
+
     def momentum(self, step: int) -> float:
         """The momentum for step `step`: mu, or with the momentum correction mu * lr(step) / lr(step - 1)."""
         if not self.momentum_correction or step <= 0:
@@ -247,7 +259,14 @@ def run_schedule(cfg, steps_per_epoch: int, global_batch: int) -> LRSchedule:
         rmsprop_period=getattr(cfg, "rmsprop_period", 5.0),
         origin=getattr(cfg, "schedule_origin", "fastres"),
         momentum_correction=getattr(cfg, "momentum_correction", False),
+        unadapted_scale=unadapted_scale(lr_unit, getattr(cfg, "lr_global_batch", None), global_batch),
     )
+
+
+def unadapted_scale(lr_unit: str, lr_global_batch: int | None, global_batch: int) -> float:
+    """The rate of the tensors no trust ratio adapts, as a multiple of the lr: global_batch / lr_global_batch for
+    an absolute lr set for lr_global_batch images per step (module doc), else 1."""
+    return global_batch / lr_global_batch if lr_unit == "absolute" and lr_global_batch else 1.0
 
 
 def steps_per_epoch(images: int, global_batch: int, rounding: str = "floor", world: int | None = None) -> int:
@@ -266,9 +285,12 @@ def steps_per_epoch(images: int, global_batch: int, rounding: str = "floor", wor
 def schedule_rows(cfg, global_batch: int, train_images: int, steps: int | None = None) -> list[dict]:
     """One row per epoch: the lr, momentum (and RMSprop blend) at the epoch's first step,
     for `train_images` images per epoch at `global_batch` images per optimizer step (`steps` per
-    epoch, as the run's loaders count them; None: steps_per_epoch's count)."""
+    epoch, as the run's loaders count them; None: steps_per_epoch's count). `lr`: the conv/fc
+    weights' rate (with LARS: before the trust ratio); `lr_bn_bias`: BN parameters' and biases' rate
+    (module doc: they differ with an absolute lr at a batch other than lr_global_batch)."""
     steps = steps or steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
     schedule = run_schedule(cfg, steps, global_batch)
+    adapted = getattr(cfg, "optimizer", "") == "lars"  # only LARS adapts the conv/fc weights (fastres.optim.factory)
     rows = []
     for epoch in range(cfg.epochs):
         step = epoch * steps
@@ -276,10 +298,11 @@ def schedule_rows(cfg, global_batch: int, train_images: int, steps: int | None =
             dict(
                 epoch=epoch,
                 step=step,
-                lr=schedule(step),
+                lr=schedule(step) if adapted else schedule.unadapted(step),
                 momentum=schedule.momentum(step),
                 batch=global_batch,
                 rmsprop_blend=schedule.rmsprop_blend(step),
+                lr_bn_bias=schedule.unadapted(step),
             )
         )
     return rows
@@ -289,15 +312,22 @@ def schedule_table(cfg, global_batch: int, train_images: int, steps: int | None 
     """`python -m fastres.train --print-schedule`: a header line, then one line per epoch."""
     rows = schedule_rows(cfg, global_batch, train_images, steps)
     steps = steps or steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
+    lr_global_batch = getattr(cfg, "lr_global_batch", None)
+    scale = unadapted_scale(getattr(cfg, "lr_unit", "per-256"), lr_global_batch, global_batch)
     head = (
         f"# {cfg.epochs} epochs x {steps} steps ({train_images:,} images, global batch {global_batch:,}), "
         f"optimizer {cfg.optimizer}, schedule {cfg.schedule}; lr at each epoch's first step"
         + ("; momentum corrected by lr_t / lr_t-1" if getattr(cfg, "momentum_correction", False) else "")
+        + "; lr: conv/fc weights"
+        + (" (x LARS's trust ratio)" if cfg.optimizer == "lars" else "")
+        + ", lr_bn_bias: BN parameters and biases"
+        + (f" (--lr x {global_batch:,} / --lr-global-batch {lr_global_batch:,})" if scale != 1 else "")
     )
-    lines = [head, f"{'epoch':>5} {'step':>9} {'lr':>12} {'momentum':>8} {'batch':>7} {'rmsprop_blend':>13}"]
+    lines = [head, f"{'epoch':>5} {'step':>9} {'lr':>12} {'momentum':>8} {'batch':>7} {'rmsprop_blend':>13} "
+             f"{'lr_bn_bias':>12}"]  # fmt: skip
     for r in rows:
         lines.append(
             f"{r['epoch']:>5} {r['step']:>9} {r['lr']:>12.6g} {r['momentum']:>8.4g} {r['batch']:>7} "
-            f"{r['rmsprop_blend']:>13.4g}"
+            f"{r['rmsprop_blend']:>13.4g} {r['lr_bn_bias']:>12.6g}"
         )
     return "\n".join(lines)
