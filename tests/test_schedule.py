@@ -119,13 +119,7 @@ def test_rmsprop_warmup_blend_is_exponential_then_linear():
     assert s.rmsprop_blend(390) == pytest.approx(0.5) and s.rmsprop_blend(39 * 13) == 0.0
 
 
-def test_hold_linear_warmup_holds_then_ramps():
-    s = LRSchedule(peak=1.0, total_steps=100, warmup_steps=10, warmup_kind="hold-linear", warmup_start=0.1,
-                   hold=0.5, kind="constant")  # fmt: skip
-    assert [s(i) for i in range(5)] == pytest.approx([0.1] * 5)
-    assert [s(i) for i in range(5, 10)] == pytest.approx([0.28, 0.46, 0.64, 0.82, 1.0])
-    with pytest.raises(ValueError, match="warm-up"):
-        LRSchedule(1.0, 10, 2, warmup_kind="exp")
+def test_a_schedule_refuses_factors_it_cannot_use():
     with pytest.raises(ValueError, match="factors"):
         LRSchedule(1.0, 10, 0, kind="piecewise")
     with pytest.raises(ValueError, match="factors"):

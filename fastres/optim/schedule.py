@@ -20,10 +20,8 @@ fastres.optim.factory.set_hyperparameters.
   sec. 2.2, "gradual warm-up": from eta = 0.1 to 3.2 at 8K over 5 epochs, i.e. a start of
   1/32 of the peak there):
       lr(step) = peak * (s + (1 - s) * (step + 1) / W)      for step < W
-  (step W - 1 reaches the peak; s = warmup_start, W = warmup_steps). `warmup_kind="hold-linear"`
-  holds s x peak for the first `hold` fraction of the warm-up and ramps only then; it is
-  fastres's own shape (not Preferred Networks' "slow-start": that is the piecewise schedule
-  below) and no preset uses it.
+  (step W - 1 reaches the peak; s = warmup_start, W = warmup_steps). Preferred Networks'
+  "slow-start" is the piecewise schedule below.
 - Decays after warm-up, over the remaining steps, t in [0, 1], end = end lr / peak:
   `cosine`: peak * (end + (1 - end) * (1 + cos(pi t)) / 2) (Loshchilov & Hutter 2017);
   `poly`:   peak * (end + (1 - end) * (1 - t)^power) (MLPerf's ResNet-50 LARS reference: power 2,
@@ -68,7 +66,6 @@ __all__ = [
     "ORIGINS",
     "ROUNDINGS",
     "SCHEDULES",
-    "WARMUPS",
     "Decay",
     "factors_problem",
     "scaled_lr",
@@ -117,7 +114,6 @@ SCHEDULES: dict[str, Decay] = {
     "piecewise": Decay("lr x --factors from each of --milestones", _stepped, milestones=()),
     "constant": Decay("", lambda s, step, t: s.peak),
 }
-WARMUPS = ("linear", "hold-linear")
 ORIGINS = ("fastres", "mxnet", "zero")  # where step 0 sits on the warm-up and decay (module doc)
 ROUNDINGS = ("floor", "ceil")  # steps per epoch (fastres.data.dataset.train_steps)
 
@@ -155,8 +151,6 @@ class LRSchedule:
     end_factor: float = 0.0  # final lr as a fraction of the peak (cosine, poly)
     warmup_start: float = 0.0  # first warm-up lr as a fraction of the peak
     milestones: tuple[float, ...] | None = None  # step, piecewise: fractions of total_steps; None: the kind's
-    warmup_kind: str = "linear"  # linear, hold-linear
-    hold: float = 0.5  # hold-linear: fraction of the warm-up held at warmup_start x peak
     milestone_steps: tuple[int, ...] | None = None  # step, piecewise: milestones in steps (overrides milestones)
     factors: tuple[float, ...] | None = None  # step, piecewise: lr / peak from each milestone on
     power: float = 2.0  # poly
@@ -174,10 +168,6 @@ class LRSchedule:
             raise ValueError(
                 f"need 0 <= warmup_steps ({self.warmup_steps}) <= total_steps ({self.total_steps}), total >= 1"
             )
-        if self.warmup_kind not in WARMUPS:
-            raise ValueError(f"unknown warm-up {self.warmup_kind!r}; choose one of {', '.join(WARMUPS)}")
-        if not 0 <= self.hold < 1:
-            raise ValueError(f"hold must be in [0, 1), got {self.hold}")
         milestones = self.milestone_steps if self.milestone_steps is not None else self.milestones
         problem = factors_problem(self.kind, milestones, self.factors)
         if problem:
@@ -200,11 +190,7 @@ class LRSchedule:
         if self.origin != "fastres":
             return self._counted(step + (1 if self.origin == "mxnet" else 0), step)
         if step < self.warmup_steps:
-            frac = (step + 1) / self.warmup_steps
-            if self.warmup_kind == "hold-linear":
-                hold = int(self.hold * self.warmup_steps)
-                frac = 0.0 if step < hold else (step + 1 - hold) / (self.warmup_steps - hold)
-            return self._warm(frac)
+            return self._warm((step + 1) / self.warmup_steps)
         return self._decay(step, step - self.warmup_steps)
 
     def _warm(self, frac: float) -> float:
@@ -222,9 +208,6 @@ class LRSchedule:
         """origin mxnet / zero: the lr at update number i (the warm-up up to and including i = W)."""
         W = self.warmup_steps
         if W and i <= W:
-            if self.warmup_kind == "hold-linear":
-                hold = int(self.hold * W)
-                return self._warm(0.0 if i <= hold else (i - hold) / (W - hold))
             return self._warm(i / W)
         return self._decay(step, i - W)
 
