@@ -57,8 +57,8 @@ from machine import describe, gpu_state  # noqa: E402
 
 MOMENTUM, WD, ETA = 0.9, 5e-5, 0.001
 # the optimizer keys of fastres/config/presets/mlperf-lars-3k.yaml
-LARS_KEYS = dict(optimizer="lars", momentum=MOMENTUM, nesterov=False, weight_decay=WD, lars_eta=ETA, lars_eps=0.0,
-                 momentum_convention="mlperf")  # fmt: skip
+LARS_KEYS = dict(optimizer="lars", momentum=MOMENTUM, nesterov=False, weight_decay=WD, bias_decay=False, lars_eta=ETA,
+                 lars_eps=0.0, momentum_convention="mlperf")  # fmt: skip
 
 
 def lr_at(i: int) -> float:

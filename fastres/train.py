@@ -172,6 +172,8 @@ def _main(argv: list[str] | None) -> int:
     smoke = smoke_requested(argv)
     try:
         resolved = resolve_command_line(_smoke_argv(argv) if smoke else argv)
+        for line in resolved.said if rank == 0 else ():
+            _to_stderr(line)
         cfg, given = resolved.cfg, resolved.given
         printing = print_config_requested(argv) or print_schedule_requested(argv)  # no data, no device, no writes
         plan = plan_resume(cfg, given, say=_to_stderr if printing else say)  # a resume: what it would continue

@@ -63,6 +63,10 @@ class Cfg:
     seed = 0
     prefetch = 2
     hw_decoder_load = 0.65
+    steps_rounding = "floor"
+    accumulate = 1
+    train_list = None
+    val_list = None
 
 
 def cfg_for(tree, **kw):

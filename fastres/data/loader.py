@@ -132,7 +132,7 @@ class LoaderOptions:
     @property
     def rounding(self) -> str:
         """Steps per epoch: floor, or ceil (--steps-rounding: the epoch's last batch filled up to a whole one)."""
-        return getattr(self.cfg, "steps_rounding", "floor")
+        return self.cfg.steps_rounding
 
     def train_steps(self, images: int) -> int:
         """Steps per epoch over `images` training images, or a DatasetError when there is not one global batch."""
@@ -230,8 +230,8 @@ def _dali_loaders(opts: LoaderOptions) -> Loaders:
         world=world,
         seed=cfg.seed,
         threads=dali_threads(cfg.workers),
-        prefetch=getattr(cfg, "prefetch", 2),
-        hw_decoder_load=getattr(cfg, "hw_decoder_load", 0.65),
+        prefetch=cfg.prefetch,
+        hw_decoder_load=cfg.hw_decoder_load,
     )
     root = opts.dataset.root
     if opts.dataset.shards:  # webdataset shards written by `python -m fastres.data shard`
@@ -252,7 +252,7 @@ def _dali_loaders(opts: LoaderOptions) -> Loaders:
     opts.train_steps(len(train_src))
     common["known_bad"] = known
     train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min,
-                       rounding=opts.rounding, accumulate=getattr(cfg, "accumulate", 1), **common)  # fmt: skip
+                       rounding=opts.rounding, accumulate=cfg.accumulate, **common)  # fmt: skip
     val = DaliLoader(val_src, False, opts.val_batch_size, opts.val_image_size, **common)
     return Loaders(train=train, val=val, classes=classes, root=root, train_size=len(train_src), val_size=len(val_src))
 
@@ -364,7 +364,7 @@ def make_loaders(
     if cfg.backend not in BACKENDS:
         raise DatasetError(f"unknown data backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
     if dataset is None:
-        dataset = open_dataset(cfg.data, getattr(cfg, "train_list", None), getattr(cfg, "val_list", None))
+        dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list)
     backend = resolve_backend(cfg.backend)
     if backend != "dali" and dataset.shards:
         raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")

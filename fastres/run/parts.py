@@ -33,7 +33,7 @@ from fastres.distributed import collectives as coll
 from fastres.distributed.reducer import bucket_layout
 from fastres.model import build_model
 from fastres.model.bn import convert_bn_groups, convert_ghost_bn
-from fastres.optim import build_optimizer
+from fastres.optim import OPTIMIZERS, build_optimizer
 from fastres.optim.amp import LossScaler
 from fastres.optim.schedule import run_schedule
 from fastres.run.attempts import attempt_loss, earlier_attempt
@@ -114,7 +114,7 @@ class Run:
             self.reducer = Reducer(self.layout, self.groups, wire_dtype=cfg.wire_dtype, **caps)
             coll.broadcast_tensors(self.groups, [self.layout.params, *self.model.buffers()], "parameters and buffers")
         self.optimizer = build_optimizer(cfg, self.model, self.layout)
-        self.fused = hasattr(self.optimizer, "layout")  # skips a non-finite step on the device
+        self.fused = OPTIMIZERS[cfg.optimizer].skips_on_device  # step(found_inf=): skips a NaN/Inf step on the device
         self.steps_per_epoch = optimizer_steps(len(self.data.train), cfg.accumulate)
         self.global_batch = cfg.batch_size * self.world * cfg.accumulate  # images per optimizer step
         self.scaler = LossScaler(self.device) if self.amp == torch.float16 else None

@@ -35,7 +35,7 @@ from fastres.config import TrainConfig
 from fastres.distributed import CollectiveError
 from fastres.distributed import collectives as coll
 from fastres.model.bn import recompute_bn_statistics
-from fastres.optim.factory import set_lrs
+from fastres.optim.factory import set_hyperparameters
 from fastres.run.execution import autocast
 from fastres.run.metrics import accuracy_counts
 from fastres.run.parts import Run
@@ -139,16 +139,8 @@ class Trainer:
                 f"in seconds")  # fmt: skip
 
     def _set_hyperparameters(self) -> float:
-        """This step's lr (and momentum, RMSprop warm-up share) from the schedule, into every param group."""
-        run = self.run
-        set_lrs(run.optimizer, run.schedule(run.step), run.schedule.unadapted(run.step))
-        momentum, blend = run.schedule.momentum(run.step), run.schedule.rmsprop_blend(run.step)
-        for group in run.optimizer.param_groups:
-            if "momentum" in group:
-                group["momentum"] = momentum
-            if "rmsprop_blend" in group:
-                group["rmsprop_blend"] = blend
-        return run.optimizer.param_groups[0]["lr"]  # the conv/fc weights' (fastres.optim.factory.param_groups)
+        """This step's lr, momentum and the optimizer's own values from the schedule, into every param group."""
+        return set_hyperparameters(self.run.optimizer, self.run.schedule, self.run.step)
 
     def _sync_unless(self, last_pass: bool):
         """Gradient accumulation: the passes before the last one of a step only accumulate."""
