@@ -113,8 +113,8 @@ def open_val_split(data: str | Path, classes: tuple[str, ...]) -> FolderSplit:
 
 def _run_dataset(cfg: dict, say) -> Path:
     """The dataset the run trained on, as its checkpoint recorded it (a built-in dataset missing from
-    there is written there again, saying so); a run from before fastres recorded the built-in
-    dataset's path gets the built-in dataset of this machine."""
+    there is written there again, saying so); a checkpoint whose config has no dataset path (None)
+    gets the built-in dataset of this machine."""
     from fastres.data.builtin import ensure_builtin_dataset, rewrite_if_builtin
 
     if cfg.get("data"):

@@ -48,7 +48,7 @@ def restore(p: RunParts, resume) -> TrainState:
         _dali_epoch_boundary(p, state, where, saved_world)
     changed = {k: list(v) for k, v in resume.changes.items()}
     saved_data = saved.get("config", {}).get("data")
-    if saved_data != p.cfg.data:  # a run from before fastres recorded its built-in dataset's path
+    if saved_data != p.cfg.data:  # a saved config without the built-in dataset's path (None), resolved here
         changed.setdefault("data", [saved_data, p.cfg.data])
     lost = {}
     if p.rank == 0:  # what the attempt before lost: read from the run folder before this one writes to it
