@@ -66,7 +66,7 @@ class RunParts:
     sinks: object = None  # fastres.run.console.Sinks: stdout and stderr that may fail
     t_start: float = field(default_factory=time.perf_counter)
     step_now: Callable[[], int] = lambda: 0  # the loop's step, for records made outside it (a dropped console)
-    _said_skipping: bool = False
+    _said_skipping: bool = field(default=False, init=False, repr=False)  # "no checkpoint of step N" said, once a streak
 
     def checkpoint(self, state: TrainState, best: bool = False, wait: bool = False) -> bool:
         """Checkpoint `state.step`: every rank's loader state gathered, rank 0 saves (in the background).
