@@ -66,6 +66,10 @@ class Schedule:
     def rmsprop_blend(self, step: int) -> float:
         return 0.0
 
+    def group_values(self, step: int) -> dict[str, float]:
+        """The per-step values of the param groups, by key (the loop writes those a group has)."""
+        return {"momentum": self.momentum(step), "rmsprop_blend": self.rmsprop_blend(step)}
+
 
 class InMemory:
     """Batches of images held in memory, in one fixed order every epoch; `signal_at`: SIGUSR1 to this process
