@@ -41,6 +41,7 @@ from fastres.checkpoint.store import BackgroundSaver, CheckpointStore  # noqa: E
 from fastres.model import resnet50  # noqa: E402
 from fastres.optim import FusedLARS  # noqa: E402
 from fastres.run.progress import Progress  # noqa: E402
+from fastres.run.timing import StepTimer  # noqa: E402
 
 from machine import describe  # noqa: E402
 
@@ -107,12 +108,15 @@ def log_bytes(seconds: float, out: Path) -> dict:
             time.sleep(1 / steps_per_s)
         bar.close()
     with open(new_path, "w") as f:
-        p = Progress(True, 30.0, stream=f)
+        timer = StepTimer()
+        p = Progress(True, 30.0, timer, stream=f)
         p.start_epoch(0, 90, 10**6)
+        timer.start_epoch()
         t0, i = time.monotonic(), 0
         while time.monotonic() - t0 < seconds:
             i += 1
             logged = i % log_every == 0
+            timer.step()
             p.update(4.213 if logged else None, 1184.0 if logged else None, 0.1)
             time.sleep(1 / steps_per_s)
         p.end_epoch()

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fastres.data.builtin import CLASSES, ensure_builtin_dataset, render_image  # noqa: E402
-from fastres.data.dali import DaliLoader  # noqa: E402
+from fastres.data.dali import DaliLoader, DaliOptions  # noqa: E402
 from fastres.data.folder import scan_split  # noqa: E402
 from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8  # noqa: E402
 from fastres.data.transforms import RandomResizedCropFlip  # noqa: E402
@@ -97,7 +97,12 @@ def epoch_rate(loader, batch, size) -> float:
 
 
 def compare(samples, batch, size, scale_min, threads, rounds) -> dict:
-    dali = DaliLoader(samples, True, batch, size, CPU, threads=threads, crop_scale_min=scale_min, prefetch=2)
+    dali = DaliLoader(
+        samples,
+        DaliOptions(
+            train=True, batch_size=batch, size=size, device=CPU, threads=threads, crop_scale_min=scale_min, prefetch=2
+        ),
+    )
     pil = pil_loader(samples, batch, size, scale_min, threads)
     epoch_rate(dali, batch, size)  # warm-up: pipeline build, worker start, page cache
     epoch_rate(pil, batch, size)

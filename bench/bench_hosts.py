@@ -287,7 +287,7 @@ def worker(args) -> int:
             red = Reducer(layout, groups, algorithm=algorithm, bucket_cap_mb=bucket_mb, wire_dtype=wire)
 
             def step(model=model, red=red):
-                red.zero_grad()
+                red.layout.zero_grad()
                 model(w).backward()
                 red.wait()
 
@@ -301,7 +301,7 @@ def worker(args) -> int:
 
             def compute_only(model=model, red=red):
                 with red.no_sync():
-                    red.zero_grad()
+                    red.layout.zero_grad()
                     model(w).backward()
 
             floor = statistics.median(_time_once(compute_only, w_all) for _ in range(args.reps))

@@ -134,7 +134,7 @@ def worker(args) -> int:
             loss_fn(m(x), y).backward()
         else:
             r = reducers[name]
-            r.zero_grad()
+            r.layout.zero_grad()
             if name == "compute only":
                 with r.no_sync():
                     loss_fn(m(x), y).backward()

@@ -79,7 +79,7 @@ def main() -> int:
             for i, q in enumerate(layout.param_list)
         ]
         with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
-            reducer.zero_grad()
+            reducer.layout.zero_grad()
             loss_fn(model(x), y).backward()
             reducer.wait()
             # read on the side stream, right after wait()
@@ -103,7 +103,7 @@ def main() -> int:
             sync()
             dist.barrier(group=groups.world)
             t0 = time.perf_counter()
-            reducer.zero_grad()
+            reducer.layout.zero_grad()
             loss_fn(model(x), y).backward()
             reducer.wait()
             sync()

@@ -201,7 +201,7 @@ synccheck() { sanitize synccheck; }
 # and the doctor's and the build's files whole. CI runs everything else. (Not PYTEST_TIMEOUT:
 # pytest-timeout reads that variable as a number of seconds, in every pytest a test starts too.)
 CUDA_TEST_FILES="tests/test_ops.py tests/test_wire.py tests/test_lars.py tests/test_rmsprop.py tests/test_rtc.py
-  tests/test_no_sync.py tests/test_normalize.py tests/test_flat.py tests/test_doctor.py tests/test_build.py
+  tests/test_no_host_sync.py tests/test_normalize.py tests/test_flat.py tests/test_doctor.py tests/test_build.py
   tests/test_dali.py"
 CUDA_TEST_K="cuda or gpu or rtc_ or sync or stream or test_doctor or test_build"
 PYTEST_TIMEOUT_ARGS=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
@@ -261,7 +261,7 @@ EOF
   cd "$ROOT"
   # shellcheck disable=SC2086 # empty or two words
   FASTRES_SYNC_CHECK=1 $PY -m pytest -p no:cacheprovider -q -rs $PYTEST_TIMEOUT_ARGS tests/test_rtc.py tests/test_wire.py \
-    tests/test_ops.py tests/test_lars.py tests/test_rmsprop.py tests/test_no_sync.py -k "cuda or rtc_ or sync" \
+    tests/test_ops.py tests/test_lars.py tests/test_rmsprop.py tests/test_no_host_sync.py -k "cuda or rtc_ or sync" \
     -W "ignore::RuntimeWarning" --junitxml="$WORK/rtc-tests.xml" 2>&1 | tee "$WORK/rtc-tests.txt"
   local rc=${PIPESTATUS[0]}
   echo "FIGURES CUDA test cases on the run-time compiled kernels: $(tail -n 1 "$WORK/rtc-tests.txt")"

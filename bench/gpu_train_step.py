@@ -11,7 +11,7 @@ batch (`--batch-size` 256 of 224 px, N(0, 1) images as fastres's synthetic loade
 already on the GPU, cross-entropy with label smoothing 0.1, momentum 0.9, weight decay 5e-5 on
 conv/fc weights, a learning rate that changes every step (as a schedule does).
 
-  fastres   the body of fastres.run.trainer.Trainer.train_epoch for one process (coupled:
+  fastres   fastres.run.step.train_step and the loop's hyperparameters for one process (coupled:
             change them together): the model's flat layout (bucket_layout), FusedLARS on it
             (fastres.optim.build_optimizer with the mlperf-lars-3k preset's optimizer keys),
             hyperparameters written into the param groups, gradients zeroed in place, the
@@ -57,8 +57,8 @@ from machine import describe, gpu_state  # noqa: E402
 
 MOMENTUM, WD, ETA = 0.9, 5e-5, 0.001
 # the optimizer keys of fastres/config/presets/mlperf-lars-3k.yaml
-LARS_KEYS = dict(optimizer="lars", momentum=MOMENTUM, nesterov=False, weight_decay=WD, lars_eta=ETA, lars_eps=0.0,
-                 momentum_convention="mlperf")  # fmt: skip
+LARS_KEYS = dict(optimizer="lars", momentum=MOMENTUM, nesterov=False, weight_decay=WD, bias_decay=False, lars_eta=ETA,
+                 lars_eps=0.0, momentum_convention="mlperf")  # fmt: skip
 
 
 def lr_at(i: int) -> float:
@@ -98,7 +98,7 @@ class Loop:
             self.step = self._plain_step
 
     def _fastres_step(self, i: int) -> None:
-        # fastres.run.trainer.Trainer.train_epoch, one process, no accumulation (coupled)
+        # fastres.run.step.train_step, one process, no accumulation, fp32/bf16 (coupled)
         for group in self.optimizer.param_groups:  # Trainer._set_hyperparameters
             group["lr"] = lr_at(i)
             group["momentum"] = MOMENTUM

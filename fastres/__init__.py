@@ -12,12 +12,11 @@ missing build when a kernel is first needed.
 
 import argparse
 import difflib
-import importlib
-import importlib.abc
-import importlib.util
 import typing
 
 __version__ = "0.1.0"
+
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012's training set: the images of an ImageNet epoch
 
 
 class FastresError(Exception):
@@ -60,33 +59,3 @@ class ArgumentParser(argparse.ArgumentParser):
                 if close:
                     return f"; did you mean {' or '.join(close)}?"
         return ""
-
-
-# Import paths that earlier releases documented, kept working after their modules moved into
-# the layer packages: `import fastres.flat` gives fastres.kernels.flat itself (the same module
-# object, so isinstance checks and monkeypatching agree). fastres's own code uses the new paths.
-MOVED = {
-    "fastres.ops": "fastres.kernels.ops",
-    "fastres.flat": "fastres.kernels.flat",
-    "fastres.amp": "fastres.optim.amp",
-    "fastres.bn": "fastres.model.bn",
-}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
-
-    def create_module(self, spec):
-        module = importlib.import_module(MOVED[spec.name])
-        self.spec = module.__spec__  # importlib sets the alias's spec on it next: exec_module puts it back
-        return module
-
-    def exec_module(self, module):
-        module.__spec__ = self.spec  # nothing to run: the module at its new place is already executed
-
-
-import sys as _sys  # noqa: E402
-
-if not any(isinstance(f, _MovedModules) for f in _sys.meta_path):
-    _sys.meta_path.append(_MovedModules())

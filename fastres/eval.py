@@ -33,27 +33,20 @@ from pathlib import Path
 
 import torch
 
-from fastres.data.dataset import CHECK_DEPTHS
+from fastres.data.dataset import CHECK_DEPTHS, check_depth, find_bad_files
 from fastres.data.folder import DatasetError, FolderSplit, describe_skipped, existing_dir, scan_split
-from fastres.data.loader import resolve_backend
+from fastres.data.loader import BACKENDS as LOADER_BACKENDS
+from fastres.data.loader import ValLoaderOptions, resolve_backend, val_loader, without_files
 from fastres.distributed import collectives as coll
 from fastres.distributed import destroy, discover, init_distributed
-from fastres.run.execution import (
-    DEVICES,
-    PRECISIONS,
-    Precision,
-    autocast,
-    pick_device,
-    resolve_precision,
-    use_channels_last,
-)
-from fastres.run.metrics import accuracy_counts
+from fastres.run.execution import DEVICES, PRECISIONS, Precision, pick_device, resolve_precision, use_channels_last
+from fastres.run.validation import validate
 from fastres.tools.cli import ToolParser, run_tool
 from fastres.tools.loading import Loaded, find_checkpoint, load_model
 
 __all__ = ["EvalResult", "evaluate", "main", "open_val_split"]
 
-BACKENDS = ("auto", "dali", "pytorch")
+BACKENDS = tuple(b for b in LOADER_BACKENDS if b != "synthetic")  # eval reads images: auto, dali, pytorch
 
 
 @dataclass
@@ -120,8 +113,8 @@ def open_val_split(data: str | Path, classes: tuple[str, ...]) -> FolderSplit:
 
 def _run_dataset(cfg: dict, say) -> Path:
     """The dataset the run trained on, as its checkpoint recorded it (a built-in dataset missing from
-    there is written there again, saying so); a run from before fastres recorded the built-in
-    dataset's path gets the built-in dataset of this machine."""
+    there is written there again, saying so); a checkpoint whose config has no dataset path (None)
+    gets the built-in dataset of this machine."""
     from fastres.data.builtin import ensure_builtin_dataset, rewrite_if_builtin
 
     if cfg.get("data"):
@@ -155,45 +148,13 @@ def _prepare(data: str, classes: tuple[str, ...], depth: str, skip_bad: bool, sa
     skipped_entries = describe_skipped([split])
     if skipped_entries:
         say(skipped_entries)
-    if depth == "none":
+    paths = [p for p, _ in split.samples]
+    report = find_bad_files(paths, depth, skip_bad, "evaluate without them with --skip-bad-files")
+    if report is None:
         return split, 0
-    from fastres.data.check import check_files
-
-    report = check_files([p for p, _ in split.samples], decode=depth == "decode")
-    if not report.bad:
-        return split, 0
-    if not skip_bad:
-        raise DatasetError(f"{report.summary()}; evaluate without them with --skip-bad-files")
-    bad = report.bad_paths
-    kept = tuple(s for s in split.samples if s[0] not in bad)
-    if not kept:
-        raise DatasetError(f"{split.root}: every image is bad")
-    say(f"fastres: leaving out {len(bad)} bad files (--skip-bad-files): {report.summary(3)}")
-    return FolderSplit(split.root, split.classes, kept), len(bad)
-
-
-def _val_loader(
-    split: FolderSplit, backend: str, batch: int, size: int, workers: int, device, channels_last, rank, world
-):
-    """One pass over this rank's share of `split`: the loader training validates with."""
-    if backend == "dali":
-        from fastres.data.dali import DaliLoader, dali_threads
-
-        common = dict(device=device, channels_last=channels_last, rank=rank, world=world, threads=dali_threads(workers))
-        return DaliLoader(split.samples, False, batch, size, **common)
-    from fastres.data.pil import DeviceLoader, ImageFolderDataset, ShardedSampler, collate_uint8
-    from fastres.data.transforms import ResizeCenterCrop
-
-    sampler = ShardedSampler(len(split), shuffle=False, rank=rank, world=world)  # rank r: images r, r+w, ...
-    loader = torch.utils.data.DataLoader(
-        ImageFolderDataset(split, ResizeCenterCrop(size)),
-        batch_size=batch,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_uint8,
-        pin_memory=device.type == "cuda",
-    )
-    return DeviceLoader(loader, device, torch.float32, channels_last, len(sampler))
+    kept = without_files(split, report.bad_paths)
+    say(f"fastres: leaving out {len(report.bad)} bad files (--skip-bad-files): {report.summary(3)}")
+    return kept, len(report.bad)
 
 
 def evaluate(
@@ -217,8 +178,7 @@ def evaluate(
     summed over ranks).
 
     None for precision, backend, batch_size, workers, image_size: the run's own settings."""
-    if data_check not in CHECK_DEPTHS:
-        raise DatasetError(f"--data-check must be one of {', '.join(CHECK_DEPTHS)}, got {data_check!r}")
+    check_depth(data_check)
     topology = discover()
     rank, world = topology.rank, topology.world_size
     say0 = say if rank == 0 else (lambda _text: None)
@@ -248,28 +208,24 @@ def evaluate(
         chosen = resolve_backend(backend or cfg.get("backend", "auto"))
         chosen = "pytorch" if chosen == "synthetic" else chosen  # a synthetic run still has real val images
         batch = batch_size or cfg.get("val_batch_size") or cfg.get("batch_size") or 256
-        n_workers = min(cfg.get("workers", 8) if workers is None else workers, os.cpu_count() or 1)
-        size = image_size or loaded.image_size
-        loader = _val_loader(split, chosen, batch, size, n_workers, dev, channels_last, rank, world)
-        totals = torch.zeros(3, dtype=torch.int64, device=dev)  # top-1 hits, top-5 hits, images
-        with torch.inference_mode():
-            for images, labels in loader:
-                with autocast(dev, amp):
-                    logits = model(images)
-                totals[:2] += accuracy_counts(logits.float(), labels)
-                totals[2] += labels.numel()
-        top1, top5, n = coll.sum_over_ranks(groups, totals, "evaluation counts").tolist()
+        options = ValLoaderOptions(
+            batch_size=batch, image_size=image_size or loaded.image_size,
+            workers=cfg.get("workers", 8) if workers is None else workers, device=dev, channels_last=channels_last,
+            rank=rank, world=world, seed=cfg.get("seed", 0), prefetch=cfg.get("prefetch", 2),
+            hw_decoder_load=cfg.get("hw_decoder_load", 0.65),
+        )  # fmt: skip
+        loader = val_loader(split, chosen, options)
+        result = validate(model, loader, dev, amp, groups, what="evaluation counts")
     except BaseException:
-        if loader is not None and hasattr(loader, "close"):
+        if loader is not None:
             loader.close()
         destroy(groups, barrier=False)
         raise
-    if hasattr(loader, "close"):
-        loader.close()
+    loader.close()
     destroy(groups)
+    top1, top5, n = result.top1, result.top5, result.images
     if n != len(split):
         raise DatasetError(f"{split.root}: {n} images were evaluated of {len(split)} listed")  # a loader lost some
-    top1, top5 = 100.0 * top1 / max(n, 1), 100.0 * top5 / max(n, 1)
     return EvalResult(top1, top5, n, skipped, split.root, loaded, rank, run_val_dir(loaded.config), chosen_precision)
 
 

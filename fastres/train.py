@@ -135,14 +135,14 @@ def _smoke_check(summary) -> int:
     return 0
 
 
-def _finished(plan, started: float):
-    """What the last validation of a finished run (`plan`, a resume with nothing to do) logged, as a Summary."""
+def _finished(resume, started: float):
+    """What the last validation of a finished run (`resume`: its ResumePlan, nothing to do) logged: a Summary."""
     from fastres.run.runlog import Summary
 
-    val = (plan.state.get("extra") or {}).get("val") or {}
-    return Summary(epochs=plan.cfg.epochs, top1=val.get("top1", float("nan")), top5=val.get("top5", float("nan")),
+    val = (resume.state.get("extra") or {}).get("val") or {}
+    return Summary(epochs=resume.cfg.epochs, top1=val.get("top1", float("nan")), top5=val.get("top5", float("nan")),
                    train_seconds=0.0, total_seconds=time.perf_counter() - started, images_per_second=0.0,
-                   run_dir=plan.run_dir)  # fmt: skip
+                   run_dir=resume.run_dir)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,12 +172,14 @@ def _main(argv: list[str] | None) -> int:
     smoke = smoke_requested(argv)
     try:
         resolved = resolve_command_line(_smoke_argv(argv) if smoke else argv)
+        for line in resolved.said if rank == 0 else ():
+            _to_stderr(line)
         cfg, given = resolved.cfg, resolved.given
         printing = print_config_requested(argv) or print_schedule_requested(argv)  # no data, no device, no writes
-        plan = plan_resume(cfg, given, say=_to_stderr if printing else say)  # a resume: what it would continue
-        if plan is not None and plan.state is not None:
-            title = f"the config the resume continues with, from {plan.checkpoint}"
-            resolved = Resolved(plan.cfg, given, plan.sources, title)
+        resume = plan_resume(cfg, given, say=_to_stderr if printing else say)  # a resume: what it would continue
+        if resume is not None and resume.state is not None:
+            title = f"the config the resume continues with, from {resume.checkpoint}"
+            resolved = Resolved(resume.cfg, given, resume.sources, title)
         if print_config_requested(argv):
             return _print(resolved.describe(_resolved_here(resolved.cfg)))
         if print_schedule_requested(argv):
@@ -186,11 +188,11 @@ def _main(argv: list[str] | None) -> int:
             raise ConfigError("--smoke checks every part of a run, its data included: --backend synthetic leaves the "
                               "data out (and `python -m fastres.eval` reads the real images); give --backend pytorch "
                               "or dali, or leave out --smoke")  # fmt: skip
-        if plan is not None and plan.finished:
-            say(f"fastres: run {plan.run_dir} is finished ({plan.cfg.epochs} epochs, checkpoint {plan.checkpoint}); "
-                "nothing to do (give a larger --epochs to train on)", flush=True)  # fmt: skip
-            return _smoke_check(_finished(plan, started)) if smoke and rank == 0 else 0
-        summary = Trainer(plan.cfg if plan else cfg, plan).fit()
+        if resume is not None and resume.finished:
+            say(f"fastres: run {resume.run_dir} is finished ({resume.cfg.epochs} epochs, checkpoint "
+                f"{resume.checkpoint}); nothing to do (give a larger --epochs to train on)", flush=True)  # fmt: skip
+            return _smoke_check(_finished(resume, started)) if smoke and rank == 0 else 0
+        summary = Trainer.from_config(resume.cfg if resume else cfg, resume).fit()
     except Preempted as e:
         if rank == 0:
             print(f"python -m fastres.train: {e}", file=sys.stderr, flush=True)

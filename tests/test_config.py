@@ -164,14 +164,59 @@ def test_help_shows_the_defaults_of_the_preset_in_use(capsys, monkeypatch):
 
 def test_an_error_about_a_value_not_given_says_where_it_came_from(tmp_path):
     with pytest.raises(ConfigError) as e:
-        parse_args(["--data", str(tmp_path), "--epochs", "3"])  # the recipe's 5 warm-up epochs
+        parse_args(["--data", str(tmp_path), "--optimizer", "rmsprop-warmup"])  # the recipe sets no RMSprop rate
     assert str(e.value) == (
-        "--warmup-epochs must be in [0, epochs=3], got 5.0 (the ResNet-50 ImageNet recipe's default, not a flag: "
-        "give --warmup-epochs to change it)"
+        "--rmsprop-lr must be set with --optimizer rmsprop-warmup, got None (the ResNet-50 ImageNet recipe's default, "
+        "not a flag: give --rmsprop-lr to change it)"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_args(["--config", "goyal-8k", "--epochs", "3"])  # a preset the user chose sets the warm-up: kept
+    assert str(e.value) == (
+        "--warmup-epochs must be in [0, epochs=3], got 5.0 (preset goyal-8k, not a flag: give --warmup-epochs to "
+        "change it)"
     )
     with pytest.raises(ConfigError) as e:
         parse_args(["--config", "builtin", "--epochs", "1", "--warmup-epochs", "2"])
     assert str(e.value) == "--warmup-epochs must be in [0, epochs=1], got 2.0"  # given: nothing to add
+
+
+def test_a_short_run_fits_a_warmup_nobody_gave_into_half_of_it(tmp_path):
+    from fastres.config import resolve_command_line
+
+    data = ["--data", str(tmp_path)]
+    for epochs, warmup in ((1, 0.5), (3, 1.5), (9, 4.5), (10, 5.0), (90, 5.0)):  # the recipe's 5 epochs, at most half
+        resolved = resolve_command_line([*data, "--epochs", str(epochs)])
+        assert resolved.cfg.warmup_epochs == warmup and len(resolved.said) == (epochs < 10), epochs
+    resolved = resolve_command_line([*data, "--epochs", "1"])
+    assert resolved.said == (
+        "fastres: --warmup-epochs 0.5: the warm-up of 5 epochs (the ResNet-50 ImageNet recipe's default) is shortened "
+        "to half of this 1-epoch run; give --warmup-epochs to choose another",
+    )
+    assert resolved.sources["warmup_epochs"] == (
+        "5 from the ResNet-50 ImageNet recipe's default, shortened to half of --epochs 1: give --warmup-epochs to "
+        "choose"
+    )
+    # a warm-up the user gave is theirs: kept where it fits, refused as before where it does not
+    given = resolve_command_line([*data, "--epochs", "9", "--warmup-epochs", "5"])
+    assert given.cfg.warmup_epochs == 5.0 and given.said == ()
+    with pytest.raises(ConfigError, match=r"^--warmup-epochs must be in \[0, epochs=1\], got 5.0$"):
+        parse_args([*data, "--epochs", "1", "--warmup-epochs", "5"])
+    assert parse_args(["--epochs", "1"]).warmup_epochs == 0.5  # the builtin preset's half epoch fits as it is
+
+
+def test_the_shortened_warmup_is_one_line_on_stderr_and_its_source_in_print_config(tmp_path, capsys):
+    from fastres.train import main
+
+    assert main(["--data", str(tmp_path), "--epochs", "2", "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "fastres: --warmup-epochs 1: the warm-up of 5 epochs (the ResNet-50 ImageNet recipe's default) is shortened "
+        "to half of this 2-epoch run; give --warmup-epochs to choose another"
+    ]
+    line = next(x for x in out.splitlines() if x.startswith("warmup_epochs:"))
+    assert line.split("#")[0].strip() == "warmup_epochs: 1.0"
+    assert line.endswith("# 5 from the ResNet-50 ImageNet recipe's default, shortened to half of --epochs 2: give "
+                         "--warmup-epochs to choose")  # fmt: skip
 
 
 def test_print_config_names_the_source_of_every_value(tmp_path):

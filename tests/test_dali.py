@@ -16,8 +16,10 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
+from loader_cfg import loader_cfg
+
 from fastres.data import scan_imagenet  # noqa: E402
-from fastres.data.dali import DaliLoader  # noqa: E402
+from fastres.data.dali import DaliLoader, DaliOptions  # noqa: E402
 from fastres.data.loader import make_loaders, resolve_backend  # noqa: E402
 from fastres.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
@@ -51,18 +53,19 @@ def indexed(tree):
     return [(p, i) for i, (p, _) in enumerate(train.samples)]
 
 
-class Cfg:
-    data = None
-    backend = "dali"
-    batch_size = 4
-    val_batch_size = None
-    image_size = 32
-    val_image_size = None
-    crop_scale_min = 0.25
-    workers = 2
-    seed = 0
-    prefetch = 2
-    hw_decoder_load = 0.65
+def Cfg():  # noqa: N802 (the tests build it as they built the stand-in it replaces)
+    return loader_cfg(
+        backend="dali",
+        batch_size=4,
+        image_size=32,
+        crop_scale_min=0.25,
+        workers=2,
+        seed=0,
+        prefetch=2,
+        hw_decoder_load=0.65,
+        steps_rounding="floor",
+        accumulate=1,
+    )
 
 
 def cfg_for(tree, **kw):
@@ -111,7 +114,7 @@ def test_normalisation_with_imagenet_mean_and_std(tmp_path):
     Image.new("RGB", (64, 48), colour).save(path, quality=95)
     want = torch.tensor([(c - m) / s for c, m, s in zip(colour, IMAGENET_MEAN, IMAGENET_STD)])
     for train in (False, True):
-        x, _ = next(iter(DaliLoader([(str(path), 0)] * 2, train, 2, 16, CPU)))
+        x, _ = next(iter(DaliLoader([(str(path), 0)] * 2, DaliOptions(train=train, batch_size=2, size=16, device=CPU))))
         torch.testing.assert_close(x.mean((2, 3)), want.expand(2, 3), atol=0.03, rtol=0)
         assert x.std((2, 3)).max() < 0.03  # a flat image stays flat
 
@@ -133,7 +136,9 @@ def test_val_pixels_agree_with_the_pil_path(tree):
 
 
 def test_train_crops_and_flips_vary(tree, indexed):
-    loader = DaliLoader(indexed[:1] * 8, True, 8, 24, CPU, crop_scale_min=0.25)
+    loader = DaliLoader(
+        indexed[:1] * 8, DaliOptions(train=True, batch_size=8, size=24, device=CPU, crop_scale_min=0.25)
+    )
     x, _ = next(iter(loader))
     assert len({tuple(v.flatten()[:64].tolist()) for v in x}) == 8  # eight different crops of one image
 
@@ -143,7 +148,10 @@ def test_train_crops_and_flips_vary(tree, indexed):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_train_shards_hold_every_sample_once_per_epoch(indexed, world):
-    loaders = [DaliLoader(indexed, True, 4, 16, CPU, rank=r, world=world, threads=1) for r in range(world)]
+    loaders = [
+        DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, rank=r, world=world, threads=1))
+        for r in range(world)
+    ]
     assert len({len(lo) for lo in loaders}) == 1
     for _ in range(2):  # shards rotate between epochs: check two
         seen = [i for lo in loaders for _, y in epoch(lo) for i in y.tolist()]
@@ -155,7 +163,11 @@ def test_train_shards_hold_every_sample_once_per_epoch(indexed, world):
 
 
 def test_train_order_is_shuffled(indexed):
-    seen = [i for _, y in epoch(DaliLoader(indexed, True, 4, 16, CPU)) for i in y.tolist()]
+    seen = [
+        i
+        for _, y in epoch(DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU)))
+        for i in y.tolist()
+    ]
     assert sorted(seen) == list(range(24)) and seen != sorted(seen)
 
 
@@ -165,7 +177,9 @@ def test_validation_counts_every_image_once_across_ranks(tree, world, batch):
     samples = [(p, i) for i, (p, _) in enumerate(val.samples)]  # 15 images
     seen = []
     for rank in range(world):
-        lo = DaliLoader(samples, False, batch, 16, CPU, rank=rank, world=world)
+        lo = DaliLoader(
+            samples, DaliOptions(train=False, batch_size=batch, size=16, device=CPU, rank=rank, world=world)
+        )
         got = [i for _, y in epoch(lo) for i in y.tolist()]
         assert len(got) == lo.num_samples and len(lo) == math.ceil(lo.num_samples / batch)
         seen += got
@@ -173,28 +187,28 @@ def test_validation_counts_every_image_once_across_ranks(tree, world, batch):
 
 
 def test_same_seed_same_batches_other_seed_other_batches(indexed):
-    a = epoch(DaliLoader(indexed, True, 4, 16, CPU, seed=5, threads=2))
-    b = epoch(DaliLoader(indexed, True, 4, 16, CPU, seed=5, threads=1))
-    c = epoch(DaliLoader(indexed, True, 4, 16, CPU, seed=6, threads=2))
+    a = epoch(DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=5, threads=2)))
+    b = epoch(DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=5, threads=1)))
+    c = epoch(DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=6, threads=2)))
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
     assert not all(torch.equal(ya, yc) for (_, ya), (_, yc) in zip(a, c))
 
 
 def test_ranks_get_different_augmentation_seeds(indexed):
-    a = DaliLoader(indexed, True, 4, 16, CPU, rank=0, world=2)
-    b = DaliLoader(indexed, True, 4, 16, CPU, rank=1, world=2)
+    a = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, rank=0, world=2))
+    b = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, rank=1, world=2))
     assert set(torch.cat([y for _, y in a]).tolist()).isdisjoint(torch.cat([y for _, y in b]).tolist())
 
 
 def test_checkpoint_resumes_the_same_sample_order(indexed):
-    straight = DaliLoader(indexed, True, 4, 16, CPU, seed=1)
+    straight = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=1))
     epoch(straight)
     state = straight.state_dict()
     want = [epoch(straight) for _ in range(2)]
-    resumed = DaliLoader(indexed, True, 4, 16, CPU, seed=1)
+    resumed = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=1))
     resumed.load_state_dict(state)
     got = [epoch(resumed) for _ in range(2)]
-    fresh = epoch(DaliLoader(indexed, True, 4, 16, CPU, seed=1))
+    fresh = epoch(DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=1)))
     for we, ge in zip(want, got):
         assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(we, ge))
     # and the resumed order is not just epoch 0 again
@@ -208,7 +222,13 @@ def test_unequal_shards_every_rank_makes_its_steps_and_no_epoch_overlaps(indexed
     # one, and its shards move on through the list each epoch, overlapping where they are unequal.
     samples = [(indexed[i % len(indexed)][0], i) for i in range(n)]  # labelled by position in the list
     loaders = [
-        DaliLoader(samples, True, 4, 16, CPU, rank=r, world=world, threads=1, rounding=rounding) for r in range(world)
+        DaliLoader(
+            samples,
+            DaliOptions(
+                train=True, batch_size=4, size=16, device=CPU, rank=r, world=world, threads=1, rounding=rounding
+            ),
+        )
+        for r in range(world)
     ]
     steps = -(-(n // world) // 4) if rounding == "ceil" else (n // world) // 4
     padding = set(range((world - n % world) % world))  # the first samples, listed twice to equalise the shards
@@ -229,7 +249,7 @@ def test_unequal_shards_every_rank_makes_its_steps_and_no_epoch_overlaps(indexed
 def test_an_epoch_is_a_whole_number_of_accumulated_steps(indexed):
     # 24 images in batches of 4 are 6 batches; accumulating 4 a step, the epoch is 4 of them and
     # the next epoch still starts at the beginning of DALI's (no batch of the last one left over)
-    lo = DaliLoader(indexed, True, 4, 16, CPU, threads=1, accumulate=4)
+    lo = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, threads=1, accumulate=4))
     assert len(lo) == 4
     for _ in range(3):
         ys = [i for _, y in lo for i in y.tolist()]
@@ -239,13 +259,13 @@ def test_an_epoch_is_a_whole_number_of_accumulated_steps(indexed):
 def test_a_checkpoint_in_the_epochs_last_step_resumes_at_the_next_epoch(indexed):
     # The trainer checkpoints inside its loop, the last batch in hand and the step count at the
     # epoch boundary: the loader's state must then be the next epoch's start.
-    straight = DaliLoader(indexed, True, 4, 16, CPU, seed=3, threads=1)
+    straight = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=3, threads=1))
     state = None
     for k, _ in enumerate(straight):
         if k == len(straight) - 1:
             state = straight.state_dict()
     want = epoch(straight)
-    resumed = DaliLoader(indexed, True, 4, 16, CPU, seed=3, threads=1)
+    resumed = DaliLoader(indexed, DaliOptions(train=True, batch_size=4, size=16, device=CPU, seed=3, threads=1))
     resumed.load_state_dict(state)
     got = epoch(resumed)
     assert [y.tolist() for _, y in got] == [y.tolist() for _, y in want]
@@ -270,7 +290,13 @@ def test_odd_but_valid_files_decode(tmp_path):
     for name, fmt, mode in (("cmyk", "JPEG", "CMYK"), ("gray", "JPEG", "L"), ("png", "PNG", "RGB")):
         write_image(tmp_path / f"{name}.JPEG", 50, 40, 3, fmt, mode)
         paths.append(str(tmp_path / f"{name}.JPEG"))
-    x, y = next(iter(DaliLoader([(p, i) for i, p in enumerate(paths)], False, 3, 16, CPU)))
+    x, y = next(
+        iter(
+            DaliLoader(
+                [(p, i) for i, p in enumerate(paths)], DaliOptions(train=False, batch_size=3, size=16, device=CPU)
+            )
+        )
+    )
     assert x.shape == (3, 3, 16, 16) and torch.isfinite(x).all() and y.tolist() == [0, 1, 2]
     assert (x[1, 0] - x[1, 1]).abs().max() > 0  # grayscale is decoded to RGB (then normalised per channel)
 
@@ -312,13 +338,23 @@ def test_webdataset_shards_yield_the_folder_samples(tree, tmp_path):
     # val shards keep the folder order: the same bytes decode to the same tensors, same labels
     for world in (1, 2):
         for rank in range(world):
-            a = epoch(DaliLoader(val_shards, False, 4, 16, CPU, rank=rank, world=world))
-            b = epoch(DaliLoader(val.samples, False, 4, 16, CPU, rank=rank, world=world))
+            a = epoch(
+                DaliLoader(
+                    val_shards, DaliOptions(train=False, batch_size=4, size=16, device=CPU, rank=rank, world=world)
+                )
+            )
+            b = epoch(
+                DaliLoader(
+                    val.samples, DaliOptions(train=False, batch_size=4, size=16, device=CPU, rank=rank, world=world)
+                )
+            )
             assert len(a) == len(b)
             for (xa, ya), (xb, yb) in zip(a, b):
                 assert torch.equal(ya, yb) and torch.equal(xa, xb)
     # train shards: one epoch holds every image once, with its folder label
-    labels = torch.cat([y for _, y in epoch(DaliLoader(train_shards, True, 4, 16, CPU))])
+    labels = torch.cat(
+        [y for _, y in epoch(DaliLoader(train_shards, DaliOptions(train=True, batch_size=4, size=16, device=CPU)))]
+    )
     assert sorted(labels.tolist()) == [0] * 8 + [1] * 8 + [2] * 8
 
 

@@ -69,11 +69,11 @@ def test_a_resume_says_where_it_continues_and_records_a_changed_dataset_path(tmp
 
 
 def test_the_estimate_of_the_run_s_length_comes_early_and_once(tmp_path, capsys, monkeypatch):
-    from fastres.run import trainer
+    from fastres.run import progress
 
     data = builtin_root(tmp_path / "cache", 4, 2)
-    monkeypatch.setattr(trainer, "ESTIMATE_AFTER", 0.0)  # say it at the first step
-    monkeypatch.setattr(trainer, "ESTIMATE_MIN_SECONDS", 0.0)  # however short the run
+    monkeypatch.setattr(progress, "ESTIMATE_AFTER", 0.0)  # say it at the first step
+    monkeypatch.setattr(progress, "ESTIMATE_MIN_SECONDS", 0.0)  # however short the run
     assert main(["--data", str(data), *TINY, "--epochs", "3", "--out", str(tmp_path), "--name", "r"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("fastres: estimate:")]
     assert len(lines) == 1, lines

@@ -133,19 +133,6 @@ def test_only_ops_touches_the_native_module():
     assert users == ["fastres.kernels.ops"], users
 
 
-def test_moved_modules_keep_their_documented_import_paths():
-    import importlib
-
-    for old, new in fastres.MOVED.items():
-        assert importlib.import_module(old) is importlib.import_module(new), old
-        assert importlib.import_module(new).__spec__.name == new  # the alias leaves the real module as it was
-    from fastres.amp import LossScaler
-    from fastres.flat import FlatParams
-    from fastres.optim.amp import LossScaler as NewLossScaler
-
-    assert LossScaler is NewLossScaler and FlatParams.__module__ == "fastres.kernels.flat"
-
-
 # ---- the layer table of docs/design.md and README.md, made from the tree
 
 BEGIN, END = "<!-- layers: made by `python tests/test_layers.py --write` -->", "<!-- /layers -->"

@@ -15,8 +15,8 @@ fastres runs the same steps with its optimizer, its schedule and the trainer's p
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -140,20 +140,20 @@ def test_goyal_8k_update_matches_eq_10_in_float64_from_exactly_0_1():
     got = _run_fastres(cfg, model, grads, steps_per_epoch, global_batch)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=1e-5)  # float32 steps of up to 3.2 x |g|
-    cfg.momentum_correction, cfg.schedule_origin = False, "fastres"  # fastres's goyal-8k before this change
-    old = _run_fastres(cfg, _model(), grads, steps_per_epoch, global_batch)
-    assert max((a - b).abs().max().item() for a, b in zip(old, ref)) > 1e-2
+    cfg.momentum_correction, cfg.schedule_origin = False, "fastres"  # without the correction and the paper's origin
+    uncorrected = _run_fastres(cfg, _model(), grads, steps_per_epoch, global_batch)
+    assert max((a - b).abs().max().item() for a, b in zip(uncorrected, ref)) > 1e-2
 
 
 def test_the_correction_makes_the_mlperf_convention_torch_sgd():
     """Goyal et al.'s Remark 2: with the correction, lr inside the momentum = torch.optim.SGD's lr after it."""
-    cfg = SimpleNamespace(optimizer="fused-sgd", momentum=0.9, nesterov=False, weight_decay=1e-4, lars_eta=0.0,
-                          momentum_convention="mlperf")  # fmt: skip
+    cfg = TrainConfig(optimizer="fused-sgd", momentum=0.9, nesterov=False, weight_decay=1e-4, lars_eta=0.0,
+                      momentum_convention="mlperf")  # fmt: skip
     model, peer = _model(), _model()
     grads = _grads(model, 8)
     lrs = [0.1 * (1 + t) if t < 4 else 0.05 * 0.5 ** (t - 4) for t in range(8)]
     fused = build_optimizer(cfg, model)
-    sgd = build_optimizer(SimpleNamespace(**{**vars(cfg), "optimizer": "sgd", "momentum_convention": "torch"}), peer)
+    sgd = build_optimizer(dataclasses.replace(cfg, optimizer="sgd", momentum_convention="torch"), peer)
     for t, gs in enumerate(grads):
         for group in fused.param_groups:
             group["lr"], group["momentum"] = lrs[t], 0.9 * (lrs[t] / lrs[t - 1] if t else 1.0)

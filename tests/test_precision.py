@@ -108,14 +108,14 @@ def test_a_run_trained_in_bf16_by_auto_evaluates_predicts_exports_and_resumes_in
 ):
     from fastres import export, predict
     from fastres.eval import _report, evaluate
-    from fastres.run import trainer
+    from fastres.run import progress
     from fastres.train import main
 
     data = tiny_data
     out = tmp_path / "runs"
     fake_cpu(tmp_path, monkeypatch, AVX512_BF16)
-    monkeypatch.setattr(trainer, "ESTIMATE_AFTER", 0.0)  # the estimate at the first timed step
-    monkeypatch.setattr(trainer, "ESTIMATE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "ESTIMATE_AFTER", 0.0)  # the estimate at the first timed step
+    monkeypatch.setattr(progress, "ESTIMATE_MIN_SECONDS", 0.0)
     assert main(["--data", str(data), *TINY, "--epochs", "1", "--out", str(out), "--name", "r"]) == 0
     said = capsys.readouterr().out.splitlines()
     assert "fastres: precision bf16: this CPU computes bf16 natively (AVX-512 BF16)" in said, said

@@ -117,16 +117,16 @@ def _digest(ts) -> str:
 
 
 def _as_on_nccl(r: Reducer) -> None:
-    """Run the NCCL code path on Gloo: collectives issued from the hook (inline), and the node
+    """Run the NCCL code path on Gloo: collectives issued from the hook (stream-ordered), and the node
     phases as reduce_scatter / all_gather into a shard buffer. There is no GPU here, so this is
     how that path's logic (stages, shard offsets, order) gets tested; Gloo waits where NCCL would
     only order streams."""
-    import dataclasses
+    from fastres.distributed import reducer as reducer_mod
 
-    r._inline = True
-    r.plan = dataclasses.replace(r.plan, backend="nccl")
+    r._sending.close()
+    r._sending = reducer_mod._StreamOrdered(r)
     for b in r.buckets:
-        b.stages = r._stages_of(b)
+        b.stages = r._sending.stages(b)
 
 
 def _synthetic_cases(groups, combos) -> dict:

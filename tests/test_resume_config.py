@@ -38,7 +38,7 @@ def test_resume_auto_starting_a_run_trains_at_the_global_batch_of_its_command_li
 def test_resume_auto_refuses_what_a_fresh_run_refuses_with_the_same_words(tmp_path):
     out = ["--out", str(tmp_path), "--name", "r"]
     for argv in (
-        ["--data", str(tmp_path), "--epochs", "3"],  # the recipe's 5 warm-up epochs
+        ["--config", "goyal-8k", "--epochs", "3"],  # the preset's 5 warm-up epochs
         ["--config", "smoke", "--global-batch", "24", "--accumulate", "5"],  # 24 is not 5 x a batch
         ["--config", "smoke", "--global-batch", "32", "--batch-size", "8"],  # 8 x 1 process x 1 pass is not 32
     ):
@@ -47,8 +47,14 @@ def test_resume_auto_refuses_what_a_fresh_run_refuses_with_the_same_words(tmp_pa
         with pytest.raises(ConfigError) as auto:
             resolve_command_line([*argv, *out, "--resume", "auto"])
         assert str(auto.value) == str(fresh.value), argv
-    warmup = _refusal(["--data", str(tmp_path), "--epochs", "3", *out, "--resume", "auto"])
-    assert "(the ResNet-50 ImageNet recipe's default, not a flag: give --warmup-epochs to change it)" in str(warmup)
+    rate = _refusal(["--data", str(tmp_path), "--optimizer", "rmsprop-warmup", *out, "--resume", "auto"])
+    assert "(the ResNet-50 ImageNet recipe's default, not a flag: give --rmsprop-lr to change it)" in str(rate)
+    # a warm-up no one gave, fitted to a short run, is fitted the same way
+    short = [
+        resolve_command_line(["--data", str(tmp_path), "--epochs", "3", *out, *auto])
+        for auto in ([], ["--resume", "auto"])
+    ]
+    assert [r.cfg.warmup_epochs for r in short] == [1.5, 1.5] and short[0].said == short[1].said != ()
     # a preset's global batch applies under --resume auto: goyal-8k's 8,192 images per step on 1 process
     cfg = resolve_command_line(["--config", "goyal-8k", *out, "--resume", "auto"]).cfg
     assert (cfg.batch_size, cfg.global_batch) == (8192, 8192)

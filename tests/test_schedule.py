@@ -11,18 +11,17 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 
 from fastres.config import TrainConfig, load_preset
+from fastres.data.dataset import train_steps
 from fastres.optim.schedule import (
     LRSchedule,
     rmsprop_warmup_blend,
     run_schedule,
     scaled_lr,
     schedule_rows,
-    steps_per_epoch,
 )
 
 
@@ -75,8 +74,8 @@ def test_pfn_32k_piecewise_follows_the_paper():
 def test_mlperf_poly_follows_the_reference_formula():
     """NVIDIA's PolySchedule (training_results_v2.0, NVIDIA/benchmarks/resnet/implementations/mxnet/common/fit.py)
     at MXNet's update number i = step + 1, over ceil(floor(1281167 / 64) / 51) = 393 steps per epoch."""
-    spe = steps_per_epoch(1_281_167, 3264, "ceil", world=64)
-    assert spe == 393 and steps_per_epoch(1_281_167, 3264) == 392
+    spe = train_steps(1_281_167, 64, 3264 // 64, "ceil")
+    assert spe == 393 and train_steps(1_281_167, 64, 3264 // 64) == 392
     s = run_schedule(preset("mlperf-lars-3k"), spe, 3264)
     W, T = 2 * spe, 37 * spe
     assert s(W - 1) == pytest.approx(10.5) and s(0) == pytest.approx(10.5 / W)
@@ -84,15 +83,15 @@ def test_mlperf_poly_follows_the_reference_formula():
         i = step + 1
         assert s(step) == pytest.approx((10.5 - 1e-4) * (1 - (i - W) / (T - W)) ** 2 + 1e-4)
     assert s(T - 1) == pytest.approx(1e-4)  # the last step ends the decay
-    assert steps_per_epoch(1_281_167, 33280, "ceil", world=512) == 39  # NVIDIA's 32k run: 39, not 38
+    assert train_steps(1_281_167, 512, 33280 // 512, "ceil") == 39  # NVIDIA's 32k run: 39, not 38
     big = run_schedule(preset("mlperf-lars-32k"), 39, 33280)
     assert big(16 * 39 - 1) == pytest.approx(21.2)
     assert big.momentum(123) == pytest.approx(0.94 * big(123) / big(122))  # sgdwfastlars: mu x cur_lr / last_lr
 
 
 def test_poly_power_and_end_lr_per_256_are_scaled():
-    cfg = SimpleNamespace(lr=0.2, lr_unit="per-256", end_lr=0.02, epochs=10, warmup_epochs=0, schedule="poly",
-                          poly_power=3.0, momentum=0.9, optimizer="sgd", milestones=None, factors=None)  # fmt: skip
+    cfg = TrainConfig(lr=0.2, lr_unit="per-256", end_lr=0.02, epochs=10, warmup_epochs=0, schedule="poly",
+                      poly_power=3.0, momentum=0.9, optimizer="sgd", milestones=None, factors=None)  # fmt: skip
     s = run_schedule(cfg, 10, 512)
     peak, end = 0.4, 0.04
     assert s(50) == pytest.approx((peak - end) * 0.5**3 + end)
@@ -120,13 +119,7 @@ def test_rmsprop_warmup_blend_is_exponential_then_linear():
     assert s.rmsprop_blend(390) == pytest.approx(0.5) and s.rmsprop_blend(39 * 13) == 0.0
 
 
-def test_hold_linear_warmup_holds_then_ramps():
-    s = LRSchedule(peak=1.0, total_steps=100, warmup_steps=10, warmup_kind="hold-linear", warmup_start=0.1,
-                   hold=0.5, kind="constant")  # fmt: skip
-    assert [s(i) for i in range(5)] == pytest.approx([0.1] * 5)
-    assert [s(i) for i in range(5, 10)] == pytest.approx([0.28, 0.46, 0.64, 0.82, 1.0])
-    with pytest.raises(ValueError, match="warm-up"):
-        LRSchedule(1.0, 10, 2, warmup_kind="exp")
+def test_a_schedule_refuses_factors_it_cannot_use():
     with pytest.raises(ValueError, match="factors"):
         LRSchedule(1.0, 10, 0, kind="piecewise")
     with pytest.raises(ValueError, match="factors"):
@@ -143,6 +136,6 @@ def test_piecewise_and_step_from_config_keys():
 
 
 def test_schedule_rows_one_per_epoch_at_its_first_step():
-    rows = schedule_rows(preset("goyal-8k"), 8192, 1_281_167)
+    rows = schedule_rows(preset("goyal-8k"), 8192, steps=train_steps(1_281_167, 1, 8192))
     assert len(rows) == 90 and [r["step"] for r in rows[:3]] == [0, 156, 312]
     assert rows[30]["lr"] == pytest.approx(0.32) and all(r["batch"] == 8192 for r in rows)

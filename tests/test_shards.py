@@ -15,7 +15,7 @@ pytest.importorskip("nvidia.dali")  # the shards' index files are made with DALI
 
 from fastres.data import scan_imagenet  # noqa: E402
 from fastres.data.__main__ import main  # noqa: E402
-from fastres.data.dali import DaliLoader  # noqa: E402
+from fastres.data.dali import DaliLoader, DaliOptions  # noqa: E402
 from fastres.data.folder import FolderSplit  # noqa: E402
 from fastres.data.shards import Shards, write_split_shards  # noqa: E402
 
@@ -61,7 +61,9 @@ def test_decode_finds_the_corrupt_scan_jpeg_the_header_check_lets_through(tree, 
     val = Shards(tmp_path / "b" / "val")
     assert val.size == 5 and json.loads((tmp_path / "b" / "val" / "manifest.json").read_text())["samples"] == 5
     # DALI reads the five: every label but the bad file's, in folder order
-    labels = torch.cat([y for _, y in DaliLoader(val, False, 4, 16, CPU)]).tolist()
+    labels = torch.cat(
+        [y for _, y in DaliLoader(val, DaliOptions(train=False, batch_size=4, size=16, device=CPU))]
+    ).tolist()
     assert labels == [0, 0, 1, 2, 2]  # 2 per class (a_cat, b_dog, c_eel); b_dog_1 left out
 
 
@@ -119,7 +121,10 @@ def test_unequal_shards_are_padded_so_no_two_ranks_read_a_sample_in_one_epoch(tm
     padded = shards.padded(extra)
     assert padded.size == n + extra and padded.paths[:-1] == shards.paths
     assert shards.padded(extra).paths[-1] == padded.paths[-1]  # written once, found again
-    loaders = [DaliLoader(shards, True, 4, 16, CPU, rank=r, world=world, threads=1) for r in range(world)]
+    loaders = [
+        DaliLoader(shards, DaliOptions(train=True, batch_size=4, size=16, device=CPU, rank=r, world=world, threads=1))
+        for r in range(world)
+    ]
     for e in range(3):
         seen = [[i for _, y in lo for i in y.tolist()] for lo in loaders]
         assert {len(s) for s in seen} == {4 * len(loaders[0])}

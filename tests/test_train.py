@@ -323,11 +323,11 @@ def test_fit_releases_loader_workers_and_the_log_when_it_raises(tiny_data, tmp_p
     if backend == "dali":
         pytest.importorskip("nvidia.dali")
     args = [*TINY, "--data", str(tiny_data), "--workers", "2", "--backend", backend, "--out", str(tmp_path)]
-    trainer = Trainer(parse_args(args))
-    run = trainer.run
+    trainer = Trainer.from_config(parse_args(args))
+    run = trainer.parts
 
     def dies_after_one_batch(self, epoch, start=0):
-        for _ in self.run.data.train:  # the loader's worker processes are up now
+        for _ in self.parts.data.train:  # the loader's worker processes are up now
             break
         raise RuntimeError("boom")
 

@@ -96,7 +96,7 @@ def run_state(
 
 
 def saved_world_size(state: dict[str, Any]) -> int:
-    """The number of processes that wrote `state` (`extra["world"]`; before that key, one loader state per rank)."""
+    """The number of processes that wrote `state`: `extra["world"]`, or where it has none, its loader states."""
     world = (state.get("extra") or {}).get("world")
     return int(world) if world else len(state.get("data_per_rank") or [None])
 

@@ -1,8 +1,11 @@
 """fastres.config: the one typed training config: its keys, presets and flags (above data, model, optim and
 distributed, whose choices it lists; below the run machinery and the commands).
 
-  keys      TrainConfig (types, defaults), the choices and ranges of each key, the checks, ConfigError
-  help      one --help sentence per key
+  key       a key's declaration (default, --help sentence, range or choices), ConfigError
+  sections  the sections that declare the keys (data, model, batch, optimizer, schedule, execution,
+            distributed, run), each with its rules
+  keys      TrainConfig: every key, flat, from the sections; the choices and ranges of each key, the checks
+  help      the --help sentences, grouped as --help shows them
   presets   the shipped presets (presets/*.yaml) and YAML files of config keys
   flags     the command line: resolve_command_line (values and their sources), build_parser,
             --print-config, --print-schedule

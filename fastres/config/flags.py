@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 
 from fastres import ArgumentParser, FastresError
-from fastres.config.help import HELP
-from fastres.config.keys import CHOICES, FLAG, ConfigError, TrainConfig, _num, field_types, is_list
+from fastres.config.help import help_groups
+from fastres.config.key import _num
+from fastres.config.keys import CHOICES, FLAG, ConfigError, TrainConfig, field_types, is_list
 from fastres.config.presets import load_preset, preset_names
 
 __all__ = [
@@ -50,6 +51,7 @@ class Resolved:
     given: frozenset[str]  # flags given and, with an explicit --config, the preset's keys
     sources: dict[str, str]  # key -> RECIPE, "preset NAME", FLAG or what derived it
     title: str = "the resolved config of this command line"  # --print-config's first line
+    said: tuple[str, ...] = ()  # lines for the user (stderr, rank 0): what resolving changed that no one gave
 
     def describe(self, notes: dict[str, str] | None = None) -> str:
         """--print-config: every key as YAML (a preset file could hold it), its source in a comment, then
@@ -57,7 +59,7 @@ class Resolved:
         values = self.cfg.to_dict()
         width = max(len(k) for k in values) + 2
         lines = [f"# {self.title}; after each value, where it came from"]
-        for title, keys in HELP.items():
+        for title, keys in help_groups().items():
             lines.append(f"# {title}")
             for key in keys:
                 text = yaml.safe_dump({key: values[key]}, default_flow_style=True, width=1 << 16).strip()[1:-1]
@@ -113,7 +115,7 @@ def build_parser(
     preset: str | None = None,
     implicit: bool = False,
 ) -> argparse.ArgumentParser:
-    """The flag parser: one flag per config key, grouped as in HELP, each with its sentence and the
+    """The flag parser: one flag per config key, grouped as in --help (help_groups), each with its sentence and the
     default that applies. `defaults`: the preset's values; `preset`: its name; `implicit`: the preset
     applies because neither --data nor --config was given (the builtin preset)."""
     defaults = defaults or {}
@@ -164,7 +166,7 @@ def build_parser(
         "default, flag), and exit, touching no data and no device",
     )
     types_ = field_types()
-    for title, keys in HELP.items():
+    for title, keys in help_groups().items():
         group = parser.add_argument_group(title)
         for key, sentence in keys.items():
             tp, optional = types_[key]
@@ -247,6 +249,7 @@ def resolve_command_line(argv: list[str] | None = None) -> Resolved:
         return Resolved(cfg, frozenset(given), sources)
     # a fresh run, or --resume auto: every attempt runs the same whole command line, and the first one
     # starts the run, so it resolves as a fresh run's; the resume then compares it with the saved config
+    said = _fit_warmup(cfg, given, sources)
     cfg.validate(sources)
     world = launch_world_size()
     if "batch_size" in args and "global_batch" in args and cfg.global_batch is not None:
@@ -258,7 +261,21 @@ def resolve_command_line(argv: list[str] | None = None) -> Resolved:
     if cfg.global_batch is not None:
         procs = f"{world} process{'es' if world != 1 else ''}"
         sources["batch_size"] = f"--global-batch {cfg.global_batch} / ({procs} x --accumulate {cfg.accumulate})"
-    return Resolved(cfg.resolve_batch(world), frozenset(given), sources)
+    return Resolved(cfg.resolve_batch(world), frozenset(given), sources, said=said)
+
+
+def _fit_warmup(cfg: TrainConfig, given: set[str], sources: dict[str, str]) -> tuple[str, ...]:
+    """A warm-up the command line did not give (no --warmup-epochs, no explicit preset setting it), fitted to a
+    short run (ScheduleConfig.short_warmup): the value, its source, and the line that says so."""
+    short = None if "warmup_epochs" in given else cfg.short_warmup()
+    if short is None:
+        return ()
+    was, source = cfg.warmup_epochs, sources["warmup_epochs"]
+    cfg.warmup_epochs = short
+    sources["warmup_epochs"] = (f"{_num(was)} from {source}, shortened to half of --epochs {cfg.epochs}: give "
+                                "--warmup-epochs to choose")  # fmt: skip
+    return (f"fastres: --warmup-epochs {_num(short)}: the warm-up of {_num(was)} epochs ({source}) is shortened to "
+            f"half of this {cfg.epochs}-epoch run; give --warmup-epochs to choose another",)  # fmt: skip
 
 
 def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, frozenset[str]]:

@@ -75,15 +75,17 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from fastres import FastresError
 from fastres.data.dataset import train_steps
+from fastres.data.shards import Shards
 from fastres.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["dali_available", "DaliLoader", "probe_pipeline", "train_pipeline", "val_pipeline"]
+__all__ = ["dali_available", "DaliLoader", "DaliOptions", "probe_pipeline", "train_pipeline", "val_pipeline"]
 
 _IMPORT_ERROR: Exception | None = None
 try:  # DALI is optional: the PIL backend works without it
@@ -126,7 +128,7 @@ def _decoder_kwargs(gpu: bool, hw_decoder_load: float, prealloc: tuple[int, int]
 def _reader(files, labels, shard_id, num_shards, shuffle, shuffle_seed):
     """(encoded images, labels): from a file list, or from webdataset shards when `files` is Shards."""
     order = {"shuffle_after_epoch": True, "shuffle_after_epoch_seed": shuffle_seed} if shuffle else {}
-    if hasattr(files, "index_paths"):
+    if isinstance(files, Shards):
         return fn.readers.webdataset(
             paths=files.paths,
             index_paths=files.index_paths,
@@ -254,11 +256,35 @@ def _reason(e: BaseException, path: str) -> str:
     return f"DALI: {line}" if line else "DALI cannot decode it"
 
 
+@dataclass(frozen=True, kw_only=True)
+class DaliOptions:
+    """How a DaliLoader reads its samples: a training pass (`train`: random-resized crop, flip, a new order
+    every epoch, whole batches) or a validation pass (resize, central crop, every sample once)."""
+
+    train: bool
+    batch_size: int  # per process
+    size: int  # the side of the images it gives, in pixels
+    device: torch.device | str = "cpu"
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    rank: int = 0
+    world: int = 1
+    seed: int = 0
+    threads: int = 2  # DALI's CPU threads (dali_threads(--workers))
+    prefetch: int = 2  # batches DALI prepares ahead
+    crop_scale_min: float = 0.08  # train: the random-resized crop's smallest area
+    hw_decoder_load: float = 0.65  # the share of images the GPU's hardware JPEG decoder takes
+    prealloc: tuple[int, int] = (0, 0)  # the largest image expected (width, height): nvJPEG allocates once
+    known_bad: frozenset[str] = frozenset()  # files earlier attempts found undecodable: substituted
+    rounding: str = "floor"  # train: steps per epoch, floor or ceil (--steps-rounding)
+    accumulate: int = 1  # train: an epoch is a whole number of optimizer steps of this many batches
+
+
 class DaliLoader:
     """A DALI pipeline behind the interface of the PIL DeviceLoader.
 
     `samples`: (path, label) pairs (fn.readers.file), or a fastres.data.shards.Shards
-    (fn.readers.webdataset over tar shards).
+    (fn.readers.webdataset over tar shards); `options`: how it reads them (DaliOptions).
 
     Iterating gives one epoch of (images, labels): images normalised, NCHW-shaped (memory
     in channels_last when asked), in `dtype`, on `device`; labels int64 of shape (batch,).
@@ -269,43 +295,26 @@ class DaliLoader:
     `known_bad` files stand as the substitute from the start (module docstring).
     """
 
-    def __init__(
-        self,
-        samples,
-        train: bool,
-        batch_size: int,
-        size: int,
-        device: torch.device,
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
-        rank: int = 0,
-        world: int = 1,
-        seed: int = 0,
-        threads: int = 2,
-        prefetch: int = 2,
-        crop_scale_min: float = 0.08,
-        hw_decoder_load: float = 0.65,
-        prealloc: tuple[int, int] = (0, 0),
-        known_bad: frozenset[str] | set[str] = frozenset(),
-        rounding: str = "floor",
-        accumulate: int = 1,
-    ):
+    def __init__(self, samples: Sequence[tuple[str, int]] | Shards, options: DaliOptions):
         _require_dali()
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} is not in [0, {world})")
+        o = options
+        if not 0 <= o.rank < o.world:
+            raise ValueError(f"rank {o.rank} is not in [0, {o.world})")
         if not len(samples):
             raise FastresError("DALI loader: no samples")
-        if hasattr(samples, "index_paths"):  # webdataset shards (fastres.data.shards.Shards)
+        if isinstance(samples, Shards):  # webdataset shards
             self.files, self.labels = samples, None
         else:  # (path, label) pairs
             self.files = [s[0] for s in samples]
             self.labels = [int(s[1]) for s in samples]
-        self.train, self.batch_size, self.size = train, batch_size, size
-        self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
-        self.rank, self.world, self.seed = rank, world, seed
-        self.threads, self.prefetch = max(1, threads), max(1, prefetch)
-        self.crop_scale_min, self.hw_decoder_load, self.prealloc = crop_scale_min, hw_decoder_load, prealloc
+        self.options = o
+        self.train, self.batch_size, self.size = o.train, o.batch_size, o.size
+        self.device, self.dtype, self.channels_last = torch.device(o.device), o.dtype, o.channels_last
+        self.rank, self.world, self.seed = o.rank, o.world, o.seed
+        self.threads, self.prefetch = max(1, o.threads), max(1, o.prefetch)
+        self.crop_scale_min, self.hw_decoder_load, self.prealloc = o.crop_scale_min, o.hw_decoder_load, o.prealloc
         self.gpu = self.device.type == "cuda"
+        train, world, batch_size = o.train, o.world, o.batch_size
         n = len(self.files)
         if train and n % world:
             # Equal shards: where they differ in size, DALI's shards (which move on through the list
@@ -316,13 +325,13 @@ class DaliLoader:
                 self.files = self.files.padded(extra)
             else:
                 self.files, self.labels = self.files + self.files[:extra], self.labels + self.labels[:extra]
-        self.rounding = rounding
+        self.rounding = rounding = o.rounding
         if train:
             # Every rank runs the same number of full batches (module docstring, last-batch policy);
             # a whole number of optimizer steps of `accumulate` batches, so that no epoch stops early.
             self._len = train_steps(n, world, batch_size, rounding)
-            if self._len >= accumulate:
-                self._len -= self._len % accumulate
+            if self._len >= o.accumulate:
+                self._len -= self._len % o.accumulate
             if self._len == 0:
                 raise FastresError(
                     f"DALI loader: {n} training images over {world} processes make no full batch of "
@@ -331,7 +340,7 @@ class DaliLoader:
             self.num_samples = self._len * batch_size
         else:
             # DALI's shards are contiguous: rank r reads [floor(n r / w), floor(n (r + 1) / w))
-            self.num_samples = n * (rank + 1) // world - n * rank // world
+            self.num_samples = n * (o.rank + 1) // world - n * o.rank // world
             self._len = math.ceil(self.num_samples / batch_size)
         self.epoch = 0
         self._epochs_read = 0
@@ -342,10 +351,10 @@ class DaliLoader:
         self._substitute: str | None = None  # fastres.data.bad.substitute_image(), written on first need
         self._reported: set[str] = set()  # files reported by take_new_bad (each once)
         self._new_bad: list[tuple[str, str]] = []
-        if known_bad and self.labels is not None:
+        if o.known_bad and self.labels is not None:
             # Known from an earlier attempt: the substitute stands at their indices from the
             # start, exactly where a file found bad now is put (see the module docstring).
-            known = frozenset(known_bad)
+            known = frozenset(o.known_bad)
             for i in [i for i, f in enumerate(self.files) if f in known]:
                 self.files[i] = self._substitute_path()
 

@@ -44,6 +44,8 @@ __all__ = [
     "Dataset",
     "batches_per_epoch",
     "check_dataset",
+    "check_depth",
+    "find_bad_files",
     "is_shard_dir",
     "open_dataset",
     "optimizer_steps",
@@ -157,25 +159,41 @@ def open_dataset(data: str | None, train_list: str | None = None, val_list: str 
     return Dataset(root, train, val)
 
 
+def check_depth(depth: str) -> str:
+    """`--data-check`'s value, or a DatasetError naming the choices."""
+    if depth not in CHECK_DEPTHS:
+        raise DatasetError(f"--data-check must be one of {', '.join(CHECK_DEPTHS)}, got {depth!r}")
+    return depth
+
+
+def find_bad_files(paths, depth: str, skip_bad_files: bool, advice: str, progress: bool = False):
+    """The check before a run or an evaluation: None when `depth` is "none" or no file is bad; else a
+    DatasetError naming them and ending in `advice` (how to go on without them), or, with
+    `skip_bad_files`, their fastres.data.check.CheckReport (the caller leaves them out and says so)."""
+    if check_depth(depth) == "none":
+        return None
+    from fastres.data.check import check_files
+
+    report = check_files(paths, decode=depth == "decode", progress=progress)
+    if not report.bad:
+        return None
+    if not skip_bad_files:
+        raise DatasetError(f"{report.summary()}; {advice}")
+    return report
+
+
 def check_dataset(dataset: Dataset, depth: str, skip_bad_files: bool, progress: bool = False) -> frozenset[str]:
     """Find undecodable files before training; refuse naming them, or return them to leave out.
 
     depth: "none", "header" or "decode" (CHECK_DEPTHS). Shards were checked when written."""
-    if depth not in CHECK_DEPTHS:
-        raise DatasetError(f"--data-check must be one of {', '.join(CHECK_DEPTHS)}, got {depth!r}")
-    if depth == "none" or dataset.shards:
+    if dataset.shards:
+        check_depth(depth)
         return frozenset()
-    from fastres.data.check import check_files
-
     paths = [p for split in (dataset.train, dataset.val) for p, _ in split.samples]
-    report = check_files(paths, decode=depth == "decode", progress=progress and sys.stderr.isatty())
-    if not report.bad:
+    advice = f"train without them with --skip-bad-files, or list them with python -m fastres.data check {dataset.root}"
+    report = find_bad_files(paths, depth, skip_bad_files, advice, progress and sys.stderr.isatty())
+    if report is None:
         return frozenset()
-    if not skip_bad_files:
-        raise DatasetError(
-            f"{report.summary()}; train without them with --skip-bad-files, "
-            f"or list them with python -m fastres.data check {dataset.root}"
-        )
     shown = "; ".join(f"{p} ({why})" for p, why in report.bad[:5]) + (" ..." if len(report.bad) > 5 else "")
     print(f"fastres: skipping {len(report.bad)} bad files (--skip-bad-files): {shown}", flush=True)
     return report.bad_paths

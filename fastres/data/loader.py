@@ -62,6 +62,7 @@ from fastres.data.transforms import RandomResizedCropFlip, ResizeCenterCrop
 __all__ = [
     "Loaders",
     "LoaderOptions",
+    "ValLoaderOptions",
     "DataConfig",
     "make_loaders",
     "BACKENDS",
@@ -69,6 +70,8 @@ __all__ = [
     "known_in",
     "resolve_backend",
     "train_steps",
+    "val_loader",
+    "without_files",
 ]
 
 
@@ -132,14 +135,82 @@ class LoaderOptions:
     @property
     def rounding(self) -> str:
         """Steps per epoch: floor, or ceil (--steps-rounding: the epoch's last batch filled up to a whole one)."""
-        return getattr(self.cfg, "steps_rounding", "floor")
+        return self.cfg.steps_rounding
 
     def train_steps(self, images: int) -> int:
         """Steps per epoch over `images` training images, or a DatasetError when there is not one global batch."""
         return batches_per_epoch(f"{self.dataset.root}/train", images, self.world, self.cfg.batch_size, self.rounding)
 
+    def val(self) -> ValLoaderOptions:
+        """What this run's validation loader is built from."""
+        cfg = self.cfg
+        return ValLoaderOptions(
+            batch_size=self.val_batch_size, image_size=self.val_image_size, workers=cfg.workers, device=self.device,
+            dtype=self.dtype, channels_last=self.channels_last, rank=self.rank, world=self.world, seed=cfg.seed,
+            prefetch=cfg.prefetch, hw_decoder_load=cfg.hw_decoder_load,
+            known_bad=self.known_bad,
+        )  # fmt: skip
 
-def _without(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:
+
+@dataclass(frozen=True, kw_only=True)
+class ValLoaderOptions:
+    """What a validation loader is built from besides its images: training's (LoaderOptions.val) and
+    `python -m fastres.eval`'s, so that both measure the same way."""
+
+    batch_size: int  # per process
+    image_size: int  # the central crop's side, in pixels
+    workers: int  # PIL worker processes or DALI threads (capped at the CPU count)
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    rank: int = 0
+    world: int = 1
+    seed: int = 0
+    prefetch: int = 2  # DALI
+    hw_decoder_load: float = 0.65  # DALI on a GPU
+    known_bad: frozenset[str] = frozenset()  # paths earlier attempts found undecodable: substituted
+
+
+def val_loader(images, backend: str, opts: ValLoaderOptions):
+    """One pass over this rank's share of `images` (a FolderSplit; webdataset Shards for DALI): resize to
+    size*256/224, central crop, every image once over the ranks (summing their counts counts each once)."""
+    if backend == "dali":
+        from fastres.data.dali import DaliLoader, DaliOptions, dali_threads
+
+        files = isinstance(images, FolderSplit)
+        options = DaliOptions(
+            train=False, batch_size=opts.batch_size, size=opts.image_size, device=opts.device, dtype=opts.dtype,
+            channels_last=opts.channels_last, rank=opts.rank, world=opts.world, seed=opts.seed,
+            threads=dali_threads(opts.workers), prefetch=opts.prefetch, hw_decoder_load=opts.hw_decoder_load,
+            known_bad=known_in(images, opts.known_bad) if files else frozenset(),
+        )  # fmt: skip
+        return DaliLoader(images.samples if files else images, options)
+    workers = min(opts.workers, os.cpu_count() or 1)
+    sampler = ShardedSampler(len(images), shuffle=False, rank=opts.rank, world=opts.world)  # rank r: r, r+w, ...
+    loader = torch.utils.data.DataLoader(
+        ImageFolderDataset(images, ResizeCenterCrop(opts.image_size), known_in(images, opts.known_bad)),
+        batch_size=opts.batch_size,
+        sampler=sampler,
+        drop_last=False,
+        **_worker_options(workers, opts.device),
+    )
+    return DeviceLoader(loader, opts.device, opts.dtype, opts.channels_last, num_samples=len(sampler))
+
+
+def _worker_options(workers: int, device: torch.device) -> dict:
+    """The DataLoader settings of every PIL loader: `workers` processes that outlive an epoch and leave the stop
+    signals to the training process."""
+    return dict(
+        num_workers=workers,
+        collate_fn=collate_uint8,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals if workers else None,
+    )
+
+
+def without_files(split: FolderSplit, exclude: frozenset[str]) -> FolderSplit:
+    """`split` without the files `exclude` names (the checker's bad files); a DatasetError when none is left."""
     if not exclude:
         return split
     kept = tuple(s for s in split.samples if s[0] not in exclude)
@@ -158,9 +229,9 @@ def known_in(split: FolderSplit, known_bad: frozenset[str]) -> frozenset[str]:
 
 
 def _splits(opts: LoaderOptions) -> tuple[FolderSplit, FolderSplit]:
-    train_split = _without(opts.dataset.train, opts.exclude)
+    train_split = without_files(opts.dataset.train, opts.exclude)
     opts.train_steps(len(train_split))
-    return train_split, _without(opts.dataset.val, opts.exclude)
+    return train_split, without_files(opts.dataset.val, opts.exclude)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -178,39 +249,23 @@ def _pytorch_loaders(opts: LoaderOptions) -> Loaders:
     cfg, world, known_bad = opts.cfg, opts.world, opts.known_bad
     train_split, val_split = _splits(opts)
     train_tf = RandomResizedCropFlip(cfg.image_size, scale=(cfg.crop_scale_min, 1.0))
-    val_tf = ResizeCenterCrop(opts.val_image_size)
     workers = min(cfg.workers, os.cpu_count() or 1)
-    common = dict(
-        num_workers=workers,
-        collate_fn=collate_uint8,
-        pin_memory=opts.device.type == "cuda",
-        persistent_workers=workers > 0,
-        worker_init_fn=ignore_stop_signals if workers else None,
-    )
     # chunks of one per-process batch: the global batches do not depend on the number of processes
     train_sampler = ShardedSampler(len(train_split), shuffle=True, seed=cfg.seed, rank=opts.rank, world=world,
                                    chunk=cfg.batch_size)  # fmt: skip
-    val_sampler = ShardedSampler(len(val_split), shuffle=False, rank=opts.rank, world=world)
     train = torch.utils.data.DataLoader(
         ImageFolderDataset(train_split, train_tf, known_in(train_split, known_bad)),
         batch_size=cfg.batch_size,
         sampler=train_sampler,
         drop_last=opts.rounding == "floor",
         prefetch_factor=4 if workers else None,
-        **common,
-    )
-    val = torch.utils.data.DataLoader(
-        ImageFolderDataset(val_split, val_tf, known_in(val_split, known_bad)),
-        batch_size=opts.val_batch_size,
-        sampler=val_sampler,
-        drop_last=False,
-        **common,
+        **_worker_options(workers, opts.device),
     )
     on_device = dict(device=opts.device, dtype=opts.dtype, channels_last=opts.channels_last)
     steps = opts.train_steps(len(train_split))
     return Loaders(
         train=DeviceLoader(train, num_samples=len(train_sampler), steps=steps, **on_device),
-        val=DeviceLoader(val, num_samples=len(val_sampler), **on_device),
+        val=val_loader(val_split, "pytorch", opts.val()),
         classes=train_split.classes,
         root=opts.dataset.root,
         train_size=len(train_split),
@@ -219,20 +274,9 @@ def _pytorch_loaders(opts: LoaderOptions) -> Loaders:
 
 
 def _dali_loaders(opts: LoaderOptions) -> Loaders:
-    from fastres.data.dali import DaliLoader, dali_threads
+    from fastres.data.dali import DaliLoader, DaliOptions, dali_threads
 
-    cfg, world = opts.cfg, opts.world
-    common = dict(
-        device=opts.device,
-        dtype=opts.dtype,
-        channels_last=opts.channels_last,
-        rank=opts.rank,
-        world=world,
-        seed=cfg.seed,
-        threads=dali_threads(cfg.workers),
-        prefetch=getattr(cfg, "prefetch", 2),
-        hw_decoder_load=getattr(cfg, "hw_decoder_load", 0.65),
-    )
+    cfg = opts.cfg
     root = opts.dataset.root
     if opts.dataset.shards:  # webdataset shards written by `python -m fastres.data shard`
         from fastres.data.shards import Shards
@@ -242,18 +286,20 @@ def _dali_loaders(opts: LoaderOptions) -> Loaders:
             raise DatasetError(f"{root}: train and val shards have different classes")
         if opts.exclude:
             raise DatasetError(f"{root}: shards cannot leave files out; write them again without the bad files")
-        classes = train_src.classes
-        known = frozenset()  # a shard's samples are not files: nothing to substitute by name
+        classes, known, train_samples = train_src.classes, frozenset(), train_src
     else:
         train_src, val_src = _splits(opts)
-        classes = train_src.classes
-        known = known_in(train_src, opts.known_bad) | known_in(val_src, opts.known_bad)
-        train_src, val_src = train_src.samples, val_src.samples
+        classes, known, train_samples = train_src.classes, known_in(train_src, opts.known_bad), train_src.samples
     opts.train_steps(len(train_src))
-    common["known_bad"] = known
-    train = DaliLoader(train_src, True, cfg.batch_size, cfg.image_size, crop_scale_min=cfg.crop_scale_min,
-                       rounding=opts.rounding, accumulate=getattr(cfg, "accumulate", 1), **common)  # fmt: skip
-    val = DaliLoader(val_src, False, opts.val_batch_size, opts.val_image_size, **common)
+    options = DaliOptions(
+        train=True, batch_size=cfg.batch_size, size=cfg.image_size, device=opts.device, dtype=opts.dtype,
+        channels_last=opts.channels_last, rank=opts.rank, world=opts.world, seed=cfg.seed,
+        threads=dali_threads(cfg.workers), prefetch=cfg.prefetch,
+        hw_decoder_load=cfg.hw_decoder_load, crop_scale_min=cfg.crop_scale_min, known_bad=known,
+        rounding=opts.rounding, accumulate=cfg.accumulate,
+    )  # fmt: skip
+    train = DaliLoader(train_samples, options)
+    val = val_loader(val_src, "dali", opts.val())
     return Loaders(train=train, val=val, classes=classes, root=root, train_size=len(train_src), val_size=len(val_src))
 
 
@@ -364,7 +410,7 @@ def make_loaders(
     if cfg.backend not in BACKENDS:
         raise DatasetError(f"unknown data backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
     if dataset is None:
-        dataset = open_dataset(cfg.data, getattr(cfg, "train_list", None), getattr(cfg, "val_list", None))
+        dataset = open_dataset(cfg.data, cfg.train_list, cfg.val_list)
     backend = resolve_backend(cfg.backend)
     if backend != "dali" and dataset.shards:
         raise DatasetError(f"--data {dataset.root} holds webdataset shards: only --backend dali reads them")

@@ -217,82 +217,17 @@ def init_distributed(
     device = torch.device(device) if device is not None else None
     backend = _choose_backend(backend, device)
     td = datetime.timedelta(seconds=timeout)
-    device_id = None
-    if backend == "nccl":
-        # a collective that times out aborts its communicator and fails the rank (the default of torchrun's agent,
-        # said here for srun and mpirun too): a dead peer never leaves a rank blocked on the GPU
-        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-        device_id = cuda_device(t, device)
-        torch.cuda.set_device(device_id)
-    else:
-        _prepare_gloo(t.master_addr)
+    device_id = _prepare_backend(backend, t, device)
     start = time.perf_counter()
-
     if not t.distributed:
-        try:
-            dist.init_process_group(
-                backend, store=dist.HashStore(), rank=0, world_size=1, timeout=td, device_id=device_id
-            )
-        except Exception as exc:
-            raise _explain(exc, "init_process_group", t, timeout) from exc
-        return ProcessGroups(
-            topology=t,
-            backend=backend,
-            world=dist.group.WORLD,
-            intra=None,
-            inter=None,
-            intra_ranks=[0],
-            inter_ranks=[0],
-            timeout=td,
-            hostnames=[socket.gethostname()],
-            setup_seconds=time.perf_counter() - start,
-        )
-
-    if t.init_method is None:
-        raise TopologyError(f"MASTER_ADDR is not set: {t.world_size} ranks need a rendezvous address")
-    try:  # a name that does not resolve would otherwise cost a full timeout, then read as one
-        socket.getaddrinfo(t.master_addr, t.master_port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        source = "MASTER_ADDR or SLURM_JOB_NODELIST" if t.launcher == "slurm" else "MASTER_ADDR"
-        raise TopologyError(
-            f"the rendezvous host {t.master_addr!r} (from {source}) does not resolve: {exc.strerror or exc}"
-        ) from None
+        return _join_alone(t, backend, td, device_id, start)
+    _check_rendezvous_host(t)
+    _join_default_group(t, backend, td, device_id)
     try:
-        dist.init_process_group(
-            backend, init_method=t.init_method, rank=t.rank, world_size=t.world_size, timeout=td,
-            device_id=device_id,
-        )  # fmt: skip
-    except Exception as exc:
-        raise _explain(exc, "init_process_group", t, timeout) from exc
-
-    try:
-        mine = (t.node_rank, t.local_rank, socket.gethostname(), t.world_size, t.local_world_size,
-                t.num_nodes, t.virtual_nodes, str(device_id) if device_id is not None else "")  # fmt: skip
-        gathered: list = [None] * t.world_size
-        try:
-            dist.all_gather_object(gathered, mine)
-        except Exception as exc:
-            raise _explain(exc, "all_gather_object (placement check)", t, timeout) from exc
+        gathered = _gather_placements(t, device_id, td)
         _check_agreement(gathered, t, backend)
         intra, inter = plan_groups([(g[0], g[1]) for g in gathered], t.num_nodes, t.local_world_size, t.launcher)
-        groups: dict[str, object] = {}
-        try:
-            for n, ranks in enumerate(intra):
-                pg = _new_group(ranks, td, backend)
-                if n == t.node_rank:
-                    groups["intra"] = pg
-            for l, ranks in enumerate(inter):
-                pg = _new_group(ranks, td, backend)
-                if l == t.local_rank:
-                    groups["inter"] = pg
-            # the same intra ranks again: the reducer's all-gathers get a group (and, on Gloo, a
-            # queue) of their own, so they never interleave with its reduce-scatters
-            for n, ranks in enumerate(intra):
-                pg = _new_group(ranks, td, backend)
-                if n == t.node_rank:
-                    groups["intra_gather"] = pg
-        except Exception as exc:
-            raise _explain(exc, "new_group (intra/inter subgroups)", t, timeout) from exc
+        mine = _new_subgroups(t, intra, inter, td, backend)
     except BaseException:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -301,15 +236,112 @@ def init_distributed(
         topology=t,
         backend=backend,
         world=dist.group.WORLD,
-        intra=groups["intra"],
-        inter=groups["inter"],
+        intra=mine["intra"],
+        inter=mine["inter"],
         intra_ranks=intra[t.node_rank],
         inter_ranks=inter[t.local_rank],
         timeout=td,
         hostnames=[g[2] for g in gathered],
-        intra_gather=groups["intra_gather"],
+        intra_gather=mine["intra_gather"],
         setup_seconds=time.perf_counter() - start,
     )
+
+
+def _prepare_backend(backend: str, t: Topology, device: torch.device | None) -> torch.device | None:
+    """NCCL: this rank's GPU, made current (returned); Gloo: the interface it binds (None)."""
+    if backend != "nccl":
+        _prepare_gloo(t.master_addr)
+        return None
+    # a collective that times out aborts its communicator and fails the rank (the default of torchrun's agent,
+    # said here for srun and mpirun too): a dead peer never leaves a rank blocked on the GPU
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    device_id = cuda_device(t, device)
+    torch.cuda.set_device(device_id)
+    return device_id
+
+
+def _join_alone(
+    t: Topology, backend: str, td: datetime.timedelta, device_id: torch.device | None, start: float
+) -> ProcessGroups:
+    """One process: a real 1-rank default group over an in-memory store (no network), no subgroups."""
+    try:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=td, device_id=device_id)
+    except Exception as exc:
+        raise _explain(exc, "init_process_group", t, td.total_seconds()) from exc
+    return ProcessGroups(
+        topology=t,
+        backend=backend,
+        world=dist.group.WORLD,
+        intra=None,
+        inter=None,
+        intra_ranks=[0],
+        inter_ranks=[0],
+        timeout=td,
+        hostnames=[socket.gethostname()],
+        setup_seconds=time.perf_counter() - start,
+    )
+
+
+def _check_rendezvous_host(t: Topology) -> None:
+    """The rendezvous address is set and resolves: a name that does not would otherwise cost a full timeout,
+    then read as one."""
+    if t.init_method is None:
+        raise TopologyError(f"MASTER_ADDR is not set: {t.world_size} ranks need a rendezvous address")
+    try:
+        socket.getaddrinfo(t.master_addr, t.master_port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        source = "MASTER_ADDR or SLURM_JOB_NODELIST" if t.launcher == "slurm" else "MASTER_ADDR"
+        raise TopologyError(
+            f"the rendezvous host {t.master_addr!r} (from {source}) does not resolve: {exc.strerror or exc}"
+        ) from None
+
+
+def _join_default_group(t: Topology, backend: str, td: datetime.timedelta, device_id: torch.device | None) -> None:
+    try:
+        dist.init_process_group(
+            backend, init_method=t.init_method, rank=t.rank, world_size=t.world_size, timeout=td,
+            device_id=device_id,
+        )  # fmt: skip
+    except Exception as exc:
+        raise _explain(exc, "init_process_group", t, td.total_seconds()) from exc
+
+
+def _gather_placements(t: Topology, device_id: torch.device | None, td: datetime.timedelta) -> list:
+    """Every rank's (node rank, local rank, host name, world size, local world size, nodes, virtual nodes,
+    device), by rank: what `_check_agreement` and `plan_groups` read."""
+    mine = (t.node_rank, t.local_rank, socket.gethostname(), t.world_size, t.local_world_size,
+            t.num_nodes, t.virtual_nodes, str(device_id) if device_id is not None else "")  # fmt: skip
+    gathered: list = [None] * t.world_size
+    try:
+        dist.all_gather_object(gathered, mine)
+    except Exception as exc:
+        raise _explain(exc, "all_gather_object (placement check)", t, td.total_seconds()) from exc
+    return gathered
+
+
+def _new_subgroups(
+    t: Topology, intra: list[list[int]], inter: list[list[int]], td: datetime.timedelta, backend: str
+) -> dict[str, dist.ProcessGroup]:
+    """Every intra and inter group, created by every rank in the same order; this rank's own, by name."""
+    mine: dict[str, dist.ProcessGroup] = {}
+    try:
+        for n, ranks in enumerate(intra):
+            pg = _new_group(ranks, td, backend)
+            if n == t.node_rank:
+                mine["intra"] = pg
+        for l, ranks in enumerate(inter):
+            pg = _new_group(ranks, td, backend)
+            if l == t.local_rank:
+                mine["inter"] = pg
+        # the same intra ranks again: the reducer's all-gathers get a group (and, on Gloo, a
+        # queue) of their own, so they never interleave with its reduce-scatters
+        for n, ranks in enumerate(intra):
+            pg = _new_group(ranks, td, backend)
+            if n == t.node_rank:
+                mine["intra_gather"] = pg
+    except Exception as exc:
+        raise _explain(exc, "new_group (intra/inter subgroups)", t, td.total_seconds()) from exc
+    return mine
 
 
 def set_collective_timeout(groups: ProcessGroups, seconds: float, *more: dist.ProcessGroup | None) -> None:

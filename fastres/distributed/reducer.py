@@ -5,7 +5,7 @@
     reducer = Reducer(layout, groups, bucket_cap_mb=25, wire_dtype="bf16")
     optimizer = FusedLARS(param_groups, lr, layout=layout)  # the same layout, handed over
     for images, labels in loader:
-        reducer.zero_grad()
+        layout.zero_grad()                                 # in place: .grad stay views of the flat buffer
         loss_fn(model(images), labels).backward()          # buckets leave as soon as they fill
         reducer.wait()                                     # all gradients averaged over the ranks
         optimizer.step()
@@ -54,7 +54,9 @@ unpacks there, and makes the caller's current stream wait on each bucket's final
 (events only: no host sync). With Gloo a collective's wait blocks the host: the hook issues a
 bucket's first stage asynchronously (several buckets are in flight); one waiter thread per
 later stage waits for the stage before it in bucket order and issues the next one while
-autograd goes on; `wait()` waits for each bucket's last stage and unpacks it.
+autograd goes on; `wait()` waits for each bucket's last stage and unpacks it. The two are two
+small classes behind one interface (`_StreamOrdered` for NCCL, `_HostWaiting` for Gloo: a
+bucket's stages, and how they are sent), chosen by the process groups' backend.
 
 Gradient accumulation: inside `with reducer.no_sync():` backward only accumulates; the next
 backward outside it sends the sums. Parameters that get no gradient in a backward (unused
@@ -71,6 +73,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import queue
 import threading
 import time
@@ -84,6 +87,8 @@ from torch import nn
 
 from fastres.distributed.collectives import cause
 from fastres.distributed.errors import CollectiveError
+from fastres.distributed.groups import ProcessGroups
+from fastres.distributed.topology import Topology
 from fastres.kernels import ops
 from fastres.kernels.flat import ALIGN, FlatParams
 
@@ -182,71 +187,29 @@ def _streams_for(device: torch.device):
     return _CudaStreams(device) if device.type == "cuda" else _NoStreams()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """Who talks to whom: derived from fastres.distributed.groups.ProcessGroups (or the default group)."""
-
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    num_nodes: int
-    backend: str
-    world: object  # ProcessGroup or None (the default group)
-    intra: object
-    inter: object
-    intra_gather: object  # a second group of the same ranks as intra, for the all-gathers
-    intra_ranks: tuple  # global ranks of intra, by local rank
-    inter_ranks: tuple  # global ranks of inter, by node
-    timeout_s: float
-
-    @property
-    def world_ranks(self) -> tuple:
-        return tuple(range(self.world_size))
-
-    def describe(self, ranks: tuple) -> str:
-        """How an error names a group: "all 8 ranks" or "ranks [0, 1, 2, 3]"."""
-        return f"all {len(ranks)} ranks" if len(ranks) == self.world_size else f"ranks {list(ranks)}"
+def _groups_or_default(groups) -> ProcessGroups:
+    """`groups`, or for None the default process group as one node (or one process where torch.distributed
+    is not initialised): who talks to whom, read from fastres.distributed.groups.ProcessGroups."""
+    if groups is not None:
+        return groups
+    if not (dist.is_available() and dist.is_initialized()):
+        alone = Topology(0, 1, 0, 1, 0, 1, "none", None, None)
+        return ProcessGroups(alone, "none", None, None, None, [0], [0], datetime.timedelta(0))
+    rank, size = dist.get_rank(), dist.get_world_size()
+    one_node = Topology(rank, size, rank, size, 0, 1, "none", None, None)
+    # the default group's own timeout is not public: its default bounds the wait
+    return ProcessGroups(one_node, dist.get_backend(), None, None, None, list(range(size)), [rank],
+                         dist.default_pg_timeout)  # fmt: skip
 
 
-def _plan_of(groups) -> _Plan:
-    if groups is None:
-        if not (dist.is_available() and dist.is_initialized()):
-            return _Plan(1, 0, 1, 1, "none", None, None, None, None, (0,), (0,), 0.0)
-        W = dist.get_world_size()
-        # the default group's own timeout is not public: its default bounds the wait
-        return _Plan(
-            W,
-            dist.get_rank(),
-            W,
-            1,
-            dist.get_backend(),
-            None,
-            None,
-            None,
-            None,
-            tuple(range(W)),
-            (dist.get_rank(),),
-            dist.default_pg_timeout.total_seconds(),
-        )
+def _ranks_text(groups: ProcessGroups, ranks) -> str:
+    """How an error names a group: "all 8 ranks" or "ranks [0, 1, 2, 3]"."""
+    return f"all {len(ranks)} ranks" if len(ranks) == groups.topology.world_size else f"ranks {list(ranks)}"
+
+
+def _hierarchical(groups: ProcessGroups, algorithm: str) -> bool:
     t = groups.topology
-    return _Plan(
-        t.world_size,
-        t.local_rank,
-        t.local_world_size,
-        t.num_nodes,
-        groups.backend,
-        groups.world,
-        groups.intra,
-        groups.inter,
-        groups.intra_gather,
-        tuple(groups.intra_ranks),
-        tuple(groups.inter_ranks),
-        groups.timeout.total_seconds(),
-    )
-
-
-def _hierarchical(plan: _Plan, algorithm: str) -> bool:
-    return algorithm in ("auto", "hierarchical") and plan.num_nodes > 1 and plan.local_world_size > 1
+    return algorithm in ("auto", "hierarchical") and t.num_nodes > 1 and t.local_world_size > 1
 
 
 def _caps(first_bucket_mb: float, bucket_cap_mb: float) -> tuple[int, int]:
@@ -266,11 +229,11 @@ def bucket_layout(
     algorithm) and to a fused optimizer."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    plan = _plan_of(groups)
+    groups = _groups_or_default(groups)
     first_cap, cap = _caps(first_bucket_mb, bucket_cap_mb)
     named = list(model.named_parameters())
     ranges = plan_buckets([q.numel() for _, q in named], first_cap, cap)
-    multiple = plan.local_world_size * ALIGN if _hierarchical(plan, algorithm) else ALIGN
+    multiple = groups.topology.local_world_size * ALIGN if _hierarchical(groups, algorithm) else ALIGN
     return FlatParams(model, pad_before={a for a, _ in ranges} | {len(named)}, pad_multiple=multiple)
 
 
@@ -285,7 +248,6 @@ class Reducer:
     bucket_cap_mb:  fp32 gradient MB per bucket after the first (DDP's default: 25)
     first_bucket_mb: fp32 gradient MB of the first bucket (the last layers' gradients)
     wire_dtype:     "fp32", "bf16" or "fp16" (or the torch dtype): what goes over the network
-    predivide:      divide by the world size before summing (the result is the mean)
 
     torch optimizers see the same parameters (views of the layout); FusedLARS/FusedSGD take
     the same layout as `layout=`.
@@ -300,7 +262,6 @@ class Reducer:
         bucket_cap_mb: float = 25.0,
         first_bucket_mb: float = 1.0,
         wire_dtype="fp32",
-        predivide: bool = True,
     ):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
@@ -317,10 +278,11 @@ class Reducer:
         if wire_dtype not in WIRE_DTYPES.values():
             raise ValueError(f"wire_dtype: must be torch.float32, bfloat16 or float16, got {wire_dtype}")
         self.wire_dtype = wire_dtype
-        self.plan = p = _plan_of(groups)
-        hier = _hierarchical(p, algorithm)
+        self.groups = g = _groups_or_default(groups)
+        world_size = g.topology.world_size
+        hier = _hierarchical(g, algorithm)
         self.algorithm = "hierarchical" if hier else "flat"
-        shard_multiple = p.local_world_size * ALIGN if hier else ALIGN
+        shard_multiple = g.topology.local_world_size * ALIGN if hier else ALIGN
         ranges = plan_buckets(list(layout.sizes), first_cap, cap)
         self.layout = layout
         self._trainable = [q.requires_grad for q in layout.param_list]
@@ -343,7 +305,7 @@ class Reducer:
             for s in segs:
                 self._bucket_of[s] = b
 
-        self.enabled = p.world_size > 1
+        self.enabled = world_size > 1
         self.collectives = 0  # collective operations completed so far (tests and logs)
         self.sent_during_backward = 0  # buckets the last step sent from hooks, before wait()
         self._sync = True
@@ -351,13 +313,12 @@ class Reducer:
         self._next = 0  # first bucket not yet sent this step
         self._error: BaseException | None = None
         self._cv = threading.Condition()
-        self._inline = p.backend == "nccl"  # NCCL: every stage queued from the hook; else waiter threads
-        self._scale = 1.0 / p.world_size if predivide else 1.0
-        self._waiters: list[tuple[queue.SimpleQueue, threading.Thread] | None] = [None, None, None]
+        self._scale = 1.0 / world_size  # pre-divided: the sum is the mean, and fp16 sums do not overflow
+        self._sending = _StreamOrdered(self) if g.backend == "nccl" else _HostWaiting(self)
         self._broken: BaseException | None = None
         self._streams = _streams_for(layout.device) if self.enabled else _NoStreams()
         for b in self.buckets:
-            b.stages = self._stages_of(b)
+            b.stages = self._sending.stages(b)
             b.packed, b.done = self._streams.event(), self._streams.event()
         self._warned_unused = False
         self._reset_counts()
@@ -371,16 +332,16 @@ class Reducer:
 
     def describe(self) -> str:
         sizes = ", ".join(f"{b.grad.numel() * 4 / _MB:.1f}" for b in self.buckets)
-        p = self.plan
+        t = self.groups.topology
         if not self.enabled:
             return f"no gradient all-reduce (1 rank); {len(self.buckets)} buckets ({sizes} MB)"
         where = (
-            f"{p.num_nodes} nodes x {p.local_world_size} ranks"
+            f"{t.num_nodes} nodes x {t.local_world_size} ranks"
             if self.algorithm == "hierarchical"
-            else f"{p.world_size} ranks"
+            else f"{t.world_size} ranks"
         )
         return (
-            f"{self.algorithm} all-reduce over {where}, {p.backend}, wire {str(self.wire_dtype)[6:]}, "
+            f"{self.algorithm} all-reduce over {where}, {self.groups.backend}, wire {str(self.wire_dtype)[6:]}, "
             f"{len(self.buckets)} buckets ({sizes} MB of fp32 gradients)"
         )
 
@@ -392,10 +353,6 @@ class Reducer:
             yield
         finally:
             self._sync = old
-
-    def zero_grad(self) -> None:
-        """Zero every gradient in place (one memset of the flat buffer; .grad stay views)."""
-        self.layout.zero_grad()
 
     def wait(self) -> None:
         """Send the buckets backward did not send, wait for all, and leave the mean gradients in place.
@@ -433,11 +390,7 @@ class Reducer:
         for h in self._handles:
             h.remove()
         self._handles = []
-        for i, w in enumerate(self._waiters):
-            if w is not None:
-                w[0].put(None)
-                w[1].join(timeout=5)
-                self._waiters[i] = None
+        self._sending.close()
 
     # ------------------------------------------------------------------ hooks
 
@@ -471,60 +424,6 @@ class Reducer:
 
     # ------------------------------------------------------------------ sending
 
-    def _stages_of(self, b: _Bucket) -> list[tuple]:
-        """(what, ranks, [issue, ...]) for each stage of bucket b, in order.
-
-        Each `issue()` starts one asynchronous collective and returns its work; a stage's
-        collectives all run on one group."""
-        p, buf = self.plan, b.buffer
-        if self.algorithm == "flat":
-            return [("all_reduce", p.world_ranks, [partial(dist.all_reduce, buf, group=p.world, async_op=True)])]
-        L = p.local_world_size
-        if p.backend != "gloo":
-            # this rank's shard in a buffer of its own: the reduce-scatter writes it and the
-            # all-gather reads it (no copy either way), and no backend's aliasing rules are relied on
-            shard = torch.empty(buf.numel() // L, dtype=buf.dtype, device=buf.device)
-            return [
-                (
-                    "reduce_scatter (intra-node)",
-                    p.intra_ranks,
-                    [partial(_reduce_scatter, shard, buf, group=p.intra, async_op=True)],
-                ),
-                (
-                    "all_reduce (inter-node)",
-                    p.inter_ranks,
-                    [partial(dist.all_reduce, shard, group=p.inter, async_op=True)],
-                ),
-                (
-                    "all_gather (intra-node)",
-                    p.intra_ranks,
-                    [partial(_all_gather, buf, shard, group=p.intra_gather, async_op=True)],
-                ),
-            ]
-        # Gloo: torch's Gloo reduce_scatter and all-gather take 2x and 3.5x the time of L reduces
-        # and L broadcasts moving the same bytes (bench/README.md), so the node's phases are made
-        # of those, in place on the bucket: reduce chunk i to its owner (local rank i), all-reduce
-        # one's own chunk across nodes, broadcast chunk i from its owner.
-        owners = list(p.intra_ranks)
-        chunks = buf.chunk(L)
-        mine = chunks[p.local_rank]
-        return [
-            (
-                "reduce (intra-node, chunk i to local rank i)",
-                p.intra_ranks,
-                [partial(dist.reduce, c, dst=r, group=p.intra, async_op=True) for c, r in zip(chunks, owners)],
-            ),
-            ("all_reduce (inter-node)", p.inter_ranks, [partial(dist.all_reduce, mine, group=p.inter, async_op=True)]),
-            (
-                "broadcast (intra-node, chunk i from local rank i)",
-                p.intra_ranks,
-                [
-                    partial(dist.broadcast, c, src=r, group=p.intra_gather, async_op=True)
-                    for c, r in zip(chunks, owners)
-                ],
-            ),
-        ]
-
     def _launch_ready(self) -> None:
         """Send buckets in index order, as far as they are full (the hook's thread, or wait()).
 
@@ -546,29 +445,7 @@ class Reducer:
                 self._fail(e)
                 continue
             with st.use(st.comm):
-                if self._inline:
-                    self._issue_all(b)
-                else:
-                    self._issue(b, 0)
-
-    def _issue_all(self, b: _Bucket) -> None:
-        """NCCL: queue every stage of b on the communication stream (current here), each one
-        ordered after the one before by work.wait(), which for NCCL orders the current stream
-        and returns; wait() orders the stream after the last stage."""
-        for k, (_what, _ranks, issues) in enumerate(b.stages):
-            b.t0 = time.monotonic()
-            try:
-                works = [issue() for issue in issues]
-                if k + 1 < len(b.stages):
-                    for work in works:
-                        work.wait()
-            except Exception as e:  # noqa: BLE001
-                self._fail(self._error_for(b, k, e, b.t0))
-                return
-            if k + 1 < len(b.stages):
-                with self._cv:
-                    self.collectives += len(works)
-        self._deliver(b, works)
+                self._sending.send(b)
 
     def _deliver(self, b: _Bucket, works: list) -> None:
         """b's last stage is issued: wait() may wait for it."""
@@ -576,47 +453,8 @@ class Reducer:
             b.last = works
             self._cv.notify_all()
 
-    # Gloo: a collective's wait() blocks the host. The hook's thread only issues the first
-    # collective of a bucket (asynchronous, so several buckets are in flight); one waiter thread
-    # per stage but the last waits for its stage's collectives in bucket order and issues the
-    # next stage; wait() waits for the last. Every group thus sees its collectives issued in
-    # bucket order on every rank, and each stage has a group of its own (the all-gathers use a
-    # second intra-node group), so no two threads ever issue on one group. One stage (flat):
-    # no thread at all.
-    def _issue(self, b: _Bucket, k: int) -> None:
-        b.t0 = time.monotonic()
-        try:
-            works = [issue() for issue in b.stages[k][2]]
-        except Exception as e:  # noqa: BLE001
-            self._fail(self._error_for(b, k, e, b.t0))
-            return
-        if k + 1 == len(b.stages):
-            self._deliver(b, works)
-            return
-        if self._waiters[k] is None:
-            q: queue.SimpleQueue = queue.SimpleQueue()
-            t = threading.Thread(target=self._wait_stage, args=(k, q), name=f"fastres-reducer-{k}", daemon=True)
-            t.start()
-            self._waiters[k] = (q, t)
-        self._waiters[k][0].put((b, works))
-
-    def _wait_stage(self, k: int, q: queue.SimpleQueue) -> None:
-        st = self._streams
-        while (item := q.get()) is not None:
-            b, works = item
-            try:
-                with st.use(st.comm):  # CUDA tensors: Gloo's wait orders the current stream after the collective
-                    for work in works:
-                        work.wait()
-            except Exception as e:  # noqa: BLE001 - a thread must not die: wait() re-raises it
-                self._fail(self._error_for(b, k, e, b.t0))
-                continue
-            with self._cv:
-                self.collectives += len(works)
-            if self._error is not None:
-                continue
-            with st.use(st.comm):  # the next stage reads what this one wrote: issued on the same stream
-                self._issue(b, k + 1)
+    def _timeout_s(self) -> float:
+        return self.groups.timeout.total_seconds()
 
     def _fail(self, error: BaseException) -> None:
         with self._cv:
@@ -628,8 +466,8 @@ class Reducer:
         first = cause(e)
         err = CollectiveError(
             f"fastres.distributed.reducer: {what} of gradient bucket {b.index} ({b.buffer.numel()} x "
-            f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {self.plan.describe(ranks)} failed after "
-            f"{time.monotonic() - t0:.1f} s (process group timeout {self.plan.timeout_s:.0f} s; a rank "
+            f"{str(b.buffer.dtype)[6:]}, {self._params_of(b)}) over {_ranks_text(self.groups, ranks)} failed after "
+            f"{time.monotonic() - t0:.1f} s (process group timeout {self._timeout_s():.0f} s; a rank "
             f"that died or never reached this step?): {first}"
         )
         err.__cause__ = e
@@ -638,7 +476,8 @@ class Reducer:
     def _wait_all(self) -> None:
         """Wait for every bucket's last stage in bucket order, unpack it, and order the caller's
         current stream after every unpack (events: no host sync with NCCL)."""
-        limit = self.plan.timeout_s + 60.0 if self.plan.timeout_s else None
+        timeout_s = self._timeout_s()
+        limit = timeout_s + 60.0 if timeout_s else None
         t0, st = time.monotonic(), self._streams
         for b in self.buckets:
             with self._cv:
@@ -647,7 +486,7 @@ class Reducer:
                     if left is not None and left <= 0:
                         raise CollectiveError(
                             f"fastres.distributed.reducer: gradient bucket {b.index} ({self._params_of(b)}) did "
-                            f"not finish within {limit:.0f} s (process group timeout {self.plan.timeout_s:.0f} s "
+                            f"not finish within {limit:.0f} s (process group timeout {timeout_s:.0f} s "
                             "+ 60 s)"
                         )
                     self._cv.wait(timeout=left if left is not None else 1.0)
@@ -683,3 +522,167 @@ class Reducer:
     def _params_of(self, b: _Bucket) -> str:
         names = self.layout.names
         return f"{names[b.segments[0]]} .. {names[b.segments[-1]]}" if len(b.segments) > 1 else names[b.segments[0]]
+
+
+# ---------------------------------------------------------------------------------- how a bucket travels
+# Two strategies behind one interface: `stages(b)` (what a bucket's collectives are), `send(b)` (issue them,
+# on the communication stream, from the hook's thread or wait()), `close()`.
+
+
+class _Sending:
+    def __init__(self, reducer: Reducer):
+        self.reducer = reducer
+
+    def stages(self, b: _Bucket) -> list[tuple]:
+        """(what, ranks, [issue, ...]) for each stage of bucket b, in order.
+
+        Each `issue()` starts one asynchronous collective and returns its work; a stage's
+        collectives all run on one group."""
+        g, buf = self.reducer.groups, b.buffer
+        if self.reducer.algorithm == "flat":
+            everyone = tuple(range(g.topology.world_size))
+            return [("all_reduce", everyone, [partial(dist.all_reduce, buf, group=g.world, async_op=True)])]
+        return self._node_stages(g, buf)
+
+    def _node_stages(self, g: ProcessGroups, buf: torch.Tensor) -> list[tuple]:
+        raise NotImplementedError
+
+    def send(self, b: _Bucket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _StreamOrdered(_Sending):
+    """NCCL, whose `work.wait()` only orders the current stream and returns: the hook queues every stage of
+    a bucket at once on the communication stream, each ordered after the one before; `Reducer.wait()` orders
+    that stream after the last stage. The node's phases are reduce-scatter and all-gather."""
+
+    def _node_stages(self, g: ProcessGroups, buf: torch.Tensor) -> list[tuple]:
+        # this rank's shard in a buffer of its own: the reduce-scatter writes it and the
+        # all-gather reads it (no copy either way), and no backend's aliasing rules are relied on
+        shard = torch.empty(buf.numel() // g.topology.local_world_size, dtype=buf.dtype, device=buf.device)
+        return [
+            (
+                "reduce_scatter (intra-node)",
+                tuple(g.intra_ranks),
+                [partial(_reduce_scatter, shard, buf, group=g.intra, async_op=True)],
+            ),
+            (
+                "all_reduce (inter-node)",
+                tuple(g.inter_ranks),
+                [partial(dist.all_reduce, shard, group=g.inter, async_op=True)],
+            ),
+            (
+                "all_gather (intra-node)",
+                tuple(g.intra_ranks),
+                [partial(_all_gather, buf, shard, group=g.intra_gather, async_op=True)],
+            ),
+        ]
+
+    def send(self, b: _Bucket) -> None:
+        r = self.reducer
+        for k, (_what, _ranks, issues) in enumerate(b.stages):
+            b.t0 = time.monotonic()
+            try:
+                works = [issue() for issue in issues]
+                if k + 1 < len(b.stages):
+                    for work in works:
+                        work.wait()
+            except Exception as e:  # noqa: BLE001
+                r._fail(r._error_for(b, k, e, b.t0))
+                return
+            if k + 1 < len(b.stages):
+                with r._cv:
+                    r.collectives += len(works)
+        r._deliver(b, works)
+
+
+class _HostWaiting(_Sending):
+    """Gloo, whose `work.wait()` blocks the host: the hook's thread only issues the first collective of a
+    bucket (asynchronous, so several buckets are in flight); one waiter thread per stage but the last waits
+    for its stage's collectives in bucket order and issues the next stage; `Reducer.wait()` waits for the
+    last. Every group thus sees its collectives issued in bucket order on every rank, and each stage has a
+    group of its own (the all-gathers use a second intra-node group), so no two threads ever issue on one
+    group. One stage (flat): no thread at all.
+
+    The node's phases are L reduces (chunk i to local rank i) and L broadcasts (chunk i from local rank i),
+    in place on the bucket: torch's Gloo reduce-scatter and all-gather take 2x and 3.5x the time of those
+    moving the same bytes (bench/README.md)."""
+
+    def __init__(self, reducer: Reducer):
+        super().__init__(reducer)
+        self._waiters: list[tuple[queue.SimpleQueue, threading.Thread] | None] = [None, None, None]
+
+    def _node_stages(self, g: ProcessGroups, buf: torch.Tensor) -> list[tuple]:
+        owners = list(g.intra_ranks)
+        chunks = buf.chunk(g.topology.local_world_size)
+        mine = chunks[g.topology.local_rank]
+        return [
+            (
+                "reduce (intra-node, chunk i to local rank i)",
+                tuple(g.intra_ranks),
+                [partial(dist.reduce, c, dst=r, group=g.intra, async_op=True) for c, r in zip(chunks, owners)],
+            ),
+            (
+                "all_reduce (inter-node)",
+                tuple(g.inter_ranks),
+                [partial(dist.all_reduce, mine, group=g.inter, async_op=True)],
+            ),
+            (
+                "broadcast (intra-node, chunk i from local rank i)",
+                tuple(g.intra_ranks),
+                [
+                    partial(dist.broadcast, c, src=r, group=g.intra_gather, async_op=True)
+                    for c, r in zip(chunks, owners)
+                ],
+            ),
+        ]
+
+    def send(self, b: _Bucket) -> None:
+        self._issue(b, 0)
+
+    def _issue(self, b: _Bucket, k: int) -> None:
+        r = self.reducer
+        b.t0 = time.monotonic()
+        try:
+            works = [issue() for issue in b.stages[k][2]]
+        except Exception as e:  # noqa: BLE001
+            r._fail(r._error_for(b, k, e, b.t0))
+            return
+        if k + 1 == len(b.stages):
+            r._deliver(b, works)
+            return
+        if self._waiters[k] is None:
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            t = threading.Thread(target=self._wait_stage, args=(k, q), name=f"fastres-reducer-{k}", daemon=True)
+            t.start()
+            self._waiters[k] = (q, t)
+        self._waiters[k][0].put((b, works))
+
+    def _wait_stage(self, k: int, q: queue.SimpleQueue) -> None:
+        r = self.reducer
+        st = r._streams
+        while (item := q.get()) is not None:
+            b, works = item
+            try:
+                with st.use(st.comm):  # CUDA tensors: Gloo's wait orders the current stream after the collective
+                    for work in works:
+                        work.wait()
+            except Exception as e:  # noqa: BLE001 - a thread must not die: wait() re-raises it
+                r._fail(r._error_for(b, k, e, b.t0))
+                continue
+            with r._cv:
+                r.collectives += len(works)
+            if r._error is not None:
+                continue
+            with st.use(st.comm):  # the next stage reads what this one wrote: issued on the same stream
+                self._issue(b, k + 1)
+
+    def close(self) -> None:
+        for i, w in enumerate(self._waiters):
+            if w is not None:
+                w[0].put(None)
+                w[1].join(timeout=5)
+                self._waiters[i] = None

@@ -3,8 +3,10 @@ factory and the learning-rate schedules; imports fastres.kernels only.
 
   lars            FusedLARS, FusedSGD: one fused step over the flat layout
   amp             LossScaler: dynamic loss scaling on the flat gradient buffer
-  factory         build_optimizer: the config's optimizer over the model's parameter groups
-  schedule        warm-up, decay and momentum per step; --print-schedule's table
+  factory         OPTIMIZERS (each optimizer by name, one entry) and build_optimizer: the config's optimizer
+                  over the model's parameter groups
+  schedule        SCHEDULES (each decay by name, one entry); warm-up, decay and momentum per step;
+                  --print-schedule's table
 """
 
 from fastres.optim.factory import OPTIMIZERS, build_optimizer, param_groups

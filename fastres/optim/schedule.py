@@ -1,8 +1,9 @@
 """Learning-rate (and momentum, and RMSprop warm-up) schedules as pure functions of the step.
 
 No state, nothing to checkpoint. The trainer calls `run_schedule(cfg, steps_per_epoch,
-global_batch)` once, then each optimizer step `schedule(step)` for the lr and, where it
-exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
+global_batch)` once, then each optimizer step `schedule(step)` for the lr, `schedule.unadapted(step)`
+and `schedule.group_values(step)` (the momentum and the optimizer's own values): all through
+fastres.optim.factory.set_hyperparameters.
 
     lr(step) = warm-up(step) for step < warmup_steps, then decay(step)
 
@@ -19,10 +20,8 @@ exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
   sec. 2.2, "gradual warm-up": from eta = 0.1 to 3.2 at 8K over 5 epochs, i.e. a start of
   1/32 of the peak there):
       lr(step) = peak * (s + (1 - s) * (step + 1) / W)      for step < W
-  (step W - 1 reaches the peak; s = warmup_start, W = warmup_steps). `warmup_kind="hold-linear"`
-  holds s x peak for the first `hold` fraction of the warm-up and ramps only then; it is
-  fastres's own shape (not Preferred Networks' "slow-start": that is the piecewise schedule
-  below) and no preset uses it.
+  (step W - 1 reaches the peak; s = warmup_start, W = warmup_steps). Preferred Networks'
+  "slow-start" is the piecewise schedule below.
 - Decays after warm-up, over the remaining steps, t in [0, 1], end = end lr / peak:
   `cosine`: peak * (end + (1 - end) * (1 + cos(pi t)) / 2) (Loshchilov & Hutter 2017);
   `poly`:   peak * (end + (1 - end) * (1 - t)^power) (MLPerf's ResNet-50 LARS reference: power 2,
@@ -33,7 +32,8 @@ exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
             Fukuda 2017, arXiv:1711.04325, sec. 2.3) is piecewise: factors 0.5, 0.075, 0.01,
             0.001 of the linearly scaled lr from epochs 0, 40, 70, 85;
   `constant`.
-  During a warm-up, `step`/`piecewise` ramp to peak * factors[0].
+  During a warm-up, `step`/`piecewise` ramp to peak * factors[0]. SCHEDULES maps each `--schedule`
+  name to its `Decay`: adding a kind is one entry there (--help and the config's checks read it).
 - Where a step sits on the warm-up and decay (`origin`, config key `schedule_origin`):
   `fastres` (the default): as above, the warm-up's step k at (k + 1) / W, the decay's t from
   step W at 0; `mxnet`: every step at its update number i = step + 1 (MXNet's num_update, from
@@ -47,35 +47,28 @@ exists, `schedule.momentum(step)` and `schedule.rmsprop_blend(step)`.
   NVIDIA's sgdwfastlars (`kwargs['momentum'] = self.momentum * (self.cur_lr / self.last_lr)` in
   the same fit.py, with last_lr = lr at the first update). With the lr inside the momentum
   (momentum_convention mlperf) it keeps the momentum in units of the current lr.
-- Steps per epoch (`steps_per_epoch(images, global_batch, rounding, world)`): `floor` drops an
-  epoch's incomplete batch; `ceil` is NVIDIA's get_epoch_size (same fit.py):
-  ceil(floor(images / processes) / batch per process).
-- RMSprop warm-up (Akiba et al. 2017, sec. 2.2): the optimizer starts as RMSprop and turns
-  into momentum SGD; `rmsprop_warmup_blend(epoch, center, period)` is alpha_RMSprop =
-  1 - alpha_SGD, with alpha_SGD exponential, then linear, in the epoch (centre 10, period 5
-  epochs in the paper):
-      x = (epoch - center) / period
-      alpha_SGD = exp(2x) / 2        for x < 0
-      alpha_SGD = min(1, 1/2 + x)    for x >= 0
-  The two pieces meet at the centre at 1/2 with equal slope (1 / period); pure SGD from
-  center + period / 2 on. The centre and period are the paper's; the exponential's rate is
-  fastres's reading of its description (unconfirmed). The fused step applies the blend
-  (csrc/lars.h; formula in fastres.optim.lars).
+- The optimizer's own per-step values (fastres.optim.factory, `OptimInfo.group_values`): e.g.
+  the RMSprop warm-up's blend of Akiba et al. 2017 (`rmsprop_blend(step)`), from the fractional
+  epoch; `group_values(step)` gives them with the momentum, as the param groups take them.
+- Steps per epoch are the loaders' count (fastres.data.dataset.train_steps): a schedule is given them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from fastres.optim.factory import OPTIMIZERS, rmsprop_warmup_blend
 
 __all__ = [
     "ORIGINS",
     "ROUNDINGS",
     "SCHEDULES",
-    "WARMUPS",
-    "IMAGENET_TRAIN_IMAGES",
+    "Decay",
+    "factors_problem",
     "scaled_lr",
-    "steps_per_epoch",
     "peak_lr",
     "LRSchedule",
     "rmsprop_warmup_blend",
@@ -85,11 +78,54 @@ __all__ = [
     "schedule_table",
 ]
 
-SCHEDULES = ("cosine", "poly", "step", "piecewise", "constant")
-WARMUPS = ("linear", "hold-linear")
+
+@dataclass(frozen=True)
+class Decay:
+    """One `--schedule` kind: the lr after the warm-up."""
+
+    help: str  # --help's words for it after its name ("" for none)
+    lr: Callable[[LRSchedule, int, float], float]  # (schedule, step, t: the share of the decay done, in [0, 1])
+    # a kind that steps at milestones: its default ones, as fractions of training (() for none); None: no milestones
+    milestones: tuple[float, ...] | None = None
+    factor: Callable[[int], float] | None = None  # lr / peak after k milestones without --factors; None: needs them
+
+
+def _cosine(s: LRSchedule, step: int, t: float) -> float:
+    return s.peak * (s.end_factor + (1 - s.end_factor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _poly(s: LRSchedule, step: int, t: float) -> float:
+    return s.peak * (s.end_factor + (1 - s.end_factor) * (1 - t) ** s.power)
+
+
+def _stepped(s: LRSchedule, step: int, t: float) -> float:
+    return s.peak * s._factor(step)
+
+
+SCHEDULES: dict[str, Decay] = {
+    "cosine": Decay("", _cosine),
+    "poly": Decay("power --poly-power", _poly),
+    "step": Decay(
+        "x --factors, default x0.1 each, at --milestones, default 1/3, 2/3, 8/9 of training",
+        _stepped,
+        milestones=(1 / 3, 2 / 3, 8 / 9),
+        factor=lambda k: 0.1**k,
+    ),
+    "piecewise": Decay("lr x --factors from each of --milestones", _stepped, milestones=()),
+    "constant": Decay("", lambda s, step, t: s.peak),
+}
 ORIGINS = ("fastres", "mxnet", "zero")  # where step 0 sits on the warm-up and decay (module doc)
-ROUNDINGS = ("floor", "ceil")  # steps per epoch
-IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
+ROUNDINGS = ("floor", "ceil")  # steps per epoch (fastres.data.dataset.train_steps)
+
+
+def factors_problem(kind: str, milestones: Sequence | None, factors: Sequence | None) -> str | None:
+    """What `factors` must be for a `kind` schedule with `milestones` (None: the kind's default ones), or None
+    when they do: a kind without default factors needs them, and there is one more than milestones."""
+    decay = SCHEDULES[kind]
+    if factors is None:
+        return f"given with --schedule {kind}" if decay.milestones is not None and decay.factor is None else None
+    n = len(milestones) if milestones is not None else len(decay.milestones or ())
+    return None if len(factors) == n + 1 else f"{n + 1} numbers (one more than the {n} milestones)"
 
 
 def scaled_lr(lr_per_256: float, global_batch: int) -> float:
@@ -114,16 +150,13 @@ class LRSchedule:
     kind: str = "cosine"
     end_factor: float = 0.0  # final lr as a fraction of the peak (cosine, poly)
     warmup_start: float = 0.0  # first warm-up lr as a fraction of the peak
-    milestones: tuple[float, ...] = (1 / 3, 2 / 3, 8 / 9)  # step: fractions of total_steps
-    warmup_kind: str = "linear"  # linear, hold-linear
-    hold: float = 0.5  # hold-linear: fraction of the warm-up held at warmup_start x peak
+    milestones: tuple[float, ...] | None = None  # step, piecewise: fractions of total_steps; None: the kind's
     milestone_steps: tuple[int, ...] | None = None  # step, piecewise: milestones in steps (overrides milestones)
     factors: tuple[float, ...] | None = None  # step, piecewise: lr / peak from each milestone on
     power: float = 2.0  # poly
     base_momentum: float = 0.9  # momentum(step): constant
-    steps_per_epoch: int = 1  # for rmsprop_blend (epochs)
-    rmsprop_center: float | None = None  # RMSprop warm-up centre in epochs; None: off
-    rmsprop_period: float = 5.0  # RMSprop warm-up period in epochs
+    steps_per_epoch: int = 1  # for per_step (epochs)
+    per_step: Callable[[float], dict[str, float]] | None = None  # the optimizer's own values at a fractional epoch
     origin: str = "fastres"  # fastres, mxnet, zero (module doc)
     momentum_correction: bool = False  # momentum(step) = mu * lr(step) / lr(step - 1)
     unadapted_scale: float = 1.0  # the rate of tensors no trust ratio adapts, as a multiple of lr(step)
@@ -135,65 +168,46 @@ class LRSchedule:
             raise ValueError(
                 f"need 0 <= warmup_steps ({self.warmup_steps}) <= total_steps ({self.total_steps}), total >= 1"
             )
-        if self.warmup_kind not in WARMUPS:
-            raise ValueError(f"unknown warm-up {self.warmup_kind!r}; choose one of {', '.join(WARMUPS)}")
-        if not 0 <= self.hold < 1:
-            raise ValueError(f"hold must be in [0, 1), got {self.hold}")
-        n = len(self.milestone_steps if self.milestone_steps is not None else self.milestones)
-        if self.kind == "piecewise" and self.factors is None:
-            raise ValueError("piecewise: needs factors (one more than milestones)")
-        if self.factors is not None and len(self.factors) != n + 1:
-            raise ValueError(f"factors: need {n + 1} (one more than the {n} milestones), got {len(self.factors)}")
+        milestones = self.milestone_steps if self.milestone_steps is not None else self.milestones
+        problem = factors_problem(self.kind, milestones, self.factors)
+        if problem:
+            raise ValueError(f"factors: must be {problem}, got {self.factors}")
         if self.power <= 0:
             raise ValueError(f"power must be > 0, got {self.power}")
         if self.origin not in ORIGINS:
             raise ValueError(f"unknown origin {self.origin!r}; choose one of {', '.join(ORIGINS)}")
-        if self.rmsprop_center is not None and self.rmsprop_period <= 0:
-            raise ValueError(f"rmsprop_period must be > 0, got {self.rmsprop_period}")
 
     def _factor(self, step: int) -> float:
         if self.milestone_steps is not None:
             passed = sum(step >= m for m in self.milestone_steps)
         else:
-            passed = sum(step >= m * self.total_steps for m in self.milestones)
-        return self.factors[passed] if self.factors is not None else 0.1**passed
+            milestones = self.milestones if self.milestones is not None else SCHEDULES[self.kind].milestones or ()
+            passed = sum(step >= m * self.total_steps for m in milestones)
+        return self.factors[passed] if self.factors is not None else SCHEDULES[self.kind].factor(passed)
 
     def __call__(self, step: int) -> float:
         """The lr to use for optimizer step `step` (0-based)."""
         if self.origin != "fastres":
             return self._counted(step + (1 if self.origin == "mxnet" else 0), step)
         if step < self.warmup_steps:
-            frac = (step + 1) / self.warmup_steps
-            if self.warmup_kind == "hold-linear":
-                hold = int(self.hold * self.warmup_steps)
-                frac = 0.0 if step < hold else (step + 1 - hold) / (self.warmup_steps - hold)
-            return self._warm(frac)
+            return self._warm((step + 1) / self.warmup_steps)
         return self._decay(step, step - self.warmup_steps)
 
     def _warm(self, frac: float) -> float:
-        target = self.peak * (self._factor(0) if self.kind in ("step", "piecewise") else 1.0)
+        stepped = SCHEDULES[self.kind].milestones is not None
+        target = self.peak * (self._factor(0) if stepped else 1.0)
         return target * (self.warmup_start + (1 - self.warmup_start) * frac)
 
     def _decay(self, step: int, into: float) -> float:
         """The lr `into` steps after the warm-up (step: for the milestones)."""
-        if self.kind in ("step", "piecewise"):
-            return self.peak * self._factor(step)
         decay_steps = self.total_steps - self.warmup_steps
         t = min(1.0, into / decay_steps) if decay_steps else 1.0
-        end = self.end_factor
-        if self.kind == "cosine":
-            return self.peak * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t)))
-        if self.kind == "poly":
-            return self.peak * (end + (1 - end) * (1 - t) ** self.power)
-        return self.peak
+        return SCHEDULES[self.kind].lr(self, step, t)
 
     def _counted(self, i: int, step: int) -> float:
         """origin mxnet / zero: the lr at update number i (the warm-up up to and including i = W)."""
         W = self.warmup_steps
         if W and i <= W:
-            if self.warmup_kind == "hold-linear":
-                hold = int(self.hold * W)
-                return self._warm(0.0 if i <= hold else (i - hold) / (W - hold))
             return self._warm(i / W)
         return self._decay(step, i - W)
 
@@ -208,58 +222,44 @@ class LRSchedule:
         before = self(step - 1)
         return self.base_momentum * self(step) / before if before > 0 else self.base_momentum
 
+    def group_values(self, step: int) -> dict[str, float]:
+        """What every param group that has the key takes at step `step` besides the lr: the momentum and the
+        optimizer's own per-step values (fastres.optim.factory.set_hyperparameters)."""
+        own = self.per_step(step / self.steps_per_epoch) if self.per_step is not None else {}
+        return {"momentum": self.momentum(step), **own}
+
     def rmsprop_blend(self, step: int) -> float:
-        """alpha_RMSprop for step `step` (0 when the RMSprop warm-up is off)."""
-        if self.rmsprop_center is None:
-            return 0.0
-        return rmsprop_warmup_blend(step / self.steps_per_epoch, self.rmsprop_center, self.rmsprop_period)
+        """alpha_RMSprop for step `step` (0 without the RMSprop warm-up)."""
+        return self.group_values(step).get("rmsprop_blend", 0.0)
 
 
-def rmsprop_warmup_blend(epoch: float, center: float = 10.0, period: float = 5.0) -> float:
-    """alpha_RMSprop = 1 - alpha_SGD of Akiba et al.'s RMSprop warm-up at `epoch` (fractional).
-
-    alpha_SGD = exp(2x) / 2 for x = (epoch - center) / period < 0, else min(1, 1/2 + x)
-    (module docstring; centre 10 and period 5 epochs are the paper's, sec. 2.2)."""
-    if period <= 0:
-        raise ValueError(f"period must be > 0, got {period}")
-    x = (epoch - center) / period
-    alpha_sgd = 0.5 * math.exp(2 * x) if x < 0 else min(1.0, 0.5 + x)
-    return 1.0 - alpha_sgd
-
-
-def run_schedule(cfg, steps_per_epoch: int, global_batch: int) -> LRSchedule:
+def run_schedule(cfg: Any, steps_per_epoch: int, global_batch: int) -> LRSchedule:
     """A training run's schedule from its config.
 
     steps_per_epoch: optimizer steps per epoch; global_batch: images per optimizer step over
     all processes (with gradient accumulation: batch_size x processes x accumulate)."""
-    lr_unit = getattr(cfg, "lr_unit", "per-256")
-    peak = peak_lr(cfg.lr, lr_unit, global_batch)
-    end_lr = getattr(cfg, "end_lr", None)
+    peak = peak_lr(cfg.lr, cfg.lr_unit, global_batch)
     end_factor = 0.0
-    if end_lr is not None and peak > 0:
-        end_factor = peak_lr(end_lr, lr_unit, global_batch) / peak
-    milestones = getattr(cfg, "milestones", None)
-    factors = getattr(cfg, "factors", None)
-    rmsprop = getattr(cfg, "optimizer", "") == "rmsprop-warmup"
+    if cfg.end_lr is not None and peak > 0:
+        end_factor = peak_lr(cfg.end_lr, cfg.lr_unit, global_batch) / peak
+    milestones = cfg.milestones
+    own = OPTIMIZERS[cfg.optimizer].group_values
     return LRSchedule(
         peak=peak,
         total_steps=cfg.epochs * steps_per_epoch,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         kind=cfg.schedule,
         end_factor=end_factor,
-        warmup_start=getattr(cfg, "warmup_start", 0.0),
-        milestone_steps=tuple(round(e * steps_per_epoch) for e in milestones)
-        if milestones is not None
-        else (() if cfg.schedule == "piecewise" else None),  # step: 1/3, 2/3, 8/9 of training
-        factors=None if factors is None else tuple(factors),
-        power=getattr(cfg, "poly_power", 2.0),
+        warmup_start=cfg.warmup_start,
+        milestone_steps=None if milestones is None else tuple(round(e * steps_per_epoch) for e in milestones),
+        factors=None if cfg.factors is None else tuple(cfg.factors),
+        power=cfg.poly_power,
         base_momentum=cfg.momentum,
         steps_per_epoch=steps_per_epoch,
-        rmsprop_center=getattr(cfg, "rmsprop_center", 10.0) if rmsprop else None,
-        rmsprop_period=getattr(cfg, "rmsprop_period", 5.0),
-        origin=getattr(cfg, "schedule_origin", "fastres"),
-        momentum_correction=getattr(cfg, "momentum_correction", False),
-        unadapted_scale=unadapted_scale(lr_unit, getattr(cfg, "lr_global_batch", None), global_batch),
+        per_step=None if own is None else (lambda epoch: own(cfg, epoch)),
+        origin=cfg.schedule_origin,
+        momentum_correction=cfg.momentum_correction,
+        unadapted_scale=unadapted_scale(cfg.lr_unit, cfg.lr_global_batch, global_batch),
     )
 
 
@@ -269,28 +269,13 @@ def unadapted_scale(lr_unit: str, lr_global_batch: int | None, global_batch: int
     return global_batch / lr_global_batch if lr_unit == "absolute" and lr_global_batch else 1.0
 
 
-def steps_per_epoch(images: int, global_batch: int, rounding: str = "floor", world: int | None = None) -> int:
-    """Optimizer steps per epoch of `images` at `global_batch` (at least 1): floor drops the
-    incomplete batch; ceil is NVIDIA's ceil(floor(images / world) / (global_batch / world))
-    (world None: ceil(images / global_batch), the same for every split NVIDIA ran)."""
-    if rounding == "floor":
-        return max(1, images // global_batch)
-    if rounding != "ceil":
-        raise ValueError(f"rounding: must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    if world is None or global_batch % world:
-        return max(1, math.ceil(images / global_batch))
-    return max(1, math.ceil((images // world) / (global_batch // world)))
-
-
-def schedule_rows(cfg, global_batch: int, train_images: int, steps: int | None = None) -> list[dict]:
-    """One row per epoch: the lr, momentum (and RMSprop blend) at the epoch's first step,
-    for `train_images` images per epoch at `global_batch` images per optimizer step (`steps` per
-    epoch, as the run's loaders count them; None: steps_per_epoch's count). `lr`: the conv/fc
-    weights' rate (with LARS: before the trust ratio); `lr_bn_bias`: BN parameters' and biases' rate
-    (module doc: they differ with an absolute lr at a batch other than lr_global_batch)."""
-    steps = steps or steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
+def schedule_rows(cfg: Any, global_batch: int, *, steps: int) -> list[dict]:
+    """One row per epoch: the lr, momentum (and RMSprop blend) at the epoch's first step, at `global_batch`
+    images per optimizer step and `steps` steps per epoch (as the run's loaders count them). `lr`: the conv/fc
+    weights' rate (under a trust ratio: before it); `lr_bn_bias`: BN parameters' and biases' rate (module doc:
+    they differ with an absolute lr at a batch other than lr_global_batch)."""
     schedule = run_schedule(cfg, steps, global_batch)
-    adapted = getattr(cfg, "optimizer", "") == "lars"  # only LARS adapts the conv/fc weights (fastres.optim.factory)
+    adapted = OPTIMIZERS[cfg.optimizer].adapts  # only a trust ratio's optimizer takes lr before it (factory)
     rows = []
     for epoch in range(cfg.epochs):
         step = epoch * steps
@@ -308,20 +293,19 @@ def schedule_rows(cfg, global_batch: int, train_images: int, steps: int | None =
     return rows
 
 
-def schedule_table(cfg, global_batch: int, train_images: int, steps: int | None = None) -> str:
-    """`python -m fastres.train --print-schedule`: a header line, then one line per epoch."""
-    rows = schedule_rows(cfg, global_batch, train_images, steps)
-    steps = steps or steps_per_epoch(train_images, global_batch, getattr(cfg, "steps_rounding", "floor"))
-    lr_global_batch = getattr(cfg, "lr_global_batch", None)
-    scale = unadapted_scale(getattr(cfg, "lr_unit", "per-256"), lr_global_batch, global_batch)
+def schedule_table(cfg: Any, global_batch: int, train_images: int, steps: int) -> str:
+    """`python -m fastres.train --print-schedule`: a header line, then one line per epoch (`train_images`
+    images per epoch in `steps` steps)."""
+    rows = schedule_rows(cfg, global_batch, steps=steps)
+    scale = unadapted_scale(cfg.lr_unit, cfg.lr_global_batch, global_batch)
     head = (
         f"# {cfg.epochs} epochs x {steps} steps ({train_images:,} images, global batch {global_batch:,}), "
         f"optimizer {cfg.optimizer}, schedule {cfg.schedule}; lr at each epoch's first step"
-        + ("; momentum corrected by lr_t / lr_t-1" if getattr(cfg, "momentum_correction", False) else "")
+        + ("; momentum corrected by lr_t / lr_t-1" if cfg.momentum_correction else "")
         + "; lr: conv/fc weights"
-        + (" (x LARS's trust ratio)" if cfg.optimizer == "lars" else "")
+        + (" (x LARS's trust ratio)" if OPTIMIZERS[cfg.optimizer].adapts else "")
         + ", lr_bn_bias: BN parameters and biases"
-        + (f" (--lr x {global_batch:,} / --lr-global-batch {lr_global_batch:,})" if scale != 1 else "")
+        + (f" (--lr x {global_batch:,} / --lr-global-batch {cfg.lr_global_batch:,})" if scale != 1 else "")
     )
     lines = [head, f"{'epoch':>5} {'step':>9} {'lr':>12} {'momentum':>8} {'batch':>7} {'rmsprop_blend':>13} "
              f"{'lr_bn_bias':>12}"]  # fmt: skip

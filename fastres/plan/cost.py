@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from fastres import IMAGENET_TRAIN_IMAGES
 from fastres.plan.allreduce import (
     ALGORITHMS,
     NCCL_BASE_S,
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 RESNET50_PARAMS = 25_557_032  # fastres.model.resnet50(), torchvision's count too
-IMAGENET_TRAIN_IMAGES = 1_281_167
 IMAGENET_VAL_IMAGES = 50_000
 WIRE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 

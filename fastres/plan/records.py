@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fastres import IMAGENET_TRAIN_IMAGES
+
 __all__ = ["BAND", "CALIBRATION", "RUNS", "VALIDATION", "Run", "run_by_key"]
 
 BAND = 0.20  # predicted / published within 1 +- BAND
-TRAIN_IMAGES = 1_281_167
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(TRAIN_IMAGES / self.global_batch)
+        return math.ceil(IMAGENET_TRAIN_IMAGES / self.global_batch)
 
 
 def _repo(rnd: str) -> str:
@@ -99,7 +100,7 @@ def _mlperf(key, rnd, folder, device, nodes, per_node, batch, score_s, epochs, e
 
 def _step(key, rnd, folder, device, nodes, per_node, batch, epoch_s, network="", inter_gbps=0.0, **kw):
     """A calibration figure: the steady epoch of an MLPerf log, as one step."""
-    steps = math.ceil(TRAIN_IMAGES / batch)
+    steps = math.ceil(IMAGENET_TRAIN_IMAGES / batch)
     return Run(
         key=key,
         name=f"MLPerf {rnd} {folder.split('/')[0]} {folder.rsplit('/', 1)[-1]} (steady step)",

@@ -2,8 +2,15 @@
 samples, the run folder, its lock and logs, resume); imports the config and every layer below it, never a
 command.
 
-  trainer      Trainer: the loop (data -> forward -> loss -> backward/reduce -> step -> log), validation
-  parts        Run: the trainer's collaborators, assembled once and released once
+  trainer      Trainer: the loop (data -> forward -> loss -> backward/reduce -> step -> log), validation every
+               epoch; built from its parts and state, so stand-ins can drive it
+  step         train_step: one optimizer step's micro-batches; NoLossScaling, the fp32/bf16 loss scaler
+  state        TrainState: the loop's own state (step, best and last validation, attempt, a pending validation)
+  validation   validate: top-1/top-5 over a validation loader, polling the stop signals (fastres.eval uses it)
+  timing       StepTimer: the loop's one clock (epoch seconds, the log window's img/s, the estimate's rate)
+  parts        RunParts: the loop's collaborators, and what they do for it (checkpoint, records, release)
+  assembly     assemble: the parts built in order, each handed to the next
+  restore      a checkpoint restored into the parts, and the TrainState the resumed attempt continues from
   resume       --resume auto|PATH: which checkpoint, which config, what changed between attempts
   attempts     what a resumed attempt lost to the one before: world sizes, steps and seconds lost
   execution    device, precision (autocast), memory format, seeds
@@ -12,7 +19,7 @@ command.
   badsamples   undecodable samples met in training: pooled over ranks, listed, bounded
   runlog       the run folder: config.yaml, metrics.jsonl, the summary
   runlock      one job per run folder
-  progress     a bar on a terminal, a line every N seconds in a log file
+  progress     a bar on a terminal, a line every N seconds in a log file; the estimate of the run's length
   console      stdout/stderr that fail (a log reader gone: EPIPE, EIO, closed) are dropped, never the run
   metrics      top-k counts, kept on the device
   tensorboard  the metrics as TensorBoard scalars

@@ -10,7 +10,7 @@
 A log reader that goes away (`... | head -1`, a `tee` whose reader dies, a log collector that
 restarts) makes the next write to the pipe fail with EPIPE (Python ignores SIGPIPE, so the
 write raises BrokenPipeError); a terminal that hangs up gives EIO; a stream closed under the
-process gives ValueError. Any of them used to end the run with a traceback at the next
+process gives ValueError. Unguarded, any of them ends the run with a traceback at the next
 epoch-end line, losing the work since the last checkpoint.
 
 A failed write drops that stream: its file descriptor is pointed at /dev/null (so nothing

@@ -1,11 +1,11 @@
 """`--resume`: which checkpoint a run continues from, with which config, and what changed.
 
-    plan = plan_resume(cfg, given)     # None: not a resume
-    plan.cfg          the saved config, with the keys that may change between attempts applied
-    plan.run_dir      the run folder that continues (or starts, for `--resume auto` with nothing in it)
-    plan.checkpoint   the checkpoint continued from (None: start), plan.state its contents
-    plan.changes      key -> (saved value, value now), for the metrics log's resume record
-    plan.sources      key -> where plan.cfg's value came from (the saved config, a flag), for --print-config
+    resume = plan_resume(cfg, given)     # a ResumePlan; None: not a resume
+    resume.cfg          the saved config, with the keys that may change between attempts applied
+    resume.run_dir      the run folder that continues (or starts, for `--resume auto` with nothing in it)
+    resume.checkpoint   the checkpoint continued from (None: start), resume.state its contents
+    resume.changes      key -> (saved value, value now), for the metrics log's resume record
+    resume.sources      key -> where resume.cfg's value came from (the saved config, a flag), for --print-config
 
 `--resume auto` (with `--name NAME`): continue OUT/NAME from its newest checkpoint that
 verifies, or start OUT/NAME when it has none, so re-running the same job script continues
