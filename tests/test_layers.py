@@ -16,8 +16,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import fastres
-
 # The repository this file is in: its source tree and docs, whichever fastres is installed (a plain
 # `pip install .` puts a copy without docs/ in site-packages).
 ROOT = Path(__file__).resolve().parents[1]
