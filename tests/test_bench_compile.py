@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.run import execution
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +23,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_compile  # noqa: E402
 
 
-def test_the_script_times_the_main_command_and_reads_its_records(tmp_path):
-    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+def test_the_script_times_the_main_command_and_reads_its_records(tiny_data, tmp_path):
+    data = tiny_data
     out, work = tmp_path / "compile.json", tmp_path / "runs"
     flags = ["--config", "builtin", "--data", str(data), "--arch", "resnet18", "--image-size", "32", "--batch-size",
              "8", "--threads", "1", "--no-progress"]  # fmt: skip

@@ -205,11 +205,11 @@ def test_trainer_skips_bad_files_when_asked(tmp_path, capsys):
     assert "skipping 2 bad files" in out and "39 train / 19 val images" in out
 
 
-def test_trainer_reads_webdataset_shards(tmp_path, capsys):
+def test_trainer_reads_webdataset_shards(tiny_data, tmp_path, capsys):
     pytest.importorskip("nvidia.dali")
     from fastres.data.__main__ import main as data_main
 
-    root = ensure_builtin_dataset(tmp_path / "d", train_per_class=4, val_per_class=2, workers=1)
+    root = tiny_data
     assert data_main(["shard", str(root), str(tmp_path / "wds"), "--shard-size", "16"]) == 0
     tiny = [a if a != "pytorch" else "dali" for a in TINY]
     assert main(["--data", str(tmp_path / "wds"), *tiny, "--out", str(tmp_path / "runs"), "--name", "w"]) == 0

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.distributed.emulate import network
 from fastres.distributed.emulate.__main__ import main as emulate_main
 from fastres.distributed.emulate.network import EmulatedNetwork, EmulationError
@@ -338,10 +337,10 @@ def test_once_per_host_and_once_per_job_with_the_host_s_values(tmp_path):
 @needs_emulation
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_fastres_train_runs_unchanged_across_emulated_hosts(tmp_path):
+def test_fastres_train_runs_unchanged_across_emulated_hosts(tiny_data, tmp_path):
     """python -m fastres.train on 2 hosts x 2 ranks over 1 Gbit/s links: hierarchical bf16, one run folder."""
     before = machine_state()
-    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    data = tiny_data
     proc = emulate(
         "--hosts", "2", "--ranks-per-host", "2", "--link-gbit", "1", "--timeout", "300", "--",
         sys.executable, "-m", "fastres.train", "--data", str(data), "--arch", "resnet18", "--image-size", "32",

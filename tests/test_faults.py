@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,43 +19,16 @@ import torch
 import yaml
 
 from fastres.checkpoint import CheckpointStore, read_checkpoint_file
-from fastres.data.builtin import ensure_builtin_dataset
 
-import tiny
 from multiproc import clean_environ
-from tiny import one_line_error, records
+from tiny import STEPPED, one_line_error, records, start, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
-# 40 train images, batch 8: 5 steps per epoch; every step logged
-TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "1", "--threads", "1", "--backend", "pytorch", "--data-check", "none"]
 
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
-
-
-def start(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
-    env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
-
-
-def wait_until(pred, proc: subprocess.Popen, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before the condition: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-def with_odd_entries(data: Path, root: Path) -> list[tuple[Path, str]]:
-    """A copy of `data` whose class folders also hold entries no loader can read, with the reason each is skipped."""
-    shutil.copytree(data, root)
+def with_odd_entries(root: Path) -> list[tuple[Path, str]]:
+    """Entries no loader can read added to the class folders of the dataset copy at `root`, with the reason each is
+    skipped."""
     folder = root / "train" / "arrow"
     os.mkfifo(folder / "fifo.JPEG")
     (folder / "gone.JPEG").symlink_to(folder / "nowhere.JPEG")
@@ -72,15 +44,15 @@ def with_odd_entries(data: Path, root: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def test_a_log_reader_that_goes_away_never_stops_the_run(data, tmp_path):
+def test_a_log_reader_that_goes_away_never_stops_the_run(tiny_data_copy, tmp_path):
     """`python -m fastres.train ... | head -1`: the reader exits after the first line. The run trains on, writes
     its checkpoints and metrics, says once on stderr that stdout is gone, records it, and exits 0. The data has
     entries no loader reads (a FIFO, a link to nothing, a directory and a link to a device named *.JPEG, a text
     file): the first line names every one of them."""
-    root = tmp_path / "data"
-    odd = with_odd_entries(data, root)
+    root = tiny_data_copy
+    odd = with_odd_entries(root)
     run = tmp_path / "run"
-    proc = start(["--data", str(root), *TINY, "--epochs", "1", "--out", str(tmp_path), "--name", "run"], tmp_path)
+    proc = start(["--data", str(root), *STEPPED, "--epochs", "1", "--out", str(tmp_path), "--name", "run"], tmp_path)
     first = proc.stdout.readline()  # `head -1`
     proc.stdout.close()  # ... and its reader goes away: the next write meets EPIPE
     err = proc.stderr.read()
@@ -97,14 +69,14 @@ def test_a_log_reader_that_goes_away_never_stops_the_run(data, tmp_path):
     assert read_checkpoint_file(CheckpointStore(run).paths()[0])["step"] == 5  # the run's end was saved
 
 
-def test_a_divergence_keeps_the_last_good_checkpoint_and_resume_continues_from_it(data, tmp_path):
+def test_a_divergence_keeps_the_last_good_checkpoint_and_resume_continues_from_it(tiny_data, tmp_path):
     """lr 100 blows the weights up (losses up to ~1e21), then every step's gradients are NaN and skipped. With a
     checkpoint every step and --keep-checkpoints 2, none is written while steps are skipped, so the one of the
     last good step survives; the stop names it; the same command continues from it."""
     run = tmp_path / "run"
-    args = ["--data", str(data), *TINY, "--lr", "100", "--lr-unit", "absolute", "--epochs", "3", "--checkpoint-every",
-            "1", "--keep-checkpoints", "2", "--max-skipped-steps", "2", "--out", str(tmp_path), "--name", "run",
-            "--resume", "auto"]  # fmt: skip
+    args = ["--data", str(tiny_data), *STEPPED, "--lr", "100", "--lr-unit", "absolute", "--epochs", "3",
+            "--checkpoint-every", "1", "--keep-checkpoints", "2", "--max-skipped-steps", "2", "--out", str(tmp_path),
+            "--name", "run", "--resume", "auto"]  # fmt: skip
     proc = start(args, tmp_path)
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 2, err[-3000:]
@@ -142,7 +114,7 @@ def reading(pid: int, folder: Path) -> bool:
         return False
 
 
-def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resume_redoes_it(data, tmp_path):
+def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resume_redoes_it(tiny_data_copy, tmp_path):
     """204 validation images in 51 batches of 4 take far longer than a training step. SIGTERM once validation
     has begun (its first batch is 4 large JPEGs: the process holds one open while decoding it): validation stops
     within a few batches, the checkpoint of the last step is written (marked: validation still to do), exit 143
@@ -152,8 +124,7 @@ def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resum
 
     from jpegs import jpeg_bytes
 
-    root = tmp_path / "data"
-    shutil.copytree(data, root)
+    root = tiny_data_copy
     for f in sorted((root / "val").rglob("*.JPEG")):
         for k in range(9):
             shutil.copy(f, f.with_name(f"{f.stem}-{k}.JPEG"))
@@ -161,10 +132,10 @@ def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resum
     for k in range(4):  # the first batch: slow to decode
         (first / f"0-large-{k}.JPEG").write_bytes(jpeg_bytes(3000, 2000, seed=k))
     run = tmp_path / "run"
-    args = ["--data", str(root), *TINY, "--val-batch-size", "4", "--epochs", "1", "--out", str(tmp_path), "--name",
+    args = ["--data", str(root), *STEPPED, "--val-batch-size", "4", "--epochs", "1", "--out", str(tmp_path), "--name",
             "run", "--resume", "auto"]  # fmt: skip
     proc = start(args, tmp_path)
-    wait_until(lambda: reading(proc.pid, root / "val"), proc)
+    wait_until(lambda: reading(proc.pid, root / "val"), [proc])
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
@@ -192,9 +163,9 @@ def test_a_signal_during_a_long_validation_stops_it_within_a_batch_and_the_resum
     assert doc["config"]["name"] == "run" and doc["attempt"] == 2 and doc["resumed_at_step"] == 5
 
 
-def test_the_checker_names_every_entry_of_a_class_folder_it_does_not_read(data, tmp_path):
-    root = tmp_path / "data"
-    odd = with_odd_entries(data, root)
+def test_the_checker_names_every_entry_of_a_class_folder_it_does_not_read(tiny_data_copy, tmp_path):
+    root = tiny_data_copy
+    odd = with_odd_entries(root)
     proc = subprocess.run([sys.executable, "-m", "fastres.data", "check", str(root), "--quiet"], cwd=tmp_path,
                           env=clean_environ(), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -21,7 +21,7 @@ TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "2"]
 
 
 def run(*args: str, cwd: Path, data_home: Path, module: str = "fastres.train") -> subprocess.CompletedProcess:
-    env = {**os.environ, "FASTRES_DATA": str(data_home)}
+    env = {**os.environ, "FASTRES_DATA": str(data_home), "OMP_NUM_THREADS": "1"}  # one thread, as tiny.TINY says
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )

@@ -19,8 +19,6 @@ import pytest
 import yaml
 from slurm_cluster import SlurmCluster
 
-from fastres.data.builtin import ensure_builtin_dataset
-
 from emulated import EMULATE, WHY_NOT, assert_nothing_left, machine_state
 from multiproc import clean_environ, free_port
 
@@ -29,11 +27,6 @@ TRAIN = ["-m", "fastres.train", "--arch", "resnet18", "--image-size", "32", "--b
          "--warmup-epochs", "0"]  # fmt: skip
 MPIRUN = ["mpirun", "--allow-run-as-root", "--bind-to", "none", "--oversubscribe"]
 needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed (Debian: openmpi-bin)")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
 
 
 def one_line_errors(text: str) -> list[str]:
@@ -184,22 +177,19 @@ def wait_job(slurm, job: str, states: tuple[str, ...], seconds: float = 240) -> 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_slurm_preemption_checkpoints_requeues_and_ends_as_an_uninterrupted_job(slurm, tiny_data, tmp_path):
+def test_slurm_preemption_checkpoints_requeues_and_ends_as_an_uninterrupted_job(
+    slurm, tiny_data, straight_run, tmp_path
+):
     """sbatch a job script that always runs the same command with --resume auto; scancel --signal=TERM
     stops its step in a checkpoint; scontrol requeue runs the script again; the run continues and
-    ends with every loss and weight of a job that was never stopped."""
+    ends with every loss and weight of a job that was never stopped (the shared straight run: that command,
+    started once without Slurm)."""
     import time
 
-    from test_preemption import assert_same_run
+    from tiny import STEPPED, assert_same_run, records
 
-    from tiny import records
-
-    args = [*TRAIN, "--batch-size", "8", "--epochs", "3", "--backend", "pytorch", "--data-check", "none",
-            "--data", str(tiny_data), "--out", str(tmp_path)]  # fmt: skip
     env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
-    straight = subprocess.run([sys.executable, *args, "--name", "straight"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=400)  # fmt: skip
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    args = ["-m", "fastres.train", "--data", str(tiny_data), *STEPPED, "--epochs", "3", "--out", str(tmp_path)]
     command = " ".join([sys.executable, *args, "--name", "job", "--resume", "auto"])
     submit = subprocess.run(["sbatch", "--parsable", "--requeue", "--time", "10", "--chdir", str(tmp_path),
                              "--output", str(tmp_path / "job-%j.out"), "--wrap", f"srun {command}"],
@@ -221,7 +211,7 @@ def test_slurm_preemption_checkpoints_requeues_and_ends_as_an_uninterrupted_job(
     assert wait_job(slurm, job, ("COMPLETED", "FAILED"), seconds=400) == "COMPLETED", slurm.logs()[-3000:]
     resumes = records(run, "resume")
     assert len(resumes) == 1 and resumes[0]["step"] == first
-    assert_same_run(tmp_path / "straight", run)
+    assert_same_run(straight_run, run)
 
 
 @pytest.mark.parametrize(

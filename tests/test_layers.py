@@ -16,10 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import fastres
-
-PACKAGE = Path(fastres.__file__).parent
-ROOT = PACKAGE.parent
+# The repository this file is in: its source tree and docs, whichever fastres is installed (a plain
+# `pip install .` puts a copy without docs/ in site-packages).
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "fastres"
 
 # From the bottom up: each layer's packages, or top-level modules (the commands).
 LAYERS: list[tuple[str, list[str]]] = [

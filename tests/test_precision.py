@@ -17,7 +17,6 @@ import torch
 import yaml
 
 from fastres import FastresError
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.run import execution
 from fastres.run.execution import resolve_precision
 
@@ -104,13 +103,15 @@ TINY = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--work
         "--backend", "pytorch", "--threads", "1", "--channels-last"]  # fmt: skip
 
 
-def test_a_run_trained_in_bf16_by_auto_evaluates_predicts_exports_and_resumes_in_fp32(tmp_path, monkeypatch, capsys):
+def test_a_run_trained_in_bf16_by_auto_evaluates_predicts_exports_and_resumes_in_fp32(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
     from fastres import export, predict
     from fastres.eval import _report, evaluate
     from fastres.run import progress
     from fastres.train import main
 
-    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    data = tiny_data
     out = tmp_path / "runs"
     fake_cpu(tmp_path, monkeypatch, AVX512_BF16)
     monkeypatch.setattr(progress, "ESTIMATE_AFTER", 0.0)  # the estimate at the first timed step

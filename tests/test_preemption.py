@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,104 +22,43 @@ import pytest
 import torch
 
 from fastres.checkpoint import CheckpointStore, read_checkpoint_file
-from fastres.data.builtin import ensure_builtin_dataset
 
-import tiny
+from jpegs import corrupt_huffman
 from multiproc import clean_environ, free_port, rank_env
-from tiny import records
+from tiny import STEPPED, assert_same_run, one_line_error, records, start, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
-# 40 train images, batch 8: 5 steps per epoch; every step logged
-TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "1", "--threads", "1", "--backend", "pytorch", "--data-check", "none"]
 
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
-
-
-def start(args: list[str], cwd: Path, env: dict | None = None, **kw) -> subprocess.Popen:
-    env = {**clean_environ(), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "fastres.train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
-
-
-def wait_until(pred, procs, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        dead = [p for p in procs if p.poll() is not None]
-        if dead:
-            out, err = dead[0].communicate()
-            raise AssertionError(f"exited {dead[0].returncode} before the condition: {err[-2000:]}")
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def losses(run: Path) -> dict[int, float]:
-    """step -> logged loss, over every attempt of the run."""
-    return {r["step"]: r["loss"] for r in records(run, "train")}
-
-
-def final_weights(run: Path) -> dict:
-    found = CheckpointStore(run).newest_valid()
-    assert found is not None
-    return found[1]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    la, lb = losses(a), losses(b)
-    assert sorted(la) == sorted(lb) and la == lb, {s: (la.get(s), lb.get(s)) for s in la if la.get(s) != lb.get(s)}
-    wa, wb = final_weights(a), final_weights(b)
-    assert wa["step"] == wb["step"]
-    for key, value in wa["model"].items():
-        assert torch.equal(value, wb["model"][key]), key
-
-
-@pytest.fixture(scope="module")
-def straight(data, tmp_path_factory) -> Path:
-    """An uninterrupted 3-epoch run: the reference of every resume below."""
-    out = tmp_path_factory.mktemp("straight")
-    proc = start(["--data", str(data), *TINY, "--epochs", "3", "--out", str(out), "--name", "run"], out)
-    _, err = proc.communicate(timeout=400)
-    assert proc.returncode == 0, err[-3000:]
-    return out / "run"
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_mid_epoch_then_resume_auto_repeats_every_loss_bit_for_bit(data, straight, tmp_path, sig):
-    cmd = ["--data", str(data), *TINY, "--epochs", "3", "--out", str(tmp_path), "--name", "run", "--resume", "auto"]
+def test_signals_mid_epoch_each_end_in_a_checkpoint_and_resume_auto_repeats_every_loss_bit_for_bit(
+    tiny_data, straight_run, tmp_path
+):
+    """The same command three times, as a requeued job script runs it: SIGTERM inside the second epoch, SIGUSR1
+    (Slurm's --signal) inside the third, then to the end. Each stop is one line naming the signal and the step of
+    its mid-epoch checkpoint; each resume continues from it; the losses and weights are the straight run's."""
+    cmd = ["--data", str(tiny_data), *STEPPED, "--epochs", "3", "--out", str(tmp_path), "--name", "run", "--resume",
+           "auto"]  # fmt: skip
     run = tmp_path / "run"
-    proc = start(cmd, tmp_path)
-    wait_until(lambda: len(records(run, "train")) >= 7, [proc])  # step 7: inside the second epoch
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err[-3000:]
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    stopped = read_checkpoint_file(CheckpointStore(run).paths()[0])
-    assert f"stopped by {signal.Signals(sig).name} after step {stopped['step']}" in lines[0], lines
-    assert stopped["step"] % 5 != 0, "the preemption checkpoint should be mid-epoch here"
-    assert "--resume auto --name run" in lines[0]
+    stopped = []
+    for sig, at in ((signal.SIGTERM, 7), (signal.SIGUSR1, 12)):  # step 7: epoch 2; step 12: epoch 3 (5 steps each)
+        proc = start(cmd, tmp_path)
+        wait_until(lambda at=at: any(r["step"] >= at for r in records(run, "train")), [proc])
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + sig, err[-3000:]
+        line = one_line_error(err)
+        state = read_checkpoint_file(CheckpointStore(run).paths()[0])
+        assert f"stopped by {signal.Signals(sig).name} after step {state['step']}" in line, line
+        assert state["step"] % 5 != 0, "the preemption checkpoint should be mid-epoch here"
+        assert "--resume auto --name run" in line
+        stopped.append(state["step"])
 
     again = start(cmd, tmp_path)  # the same command: the job script, requeued
     out, err = again.communicate(timeout=400)
     assert again.returncode == 0, err[-3000:]
     resumes = records(run, "resume")
-    assert len(resumes) == 1 and resumes[0]["step"] == stopped["step"] and resumes[0]["attempt"] == 2
-    assert_same_run(straight, run)
-
-
-def test_second_signal_exits_at_once(data, tmp_path):
-    run = tmp_path / "run"
-    proc = start(["--data", str(data), *TINY, "--epochs", "50", "--out", str(tmp_path), "--name", "run"], tmp_path)
-    wait_until(lambda: len(records(run, "train")) >= 1, [proc])
-    proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 143
+    assert [(r["step"], r["attempt"]) for r in resumes] == [(stopped[0], 2), (stopped[1], 3)], resumes
+    assert_same_run(straight_run, run)
 
 
 def launch_two(args: list[str], cwd: Path) -> list[subprocess.Popen]:
@@ -137,13 +77,14 @@ def launch_two(args: list[str], cwd: Path) -> list[subprocess.Popen]:
 
 
 @pytest.mark.slow
-def test_two_ranks_a_signal_to_one_rank_stops_both_at_one_step_and_resume_repeats_the_run(data, tmp_path):
-    cmd = ["--data", str(data), *TINY, "--batch-size", "4", "--epochs", "2", "--out", str(tmp_path),
+def test_two_ranks_a_signal_to_one_rank_stops_both_at_one_step_and_resume_repeats_the_run(
+    tiny_data, straight_run_2_processes, tmp_path
+):
+    """The shared 2-process run's command (its checkpoint flags aside, which change no number), started as srun
+    or mpirun start it; SIGTERM to rank 1 only; the same command again ends with the straight run's losses and
+    weights."""
+    cmd = ["--data", str(tiny_data), *STEPPED, "--batch-size", "4", "--epochs", "2", "--out", str(tmp_path),
            "--dist-timeout", "60"]  # fmt: skip
-    straight = launch_two([*cmd, "--name", "straight"], tmp_path)
-    for p in straight:
-        _, err = p.communicate(timeout=400)
-        assert p.returncode == 0, err[-3000:]
     run = tmp_path / "cut"
     cut_cmd = [*cmd, "--name", "cut", "--resume", "auto"]
     procs = launch_two(cut_cmd, tmp_path)
@@ -156,11 +97,11 @@ def test_two_ranks_a_signal_to_one_rank_stops_both_at_one_step_and_resume_repeat
     for p in again:
         _, err = p.communicate(timeout=400)
         assert p.returncode == 0, err[-3000:]
-    assert_same_run(tmp_path / "straight", run)
+    assert_same_run(straight_run_2_processes, run)
 
 
-def test_a_flipped_byte_in_the_newest_checkpoint_is_named_and_the_older_one_used(data, tmp_path):
-    args = ["--data", str(data), *TINY, "--epochs", "1", "--out", str(tmp_path), "--name", "run",
+def test_a_flipped_byte_in_the_newest_checkpoint_is_named_and_the_older_one_used(tiny_data, tmp_path):
+    args = ["--data", str(tiny_data), *STEPPED, "--epochs", "1", "--out", str(tmp_path), "--name", "run",
             "--checkpoint-every", "2"]  # fmt: skip
     proc = start(args, tmp_path)
     _, err = proc.communicate(timeout=300)
@@ -206,7 +147,7 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
         assert not marker.exists(), "loading the checkpoint ran code"
 
 
-def test_failed_checkpoint_writes_keep_the_older_ones_and_stop_after_three(data, tmp_path, capsys, monkeypatch):
+def test_failed_checkpoint_writes_keep_the_older_ones_and_stop_after_three(tiny_data, tmp_path, capsys, monkeypatch):
     from fastres.checkpoint import store
     from fastres.train import main
 
@@ -220,7 +161,7 @@ def test_failed_checkpoint_writes_keep_the_older_ones_and_stop_after_three(data,
         real(blob, path)
 
     monkeypatch.setattr(store, "write_bytes_atomic", disk_full_after_two)
-    args = ["--data", str(data), *TINY, "--epochs", "3", "--out", str(tmp_path), "--name", "run",
+    args = ["--data", str(tiny_data), *STEPPED, "--epochs", "3", "--out", str(tmp_path), "--name", "run",
             "--checkpoint-every", "1"]  # fmt: skip
     assert main(args) == 2
     out, err = capsys.readouterr()
@@ -234,17 +175,26 @@ def test_failed_checkpoint_writes_keep_the_older_ones_and_stop_after_three(data,
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))  # no partial file left behind
 
 
-def test_a_second_job_on_a_live_run_folder_is_refused(data, tmp_path):
-    cmd = ["--data", str(data), *TINY, "--epochs", "50", "--out", str(tmp_path), "--name", "run", "--resume", "auto"]
+def test_a_second_job_on_a_live_run_folder_is_refused_and_a_second_signal_exits_at_once(tiny_data, tmp_path):
+    """One live run: a second job on its folder is refused in one line naming the holder, before it starts
+    anything; then two SIGTERMs in a row: the second one exits at once."""
+    cmd = ["--data", str(tiny_data), *STEPPED, "--epochs", "50", "--out", str(tmp_path), "--name", "run", "--resume",
+           "auto"]  # fmt: skip
     first = start(cmd, tmp_path)
     try:
         wait_until(lambda: len(records(tmp_path / "run", "train")) >= 1, [first])
         second = subprocess.run([sys.executable, "-m", "fastres.train", *cmd], cwd=tmp_path, env=clean_environ(),
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert second.returncode == 2, second.stderr
-        assert f"is in use by pid {first.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert f"is in use by pid {first.pid}" in one_line_error(second.stderr)
+        assert first.poll() is None  # the first job trains on
+        first.send_signal(signal.SIGTERM)
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+        assert first.returncode == 143
     finally:
-        first.kill()
+        if first.poll() is None:
+            first.kill()
         first.wait()
 
 
@@ -267,11 +217,11 @@ def test_the_lock_of_a_job_killed_with_sigkill_is_taken_over(tmp_path):
 
 
 @pytest.mark.slow
-def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(data, tmp_path):
+def test_killing_torchrun_with_sigkill_leaves_no_rank_training_on(tiny_data, tmp_path):
     run = tmp_path / "orphans"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-           "fastres.train", "--data", str(data), *TINY, "--batch-size", "4", "--epochs", "50", "--out", str(tmp_path),
-           "--name", "orphans", "--dist-timeout", "60"]  # fmt: skip
+           "fastres.train", "--data", str(tiny_data), *STEPPED, "--batch-size", "4", "--epochs", "50", "--out",
+           str(tmp_path), "--name", "orphans", "--dist-timeout", "60"]  # fmt: skip
     log = open(tmp_path / "job.log", "w")  # noqa: SIM115 - the job's output, for the failure message
     agent = subprocess.Popen(cmd, cwd=tmp_path, env={**clean_environ(), "OMP_NUM_THREADS": "1"},
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -314,10 +264,10 @@ def test_the_parent_death_signal_repeated_stops_once_and_never_exits_at_once():
     assert signal.getsignal(PARENT_DIED) == signal.SIG_DFL
 
 
-def test_resume_checks_the_config_and_records_what_changed(data, tmp_path, capsys):
+def test_resume_checks_the_config_and_records_what_changed(tiny_data, tmp_path, capsys):
     from fastres.train import main
 
-    base = ["--data", str(data), *TINY, "--out", str(tmp_path), "--name", "run"]
+    base = ["--data", str(tiny_data), *STEPPED, "--out", str(tmp_path), "--name", "run"]
     assert main([*base, "--epochs", "1"]) == 0
     capsys.readouterr()
     run = str(tmp_path / "run")
@@ -332,19 +282,17 @@ def test_resume_checks_the_config_and_records_what_changed(data, tmp_path, capsy
     assert main(["--resume", run, "--epochs", "2", "--log-every", "3"]) == 0
     resume = records(Path(run), "resume")[-1]
     assert resume["changed"] == {"epochs": [1, 2], "log_every": [1, 3]} and resume["world_size"] == 1
-    import shutil
-
     renamed = tmp_path / "renamed"
-    shutil.copytree(data, renamed)
+    shutil.copytree(tiny_data, renamed)
     (renamed / "train" / "arrow").rename(renamed / "train" / "zarrow")
     (renamed / "val" / "arrow").rename(renamed / "val" / "zarrow")
     assert main(["--resume", run, "--epochs", "3", "--data", str(renamed)]) == 2
     assert "not the same dataset" in capsys.readouterr().err
 
 
-def test_progress_lines_in_a_log_file_and_bad_names_and_paths(data, tmp_path):
+def test_progress_lines_in_a_log_file_and_bad_names_and_paths(tiny_data, tmp_path):
     log = tmp_path / "job.err"
-    args = ["--data", str(data), *TINY, "--progress", "--progress-seconds", "0.01", "--epochs", "1",
+    args = ["--data", str(tiny_data), *STEPPED, "--progress", "--progress-seconds", "0.01", "--epochs", "1",
             "--out", str(tmp_path), "--name", "run"]  # fmt: skip
     with open(log, "w") as f:
         proc = subprocess.run([sys.executable, "-m", "fastres.train", *args], cwd=tmp_path, env=clean_environ(),
@@ -356,8 +304,8 @@ def test_progress_lines_in_a_log_file_and_bad_names_and_paths(data, tmp_path):
         (["--name", "../../x"], "must be a plain folder name inside --out"),
         (["--out", str(log)], "is a file, not a folder"),
     ):
-        proc = subprocess.run([sys.executable, "-m", "fastres.train", "--data", str(data), *TINY, "--epochs", "1",
-                               *bad], cwd=tmp_path, env=clean_environ(), capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "fastres.train", "--data", str(tiny_data), *STEPPED, "--epochs",
+                               "1", *bad], cwd=tmp_path, env=clean_environ(), capture_output=True, text=True,
                               timeout=120)  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -377,18 +325,15 @@ def test_checkpoint_files_follow_the_umask(tmp_path, mask, mode):
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "dali"])
-def test_a_jpeg_that_passes_the_header_check_but_cannot_be_decoded_never_stops_the_run(data, tmp_path, backend):
-    import shutil
-
-    from jpegs import corrupt_huffman
-
+def test_a_jpeg_that_passes_the_header_check_but_cannot_be_decoded_never_stops_the_run(
+    tiny_data_copy, tmp_path, backend
+):
     if backend == "dali":
         pytest.importorskip("nvidia.dali")
-    root = tmp_path / "data"
-    shutil.copytree(data, root)
+    root = tiny_data_copy
     bad = sorted((root / "train").rglob("*.JPEG"))[7]
     bad.write_bytes(corrupt_huffman(bad.read_bytes()))  # header and end marker intact: the default check passes
-    args = ["--data", str(root), *TINY, "--backend", backend, "--data-check", "header", "--epochs", "1",
+    args = ["--data", str(root), *STEPPED, "--backend", backend, "--data-check", "header", "--epochs", "1",
             "--out", str(tmp_path), "--name", "run", "--resume", "auto"]  # fmt: skip
     proc = start(args, tmp_path)
     out, err = proc.communicate(timeout=300)
@@ -404,20 +349,17 @@ def test_a_jpeg_that_passes_the_header_check_but_cannot_be_decoded_never_stops_t
     assert len(records(run, "bad_file")) == 1 and "cannot decode" not in out  # substituted, not decoded again
 
 
-def test_a_bad_validation_file_counts_against_the_validation_set_s_limit_not_the_training_set_s(data, tmp_path):
+def test_a_bad_validation_file_counts_against_the_validation_set_s_limit_not_the_training_set_s(
+    tiny_data_copy, tmp_path
+):
     """40 training and 20 validation images: --max-bad-samples defaults to 1 for each. One bad file in each set
     keeps each within its limit (before, the validation file counted against the training set's one and the
     run stopped); a second bad validation file stops the run, naming the validation set."""
-    import shutil
-
-    from jpegs import corrupt_huffman
-
-    root = tmp_path / "data"
-    shutil.copytree(data, root)
+    root = tiny_data_copy
     bad = [sorted((root / split).rglob("*.JPEG"))[k] for split, k in (("train", 7), ("val", 3), ("val", 11))]
     for path in bad[:2]:
         path.write_bytes(corrupt_huffman(path.read_bytes()))
-    args = ["--data", str(root), *TINY, "--data-check", "header", "--epochs", "1", "--out", str(tmp_path)]
+    args = ["--data", str(root), *STEPPED, "--data-check", "header", "--epochs", "1", "--out", str(tmp_path)]
     proc = start([*args, "--name", "one-each"], tmp_path)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
@@ -427,7 +369,7 @@ def test_a_bad_validation_file_counts_against_the_validation_set_s_limit_not_the
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "2 validation samples could not be decoded, more than --max-bad-samples 1 for the validation set" in (
-        tiny.one_line_error(err)
+        one_line_error(err)
     )
 
 
@@ -453,18 +395,19 @@ def test_a_save_killed_midway_leaves_the_old_checkpoint_and_its_leftover_is_remo
     assert not leftover.exists() and any("left by a save that was killed" in line for line in said)
 
 
-def test_an_error_every_rank_shares_is_printed_once_by_rank_0(data, tmp_path):
-    procs = launch_two(["--data", str(data), *TINY, "--lr", "inf", "--out", str(tmp_path)], tmp_path)
+def test_an_error_every_rank_shares_is_printed_once_by_rank_0(tiny_data, tmp_path):
+    procs = launch_two(["--data", str(tiny_data), *STEPPED, "--lr", "inf", "--out", str(tmp_path)], tmp_path)
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [2, 2], errs
-    assert "--lr must be a finite number in [0, 100], got inf" in tiny.one_line_error(errs[0])
+    assert "--lr must be a finite number in [0, 100], got inf" in one_line_error(errs[0])
     assert errs[1].strip() == "", errs[1]
 
 
-def test_sigterm_to_the_whole_process_group_with_loader_workers_still_checkpoints(data, tmp_path):
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_checkpoints(tiny_data, tmp_path):
     # scancel and Ctrl-C signal every process of the job, DataLoader workers included
     run = tmp_path / "run"
-    args = ["--data", str(data), *TINY, "--workers", "2", "--epochs", "50", "--out", str(tmp_path), "--name", "run"]
+    args = ["--data", str(tiny_data), *STEPPED, "--workers", "2", "--epochs", "50", "--out", str(tmp_path), "--name",
+            "run"]  # fmt: skip
     proc = start(args, tmp_path, start_new_session=True)
     try:
         wait_until(lambda: len(records(run, "train")) >= 2, [proc])
@@ -474,5 +417,5 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_checkpoint
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, err[-3000:]
-    assert "stopped by SIGTERM" in tiny.one_line_error(err)
+    assert "stopped by SIGTERM" in one_line_error(err)
     assert CheckpointStore(run).newest_valid() is not None

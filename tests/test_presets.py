@@ -107,10 +107,9 @@ def test_print_schedule_follows_global_batch_train_images_and_the_launch(capsys,
     assert capsys.readouterr().out.splitlines()[2].split()[4] == str(16 * 4 * 2)
 
 
-def test_goyal_8k_runs_3_steps_on_the_builtin_data_scaled_down(tmp_path, capsys):
-    from fastres.data.builtin import ensure_builtin_dataset
+def test_goyal_8k_runs_3_steps_on_the_builtin_data_scaled_down(tiny_data, tmp_path, capsys):
 
-    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    data = tiny_data
     argv = ["--config", "goyal-8k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
             "--batch-size", "13", "--workers", "0", "--epochs", "1", "--warmup-epochs", "0.5", "--device", "cpu",
             "--out", str(tmp_path / "runs"), "--name", "g", "--no-progress", "--log-every", "1"]  # fmt: skip
@@ -201,12 +200,11 @@ def test_bad_input_gets_one_line_errors(capsys, monkeypatch):
     )
 
 
-def test_mlperf_lars_3k_scaled_down_runs_ceil_steps_with_ghost_bn_and_the_correction(tmp_path, capsys):
+def test_mlperf_lars_3k_scaled_down_runs_ceil_steps_with_ghost_bn_and_the_correction(tiny_data, tmp_path, capsys):
     """--steps-rounding ceil: 40 images at 12 per step make 4 steps (the last one of 4 images), as NVIDIA's
     get_epoch_size counts; ghost BN over 5, the fc bias decayed, LARS with the momentum correction."""
-    from fastres.data.builtin import ensure_builtin_dataset
 
-    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    data = tiny_data
     argv = ["--config", "mlperf-lars-3k", "--data", str(data), "--arch", "resnet18", "--image-size", "32",
             "--batch-size", "12", "--bn-virtual-batch", "5", "--workers", "0", "--backend", "pytorch", "--epochs", "1",
             "--warmup-epochs", "0.5", "--device", "cpu", "--out", str(tmp_path / "runs"), "--name", "m",
@@ -221,15 +219,13 @@ def test_mlperf_lars_3k_scaled_down_runs_ceil_steps_with_ghost_bn_and_the_correc
 
 
 @pytest.mark.timeout(400)
-def test_you_32k_runs_on_two_cpu_processes_over_gloo(tmp_path):
+def test_you_32k_runs_on_two_cpu_processes_over_gloo(tiny_data, tmp_path):
     """The Berkeley record ran on CPUs: you-32k as 2 CPU processes (torchrun, Gloo), scaled down."""
     import os
     import subprocess
     import sys
 
-    from fastres.data.builtin import ensure_builtin_dataset
-
-    data = ensure_builtin_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, workers=1)
+    data = tiny_data
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_", "MASTER_",
                                                                      "SLURM_", "OMPI_", "PMI_"))}  # fmt: skip
     env["OMP_NUM_THREADS"] = "1"

@@ -6,37 +6,20 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from test_preemption import assert_same_run, start, wait_until
 
-from fastres.checkpoint import CheckpointStore
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.train import main
 
-import tiny
-from tiny import records
+from tiny import STEPPED, assert_same_run, newest, one_line_error, records, start, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
-ARGS = [*tiny.TINY, "--lr", "0.2", "--log-every", "1", "--threads", "1", "--backend", "pytorch", "--data-check",
-        "none"]  # fmt: skip
 
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
-
-
-def newest(run: Path) -> dict:
-    return CheckpointStore(run).newest_valid()[1]
-
-
-def test_accumulation_steps_once_per_n_batches_and_resumes_mid_step_count_exactly(data, tmp_path):
+def test_accumulation_steps_once_per_n_batches_and_resumes_mid_step_count_exactly(tiny_data, tmp_path):
     # 40 images, batch 4, 2 passes per step: 5 optimizer steps per epoch, global batch 8
-    cmd = ["--data", str(data), *ARGS, "--batch-size", "4", "--accumulate", "2", "--epochs", "2",
+    cmd = ["--data", str(tiny_data), *STEPPED, "--batch-size", "4", "--accumulate", "2", "--epochs", "2",
            "--out", str(tmp_path)]  # fmt: skip
     straight = start([*cmd, "--name", "straight"], tmp_path)
     _, err = straight.communicate(timeout=400)
@@ -56,16 +39,28 @@ def test_accumulation_steps_once_per_n_batches_and_resumes_mid_step_count_exactl
     assert_same_run(tmp_path / "straight", run)
 
 
-def test_target_accuracy_stops_the_run(data, tmp_path, capsys):
-    args = ["--data", str(data), *ARGS, "--epochs", "3", "--target-top1", "0", "--out", str(tmp_path), "--name", "t"]
+def test_target_accuracy_stops_the_run(tiny_data, tmp_path, capsys):
+    args = [
+        "--data",
+        str(tiny_data),
+        *STEPPED,
+        "--epochs",
+        "3",
+        "--target-top1",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "t",
+    ]
     assert main(args) == 0
     assert "reached the target top-1 0.0% after epoch 1" in capsys.readouterr().out
     kinds = [r["kind"] for r in records(tmp_path / "t")]
     assert kinds.count("val") == 1 and "target" in kinds and records(tmp_path / "t", "summary")[0]["epochs"] == 1
 
 
-def test_fp16_loss_scaling_rmsprop_warmup_and_bn_options_run(data, tmp_path):
-    args = ["--data", str(data), *ARGS, "--epochs", "1", "--precision", "fp16", "--optimizer", "rmsprop-warmup",
+def test_fp16_loss_scaling_rmsprop_warmup_and_bn_options_run(tiny_data, tmp_path):
+    args = ["--data", str(tiny_data), *STEPPED, "--epochs", "1", "--precision", "fp16", "--optimizer", "rmsprop-warmup",
             "--rmsprop-lr", "0.001", "--bn-eval", "batch", "--no-zero-init-last-gamma", "--out", str(tmp_path),
             "--name", "r"]  # fmt: skip
     assert main(args) == 0
@@ -78,8 +73,8 @@ def test_fp16_loss_scaling_rmsprop_warmup_and_bn_options_run(data, tmp_path):
     assert not torch.equal(last_gamma, torch.zeros_like(last_gamma))
 
 
-def test_bn_group_that_does_not_divide_the_processes_is_one_line(data, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fastres.train", "--data", str(data), *ARGS, "--bn-group", "2",
+def test_bn_group_that_does_not_divide_the_processes_is_one_line(tiny_data, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fastres.train", "--data", str(tiny_data), *STEPPED, "--bn-group", "2",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
-    assert "--bn-group 2 must divide the 1 processes" in tiny.one_line_error(proc.stderr)
+    assert "--bn-group 2 must divide the 1 processes" in one_line_error(proc.stderr)

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from fastres.config import ConfigError, resolve_command_line
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.run.resume import plan_resume
 from fastres.train import main
 
@@ -24,15 +23,10 @@ SMALL = ["--config", "smoke", "--workers", "0", "--threads", "1", "--backend", "
          "--no-progress", "--log-every", "1", "--checkpoint-every", "1000"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
-
-
-def test_resume_auto_starting_a_run_trains_at_the_global_batch_of_its_command_line(data, tmp_path, capsys):
+def test_resume_auto_starting_a_run_trains_at_the_global_batch_of_its_command_line(tiny_data, tmp_path, capsys):
     """The requeue pattern's first attempt: --global-batch 8 over the preset's batch 16 gives 5 steps of 8 on 40
     images, as the same command without --resume auto does (before, it trained 2 steps of 16)."""
-    args = ["--data", str(data), *SMALL, "--global-batch", "8", "--out", str(tmp_path)]
+    args = ["--data", str(tiny_data), *SMALL, "--global-batch", "8", "--out", str(tmp_path)]
     assert main([*args, "--name", "auto", "--resume", "auto"]) == 0, capsys.readouterr().err
     assert main([*args, "--name", "fresh"]) == 0, capsys.readouterr().err
     for name in ("auto", "fresh"):
@@ -74,10 +68,11 @@ def _refusal(argv: list[str]) -> ConfigError:
 
 
 @pytest.fixture(scope="module")
-def finished(data, tmp_path_factory) -> Path:
+def finished(tiny_data, tmp_path_factory) -> Path:
     """A finished 1-epoch run at global batch 8 (5 steps), its checkpoints kept."""
     out = tmp_path_factory.mktemp("finished")
-    args = ["--data", str(data), *SMALL, "--global-batch", "8", "--out", str(out), "--name", "run", "--resume", "auto"]
+    args = ["--data", str(tiny_data), *SMALL, "--global-batch", "8", "--out", str(out), "--name", "run", "--resume",
+            "auto"]  # fmt: skip
     assert main(args) == 0
     return out / "run"
 

@@ -12,20 +12,13 @@ import pytest
 import torch
 import yaml
 
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.train import main
 
 import tiny
 from multiproc import clean_environ, free_port, rank_env
-from tiny import one_line_error, records
+from tiny import newest, one_line_error, records
 
 TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    # the built-in dataset's generator at 4 train / 2 val images per class: real JPEGs
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -60,15 +53,6 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, make_args, message)
     assert not (tmp_path / "runs").exists()  # nothing started
 
 
-def newest(run_dir: Path) -> dict:
-    """The run's newest checkpoint (verified)."""
-    from fastres.checkpoint import CheckpointStore
-
-    found = CheckpointStore(run_dir).newest_valid()
-    assert found is not None, f"no checkpoint in {run_dir}"
-    return found[1]
-
-
 def has_checkpoint(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("step-*.pt")) if (run_dir / "checkpoints").is_dir() else False
 
@@ -100,19 +84,7 @@ def test_tiny_run_learns_and_leaves_evidence(tiny_data, tmp_path, capsys):
 def test_resume_continues_exactly_where_a_run_stopped(tiny_data, tmp_path, monkeypatch, capsys, optimizer):
     from fastres.run.trainer import Trainer
 
-    common = [
-        "--data",
-        str(tiny_data),
-        *TINY,
-        "--out",
-        str(tmp_path),
-        "--threads",
-        "1",
-        "--epochs",
-        "3",
-        "--optimizer",
-        optimizer,
-    ]
+    common = ["--data", str(tiny_data), *TINY, "--out", str(tmp_path), "--epochs", "3", "--optimizer", optimizer]
     assert main([*common, "--name", "straight"]) == 0
 
     real_train_epoch = Trainer.train_epoch
@@ -154,37 +126,10 @@ def test_resume_with_a_different_schedule_is_refused(tiny_data, tmp_path, capsys
 def test_torchrun_four_ranks_on_two_virtual_nodes(tiny_data, tmp_path):
     """A real torchrun job: 4 processes, hierarchical bf16 all-reduce, LARS; rank 0 keeps the records."""
     env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "4",
-        "-m",
-        "fastres.train",
-        "--data",
-        str(tiny_data),
-        *TINY,
-        "--batch-size",
-        "4",
-        "--epochs",
-        "2",
-        "--threads",
-        "1",
-        "--optimizer",
-        "lars",
-        "--virtual-nodes",
-        "2",
-        "--wire-dtype",
-        "bf16",
-        "--dist-timeout",
-        "60",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "dist",
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m",
+           "fastres.train", "--data", str(tiny_data), *TINY, "--batch-size", "4", "--epochs", "2", "--optimizer",
+           "lars", "--virtual-nodes", "2", "--wire-dtype", "bf16", "--dist-timeout", "60", "--out", str(tmp_path),
+           "--name", "dist"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "hierarchical all-reduce over 2 nodes x 2 ranks" in proc.stdout, proc.stdout
@@ -207,7 +152,7 @@ def test_torchrun_three_ranks_on_dali_with_unequal_shards_ceil_steps_and_accumul
     env = {**clean_environ(), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "-m",
            "fastres.train", "--data", str(tiny_data), *TINY, "--backend", "dali", "--batch-size", "4",
-           "--accumulate", "2", "--steps-rounding", "ceil", "--epochs", "3", "--threads", "1", "--workers", "1",
+           "--accumulate", "2", "--steps-rounding", "ceil", "--epochs", "3", "--workers", "1",
            "--dist-timeout", "60", "--out", str(tmp_path), "--name", "dali3"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -247,19 +192,7 @@ def wait_for(path: Path, procs: list, seconds: float = 200) -> None:
 def test_two_ranks_killed_and_resumed_end_bit_identical_to_a_straight_run(tiny_data, tmp_path):
     """Both ranks are killed mid-run; --resume on both continues each rank's shard (its own loader state)
     and ends with the same weights as a run that was never stopped."""
-    common = [
-        "--data",
-        str(tiny_data),
-        *TINY,
-        "--epochs",
-        "4",
-        "--threads",
-        "1",
-        "--data-check",
-        "none",
-        "--out",
-        str(tmp_path),
-    ]
+    common = ["--data", str(tiny_data), *TINY, "--epochs", "4", "--data-check", "none", "--out", str(tmp_path)]
     straight = launch_ranks([*common, "--name", "straight"], 2, tmp_path, free_port())
     for p in straight:
         assert p.wait(timeout=300) == 0
@@ -292,23 +225,8 @@ def test_a_rank_killed_mid_run_ends_the_other_with_one_line_and_keeps_the_checkp
     first checkpoint; rank 0 must stop with a one-line error naming a collective, no traceback,
     and the checkpoint must still load."""
 
-    args = [
-        "--data",
-        str(tiny_data),
-        *TINY,
-        "--epochs",
-        "50",
-        "--threads",
-        "1",
-        "--collective-timeout",
-        "30",
-        "--data-check",
-        "none",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "killed",
-    ]
+    args = ["--data", str(tiny_data), *TINY, "--epochs", "50", "--collective-timeout", "30", "--data-check", "none",
+            "--out", str(tmp_path), "--name", "killed"]  # fmt: skip
     procs = launch_ranks(args, 2, tmp_path, free_port(), stderr0=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoints"
     try:

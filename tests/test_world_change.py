@@ -21,22 +21,15 @@ from pathlib import Path
 import pytest
 
 from fastres.config import ConfigError
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.data.pil import ShardedSampler
 from fastres.run.resume import batch_for
 
-import tiny
 from multiproc import clean_environ, free_port, rank_env
-from tiny import records
+from tiny import STEPPED, records
 
 pytestmark = pytest.mark.timeout(600)
 
-TINY = [*tiny.TINY, "--lr", "0.2", "--log-every", "1", "--threads", "1", "--data-check", "none", "--dist-timeout", "60"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+TINY = [*STEPPED, "--dist-timeout", "60"]  # each test names its --backend
 
 
 def step_batches(size: int, world: int, batch: int, accumulate: int, epoch: int = 2) -> list:
@@ -108,18 +101,16 @@ def keep_only(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step-{step:09d}.pt"
 
 
-def test_resume_on_one_process_then_on_two_sees_the_global_batches_of_a_run_never_stopped(data, tmp_path):
+def test_resume_on_one_process_then_on_two_sees_the_global_batches_of_a_run_never_stopped(
+    straight_run_2_processes, tmp_path
+):
     """torchrun, 2 processes of 4 images (global batch 8, 5 steps an epoch): checkpoints mid-epoch at steps 2
     and 6. Resumed from step 2 on 1 process (2 passes of 4), then from that attempt's step 6 on 2 processes
     again: every loss after each resume is the never-stopped run's."""
-    common = ["--data", str(data), *TINY, "--backend", "pytorch", "--batch-size", "4", "--epochs", "2",
-              "--checkpoint-every", "2", "--keep-checkpoints", "10", "--out", str(tmp_path)]  # fmt: skip
-    proc = run_cmd([*common, "--name", "straight"], tmp_path, world=2)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    straight = {r["step"]: r["loss"] for r in records(tmp_path / "straight", "train")}
+    straight = {r["step"]: r["loss"] for r in records(straight_run_2_processes, "train")}
     assert sorted(straight) == list(range(1, 11))
 
-    one = resumed_copy(tmp_path / "straight", tmp_path / "one", step=2, world=1, saved_world=2, accumulate=[1, 2])
+    one = resumed_copy(straight_run_2_processes, tmp_path / "one", step=2, world=1, saved_world=2, accumulate=[1, 2])
     assert "resumed on 1 process, saved by 2: --batch-size 4 x --accumulate 2 keeps the run's global batch of 8" in (
         one.stdout
     )
@@ -146,11 +137,11 @@ def resumed_copy(source: Path, run: Path, *, step: int, world: int, saved_world:
     return proc
 
 
-def test_dali_resumed_on_another_process_count_continues_from_the_next_epoch_boundary(data, tmp_path):
+def test_dali_resumed_on_another_process_count_continues_from_the_next_epoch_boundary(tiny_data, tmp_path):
     """DALI's readers split each epoch by process: another process count cannot continue the epoch's order. The
     run continues from the next epoch boundary, validating the interrupted epoch first, said in one line."""
     pytest.importorskip("nvidia.dali", reason="DALI is not installed")
-    common = ["--data", str(data), *TINY, "--backend", "dali", "--workers", "1", "--batch-size", "4",
+    common = ["--data", str(tiny_data), *TINY, "--backend", "dali", "--workers", "1", "--batch-size", "4",
               "--checkpoint-every", "2", "--keep-checkpoints", "10", "--out", str(tmp_path)]  # fmt: skip
     proc = run_cmd([*common, "--accumulate", "2", "--epochs", "1", "--name", "run"], tmp_path, world=1)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,8 +3,8 @@
     data, run = short_run(tmp_path_factory)    # the dataset root and RUN (config.yaml, metrics.jsonl,
                                                # checkpoints/, best.pt), made once per pytest process
 
-`python -m fastres.train`'s own entry point on the built-in dataset's generator at 4 train and
-2 val images per class (real JPEGs): ResNet-18 at 32 px, batch 8, EPOCHS epochs. The settings
+`python -m fastres.train`'s own entry point on the shared tiny dataset (tests/tiny.py: the built-in dataset's
+generator at 4 train and 2 val images per class, real JPEGs): ResNet-18 at 32 px, batch 8, EPOCHS epochs. The settings
 make it learn its 40 training images quickly (no label smoothing, whole-image crops, a high
 learning rate), so a test can ask for better than chance on them; the 20 val images stay
 near chance, which no test relies on. Where tensorboard is installed the run also writes its
@@ -15,11 +15,12 @@ threads that wait for each other's cores take several times as long.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
-from fastres.data.builtin import ensure_builtin_dataset
 from fastres.train import main
+
+import tiny
+from tiny import records  # noqa: F401 - the tests of the after-training tools read the run's records from here
 
 EPOCHS = 10
 FLAGS = [
@@ -37,13 +38,8 @@ _MADE: dict[str, tuple[Path, Path]] = {}
 def short_run(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset root, run folder) of the shared run; trains it on the first call."""
     if "run" not in _MADE:
-        data = ensure_builtin_dataset(tmp_path_factory.mktemp("data"), train_per_class=4, val_per_class=2, workers=1)
+        data = tiny.dataset(tmp_path_factory)
         out = tmp_path_factory.mktemp("runs")
         assert main(["--data", str(data), *FLAGS, "--out", str(out), "--name", "short"]) == 0
         _MADE["run"] = (data, out / "short")
     return _MADE["run"]
-
-
-def records(run: Path, kind: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
