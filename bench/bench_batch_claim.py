@@ -192,7 +192,8 @@ def time_steps(steps: int, rounds: int = 5) -> dict:
     (ResNet-50, 48 px, batch 32), whose quiet-box speed end to end is known: a configuration's quiet-box speed
     is its speed relative to builtin's times that. On a shared box the configurations take turns, `steps` / rounds
     steps each per round (a fifth as many at batch 160: the same images), so each one sees the same load;
-    the median round counts."""
+    the median round counts. Beside the wall clock, the process's CPU seconds per image (all its threads:
+    time spent waiting for a core does not count) give a second ratio, steadier on a crowded box."""
     import statistics
 
     import torch
@@ -224,33 +225,40 @@ def time_steps(steps: int, rounds: int = 5) -> dict:
             g["lr"] = 0.01
         built[name] = (model, opt, x, y, max(1, steps // rounds // (cfg.batch_size // 32)))
 
-    def run(model, opt, x, y, n: int) -> float:
-        t0 = time.perf_counter()
+    def run(model, opt, x, y, n: int) -> tuple[float, float]:
+        """Wall and CPU seconds per image of n steps."""
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
-        return (time.perf_counter() - t0) / (n * x.shape[0])
+        return (time.perf_counter() - t0) / (n * x.shape[0]), (time.process_time() - c0) / (n * x.shape[0])
 
     for model, opt, x, y, _ in built.values():
         run(model, opt, x, y, 2)  # warm-up steps, untimed
-    per_image: dict[str, list[float]] = {name: [] for name in built}
+    wall: dict[str, list[float]] = {name: [] for name in built}
+    cpu: dict[str, list[float]] = {name: [] for name in built}
     loads = [_uptime()]
     for k in range(rounds):
         for name, (model, opt, x, y, n) in built.items():
-            per_image[name].append(run(model, opt, x, y, n))
+            w, c = run(model, opt, x, y, n)
+            wall[name].append(w)
+            cpu[name].append(c)
         loads.append(_uptime())
-        speeds = ", ".join(f"{name} {1 / per_image[name][-1]:.1f}" for name in built)
-        print(f"round {k + 1}/{rounds} (load {loads[-1]}): {speeds} img/s", flush=True)
-    ref = statistics.median(per_image["builtin (resnet50, 48 px, batch 32)"])
+        speeds = ", ".join(f"{name} {1 / wall[name][-1]:.1f} ({1 / cpu[name][-1]:.1f})" for name in built)
+        print(f"round {k + 1}/{rounds} (load {loads[-1]}), img/s per wall (CPU) second: {speeds}", flush=True)
+    builtin = "builtin (resnet50, 48 px, batch 32)"
+    ref_wall, ref_cpu = statistics.median(wall[builtin]), statistics.median(cpu[builtin])
     found = {}
     for name, (*_, n) in built.items():
-        med = statistics.median(per_image[name])
-        found[name] = {"img_per_s": 1 / med, "speed_vs_builtin": ref / med, "steps": n * rounds,
-                       "quiet_box_img_per_s": [44 * ref / med, 49 * ref / med],
-                       "img_per_s_each_round": [1 / s for s in per_image[name]], "flags": configs[name]}  # fmt: skip
-        print(f"{name}: {1 / med:.1f} img/s here, {ref / med:.2f}x builtin's step: {44 * ref / med:.0f}-"
-              f"{49 * ref / med:.0f} img/s on a quiet box (builtin there: 44-49 img/s)", flush=True)  # fmt: skip
+        by_wall, by_cpu = ref_wall / statistics.median(wall[name]), ref_cpu / statistics.median(cpu[name])
+        found[name] = {"img_per_s": 1 / statistics.median(wall[name]), "speed_vs_builtin_wall": by_wall,
+                       "speed_vs_builtin_cpu": by_cpu, "steps": n * rounds,
+                       "quiet_box_img_per_s_by_cpu": [44 * by_cpu, 49 * by_cpu],
+                       "img_per_s_each_round": [1 / s for s in wall[name]],
+                       "img_per_cpu_s_each_round": [1 / s for s in cpu[name]], "flags": configs[name]}  # fmt: skip
+        print(f"{name}: {by_wall:.2f}x builtin's speed by the wall clock, {by_cpu:.2f}x by CPU time: "
+              f"{44 * by_cpu:.0f}-{49 * by_cpu:.0f} img/s on a quiet box (builtin: 44-49)", flush=True)  # fmt: skip
     return {"configs": found, "load_each_round": loads, "rounds": rounds}
 
 
