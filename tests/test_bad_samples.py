@@ -30,16 +30,7 @@ CPU = torch.device("cpu")
 
 
 def Cfg():  # noqa: N802 (the tests build it as they built the stand-in it replaces)
-    return loader_cfg(
-        backend="pytorch",
-        batch_size=4,
-        image_size=24,
-        crop_scale_min=0.25,
-        workers=2,
-        seed=3,
-        prefetch=2,
-        hw_decoder_load=0.65,
-    )
+    return loader_cfg(backend="pytorch", batch_size=4, image_size=24, crop_scale_min=0.25, workers=2, seed=3)
 
 
 def cfg_for(root: Path, **kw) -> Cfg:

@@ -54,18 +54,7 @@ def indexed(tree):
 
 
 def Cfg():  # noqa: N802 (the tests build it as they built the stand-in it replaces)
-    return loader_cfg(
-        backend="dali",
-        batch_size=4,
-        image_size=32,
-        crop_scale_min=0.25,
-        workers=2,
-        seed=0,
-        prefetch=2,
-        hw_decoder_load=0.65,
-        steps_rounding="floor",
-        accumulate=1,
-    )
+    return loader_cfg(backend="dali", batch_size=4, image_size=32, crop_scale_min=0.25, workers=2)
 
 
 def cfg_for(tree, **kw):

@@ -42,7 +42,7 @@ def make_tree(root: Path, classes=("b_dog", "a_cat", "c_eel"), per_class=(5, 2))
 
 
 def Cfg():  # noqa: N802 (the tests build it as they built the stand-in it replaces)
-    return loader_cfg(backend="pytorch", batch_size=4, image_size=32, crop_scale_min=0.08, workers=0, seed=0)
+    return loader_cfg(backend="pytorch", batch_size=4, image_size=32, crop_scale_min=0.08, workers=0)
 
 
 # ----------------------------------------------------------------------------- layout

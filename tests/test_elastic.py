@@ -128,6 +128,17 @@ def steps(records: list[dict], kind: str = "train") -> list[int]:
     return [r["step"] for r in records if r["kind"] == kind]
 
 
+def first_attempt_steps(records: list[dict]) -> set[int]:
+    """The steps the first attempt wrote a train record for."""
+    out: set[int] = set()
+    for r in records:
+        if r["kind"] == "resume":
+            break
+        if r["kind"] == "train":
+            out.add(r["step"])
+    return out
+
+
 def losses_done_twice(records: list[dict]) -> list[tuple[int, float, float]]:
     """(step, loss before the failure, loss after it) for each step the resumed attempt did again."""
     first: dict[int, float] = {}
@@ -177,7 +188,12 @@ def check_the_restart(job: ElasticJob, records: list[dict], failed_at: float, ki
     assert resume["reached_step"] == lost["step"] and resume["steps_lost"] == lost["step"] - resume["checkpoint_step"]
     assert 0 <= resume["steps_lost"] < CHECKPOINT_EVERY
     again = losses_done_twice(records)
-    assert [s for s, _, _ in again] == list(range(resume["checkpoint_step"] + 1, lost["step"] + 1))
+    want = list(range(resume["checkpoint_step"] + 1, lost["step"] + 1))
+    if lost["step"] not in first_attempt_steps(records):
+        # the peer was lost in the collectives of that step's log line (bad-sample counts): the step was taken,
+        # its record never written, so there is no first loss to compare it with
+        want = want[:-1]
+    assert [s for s, _, _ in again] == want
     for step, before, after in again:
         assert after == pytest.approx(before, rel=1e-5), (step, before, after)
     out = job.log(0)

@@ -54,16 +54,7 @@ def which(images: torch.Tensor) -> list[int]:
 
 
 def Cfg():  # noqa: N802 (the tests build it as they built the stand-in it replaces)
-    return loader_cfg(
-        backend="pytorch",
-        batch_size=2,
-        image_size=16,
-        crop_scale_min=0.5,
-        workers=0,
-        seed=0,
-        prefetch=2,
-        hw_decoder_load=0.65,
-    )
+    return loader_cfg(backend="pytorch", batch_size=2, image_size=16, crop_scale_min=0.5, workers=0)
 
 
 def write_list(path: Path, lines) -> Path:
