@@ -128,30 +128,22 @@ def steps(records: list[dict], kind: str = "train") -> list[int]:
     return [r["step"] for r in records if r["kind"] == kind]
 
 
-def first_attempt_steps(records: list[dict]) -> set[int]:
-    """The steps the first attempt wrote a train record for."""
-    out: set[int] = set()
+def losses_by_attempt(records: list[dict]) -> dict[int, dict[int, float]]:
+    """attempt (1, 2, ...) -> step -> the loss its train record logged; a resume record starts the next attempt."""
+    out: dict[int, dict[int, float]] = {1: {}}
     for r in records:
         if r["kind"] == "resume":
-            break
-        if r["kind"] == "train":
-            out.add(r["step"])
+            out[len(out) + 1] = {}
+        elif r["kind"] == "train":
+            out[len(out)][r["step"]] = r["loss"]
     return out
 
 
 def losses_done_twice(records: list[dict]) -> list[tuple[int, float, float]]:
     """(step, loss before the failure, loss after it) for each step the resumed attempt did again."""
-    first: dict[int, float] = {}
-    again = []
-    attempt = 1
-    for r in records:
-        if r["kind"] == "resume":
-            attempt += 1
-        elif r["kind"] == "train" and attempt == 1:
-            first[r["step"]] = r["loss"]
-        elif r["kind"] == "train" and attempt == 2 and r["step"] in first:
-            again.append((r["step"], first[r["step"]], r["loss"]))
-    return again
+    by_attempt = losses_by_attempt(records)
+    first, second = by_attempt[1], by_attempt.get(2, {})
+    return [(step, first[step], loss) for step, loss in second.items() if step in first]
 
 
 def run_through(job: ElasticJob, fault: str, then=None, victim: int = 1) -> tuple[list[dict], float]:
@@ -189,7 +181,7 @@ def check_the_restart(job: ElasticJob, records: list[dict], failed_at: float, ki
     assert 0 <= resume["steps_lost"] < CHECKPOINT_EVERY
     again = losses_done_twice(records)
     want = list(range(resume["checkpoint_step"] + 1, lost["step"] + 1))
-    if lost["step"] not in first_attempt_steps(records):
+    if lost["step"] not in losses_by_attempt(records)[1]:
         # the peer was lost in the collectives of that step's log line (bad-sample counts): the step was taken,
         # its record never written, so there is no first loss to compare it with
         want = want[:-1]
